@@ -1,0 +1,111 @@
+"""Train a method on Omniglot, evaluate it under the standard protocol, and record the result.
+
+Writes ``benchmarks/results/<name>.json`` (accuracy and 95% CI for 5/20-way x 1/5-shot over 1000 test
+episodes, Lake's 20 official runs, training wall time and throughput, device, command, commit, date)
+and copies the best checkpoint (selected on the validation split) to ``models/<name>.safetensors``.
+
+Example (the committed ProtoNet)::
+
+    python benchmarks/train_and_evaluate.py --name protonet_conv4_vinyals --method protonet \
+        --episodes 10000 --lr-step 2000 --max-minutes 42
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from oneshot.checkpoint import git_commit, machine_description, now_iso
+from oneshot.experiment import STANDARD_SHAPES, evaluate_checkpoint, train_model
+from oneshot.training import TrainConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--name", required=True)
+    p.add_argument("--method", default="protonet")
+    p.add_argument("--split", default="vinyals")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--episodes", type=int, default=10000)
+    p.add_argument("--ways", type=int, default=60)
+    p.add_argument("--shots", type=int, default=1)
+    p.add_argument("--queries", type=int, default=5)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-step", type=int, default=2000)
+    p.add_argument("--lr-gamma", type=float, default=0.5)
+    p.add_argument("--eval-every", type=int, default=500)
+    p.add_argument("--val-episodes", type=int, default=500)
+    p.add_argument("--max-minutes", type=float, default=0.0)
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test-episodes", type=int, default=1000)
+    p.add_argument("--no-copy", action="store_true", help="do not copy the checkpoint into models/")
+    args = p.parse_args()
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    cfg = TrainConfig(
+        episodes=args.episodes, ways=args.ways, shots=args.shots, queries=args.queries, lr=args.lr,
+        lr_step=args.lr_step, lr_gamma=args.lr_gamma, eval_every=args.eval_every, val_episodes=args.val_episodes,
+        max_minutes=args.max_minutes, precision=args.precision, seed=args.seed,
+    )
+    out_dir = ROOT / "benchmarks" / "runs"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = out_dir / f"{args.name}.safetensors"
+    t0 = time.perf_counter()
+
+    def report(e: int, stats: dict) -> None:
+        if e % 250 == 0:
+            print(f"episode {e}: loss {stats['loss']:.4f} best val {stats['best_val']:.4f} ({time.perf_counter() - t0:.0f}s)", flush=True)
+
+    tr = train_model(args.method, cfg, ckpt, split=args.split, data_dir=args.data_dir, command=command, on_progress=report)
+    wall = time.perf_counter() - t0
+    print(f"trained {tr.episodes_run} episodes in {tr.train_seconds:.0f}s ({tr.images_per_second:.0f} images/s); best val {tr.best_val_accuracy:.4f} at {tr.best_episode}", flush=True)
+    ev = evaluate_checkpoint(ckpt, STANDARD_SHAPES, episodes=args.test_episodes, seed=0, lake_runs=(args.split == "vinyals" or args.split == "lake"), data_dir=args.data_dir)
+    for r in ev["results"]:
+        print(f"{r['ways']}-way {r['shots']}-shot: {100 * r['accuracy']:.2f} +- {100 * r['ci95']:.2f}")
+    if "lake_runs" in ev:
+        print(f"Lake's 20 runs: {100 * ev['lake_runs']['accuracy']:.2f}")
+    result = {
+        "name": args.name,
+        "method": args.method,
+        "encoder": "conv4",
+        "split": args.split,
+        "command": command,
+        "commit": git_commit(),
+        "date": now_iso(),
+        "machine": machine_description(),
+        "training": {
+            "config": cfg.__dict__,
+            "episodes_run": tr.episodes_run,
+            "train_seconds": tr.train_seconds,
+            "wall_seconds": wall,
+            "images_per_second": tr.images_per_second,
+            "episodes_per_second": tr.episodes_per_second,
+            "device": tr.device,
+            "precision": tr.precision,
+            "best_val_accuracy": tr.best_val_accuracy,
+            "best_episode": tr.best_episode,
+            "history": tr.history,
+        },
+        "evaluation": ev,
+    }
+    if not args.no_copy:
+        models = ROOT / "models"
+        models.mkdir(exist_ok=True)
+        shutil.copyfile(ckpt, models / f"{args.name}.safetensors")
+        result["checkpoint"] = f"models/{args.name}.safetensors"
+        result["evaluation"]["checkpoint"] = result["checkpoint"]
+    res_path = ROOT / "benchmarks" / "results" / f"{args.name}.json"
+    res_path.parent.mkdir(parents=True, exist_ok=True)
+    res_path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {res_path}")
+
+
+if __name__ == "__main__":
+    main()

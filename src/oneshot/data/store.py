@@ -1,0 +1,57 @@
+"""The compact in-memory image store that samplers index into.
+
+All images of a split live in one uint8 tensor; samplers yield integer indices and the batch is gathered
+(and converted to float) on the training device, so there is no per-item Python work on the hot path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+@dataclass
+class ImageSet:
+    """Images of several classes.
+
+    Attributes:
+        images: uint8 tensor (N, C, H, W).
+        labels: int64 tensor (N,), values in ``[0, len(class_names))``.
+        class_names: one readable name per class.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: list[str]
+    _class_indices: list[np.ndarray] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError("labels must have one entry per image")
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def class_indices(self) -> list[np.ndarray]:
+        """For each class, the indices of its images (ascending)."""
+        if self._class_indices is None:
+            labels = self.labels.numpy()
+            order = np.argsort(labels, kind="stable")
+            counts = np.bincount(labels, minlength=self.num_classes)
+            self._class_indices = np.split(order, np.cumsum(counts)[:-1])
+        return self._class_indices
+
+    def gather(self, indices: torch.Tensor | np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Float batch (B, C, H, W) in [0, 1] of the given indices, built on ``device``."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        batch = self.images.index_select(0, idx).to(device, non_blocking=True)
+        return batch.float().div_(255.0)

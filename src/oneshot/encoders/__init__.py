@@ -1,0 +1,40 @@
+"""Encoders map a batch of inputs to embeddings: (B, ...) -> (B, D).
+
+Register new encoders in :data:`ENCODERS`; checkpoints store the encoder's name and options and rebuild it
+through :func:`build_encoder`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from oneshot.encoders.conv4 import Conv4
+from oneshot.errors import OneshotError
+
+ENCODERS: dict[str, Callable[..., nn.Module]] = {"conv4": Conv4}
+
+
+def build_encoder(name: str, **options: object) -> nn.Module:
+    """Instantiate the encoder registered as ``name`` with ``options``."""
+    if name not in ENCODERS:
+        raise OneshotError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")
+    try:
+        return ENCODERS[name](**options)
+    except TypeError as exc:
+        raise OneshotError(f"bad options for encoder {name}: {exc}") from None
+
+
+@torch.no_grad()
+def embedding_dim(encoder: nn.Module, input_shape: tuple[int, int, int]) -> int:
+    """D for inputs of shape (C, H, W), found by a forward pass on zeros (in eval mode)."""
+    was_training = encoder.training
+    encoder.eval()
+    d = int(encoder(torch.zeros(1, *input_shape)).shape[1])
+    encoder.train(was_training)
+    return d
+
+
+__all__ = ["Conv4", "ENCODERS", "build_encoder", "embedding_dim"]

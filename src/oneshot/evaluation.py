@@ -1,0 +1,139 @@
+"""The one evaluation path: N-way K-shot accuracy with a 95% confidence interval, and Lake's official runs.
+
+Methods that embed each input independently are evaluated from embeddings computed once for the whole
+split; adaptive methods run episode by episode. Either way the episodes come from the same seeded sampler,
+so every method sees exactly the same tasks and a checkpoint always prints the same number.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from oneshot.data.omniglot import LakeRun
+from oneshot.data.samplers import EpisodeSampler
+from oneshot.data.store import ImageSet
+from oneshot.methods.base import Method
+from oneshot.runtime import autocast, to_layout
+
+
+def mean_ci95(values: np.ndarray | list[float]) -> tuple[float, float]:
+    """Mean and half-width of its 95% normal confidence interval: 1.96 * s / sqrt(n), s the sample std."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        raise ValueError("no values")
+    if v.size == 1:
+        return float(v[0]), 0.0
+    return float(v.mean()), float(1.96 * v.std(ddof=1) / math.sqrt(v.size))
+
+
+@dataclass
+class EvalResult:
+    """Accuracy over episodes (fractions in [0, 1])."""
+
+    accuracy: float
+    ci95: float
+    ways: int
+    shots: int
+    queries: int
+    episodes: int
+    seed: int
+    per_episode: list[float] = field(default_factory=list, repr=False)
+
+    def summary(self) -> dict:
+        d = asdict(self)
+        d.pop("per_episode")
+        return d
+
+
+@torch.no_grad()
+def embed_all(
+    method: Method,
+    images: torch.Tensor,
+    device: torch.device,
+    precision: str = "fp32",
+    batch_size: int = 2048,
+    channels_last: bool = True,
+) -> torch.Tensor:
+    """Embeddings (N, D) float32 on ``device`` of uint8 images (N, C, H, W), in eval mode."""
+    method.eval()
+    out = []
+    for start in range(0, images.shape[0], batch_size):
+        x = images[start : start + batch_size].to(device).float().div_(255.0)
+        with autocast(device, precision):
+            out.append(method.embed(to_layout(x, channels_last)).float())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def evaluate(
+    method: Method,
+    data: ImageSet,
+    ways: int,
+    shots: int,
+    queries: int = 15,
+    episodes: int = 1000,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    embeddings: torch.Tensor | None = None,
+    progress=None,
+) -> EvalResult:
+    """Mean accuracy and 95% CI of ``method`` over ``episodes`` seeded N-way K-shot episodes of ``data``.
+
+    Args:
+        embeddings: precomputed (N, D) embeddings of ``data`` (reused across episode shapes).
+        progress: optional callable ``advance(n)`` for a progress bar.
+    """
+    device = torch.device(device)
+    sampler = EpisodeSampler(data.class_indices, ways, shots, queries, episodes, seed)
+    method.eval()
+    support_labels = torch.arange(ways, device=device).repeat_interleave(shots)
+    query_labels = torch.arange(ways, device=device).repeat_interleave(queries)
+    accs = np.empty(episodes)
+    if method.embeds_independently:
+        z = embeddings if embeddings is not None else embed_all(method, data.images, device, precision)
+        for e, ep in enumerate(sampler):
+            s = z[torch.from_numpy(ep.support).to(device)]
+            q = z[torch.from_numpy(ep.query).to(device)]
+            pred = method.classify_embeddings(s, support_labels, q, ways).argmax(1)
+            accs[e] = (pred == query_labels).float().mean().item()
+            if progress:
+                progress(1)
+    else:
+        for e, ep in enumerate(sampler):
+            s = to_layout(data.gather(ep.support, device), True)
+            q = to_layout(data.gather(ep.query, device), True)
+            with torch.enable_grad(), autocast(device, precision):
+                logits = method.classify(s, support_labels, q, ways)
+            accs[e] = (logits.argmax(1) == query_labels).float().mean().item()
+            if progress:
+                progress(1)
+    mean, ci = mean_ci95(accs)
+    return EvalResult(mean, ci, ways, shots, queries, episodes, seed, accs.tolist())
+
+
+@torch.no_grad()
+def evaluate_lake_runs(method: Method, runs: list[LakeRun], device: torch.device | str = "cpu") -> dict:
+    """Lake et al.'s 20 within-alphabet 20-way 1-shot runs, scored as in the original benchmark.
+
+    Each of the 20 test drawings of a run is assigned to one of the run's 20 training drawings; a run's
+    error rate is the fraction assigned wrongly, and the score is the mean over the 20 runs.
+    Returns ``accuracy`` (1 - mean error), ``ci95`` over runs, and the per-run ``errors``.
+    """
+    device = torch.device(device)
+    method.eval()
+    errors = []
+    for run in runs:
+        s = run.support.to(device).float().div_(255.0)
+        q = run.queries.to(device).float().div_(255.0)
+        labels = torch.arange(s.shape[0], device=device)
+        with torch.enable_grad() if not method.embeds_independently else torch.no_grad():
+            logits = method.classify(s, labels, q, s.shape[0])
+        pred = logits.argmax(1).cpu()
+        errors.append(float((pred != run.targets).float().mean()))
+    acc, ci = mean_ci95([1 - e for e in errors])
+    return {"accuracy": acc, "ci95": ci, "runs": len(runs), "errors": errors}

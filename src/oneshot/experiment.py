@@ -1,0 +1,115 @@
+"""Glue used by the CLI and the benchmarks: train on a dataset split, evaluate a checkpoint under the standard protocol."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from oneshot.checkpoint import load_checkpoint
+from oneshot.data.images import Preprocessing
+from oneshot.data.omniglot import load_lake_runs, load_omniglot
+from oneshot.data.store import ImageSet
+from oneshot.encoders import build_encoder, embedding_dim
+from oneshot.evaluation import EvalResult, embed_all, evaluate, evaluate_lake_runs
+from oneshot.methods import build_method
+from oneshot.runtime import select_device
+from oneshot.training import TrainConfig, TrainResult, train
+
+STANDARD_SHAPES = [(5, 1), (5, 5), (20, 1), (20, 5)]
+
+
+def load_split(dataset: str, split: str, part: str, size: int, data_dir: str | Path | None) -> ImageSet:
+    """A part of a dataset split; only Omniglot for now, or a class-per-folder directory via ``dataset='folder:PATH'``."""
+    if dataset == "omniglot":
+        return load_omniglot(split, part, size, data_dir)
+    if dataset.startswith("folder:"):
+        from oneshot.data.folder import load_image_folder
+
+        return load_image_folder(dataset[len("folder:"):], Preprocessing(size=size, channels=1, invert=False))
+    from oneshot.errors import OneshotError
+
+    raise OneshotError(f"unknown dataset {dataset!r}: use omniglot")
+
+
+def train_model(
+    method: str,
+    config: TrainConfig,
+    out: str | Path,
+    dataset: str = "omniglot",
+    split: str = "vinyals",
+    size: int = 28,
+    encoder: str = "conv4",
+    encoder_options: dict[str, Any] | None = None,
+    method_options: dict[str, Any] | None = None,
+    data_dir: str | Path | None = None,
+    command: str = "",
+    resume: bool = False,
+    on_progress: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Load the train and val parts, build ``method`` on ``encoder``, and run the training loop."""
+    train_part = "train"
+    train_data = load_split(dataset, split, train_part, size, data_dir)
+    val_data = load_split(dataset, split, "val", size, data_dir)
+    torch.manual_seed(config.seed)
+    enc_opts = dict(encoder_options or {"in_channels": 1})
+    enc = build_encoder(encoder, **enc_opts)
+    model = build_method(method, enc, **(method_options or {}))
+    prep = Preprocessing(size=size, channels=1, invert=True)
+    metadata = {
+        "encoder": encoder,
+        "encoder_options": enc_opts,
+        "preprocessing": prep.to_dict(),
+        "embedding_dim": embedding_dim(enc, (prep.channels, prep.size, prep.size)),
+        "data": {"dataset": dataset, "split": split, "train_part": train_part, "val_part": "val"},
+        "training": {"command": command},
+        "seed": config.seed,
+    }
+    return train(model, train_data, val_data, config, out, metadata, resume=resume, on_progress=on_progress)
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    shapes: list[tuple[int, int]],
+    episodes: int = 1000,
+    queries: int = 15,
+    split: str | None = None,
+    part: str = "test",
+    seed: int = 0,
+    lake_runs: bool = False,
+    data_dir: str | Path | None = None,
+    device: str = "auto",
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint on N-way K-shot episodes of a split part (and optionally Lake's runs).
+
+    The split defaults to the one the checkpoint was trained on. Returns a JSON-ready dict with one entry
+    per shape under ``results`` and ``lake_runs`` when asked.
+    """
+    dev = select_device(device)
+    ck = load_checkpoint(checkpoint, device=dev)
+    prep = ck.preprocessing
+    data_meta = ck.metadata.get("data", {})
+    dataset = data_meta.get("dataset", "omniglot")
+    split = split or data_meta.get("split", "vinyals")
+    data = load_split(dataset, split, part, prep.size, data_dir)
+    t0 = time.perf_counter()
+    z = embed_all(ck.method, data.images, dev) if ck.method.embeds_independently else None
+    results: list[EvalResult] = []
+    for ways, shots in shapes:
+        results.append(evaluate(ck.method, data, ways, shots, queries, episodes, seed, dev, embeddings=z, progress=progress))
+    out: dict[str, Any] = {
+        "checkpoint": str(checkpoint),
+        "method": ck.metadata["method"],
+        "dataset": dataset,
+        "split": split,
+        "part": part,
+        "results": [r.summary() for r in results],
+    }
+    if lake_runs:
+        out["lake_runs"] = evaluate_lake_runs(ck.method, load_lake_runs(prep.size, data_dir), dev)
+    out["seconds"] = time.perf_counter() - t0
+    return out

@@ -1,0 +1,26 @@
+"""One-shot methods: each a :class:`~oneshot.methods.base.Method` registered by name in :data:`METHODS`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from oneshot.errors import OneshotError
+from oneshot.methods.base import Episode, Method, TrainShape
+from oneshot.methods.protonet import ProtoNet
+
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (ProtoNet,)}
+
+
+def build_method(name: str, encoder: nn.Module, **options: Any) -> Method:
+    """Instantiate the method registered as ``name`` around ``encoder``."""
+    if name not in METHODS:
+        raise OneshotError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    try:
+        return METHODS[name](encoder, **options)
+    except TypeError as exc:
+        raise OneshotError(f"bad options for method {name}: {exc}") from None
+
+
+__all__ = ["METHODS", "Episode", "Method", "ProtoNet", "TrainShape", "build_method"]
