@@ -194,7 +194,8 @@ def train(
         e = state["episode"] + 1
         idx = torch.from_numpy(np.concatenate([ep.support, ep.query]))
         x = to_layout(train_data.gather(idx, device), config.channels_last)
-        episode = Episode(x[:n_support], support_labels, x[n_support:], query_labels, shape.ways, shape.shots)
+        classes = torch.from_numpy(ep.classes).to(device)
+        episode = Episode(x[:n_support], support_labels, x[n_support:], query_labels, shape.ways, shape.shots, classes)
         with autocast(device, precision):
             loss, logits = method.loss(episode)
         opt.zero_grad(set_to_none=True)

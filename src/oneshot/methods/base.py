@@ -29,6 +29,8 @@ class Episode:
         query_labels: (N*Q,) int64.
         ways: N.
         shots: K.
+        classes: (N,) int64 dataset class ids of the episode labels (``classes[label]``), for methods
+            that learn over all base classes (transfer baselines) or need global identities.
     """
 
     support: torch.Tensor
@@ -37,6 +39,7 @@ class Episode:
     query_labels: torch.Tensor
     ways: int
     shots: int
+    classes: torch.Tensor | None = None
 
 
 @dataclass
