@@ -195,7 +195,14 @@ def train(
         idx = torch.from_numpy(np.concatenate([ep.support, ep.query]))
         x = to_layout(train_data.gather(idx, device), config.channels_last)
         classes = torch.from_numpy(ep.classes).to(device)
-        episode = Episode(x[:n_support], support_labels, x[n_support:], query_labels, shape.ways, shape.shots, classes)
+        if ep.support.size == n_support:
+            episode = Episode(x[:n_support], support_labels, x[n_support:], query_labels, shape.ways, shape.shots, classes)
+        else:  # a meta-batch of T tasks, task-major (see Episode.tasks)
+            tasks = ep.support.size // n_support
+            episode = Episode(
+                x[: ep.support.size], support_labels.repeat(tasks), x[ep.support.size :], query_labels.repeat(tasks),
+                shape.ways, shape.shots, classes, tasks=tasks,
+            )
         with autocast(device, precision):
             loss, logits = method.loss(episode)
         opt.zero_grad(set_to_none=True)

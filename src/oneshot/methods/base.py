@@ -31,6 +31,9 @@ class Episode:
         shots: K.
         classes: (N,) int64 dataset class ids of the episode labels (``classes[label]``), for methods
             that learn over all base classes (transfer baselines) or need global identities.
+        tasks: T, the number of tasks stacked task-major in this batch (meta-learning meta-batches): a
+            sampler that yields T episodes' indices concatenated (all supports, then all queries) gets
+            support (T*N*K, ...) with labels tiled per task, and ``classes`` (T*N,).
     """
 
     support: torch.Tensor
@@ -40,6 +43,7 @@ class Episode:
     ways: int
     shots: int
     classes: torch.Tensor | None = None
+    tasks: int = 1
 
 
 @dataclass
