@@ -73,6 +73,18 @@ class Method(nn.Module):
         """Constructor options (besides the encoder), stored in checkpoints to rebuild the method."""
         return {}
 
+    @classmethod
+    def options_for_data(cls, data: ImageSet) -> dict[str, Any]:
+        """Constructor options that depend on the training data (e.g. the number of base classes of a
+        transfer baseline's classifier); ``experiment.train_model`` merges them under the user's options."""
+        return {}
+
+    def pair_score(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Similarity (P,) of embedding pairs a, b (P, D), higher = more likely the same class; used by
+        verification. Default: negative squared Euclidean distance; methods with a learned pair score
+        (Siamese) override it."""
+        return -(a.float() - b.float()).pow(2).sum(1)
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, D) float32 embeddings."""
         return self.encoder(x).float()
