@@ -15,7 +15,7 @@ from oneshot.data.omniglot import load_lake_runs, load_omniglot
 from oneshot.data.store import ImageSet
 from oneshot.encoders import build_encoder, embedding_dim
 from oneshot.evaluation import EvalResult, embed_all, evaluate, evaluate_lake_runs
-from oneshot.methods import build_method
+from oneshot.methods import METHODS, build_method
 from oneshot.runtime import select_device
 from oneshot.training import TrainConfig, TrainResult, train
 
@@ -57,7 +57,9 @@ def train_model(
     torch.manual_seed(config.seed)
     enc_opts = dict(encoder_options or {"in_channels": 1})
     enc = build_encoder(encoder, **enc_opts)
-    model = build_method(method, enc, **(method_options or {}))
+    # Data-dependent options (e.g. the number of base classes) first; the user's options override them.
+    data_options = METHODS[method].options_for_data(train_data) if method in METHODS else {}
+    model = build_method(method, enc, **{**data_options, **(method_options or {})})
     prep = Preprocessing(size=size, channels=1, invert=True)
     metadata = {
         "encoder": encoder,

@@ -8,9 +8,16 @@ from torch import nn
 
 from oneshot.errors import OneshotError
 from oneshot.methods.base import Episode, Method, TrainShape
+from oneshot.methods.baseline import Baseline
+from oneshot.methods.contrastive import Contrastive
+from oneshot.methods.matching import MatchingNet
 from oneshot.methods.protonet import ProtoNet
+from oneshot.methods.siamese import Siamese
+from oneshot.methods.triplet import Triplet
 
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (ProtoNet,)}
+METHODS: dict[str, type[Method]] = {
+    cls.name: cls for cls in (ProtoNet, Siamese, Contrastive, Triplet, MatchingNet, Baseline)
+}
 
 
 def build_method(name: str, encoder: nn.Module, **options: Any) -> Method:
@@ -23,4 +30,7 @@ def build_method(name: str, encoder: nn.Module, **options: Any) -> Method:
         raise OneshotError(f"bad options for method {name}: {exc}") from None
 
 
-__all__ = ["METHODS", "Episode", "Method", "ProtoNet", "TrainShape", "build_method"]
+__all__ = [
+    "METHODS", "Baseline", "Contrastive", "Episode", "MatchingNet", "Method", "ProtoNet", "Siamese", "TrainShape",
+    "Triplet", "build_method",
+]

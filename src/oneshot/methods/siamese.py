@@ -1,0 +1,72 @@
+"""Siamese networks for one-shot recognition (Koch, Zemel & Salakhutdinov, "Siamese Neural Networks for
+One-shot Image Recognition", ICML Deep Learning Workshop 2015).
+
+A twin encoder with shared weights embeds both images of a pair; the "same" logit is a learned weighted L1
+distance, ``alpha . |f(x1) - f(x2)| + b``, and the same-class probability its sigmoid, trained with binary
+cross-entropy on balanced same / different pairs (:func:`~oneshot.methods.pairs.balanced_pairs`). One-shot
+classification picks the class whose support example has the highest "same" probability.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from oneshot.data.store import ImageSet
+from oneshot.methods.base import Episode, Method
+from oneshot.methods.pairs import episode_pairs, infer_dim
+
+
+def class_max(scores: torch.Tensor, labels: torch.Tensor, ways: int) -> torch.Tensor:
+    """Per-class maximum of pair scores: (Q, S) with support labels (S,) in [0, ways) -> (Q, ways)."""
+    out = torch.full((scores.shape[0], ways), float("-inf"), dtype=scores.dtype, device=scores.device)
+    return out.scatter_reduce(1, labels[None].expand_as(scores), scores, reduce="amax")
+
+
+class Siamese(Method):
+    """Koch et al.'s Siamese verification network on any encoder.
+
+    Args:
+        encoder: the shared twin encoder, (B, C, H, W) -> (B, D).
+        input_shape: (C, H, W) of the inputs, to size the distance layer (set from the training data).
+    """
+
+    name = "siamese"
+
+    def __init__(self, encoder: nn.Module, input_shape: Sequence[int] = (1, 28, 28)) -> None:
+        super().__init__(encoder)
+        self.input_shape = [int(v) for v in input_shape]
+        self.distance = nn.Linear(infer_dim(encoder, self.input_shape), 1)  # alpha (1, D), bias b
+
+    def options(self) -> dict[str, Any]:
+        return {"input_shape": self.input_shape}
+
+    @classmethod
+    def options_for_data(cls, data: ImageSet) -> dict[str, Any]:
+        return {"input_shape": list(data.images.shape[1:])}
+
+    def pair_logits(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """"Same" logits of embedding pairs: a, b (..., D) -> (...,)."""
+        return self.distance((a.float() - b.float()).abs()).squeeze(-1)
+
+    def pair_score(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.pair_logits(a, b)
+
+    def classify_embeddings(
+        self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, ways: int
+    ) -> torch.Tensor:
+        scores = self.pair_logits(query[:, None, :], support[None, :, :])  # (Q, S)
+        return class_max(scores, support_labels, ways)
+
+    def loss(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
+        x, a, b, same = episode_pairs(episode)
+        z = self.embed(x)
+        loss = F.binary_cross_entropy_with_logits(self.pair_logits(z[a], z[b]), same)
+        n = episode.support.shape[0]
+        with torch.no_grad():
+            logits = self.classify_embeddings(z[:n], episode.support_labels, z[n:], episode.ways)
+        return loss, logits
