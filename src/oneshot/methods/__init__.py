@@ -10,14 +10,19 @@ from oneshot.errors import OneshotError
 from oneshot.methods.base import Episode, Method, TrainShape
 from oneshot.methods.baseline import Baseline
 from oneshot.methods.contrastive import Contrastive
+from oneshot.methods.maml import FOMAML, MAML
 from oneshot.methods.matching import MatchingNet
+from oneshot.methods.memory import MemoryLearner
 from oneshot.methods.protonet import ProtoNet
+from oneshot.methods.reptile import Reptile
 from oneshot.methods.siamese import Siamese
 from oneshot.methods.triplet import Triplet
 
 METHODS: dict[str, type[Method]] = {
     cls.name: cls for cls in (ProtoNet, Siamese, Contrastive, Triplet, MatchingNet, Baseline)
 }
+# Meta-learning and memory (issue 4).
+METHODS.update({cls.name: cls for cls in (MAML, FOMAML, Reptile, MemoryLearner)})
 
 
 def build_method(name: str, encoder: nn.Module, **options: Any) -> Method:
@@ -31,6 +36,6 @@ def build_method(name: str, encoder: nn.Module, **options: Any) -> Method:
 
 
 __all__ = [
-    "METHODS", "Baseline", "Contrastive", "Episode", "MatchingNet", "Method", "ProtoNet", "Siamese", "TrainShape",
+    "FOMAML", "MAML", "METHODS", "Baseline", "MemoryLearner", "Reptile", "Contrastive", "Episode", "MatchingNet", "Method", "ProtoNet", "Siamese", "TrainShape",
     "Triplet", "build_method",
 ]

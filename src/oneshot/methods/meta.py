@@ -1,0 +1,148 @@
+"""Shared machinery of the optimisation-based meta-learners (MAML, first-order MAML, Reptile).
+
+* :class:`MetaBatchSampler` yields T seeded episodes per training step, concatenated task-major (all supports
+  of the T tasks, then all queries), which the training loop turns into one :class:`Episode` with
+  ``tasks = T`` (see ``Episode.tasks``).
+* :class:`FastWeightMethod` runs an encoder plus a linear N-way head *functionally*
+  (``torch.func.functional_call``) on a dict of "fast weights", so the same module can be adapted per task
+  without touching its parameters, and differentiated through the adaptation (``torch.func.grad``).
+
+Batch norm follows Finn et al. (2017): every forward pass normalises with the statistics of the batch it
+is given (the task's support set in the inner loop, the task's query set in the outer loop and at test time);
+no running statistics are kept, so train and eval modes compute the same function.
+
+The head. Finn et al. meta-learn an (N, D) head for a fixed N. ``head="learned"`` does that (``ways`` rows;
+an episode with fewer ways uses the first N rows, more ways is an error). ``head="zero"`` (the default) starts
+every task from a zero head instead (the "zero trick" of Kao et al., "MAML is a Noisy Contrastive Learner in
+Classification", ICLR 2022): the head is then not a meta-parameter, the classifier is permutation invariant,
+and one checkpoint adapts to any number of ways -- which is what lets one model be evaluated at 5 and 20 ways.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, replace_all_batch_norm_modules_
+
+from oneshot.data.samplers import EpisodeIndices, EpisodeSampler
+from oneshot.data.store import ImageSet
+from oneshot.errors import OneshotError
+from oneshot.methods.base import Episode, Method, TrainShape
+
+FastWeights = dict[str, torch.Tensor]
+
+HEADS = ("zero", "learned")
+
+
+class MetaBatchSampler:
+    """T seeded N-way K-shot episodes per step, concatenated task-major.
+
+    Step ``b`` holds episodes ``b*T .. b*T+T-1`` of an :class:`EpisodeSampler` with the same seed, so steps
+    are reproducible on their own and resume is exact.
+
+    Args:
+        base: the episode sampler (its ``episodes`` and ``start`` count meta-batches, not tasks).
+        tasks: T, tasks per meta-batch.
+    """
+
+    def __init__(self, base: EpisodeSampler, tasks: int) -> None:
+        if tasks < 1:
+            raise OneshotError(f"meta-batch size must be >= 1 (got {tasks})")
+        self.base, self.tasks = base, tasks
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def step(self, b: int) -> EpisodeIndices:
+        """Meta-batch ``b``: support (T*N*K,), query (T*N*Q,), classes (T*N,)."""
+        eps = [self.base.episode(b * self.tasks + t) for t in range(self.tasks)]
+        return EpisodeIndices(
+            support=np.concatenate([e.support for e in eps]),
+            query=np.concatenate([e.query for e in eps]),
+            classes=np.concatenate([e.classes for e in eps]),
+        )
+
+    def __iter__(self) -> Iterator[EpisodeIndices]:
+        for b in range(self.base.start, self.base.episodes):
+            yield self.step(b)
+
+
+def split_tasks(episode: Episode) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The T tasks of a (meta-batch) episode: (support (N*K, ...), labels (N*K,), query (N*Q, ...), labels (N*Q,))."""
+    ns = episode.support.shape[0] // episode.tasks
+    nq = episode.query.shape[0] // episode.tasks
+    for t in range(episode.tasks):
+        yield (
+            episode.support[t * ns : (t + 1) * ns], episode.support_labels[t * ns : (t + 1) * ns],
+            episode.query[t * nq : (t + 1) * nq], episode.query_labels[t * nq : (t + 1) * nq],
+        )
+
+
+def sgd_step(fast: FastWeights, grads: FastWeights, lr: float) -> FastWeights:
+    """phi - lr * g for every fast weight (out of place, so it stays differentiable)."""
+    return {k: fast[k] - lr * grads[k] for k in fast}
+
+
+class FastWeightMethod(Method):
+    """An encoder plus a linear head, run functionally on fast weights (base of MAML and Reptile).
+
+    Args:
+        encoder: any ``(B, C, H, W) -> (B, D)`` module; its batch norms are switched to batch statistics.
+        head: ``zero`` (a zero (N, D) head at the start of every task) or ``learned`` (meta-learned rows).
+        ways: rows of the learned head (the largest N it serves); unused by the zero head.
+        embedding_dim: D, needed to build the learned head.
+        meta_batch: T, tasks per training step.
+    """
+
+    embeds_independently = False
+
+    def __init__(self, encoder: nn.Module, head: str = "zero", ways: int = 5, embedding_dim: int = 64, meta_batch: int = 1) -> None:
+        super().__init__(encoder)
+        if head not in HEADS:
+            raise OneshotError(f"unknown head {head!r}: use {' or '.join(HEADS)}")
+        replace_all_batch_norm_modules_(self.encoder)
+        self.head_kind, self.ways, self.embedding_dim, self.meta_batch = head, int(ways), int(embedding_dim), int(meta_batch)
+        if head == "learned":
+            self.head = nn.Linear(self.embedding_dim, self.ways)
+            nn.init.zeros_(self.head.bias)
+
+    def options(self) -> dict[str, Any]:
+        return {"head": self.head_kind, "ways": self.ways, "embedding_dim": self.embedding_dim, "meta_batch": self.meta_batch}
+
+    def training_sampler(self, data: ImageSet, shape: TrainShape, episodes: int, seed: int, start: int):
+        base = EpisodeSampler(data.class_indices, shape.ways, shape.shots, shape.queries, episodes, seed, start)
+        return base if self.meta_batch == 1 else MetaBatchSampler(base, self.meta_batch)
+
+    def meta_parameters(self) -> FastWeights:
+        """The parameters the outer loop learns, by name (encoder, and the head when learned)."""
+        return dict(self.named_parameters())
+
+    def initial_fast_weights(self, params: FastWeights, ways: int, like: torch.Tensor) -> FastWeights:
+        """Fast weights at the start of a task: ``params`` plus a zero (N, D) head, or the first N learned rows."""
+        fast = {k: v for k, v in params.items() if not k.startswith("head.")}
+        if self.head_kind == "zero":
+            fast["head.weight"] = torch.zeros(ways, self.embedding_dim, dtype=torch.float32, device=like.device)
+            fast["head.bias"] = torch.zeros(ways, dtype=torch.float32, device=like.device)
+        else:
+            if ways > self.ways:
+                raise OneshotError(f"this model's head has {self.ways} outputs: it cannot classify {ways}-way episodes (train with --method-option ways={ways})")
+            fast["head.weight"] = params["head.weight"][:ways]
+            fast["head.bias"] = params["head.bias"][:ways]
+        return fast
+
+    def functional_logits(self, fast: FastWeights, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) inputs -> (B, N) logits with the fast weights (batch norm on this batch's statistics)."""
+        enc = {k[len("encoder."):]: v for k, v in fast.items() if k.startswith("encoder.")}
+        z = functional_call(self.encoder, enc, (x,)).flatten(1).float()
+        if z.shape[1] != fast["head.weight"].shape[1]:
+            raise OneshotError(f"the encoder gives {z.shape[1]}-d embeddings but the head expects {fast['head.weight'].shape[1]}: set --method-option embedding_dim={z.shape[1]}")
+        return F.linear(z, fast["head.weight"], fast["head.bias"])
+
+    def task_loss(self, fast: FastWeights, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of the fast-weight model on (x, y)."""
+        return F.cross_entropy(self.functional_logits(fast, x), y)

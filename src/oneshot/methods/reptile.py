@@ -1,0 +1,142 @@
+"""Reptile (Nichol, Achiam & Schulman, "On First-Order Meta-Learning Algorithms", arXiv:1803.02999, 2018).
+
+For each task i of a meta-batch, Reptile copies the meta-parameters (phi_i = theta), trains phi_i with
+``inner_steps`` steps of SGD or Adam on the task's data, and moves theta towards the adapted weights::
+
+    theta <- theta + epsilon * (1/T) sum_i (phi_i - theta)
+
+How it fits the one training loop. The loop only calls ``loss`` and back-propagates, so ``loss`` returns the
+surrogate ``(1/T) sum_i 0.5 * ||theta - stopgrad(phi_i)||^2``, whose gradient w.r.t. theta is exactly the
+Reptile direction ``(1/T) sum_i (theta - phi_i)``. With plain SGD at learning rate epsilon that is the update
+above; the loop's Adam treats it as a gradient, which Nichol et al. (section 3, Algorithm 2's remark) suggest
+("treat (theta - phi) as a gradient and plug it into an adaptive algorithm such as Adam").
+
+The inner loop trains on the task's support and query images together during meta-training (Nichol et al.
+train on all ``train_shots`` examples of each class; ``train_on_query=False`` uses the support set only) and
+on the support set at test time, for ``test_steps`` steps. Batch norm uses each batch's statistics (the
+paper's transductive setting) and the head is zero-initialised per task by default: see
+:mod:`oneshot.methods.meta`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import grad
+
+from oneshot.errors import OneshotError
+from oneshot.methods.base import Episode
+from oneshot.methods.meta import FastWeightMethod, FastWeights, sgd_step, split_tasks
+
+INNER_OPTIMIZERS = ("sgd", "adam")
+
+
+def inner_train(
+    fast: FastWeights,
+    loss_fn: Callable[[FastWeights], torch.Tensor],
+    steps: int,
+    lr: float,
+    optimizer: str = "adam",
+    betas: tuple[float, float] = (0.0, 0.999),
+    eps: float = 1e-8,
+) -> FastWeights:
+    """``steps`` steps of SGD or Adam on ``loss_fn`` from ``fast`` (detached: no graph to theta is kept).
+
+    Adam is written out (Kingma & Ba 2015, with bias correction); Nichol et al. use beta1 = 0 in the inner loop.
+    """
+    if optimizer not in INNER_OPTIMIZERS:
+        raise OneshotError(f"unknown inner optimizer {optimizer!r}: use {' or '.join(INNER_OPTIMIZERS)}")
+    fast = {k: v.detach() for k, v in fast.items()}
+    m = {k: torch.zeros_like(v) for k, v in fast.items()}
+    v2 = {k: torch.zeros_like(v) for k, v in fast.items()}
+    b1, b2 = betas
+    for t in range(1, steps + 1):
+        g = {k: v.detach() for k, v in grad(loss_fn)(fast).items()}
+        if optimizer == "sgd":
+            fast = sgd_step(fast, g, lr)
+            continue
+        for k in fast:
+            m[k] = b1 * m[k] + (1 - b1) * g[k]
+            v2[k] = b2 * v2[k] + (1 - b2) * g[k] * g[k]
+            step = lr * (m[k] / (1 - b1**t)) / ((v2[k] / (1 - b2**t)).sqrt() + eps)
+            fast[k] = fast[k] - step
+    return fast
+
+
+def reptile_surrogate(params: FastWeights, adapted: list[FastWeights]) -> torch.Tensor:
+    """(1/T) sum_i 0.5 * ||theta - stopgrad(phi_i)||^2 over the parameters in ``params`` (its gradient is theta - mean phi)."""
+    total = torch.zeros((), device=next(iter(params.values())).device)
+    for phi in adapted:
+        for k, theta in params.items():
+            total = total + 0.5 * (theta.float() - phi[k].detach().float()).pow(2).sum()
+    return total / len(adapted)
+
+
+class Reptile(FastWeightMethod):
+    """Reptile on any encoder plus a linear N-way head.
+
+    Args:
+        encoder: ``(B, C, H, W) -> (B, D)``.
+        inner_steps: inner optimisation steps per task during meta-training (Nichol et al.: 5 on Omniglot).
+        inner_lr: inner learning rate (Nichol et al.: Adam, 0.001).
+        inner_optimizer: ``adam`` (beta1 = 0, as in the paper) or ``sgd``.
+        meta_batch: T, tasks per outer step (Nichol et al.: 5).
+        test_steps: adaptation steps at evaluation (Nichol et al.: 50).
+        train_on_query: use the task's query images as inner training data too during meta-training.
+        head, ways, embedding_dim: see :class:`~oneshot.methods.meta.FastWeightMethod`.
+    """
+
+    name = "reptile"
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        inner_steps: int = 5,
+        inner_lr: float = 1e-3,
+        inner_optimizer: str = "adam",
+        meta_batch: int = 5,
+        test_steps: int = 50,
+        train_on_query: bool = True,
+        head: str = "zero",
+        ways: int = 5,
+        embedding_dim: int = 64,
+    ) -> None:
+        super().__init__(encoder, head=head, ways=ways, embedding_dim=embedding_dim, meta_batch=meta_batch)
+        if inner_optimizer not in INNER_OPTIMIZERS:
+            raise OneshotError(f"unknown inner optimizer {inner_optimizer!r}: use {' or '.join(INNER_OPTIMIZERS)}")
+        self.inner_steps, self.inner_lr, self.test_steps = int(inner_steps), float(inner_lr), int(test_steps)
+        self.inner_optimizer, self.train_on_query = inner_optimizer, bool(train_on_query)
+
+    def options(self) -> dict[str, Any]:
+        return dict(
+            super().options(), inner_steps=self.inner_steps, inner_lr=self.inner_lr, inner_optimizer=self.inner_optimizer,
+            test_steps=self.test_steps, train_on_query=self.train_on_query,
+        )
+
+    def adapt(self, params: FastWeights, x: torch.Tensor, y: torch.Tensor, ways: int, steps: int) -> FastWeights:
+        """phi after ``steps`` inner steps on (x (S, C, H, W), y (S,)), starting from ``params`` (detached)."""
+        fast = self.initial_fast_weights({k: v.detach() for k, v in params.items()}, ways, x)
+        return inner_train(fast, lambda w: self.task_loss(w, x, y), steps, self.inner_lr, self.inner_optimizer)
+
+    def loss(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Reptile surrogate over the T tasks (gradient theta - mean phi_i); logits (T*N*Q, N) of the adapted models."""
+        params = self.meta_parameters()
+        adapted, logits = [], []
+        for xs, ys, xq, yq in split_tasks(episode):
+            x, y = (torch.cat([xs, xq]), torch.cat([ys, yq])) if self.train_on_query else (xs, ys)
+            phi = self.adapt(params, x, y, episode.ways, self.inner_steps)
+            adapted.append(phi)
+            with torch.no_grad():
+                logits.append(self.functional_logits(phi, xq))
+        return reptile_surrogate(params, adapted), torch.cat(logits)
+
+    def classify(self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
+        """Train on the support set for ``test_steps`` steps, then logits (Q, N) of the query set."""
+        with torch.enable_grad():
+            phi = self.adapt(self.meta_parameters(), support, support_labels, ways, self.test_steps)
+        with torch.no_grad():
+            return self.functional_logits(phi, query)
