@@ -139,13 +139,18 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_checkpoint(path: str | Path, expect_method: str | None = None, device: str | torch.device = "cpu") -> Checkpoint:
+def load_checkpoint(
+    path: str | Path, expect_method: str | None = None, device: str | torch.device = "cpu",
+    method_options: dict[str, Any] | None = None,
+) -> Checkpoint:
     """Rebuild the method a checkpoint describes and load its weights; refuse anything inconsistent.
 
     Args:
         path: the ``.safetensors`` file.
         expect_method: if given, refuse a checkpoint of another method.
         device: where to put the model.
+        method_options: options to change when rebuilding (e.g. a transfer baseline's one-shot rule);
+            only options that do not change the tensors can be changed.
     """
     path = Path(path)
     meta = read_metadata(path)
@@ -159,7 +164,8 @@ def load_checkpoint(path: str | Path, expect_method: str | None = None, device: 
     if _tensor_digest(tensors) != meta.get("tensors_sha256"):
         raise OneshotError(f"{path} is corrupt: its weights do not match the checksum in its metadata")
     encoder = build_encoder(meta["encoder"], **meta.get("encoder_options", {}))
-    method = build_method(meta["method"], encoder, **meta.get("method_options", {}))
+    options = {**meta.get("method_options", {}), **(method_options or {})}
+    method = build_method(meta["method"], encoder, **options)
     try:
         method.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:

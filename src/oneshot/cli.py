@@ -59,6 +59,30 @@ def _progress(quiet: bool) -> Progress:
     )
 
 
+MethodOptions = Annotated[
+    list[str],
+    typer.Option(
+        "--option", "-o",
+        help="Method option KEY=VALUE (repeat; VALUE is read as JSON when it parses, else as text), "
+        "e.g. -o mining=batch-hard -o fce=true. See docs/methods.md.",
+    ),
+]
+
+
+def _parse_options(items: list[str]) -> dict:
+    """``["margin=0.5", "mining=all"]`` -> ``{"margin": 0.5, "mining": "all"}``."""
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise OneshotError(f"method option {item!r} is not KEY=VALUE")
+        try:
+            out[key.strip().replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip().replace("-", "_")] = value
+    return out
+
+
 def _parse_shapes(ways: list[int], shots: list[int], standard: bool) -> list[tuple[int, int]]:
     if standard:
         from oneshot.experiment import STANDARD_SHAPES
@@ -70,7 +94,8 @@ def _parse_shapes(ways: list[int], shots: list[int], standard: bool) -> list[tup
 @app.command()
 @user_errors
 def train(
-    method: Annotated[str, typer.Option(help="One-shot method to train (protonet).")] = "protonet",
+    method: Annotated[str, typer.Option(help="One-shot method to train: protonet, siamese, contrastive, triplet, matching, baseline (docs/methods.md).")] = "protonet",
+    option: MethodOptions = [],
     out: Annotated[Path, typer.Option(help="Where to write the best checkpoint (.safetensors).")] = Path("runs/protonet.safetensors"),
     split: Annotated[str, typer.Option(help="Omniglot split: vinyals (rotations as classes) or lake (background vs evaluation).")] = "vinyals",
     episodes: Annotated[int, typer.Option(help="Training episodes.")] = 10000,
@@ -111,7 +136,8 @@ def train(
                 best = f"best val {100 * stats['best_val']:.2f}%" if stats["best_val"] >= 0 else "not validated yet"
                 bar.update(task, completed=e, info=f"loss {stats['loss']:.3f}  {best}")
 
-        res = train_model(method, cfg, out, split=split, data_dir=data_dir, command=command, resume=resume, on_progress=on_progress)
+        res = train_model(method, cfg, out, split=split, data_dir=data_dir, command=command, resume=resume, on_progress=on_progress,
+                          method_options=_parse_options(option))
     summary = {k: v for k, v in res.__dict__.items() if k != "history"}
     if as_json:
         typer.echo(json.dumps(summary))
@@ -135,6 +161,12 @@ def evaluate(
     protocol: Annotated[Optional[str], typer.Option(help="Omniglot split (vinyals or lake); default: the checkpoint's.")] = None,
     standard: Annotated[bool, typer.Option(help="Evaluate the four standard shapes 5/20-way x 1/5-shot.")] = False,
     lake_runs: Annotated[bool, typer.Option(help="Also score Lake's 20 official 20-way 1-shot runs.")] = False,
+    verification: Annotated[bool, typer.Option(help="Also report verification metrics (AUC, EER, TAR at FAR 1e-2/1e-3) on seeded same/different pairs.")] = False,
+    pairs: Annotated[int, typer.Option(help="Same/different pairs for --verification (half each).")] = 20000,
+    similarity: Annotated[str, typer.Option(help="Pair similarity for --verification: auto (the method's own), cosine or neg-sqdist.")] = "auto",
+    roc_png: Annotated[Optional[Path], typer.Option(help="Save the verification ROC curve as a PNG (implies --verification).")] = None,
+    det_png: Annotated[Optional[Path], typer.Option(help="Save the verification DET curve as a PNG (implies --verification).")] = None,
+    option: MethodOptions = [],
     seed: Annotated[int, typer.Option(help="Evaluation seed: fixes the episodes, so the same checkpoint prints the same number.")] = 0,
     data_dir: DataDir = None,
     device: Device = "auto",
@@ -149,6 +181,8 @@ def evaluate(
         res = evaluate_checkpoint(
             checkpoint, shapes, episodes=episodes, queries=queries, split=protocol, part=split, seed=seed,
             lake_runs=lake_runs, data_dir=data_dir, device=device, progress=lambda n: bar.advance(task, n),
+            method_options=_parse_options(option), verification=verification, verification_pairs=pairs,
+            similarity=similarity, roc_png=roc_png, det_png=det_png,
         )
     rows = res["results"]
     if as_json:
@@ -158,6 +192,8 @@ def evaluate(
             obj = {"split": split, "protocol": res["split"], "checkpoint": str(checkpoint), "method": res["method"], "results": rows}
         if "lake_runs" in res:
             obj["lake_runs"] = res["lake_runs"]
+        if "verification" in res:
+            obj["verification"] = res["verification"]
         typer.echo(json.dumps(obj))
         return
     table = Table(title=f"{res['method']} on {res['dataset']} {res['split']} {split} ({episodes} episodes, seed {seed})")
@@ -168,6 +204,15 @@ def evaluate(
     Console().print(table)
     if "lake_runs" in res:
         typer.echo(f"Lake's 20 official runs (20-way 1-shot within alphabet): {100 * res['lake_runs']['accuracy']:.2f}% correct")
+    if "verification" in res:
+        v = res["verification"]
+        typer.echo(
+            f"verification ({v['pairs']} pairs, {v['similarity']} similarity): AUC {v['auc']:.4f}, EER {100 * v['eer']:.2f}%, "
+            f"TAR {100 * v['tar_at_far_1e-2']:.2f}% at FAR 1e-2, {100 * v['tar_at_far_1e-3']:.2f}% at FAR 1e-3"
+        )
+        for key in ("roc_png", "det_png"):
+            if key in v:
+                typer.echo(f"{key.split('_')[0].upper()} curve: {v[key]}")
 
 
 @app.command()

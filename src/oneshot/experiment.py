@@ -85,14 +85,25 @@ def evaluate_checkpoint(
     data_dir: str | Path | None = None,
     device: str = "auto",
     progress: Callable[[int], None] | None = None,
+    method_options: dict[str, Any] | None = None,
+    verification: bool = False,
+    verification_pairs: int = 20000,
+    similarity: str = "auto",
+    roc_png: str | Path | None = None,
+    det_png: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on N-way K-shot episodes of a split part (and optionally Lake's runs).
 
     The split defaults to the one the checkpoint was trained on. Returns a JSON-ready dict with one entry
     per shape under ``results`` and ``lake_runs`` when asked.
+
+    ``method_options`` change options of the rebuilt method (those that do not change its tensors).
+    ``verification`` adds same/different-pair metrics (AUC, EER, TAR at FAR 1e-2 and 1e-3) over
+    ``verification_pairs`` seeded pairs of the same split part under ``verification``, and draws the ROC and
+    DET curves to ``roc_png`` / ``det_png`` when given.
     """
     dev = select_device(device)
-    ck = load_checkpoint(checkpoint, device=dev)
+    ck = load_checkpoint(checkpoint, device=dev, method_options=method_options)
     prep = ck.preprocessing
     data_meta = ck.metadata.get("data", {})
     dataset = data_meta.get("dataset", "omniglot")
@@ -106,6 +117,7 @@ def evaluate_checkpoint(
     out: dict[str, Any] = {
         "checkpoint": str(checkpoint),
         "method": ck.metadata["method"],
+        "method_options": ck.method.options(),
         "dataset": dataset,
         "split": split,
         "part": part,
@@ -113,5 +125,14 @@ def evaluate_checkpoint(
     }
     if lake_runs:
         out["lake_runs"] = evaluate_lake_runs(ck.method, load_lake_runs(prep.size, data_dir), dev)
+    if verification or roc_png or det_png:
+        from oneshot.verification import evaluate_verification, plot_det, plot_roc
+
+        ver = evaluate_verification(ck.method, data, verification_pairs, seed, similarity, dev, embeddings=z)
+        out["verification"] = ver.summary()
+        if roc_png:
+            out["verification"]["roc_png"] = str(plot_roc(ver, roc_png))
+        if det_png:
+            out["verification"]["det_png"] = str(plot_det(ver, det_png))
     out["seconds"] = time.perf_counter() - t0
     return out
