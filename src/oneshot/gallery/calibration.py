@@ -1,0 +1,138 @@
+"""Thresholds you can trust: choose them on validation classes for a target false-accept rate.
+
+Scores are cosine similarities of L2-normalised embeddings. From labelled validation embeddings (classes the
+gallery has never seen) we measure:
+
+* **verification** (one query against one claimed class): genuine scores (a query against its own class's
+  one-shot template) and impostor scores (against every other class's template); the verify threshold is
+  the smallest score that accepts at most ``target_far`` of the impostor scores.
+* **open-set identification** (one query against a whole gallery of G classes): in each trial, G validation
+  classes are enrolled from one random example each and the remaining classes are strangers; an impostor
+  score is a stranger's *best* score over the gallery, a genuine query is accepted when its best match is its
+  own class and scores above the threshold. When the gallery is larger than half the validation classes, the
+  identify threshold is extrapolated from the pairwise impostor distribution at the per-comparison rate
+  ``1 - (1 - target)^(1/G)`` (independence assumption, recorded as such).
+
+Every number is stored with the counts it rests on, so a threshold is never a magic number.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from oneshot.errors import OneshotError
+
+
+def threshold_for_far(impostor: np.ndarray, target: float) -> float:
+    """Smallest threshold t (accept when score >= t) with at most ``floor(target * n)`` impostor scores >= t."""
+    s = np.sort(np.asarray(impostor, dtype=np.float64))[::-1]
+    allowed = int(math.floor(target * len(s)))
+    if allowed >= len(s):
+        return float(s[-1])
+    return float(np.nextafter(np.float32(s[allowed]), np.float32(np.inf)))
+
+
+def _summary(scores: np.ndarray) -> dict[str, Any]:
+    q = np.quantile(scores, [0.001, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999]) if len(scores) else []
+    return {"count": int(len(scores)), "mean": float(np.mean(scores)) if len(scores) else None,
+            "quantiles": {p: float(v) for p, v in zip(["0.1%", "1%", "10%", "50%", "90%", "99%", "99.9%"], q)}}
+
+
+def calibrate(embeddings: np.ndarray, labels: np.ndarray, target_far: float, gallery_size: int,
+              trials: int = 20, seed: int = 0) -> dict[str, Any]:
+    """Thresholds for ``target_far`` and the rates they give on the validation data.
+
+    Args:
+        embeddings: (N, D) L2-normalised validation embeddings.
+        labels: (N,) int class of each embedding; at least 4 classes with 2+ examples each.
+        target_far: the false-accept rate to aim for, in (0, 1).
+        gallery_size: G, the number of classes the identification threshold is for.
+        trials: random gallery/stranger splits for the identification simulation.
+        seed: seed of the template and split choices.
+
+    Returns:
+        A JSON-ready record: ``verify_threshold``, ``identify_threshold``, measured rates, score summaries.
+    """
+    if not 0 < target_far < 1:
+        raise OneshotError(f"target false-accept rate {target_far} must be between 0 and 1 (e.g. 1e-3)")
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    classes = classes[counts >= 2]
+    if len(classes) < 4:
+        raise OneshotError(f"calibration needs at least 4 validation classes with 2+ examples each, got {len(classes)}: "
+                           "give more validation classes")
+    rng = np.random.default_rng(seed)
+    members = {int(c): np.flatnonzero(labels == c) for c in classes}
+    x = np.asarray(embeddings, dtype=np.float32)
+
+    # Verification: one random template per class, every other example is a query.
+    tmpl_idx = np.array([rng.choice(members[int(c)]) for c in classes])
+    keep = np.isin(labels, classes) & ~np.isin(np.arange(len(labels)), tmpl_idx)
+    q_idx = np.flatnonzero(keep)
+    s = x[q_idx] @ x[tmpl_idx].T  # (Q, C)
+    own = np.searchsorted(classes, labels[q_idx])
+    genuine = s[np.arange(len(q_idx)), own]
+    mask = np.ones_like(s, dtype=bool)
+    mask[np.arange(len(q_idx)), own] = False
+    impostor = s[mask]
+    t_verify = threshold_for_far(impostor, target_far)
+
+    # Open-set identification.
+    C = len(classes)
+    G = max(1, min(gallery_size, C // 2))
+    imp_best, gen_best, gen_correct = [], [], []
+    for _ in range(trials):
+        perm = rng.permutation(C)
+        enrolled, strangers = perm[:G], perm[G:]
+        t_idx = np.array([rng.choice(members[int(classes[c])]) for c in enrolled])
+        templates = x[t_idx]
+        stranger_idx = np.concatenate([members[int(classes[c])] for c in strangers])
+        imp_best.append((x[stranger_idx] @ templates.T).max(1))
+        g_idx = np.concatenate([np.setdiff1d(members[int(classes[c])], t_idx) for c in enrolled])
+        gs = x[g_idx] @ templates.T
+        truth = np.searchsorted(np.sort(enrolled), np.searchsorted(classes, labels[g_idx]))
+        order = np.argsort(enrolled)
+        gs = gs[:, order]
+        gen_best.append(gs.max(1))
+        gen_correct.append(gs.argmax(1) == truth)
+    imp_best_a, gen_best_a, gen_correct_a = map(np.concatenate, (imp_best, gen_best, gen_correct))
+    extrapolated = gallery_size > G
+    if extrapolated:
+        per_pair = 1.0 - (1.0 - target_far) ** (1.0 / gallery_size)
+        t_identify = threshold_for_far(impostor, per_pair)
+    else:
+        t_identify = threshold_for_far(imp_best_a, target_far)
+
+    notes = []
+    if len(impostor) * target_far < 10:
+        notes.append(f"only {len(impostor)} impostor pairs: a verify FAR of {target_far:g} is barely resolved; use more validation data")
+    if not extrapolated and len(imp_best_a) * target_far < 10:
+        notes.append(f"only {len(imp_best_a)} stranger queries: an identify FAR of {target_far:g} is barely resolved")
+    if extrapolated:
+        notes.append(f"gallery of {gallery_size} classes > half the {C} validation classes: identify threshold "
+                     "extrapolated from pairwise impostor scores assuming independent comparisons")
+    return {
+        "target_far": float(target_far),
+        "verify_threshold": t_verify,
+        "identify_threshold": t_identify,
+        "gallery_size": int(gallery_size),
+        "simulated_gallery_size": int(G),
+        "identify_method": "extrapolated" if extrapolated else "simulated",
+        "validation_classes": int(C),
+        "validation_examples": int(keep.sum() + len(tmpl_idx)),
+        "trials": int(trials),
+        "seed": int(seed),
+        "measured": {
+            "verify_far": float(np.mean(impostor >= t_verify)),
+            "verify_tar": float(np.mean(genuine >= t_verify)),
+            "identify_far": float(np.mean(imp_best_a >= t_identify)),
+            "identify_tar": float(np.mean(gen_correct_a & (gen_best_a >= t_identify))),
+            "closed_set_accuracy": float(np.mean(gen_correct_a)),
+        },
+        "scores": {"genuine": _summary(genuine), "impostor": _summary(impostor),
+                   "stranger_best": _summary(imp_best_a), "genuine_best": _summary(gen_best_a)},
+        "notes": notes,
+    }
