@@ -14,6 +14,7 @@ from oneshot.data.images import Preprocessing
 from oneshot.data.omniglot import load_lake_runs, load_omniglot
 from oneshot.data.store import ImageSet
 from oneshot.encoders import build_encoder, embedding_dim
+from oneshot.errors import OneshotError
 from oneshot.evaluation import EvalResult, embed_all, evaluate, evaluate_lake_runs
 from oneshot.methods import METHODS, build_method
 from oneshot.runtime import select_device
@@ -102,6 +103,11 @@ def evaluate_checkpoint(
     ``verification_pairs`` seeded pairs of the same split part under ``verification``, and draws the ROC and
     DET curves to ``roc_png`` / ``det_png`` when given.
     """
+    if verification or roc_png or det_png:
+        from oneshot.verification import SIMILARITIES
+
+        if similarity not in SIMILARITIES:
+            raise OneshotError(f"unknown similarity {similarity!r}; choose one of {', '.join(SIMILARITIES)}")
     dev = select_device(device)
     ck = load_checkpoint(checkpoint, device=dev, method_options=method_options)
     prep = ck.preprocessing
