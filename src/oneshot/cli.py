@@ -301,6 +301,10 @@ def demo(
     typer.echo(f"picture of one-shot episodes: {png} (evaluation took {time.perf_counter() - t0:.0f}s)")
 
 
+from oneshot.gallery.cli import app as gallery_app  # noqa: E402  (below user_errors, which it uses)
+app.add_typer(gallery_app, name="gallery")
+
+
 def main() -> None:  # pragma: no cover - console script entry point
     app()
 

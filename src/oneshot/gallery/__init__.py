@@ -1,12 +1,24 @@
 """The gallery: enrol classes from one example, identify, verify and reject strangers, persistently.
 
 See ``docs/gallery.md``. :class:`Gallery` is the API; ``oneshot gallery ...`` (:mod:`oneshot.gallery.cli`) is
-the command line on top of it.
+the command line on top of it. Names are imported lazily, so the CLI starts without loading FAISS.
 """
 
-from oneshot.gallery.encode import CheckpointEncoder, Encoder
-from oneshot.gallery.gallery import ClassInfo, EnrolReport, Gallery, Identification, Match, Verification
-from oneshot.gallery.index import IndexSettings
+from __future__ import annotations
 
-__all__ = ["CheckpointEncoder", "ClassInfo", "Encoder", "EnrolReport", "Gallery", "Identification", "IndexSettings",
-           "Match", "Verification"]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "CheckpointEncoder": "oneshot.gallery.encode", "Encoder": "oneshot.gallery.encode",
+    "ClassInfo": "oneshot.gallery.gallery", "EnrolReport": "oneshot.gallery.gallery", "Gallery": "oneshot.gallery.gallery",
+    "Identification": "oneshot.gallery.gallery", "Match": "oneshot.gallery.gallery", "Verification": "oneshot.gallery.gallery",
+    "IndexSettings": "oneshot.gallery.index",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'oneshot.gallery' has no attribute {name!r}")

@@ -1,0 +1,305 @@
+"""``oneshot gallery ...``: the gallery's command line, a thin layer over :class:`oneshot.gallery.Gallery`.
+
+Every command takes the gallery file first, prints tables (or one JSON object with ``--json``) and turns
+user mistakes into ``error: ...`` with exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from oneshot.cli import user_errors
+from oneshot.errors import OneshotError
+
+app = typer.Typer(no_args_is_help=True, help="A persistent gallery: enrol classes from one example, identify, verify.",
+                  pretty_exceptions_enable=False)
+
+GalleryPath = Annotated[Path, typer.Argument(help="The gallery file (SQLite).")]
+EncoderOpt = Annotated[Optional[Path], typer.Option("--encoder", help="Encoder checkpoint (.safetensors); default: the one the gallery was created with.")]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+def _open(path: Path, encoder: Optional[Path] = None):
+    from oneshot.gallery import Gallery
+
+    return Gallery.open(path, encoder=encoder, create=False)
+
+
+def _echo_json(obj: object) -> None:
+    typer.echo(json.dumps(obj, default=str))
+
+
+@app.command()
+@user_errors
+def create(
+    gallery: GalleryPath,
+    encoder: Annotated[Path, typer.Option("--encoder", help="Encoder checkpoint (.safetensors) the gallery will use.")],
+    store: Annotated[str, typer.Option(help="What to keep of each example: inputs (bytes, for reembed), paths, or none.")] = "inputs",
+    approx_above: Annotated[Optional[int], typer.Option(help="Search approximately (HNSW) above this many classes.")] = None,
+    as_json: Json = False,
+) -> None:
+    """Create an empty gallery bound to an encoder checkpoint."""
+    from oneshot.gallery import Gallery
+
+    if gallery.exists():
+        raise OneshotError(f"{gallery} already exists: use it, or choose another path")
+    with Gallery.open(gallery, encoder=encoder, store=store, approx_above=approx_above) as g:
+        info = g.info()
+    if as_json:
+        _echo_json(info)
+    else:
+        typer.echo(f"created {gallery}: encoder {info['encoder']} ({info['dim']}-d embeddings), stores {store}")
+
+
+@app.command()
+@user_errors
+def enrol(
+    gallery: GalleryPath,
+    label: Annotated[Optional[str], typer.Argument(help="Class label (omit with --folder).")] = None,
+    files: Annotated[Optional[list[Path]], typer.Argument(help="One or more example files of the class.")] = None,
+    folder: Annotated[Optional[Path], typer.Option(help="Enrol every sub-folder of this folder as a class named after it.")] = None,
+    encoder: EncoderOpt = None,
+    as_json: Json = False,
+) -> None:
+    """Enrol a class from one or more examples (an existing label is refined), with a quality report."""
+    from oneshot.data.folder import list_class_folders
+
+    if folder is not None:
+        if label is not None:
+            raise OneshotError("give either LABEL FILES... or --folder, not both")
+        jobs = list(list_class_folders(folder).items())
+    else:
+        if not label or not files:
+            raise OneshotError("give a LABEL and at least one example file (or --folder with one sub-folder per class)")
+        jobs = [(label, files)]
+    reports = []
+    with _open(gallery, encoder) as g:
+        for lab, fs in jobs:
+            reports.append(g.enrol(lab, list(fs)).to_dict())
+    if as_json:
+        _echo_json({"gallery": str(gallery), "enrolments": reports})
+        return
+    for r in reports:
+        what = "enrolled" if r["created"] else "refined"
+        typer.echo(f"{what} {r['label']!r}: +{r['examples_added']} example(s), {r['n_examples']} in total")
+        for w in r["warnings"]:
+            typer.echo(f"  warning: {w}")
+        for n in r["notes"]:
+            typer.echo(f"  note: {n}")
+
+
+@app.command()
+@user_errors
+def identify(
+    gallery: GalleryPath,
+    queries: Annotated[list[Path], typer.Argument(help="Query files.")],
+    k: Annotated[int, typer.Option("-k", help="How many candidate classes to show.")] = 3,
+    encoder: EncoderOpt = None,
+    as_json: Json = False,
+) -> None:
+    """Top-k classes for each query, or "unknown" when the best score is below the gallery's threshold."""
+    with _open(gallery, encoder) as g:
+        res = g.identify(list(queries), k=k)
+    rows = [dict(r.to_dict(), query=str(q)) for q, r in zip(queries, res)]
+    if as_json:
+        _echo_json({"gallery": str(gallery), "results": rows})
+        return
+    th = res[0].threshold if res else None
+    table = Table(title=f"identify (threshold {th:.3f})" if th is not None else "identify (no threshold: run calibrate)")
+    for col in ("query", "class", "score", "candidates"):
+        table.add_column(col)
+    for r in rows:
+        cands = ", ".join(f"{c['label']} {c['score']:.3f}" for c in r["candidates"])
+        table.add_row(r["query"], r["label"], f"{r['score']:.3f}", cands)
+    Console().print(table)
+
+
+@app.command()
+@user_errors
+def verify(
+    gallery: GalleryPath,
+    query: Annotated[Path, typer.Argument(help="The query file.")],
+    label: Annotated[str, typer.Option(help="The claimed class.")],
+    confirm: Annotated[bool, typer.Option(help="The claim is confirmed: let an adapting class follow this example.")] = False,
+    encoder: EncoderOpt = None,
+    as_json: Json = False,
+) -> None:
+    """Accept or reject a query as a claimed class; exit status 1 when rejected."""
+    with _open(gallery, encoder) as g:
+        res = g.verify(query, label, confirm=confirm)
+    if as_json:
+        _echo_json(res.to_dict())
+    else:
+        verdict = "accept" if res.accepted else "reject"
+        typer.echo(f"{verdict} {label!r}: score {res.score:.3f} vs threshold {res.threshold:.3f}" + (" (template adapted)" if res.adapted else ""))
+    if not res.accepted:
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def forget(gallery: GalleryPath, label: Annotated[str, typer.Argument(help="The class to remove.")]) -> None:
+    """Remove a class and its examples."""
+    with _open(gallery) as g:
+        n = g.forget(label)
+    typer.echo(f"forgot {label!r} ({n} examples)")
+
+
+@app.command()
+@user_errors
+def rename(gallery: GalleryPath, old: Annotated[str, typer.Argument()], new: Annotated[str, typer.Argument()]) -> None:
+    """Rename a class."""
+    with _open(gallery) as g:
+        g.rename(old, new)
+    typer.echo(f"renamed {old!r} to {new!r}")
+
+
+@app.command("list")
+@user_errors
+def list_classes(gallery: GalleryPath, as_json: Json = False) -> None:
+    """The gallery's classes, encoder, thresholds and calibration."""
+    from dataclasses import asdict
+
+    with _open(gallery) as g:
+        info = g.info()
+        classes = g.list()
+    if as_json:
+        _echo_json(dict(info, class_list=[asdict(c) for c in classes]))
+        return
+    table = Table(title=f"{gallery}: {info['classes']} classes, {info['examples']} examples, encoder {info['encoder']}, {info['index']['kind']} index")
+    for col in ("label", "examples", "adaptation", "updated"):
+        table.add_column(col)
+    for c in classes:
+        table.add_row(c.label, str(c.n_examples), f"rate {c.adapt_rate:g}, {c.adaptations} updates" if c.adapt_rate else "off", c.updated)
+    Console().print(table)
+    th, cal = info["threshold"], info["calibration"]
+    if th:
+        typer.echo(f"thresholds: identify {th['identify']}, verify {th['verify']} ({th['source']})")
+    else:
+        typer.echo("thresholds: none (run `oneshot gallery calibrate`)")
+    if cal and th and th.get("source") == "calibrated":
+        m = cal["measured"]
+        typer.echo(f"calibrated for FAR {cal['target_far']:g} on {cal['validation_classes']} validation classes "
+                   f"(gallery of {cal['gallery_size']}): identify FAR {m['identify_far']:.2e} TAR {m['identify_tar']:.3f}; "
+                   f"verify FAR {m['verify_far']:.2e} TAR {m['verify_tar']:.3f}")
+    if "warning" in info:
+        typer.echo(f"warning: {info['warning']}")
+
+
+@app.command()
+@user_errors
+def calibrate(
+    gallery: GalleryPath,
+    folder: Annotated[Optional[Path], typer.Option(help="Validation classes: one sub-folder of examples per class, none of them enrolled.")] = None,
+    omniglot: Annotated[Optional[str], typer.Option(help="Use Omniglot validation classes instead: lake-val (the Lake split's validation alphabets).")] = None,
+    far: Annotated[float, typer.Option(help="Target false-accept rate.")] = 1e-3,
+    gallery_size: Annotated[Optional[int], typer.Option(help="Gallery size the identify threshold is for (default: the current size).")] = None,
+    trials: Annotated[int, typer.Option(help="Random gallery/stranger splits simulated.")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated splits.")] = 0,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Dataset folder for --omniglot (else $ONESHOT_DATA).")] = None,
+    encoder: EncoderOpt = None,
+    as_json: Json = False,
+) -> None:
+    """Measure genuine and impostor scores on validation classes; set thresholds for a target false-accept rate."""
+    with _open(gallery, encoder) as g:
+        if (folder is None) == (omniglot is None):
+            raise OneshotError("give exactly one of --folder DIR or --omniglot lake-val")
+        if folder is not None:
+            rec = g.calibrate_folder(folder, target_far=far, gallery_size=gallery_size, trials=trials, seed=seed)
+        else:
+            if omniglot != "lake-val":
+                raise OneshotError(f"unknown --omniglot {omniglot!r}: use lake-val")
+            from oneshot.data import load_omniglot
+
+            enc = g.encoder
+            if not hasattr(enc, "encode_images"):
+                raise OneshotError("--omniglot needs an image checkpoint encoder")
+            val = load_omniglot("lake", "val", enc.preprocessing.size, data_dir)  # type: ignore[attr-defined]
+            x = enc.encode_images(val.images.numpy())  # type: ignore[attr-defined]
+            rec = g.calibrate(x, val.labels.numpy(), target_far=far, gallery_size=gallery_size, trials=trials,
+                              seed=seed, source="omniglot lake val")
+    if as_json:
+        _echo_json(rec)
+        return
+    m = rec["measured"]
+    typer.echo(f"target false-accept rate {far:g} on {rec['validation_classes']} validation classes "
+               f"({rec['validation_examples']} examples), gallery of {rec['gallery_size']} classes:")
+    typer.echo(f"  identify threshold {rec['identify_threshold']:.4f} ({rec['identify_method']}): measured FAR {m['identify_far']:.2e}, "
+               f"TAR {m['identify_tar']:.4f}, closed-set accuracy {m['closed_set_accuracy']:.4f}")
+    typer.echo(f"  verify threshold {rec['verify_threshold']:.4f}: measured FAR {m['verify_far']:.2e}, TAR {m['verify_tar']:.4f}")
+    for n in rec["notes"]:
+        typer.echo(f"  note: {n}")
+
+
+@app.command()
+@user_errors
+def threshold(
+    gallery: GalleryPath,
+    identify: Annotated[Optional[float], typer.Option(help="Identify threshold (cosine).")] = None,
+    verify: Annotated[Optional[float], typer.Option(help="Verify threshold (cosine).")] = None,
+) -> None:
+    """Set thresholds by hand (recorded as manual); prefer `calibrate`."""
+    if identify is None and verify is None:
+        raise OneshotError("give --identify and/or --verify")
+    with _open(gallery) as g:
+        g.set_threshold(identify=identify, verify=verify)
+        t = g.thresholds()
+    typer.echo(f"thresholds: identify {t['identify']}, verify {t['verify']} (manual)")
+
+
+@app.command()
+@user_errors
+def adapt(
+    gallery: GalleryPath,
+    label: Annotated[str, typer.Argument(help="The class.")],
+    rate: Annotated[float, typer.Option(help="Rate in (0, 0.5]; 0 turns adaptation off.")],
+    min_score: Annotated[Optional[float], typer.Option(help="Only confirmed matches scoring at least this adapt.")] = None,
+    max_drift: Annotated[float, typer.Option(help="Keep at least this cosine to the enrolled examples' prototype.")] = 0.8,
+) -> None:
+    """Turn template adaptation on or off for one class (off by default)."""
+    with _open(gallery) as g:
+        g.set_adaptation(label, rate, min_score=min_score, max_drift=max_drift)
+    typer.echo(f"adaptation of {label!r}: " + (f"rate {rate:g}" if rate else "off"))
+
+
+@app.command()
+@user_errors
+def export(gallery: GalleryPath, out: Annotated[Path, typer.Argument(help="New file for the copy.")]) -> None:
+    """Write a consistent copy of the gallery (itself a gallery file)."""
+    with _open(gallery) as g:
+        g.export(out)
+    typer.echo(f"exported {gallery} to {out}")
+
+
+@app.command("import")
+@user_errors
+def import_(
+    gallery: GalleryPath,
+    source: Annotated[Path, typer.Argument(help="A gallery (or export) with the same encoder.")],
+    on_conflict: Annotated[str, typer.Option(help="For labels in both: error, skip or merge.")] = "error",
+) -> None:
+    """Add another gallery's classes (same encoder fingerprint), all or nothing."""
+    with _open(gallery) as g:
+        n = g.import_from(source, on_conflict=on_conflict)
+    typer.echo(f"imported {n} classes from {source}")
+
+
+@app.command()
+@user_errors
+def reembed(
+    gallery: GalleryPath,
+    encoder: Annotated[Path, typer.Option("--encoder", help="The new encoder checkpoint.")],
+) -> None:
+    """Rebuild every template with a new encoder from the stored examples; thresholds are cleared."""
+    from oneshot.gallery import Gallery
+
+    with Gallery.open(gallery, create=False) as g:
+        n = g.reembed(encoder)
+        fp = g.info()["encoder"]
+    typer.echo(f"re-embedded {n} examples with encoder {fp}; run `oneshot gallery calibrate` again")
