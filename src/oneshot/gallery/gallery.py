@@ -357,8 +357,10 @@ class Gallery:
         label = _check_label(label)
         if isinstance(examples, (str, Path, bytes)):
             examples = [examples]
-        if isinstance(examples, np.ndarray) and examples.ndim == 2:
-            examples = list(examples)
+        if isinstance(examples, np.ndarray) and examples.dtype != object:
+            if examples.ndim not in (1, 2):
+                raise OneshotError(f"examples of {label!r} have shape {examples.shape}: give (D,) or (n, D) embeddings")
+            examples = list(np.atleast_2d(examples))
         if examples is None or len(examples) == 0:
             raise OneshotError(f"no examples given for {label!r}: enrol at least one")
         vec_rows: dict[int, np.ndarray] = {}

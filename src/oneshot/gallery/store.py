@@ -37,6 +37,8 @@ from oneshot.errors import OneshotError
 FORMAT = "oneshot-gallery"
 SCHEMA_VERSION = 1
 SQLITE_MAGIC = b"SQLite format 3\x00"
+#: Files up to this size get a structural ``PRAGMA quick_check`` on open (larger ones: header checks only).
+QUICK_CHECK_MAX_BYTES = 1 << 30
 
 SCHEMA = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -138,6 +140,10 @@ class Store:
                 if version < 1:
                     raise OneshotError(f"gallery {path} has no valid schema version: it is damaged; restore it from an export")
                 ro.execute("SELECT COUNT(*) FROM classes").fetchone()
+                if path.stat().st_size <= QUICK_CHECK_MAX_BYTES:
+                    verdict = ro.execute("PRAGMA quick_check(1)").fetchone()[0]
+                    if verdict != "ok":
+                        raise OneshotError(f"gallery {path} is corrupt ({verdict}): restore it from an export")
             finally:
                 ro.close()
             conn = cls._connect(path, "rw")
