@@ -113,27 +113,23 @@ def load_characters(kind: str, prep: Preprocessing, data_dir: str | Path | None 
     return chars
 
 
-def _split_lines(scheme: str, part: str, data_dir: str | Path | None) -> list[str]:
+SPLIT_SHA256 = {
+    "train": "984522c194c30fb678ce53304a160a42faf5403ad4f9a67010f32dd3a35738e0",
+    "val": "11f99e54faee3e26f53d3231c1cceac5bf7b8730e9be31cb6dab256551dc0c1a",
+    "test": "845264cc5c156180828ccf17915668b17ee21424d0170df6e7d81676aa5d1204",
+    "trainval": "5276ae50c755596d0bff7f2284e85625695549a85ee6e36b6491ad1e5d1cc26a",
+}
+
+
+def _split_lines(part: str, data_dir: str | Path | None) -> list[str]:
+    """The class list of one part of the Vinyals split (``<data>/omniglot/vinyals_splits/<part>.txt``)."""
     name = f"{part}.txt"
-    remote = RemoteFile(name, f"{SPLITS_URL}/{name}", "none:")
-    # The split lists live beside the zips in a vinyals_splits/ folder.
-    for root in [Path(p) for p in _roots(data_dir)]:
-        for folder in (root / "omniglot" / "vinyals_splits", root / "vinyals_splits"):
-            if (folder / name).is_file():
-                lines = [ln.strip() for ln in (folder / name).read_text().splitlines() if ln.strip()]
-                if len(lines) != VINYALS_COUNTS[part]:
-                    raise OneshotError(f"{folder / name} has {len(lines)} classes, expected {VINYALS_COUNTS[part]}")
-                return lines
-    raise OneshotError(
-        f"Vinyals split list {name} not found: put it in <data>/omniglot/vinyals_splits/ "
-        f"(from {remote.url.rsplit('/', 1)[0]}/)"
-    )
-
-
-def _roots(data_dir: str | Path | None) -> list[Path]:
-    from oneshot.data.paths import candidate_roots
-
-    return candidate_roots(data_dir)
+    remote = RemoteFile(name, f"{SPLITS_URL}/{name}", f"sha256:{SPLIT_SHA256[part]}")
+    path = locate_files("omniglot/vinyals_splits", [remote], data_dir)[name]
+    lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    if len(lines) != VINYALS_COUNTS[part]:
+        raise OneshotError(f"{path} lists {len(lines)} classes, expected {VINYALS_COUNTS[part]}: replace the file")
+    return lines
 
 
 def load_omniglot(
@@ -181,7 +177,6 @@ def load_omniglot(
             images.append(chars.images[torch.tensor(sel)])
         return ImageSet(torch.cat(images), torch.tensor(labels, dtype=torch.long), names)
 
-    lines = _split_lines(split, part, data_dir)
     by_key: dict[str, torch.Tensor] = {}
     for kind in ("background", "evaluation"):
         chars = load_characters(kind, prep, data_dir)
@@ -190,6 +185,7 @@ def load_omniglot(
             idx_of.setdefault(key, []).append(i)
         for key, idx in idx_of.items():
             by_key[key] = chars.images[torch.tensor(idx)]
+    lines = _split_lines(part, data_dir)
     images, labels = [], []
     for c, line in enumerate(lines):
         alphabet, character, rot = line.split("/")

@@ -18,6 +18,11 @@ from oneshot.data.samplers import EpisodeSampler
 from oneshot.data.store import ImageSet
 
 
+def full_precision(z: torch.Tensor) -> torch.Tensor:
+    """Upcast bfloat16/float16 tensors (from autocast) to float32; float32 and float64 pass unchanged."""
+    return z.float() if z.dtype in (torch.bfloat16, torch.float16) else z
+
+
 @dataclass
 class Episode:
     """A gathered N-way K-shot episode (class-major, episode labels 0..N-1).
@@ -86,8 +91,8 @@ class Method(nn.Module):
         return -(a.float() - b.float()).pow(2).sum(1)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, D) float32 embeddings."""
-        return self.encoder(x).float()
+        """(B, C, H, W) -> (B, D) embeddings, in float32 at least (half-precision autocast outputs are upcast)."""
+        return full_precision(self.encoder(x))
 
     def training_sampler(self, data: ImageSet, shape: TrainShape, episodes: int, seed: int, start: int) -> EpisodeSampler:
         """The sampler of training batches; episodic by default."""

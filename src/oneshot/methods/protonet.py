@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from oneshot.methods.base import Episode, Method
+from oneshot.methods.base import Episode, Method, full_precision
 
 
 def prototypes(embeddings: torch.Tensor, labels: torch.Tensor, ways: int) -> torch.Tensor:
@@ -33,7 +33,7 @@ class ProtoNet(Method):
     def classify_embeddings(
         self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, ways: int
     ) -> torch.Tensor:
-        return -squared_euclidean(query.float(), prototypes(support.float(), support_labels, ways))
+        return -squared_euclidean(full_precision(query), prototypes(full_precision(support), support_labels, ways))
 
     def loss(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
         # One forward pass over support and query together keeps batch-norm statistics per episode.

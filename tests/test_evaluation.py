@@ -1,0 +1,65 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from oneshot.data import ImageSet
+from oneshot.encoders import Conv4
+from oneshot.evaluation import evaluate, mean_ci95
+from oneshot.methods import ProtoNet
+
+
+def test_ci95_formula_by_hand():
+    values = [1.0, 0.8, 0.6, 1.0, 0.9]
+    mean = sum(values) / 5
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / 4)
+    m, ci = mean_ci95(values)
+    assert m == pytest.approx(0.86)
+    assert ci == pytest.approx(1.96 * sd / math.sqrt(5))
+    assert mean_ci95([0.5]) == (0.5, 0.0)
+
+
+def synthetic_set(n_classes=12, per_class=6, seed=0):
+    """Images whose class is encoded in which 7x7 patch is bright, plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    imgs, labels = [], []
+    for c in range(n_classes):
+        for _ in range(per_class):
+            x = torch.randint(0, 100, (1, 28, 28), generator=g)
+            r, k = divmod(c, 4)
+            x[0, 7 * r : 7 * r + 7, 7 * k : 7 * k + 7] += 40
+            imgs.append(x)
+            labels.append(c)
+    return ImageSet(torch.stack(imgs).to(torch.uint8), torch.tensor(labels), [f"c{c}" for c in range(n_classes)])
+
+
+class EpisodicProtoNet(ProtoNet):
+    """The same model, but forced down the episode-by-episode evaluation path."""
+
+    embeds_independently = False
+
+
+def test_cached_embedding_path_equals_episode_by_episode_path():
+    torch.manual_seed(0)
+    data = synthetic_set()
+    a = ProtoNet(Conv4())
+    b = EpisodicProtoNet(Conv4())
+    b.load_state_dict(a.state_dict())
+    ra = evaluate(a, data, 5, 1, 3, 40, seed=5)
+    rb = evaluate(b, data, 5, 1, 3, 40, seed=5, precision="fp32")
+    assert np.allclose(ra.per_episode, rb.per_episode)
+
+
+def test_evaluation_is_repeatable_and_seeded():
+    torch.manual_seed(0)
+    data = synthetic_set()
+    m = ProtoNet(Conv4())
+    r1 = evaluate(m, data, 5, 1, 3, 60, seed=1)
+    r2 = evaluate(m, data, 5, 1, 3, 60, seed=1)
+    r3 = evaluate(m, data, 5, 1, 3, 60, seed=2)
+    assert r1.accuracy == r2.accuracy and r1.ci95 == r2.ci95
+    assert r1.per_episode != r3.per_episode
+    assert 0 <= r1.accuracy <= 1 and r1.ci95 > 0
+    # An untrained Conv-4 already separates these classes better than 5-way chance (0.2), not perfectly.
+    assert 0.3 < r1.accuracy < 1.0
