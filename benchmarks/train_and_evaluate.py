@@ -8,6 +8,12 @@ Example (the committed ProtoNet)::
 
     python benchmarks/train_and_evaluate.py --name protonet_conv4_vinyals --method protonet \
         --episodes 10000 --lr-step 2000 --max-minutes 42
+
+Method options go with ``--option KEY=VALUE`` (repeat); ``--verification`` adds AUC / EER / TAR at FAR
+1e-2 and 1e-3 on seeded same/different test pairs; ``--variant KEY=VALUE`` also evaluates the same
+checkpoint with a method option changed (e.g. a transfer baseline's one-shot rule), on the validation split
+(for choosing) and on the test split (for reporting). benchmarks/metric_family.sh trains the whole
+metric-learning family this way.
 """
 
 from __future__ import annotations
@@ -25,6 +31,20 @@ from oneshot.experiment import STANDARD_SHAPES, evaluate_checkpoint, train_model
 from oneshot.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_options(items: list[str]) -> dict:
+    """``["margin=0.5", "mining=all"]`` -> ``{"margin": 0.5, "mining": "all"}`` (JSON values, else text)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"option {item!r} is not KEY=VALUE")
+        try:
+            out[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.replace("-", "_")] = value
+    return out
 
 
 def main() -> None:
@@ -47,7 +67,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test-episodes", type=int, default=1000)
     p.add_argument("--no-copy", action="store_true", help="do not copy the checkpoint into models/")
+    p.add_argument("--option", action="append", default=[], help="method option KEY=VALUE (JSON value or text); repeat")
+    p.add_argument("--verification", action="store_true", help="also report verification metrics on test pairs")
+    p.add_argument("--verification-pairs", type=int, default=20000)
+    p.add_argument("--variant", action="append", default=[], help="also evaluate with method option KEY=VALUE; repeat")
     args = p.parse_args()
+    method_options = parse_options(args.option)
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     cfg = TrainConfig(
         episodes=args.episodes, ways=args.ways, shots=args.shots, queries=args.queries, lr=args.lr,
@@ -63,17 +88,33 @@ def main() -> None:
         if e % 250 == 0:
             print(f"episode {e}: loss {stats['loss']:.4f} best val {stats['best_val']:.4f} ({time.perf_counter() - t0:.0f}s)", flush=True)
 
-    tr = train_model(args.method, cfg, ckpt, split=args.split, data_dir=args.data_dir, command=command, on_progress=report)
+    tr = train_model(args.method, cfg, ckpt, split=args.split, data_dir=args.data_dir, command=command, on_progress=report,
+                     method_options=method_options)
     wall = time.perf_counter() - t0
     print(f"trained {tr.episodes_run} episodes in {tr.train_seconds:.0f}s ({tr.images_per_second:.0f} images/s); best val {tr.best_val_accuracy:.4f} at {tr.best_episode}", flush=True)
-    ev = evaluate_checkpoint(ckpt, STANDARD_SHAPES, episodes=args.test_episodes, seed=0, lake_runs=(args.split == "vinyals" or args.split == "lake"), data_dir=args.data_dir)
+    ev = evaluate_checkpoint(ckpt, STANDARD_SHAPES, episodes=args.test_episodes, seed=0, lake_runs=(args.split == "vinyals" or args.split == "lake"), data_dir=args.data_dir,
+                             verification=args.verification, verification_pairs=args.verification_pairs)
     for r in ev["results"]:
         print(f"{r['ways']}-way {r['shots']}-shot: {100 * r['accuracy']:.2f} +- {100 * r['ci95']:.2f}")
     if "lake_runs" in ev:
         print(f"Lake's 20 runs: {100 * ev['lake_runs']['accuracy']:.2f}")
+    if "verification" in ev:
+        v = ev["verification"]
+        print(f"verification: AUC {v['auc']:.4f} EER {100 * v['eer']:.2f}% TAR@1e-2 {100 * v['tar_at_far_1e-2']:.2f}% TAR@1e-3 {100 * v['tar_at_far_1e-3']:.2f}%")
+    variants = []
+    for item in args.variant:
+        opts = parse_options([item])
+        row = {"options": opts}
+        for part in ("val", "test"):
+            res = evaluate_checkpoint(ckpt, STANDARD_SHAPES, episodes=args.test_episodes, seed=0, part=part,
+                                      data_dir=args.data_dir, method_options=opts)
+            row[part] = res["results"]
+            print(f"variant {item} on {part}: " + ", ".join(f"{r['ways']}w{r['shots']}s {100 * r['accuracy']:.2f}" for r in res["results"]))
+        variants.append(row)
     result = {
         "name": args.name,
         "method": args.method,
+        "method_options": ev.get("method_options", method_options),
         "encoder": "conv4",
         "split": args.split,
         "command": command,
@@ -95,6 +136,8 @@ def main() -> None:
         },
         "evaluation": ev,
     }
+    if variants:
+        result["variants"] = variants
     if not args.no_copy:
         models = ROOT / "models"
         models.mkdir(exist_ok=True)
