@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,7 @@ from oneshot.gallery.index import IndexSettings, TemplateIndex
 from oneshot.gallery.store import Store, from_blob, to_blob
 
 STORE_MODES = ("inputs", "paths", "none")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_ADAPT_RATE = 0.5
 _CHUNK = 500
 
@@ -53,7 +55,7 @@ def _check_label(label: str) -> str:
     if not isinstance(label, str) or not label.strip():
         raise OneshotError("a class label must be a non-empty string")
     label = label.strip()
-    if len(label) > 256 or any(ord(ch) < 32 for ch in label):
+    if len(label) > 256 or _CONTROL.search(label):
         raise OneshotError(f"label {label[:40]!r}... is too long or holds control characters: use a short plain name")
     return label
 
@@ -446,8 +448,8 @@ class Gallery:
             ids = range(first, first + len(new))
             conn.executemany(
                 "INSERT INTO classes (id, label, template, n_examples, metadata, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(cid, it.label, to_blob(_unit(it.vectors.mean(0))), len(it.vectors), json.dumps(it.metadata or {}), now, now)
-                 for cid, it in zip(ids, new)])
+                [(cid, it.label, to_blob(it.vectors[0] if len(it.vectors) == 1 else _unit(it.vectors.mean(0))), len(it.vectors),
+                  json.dumps(it.metadata) if it.metadata else "{}", now, now) for cid, it in zip(ids, new)])
             for cid, it in zip(ids, new):
                 result[it.label] = (cid, True, len(it.vectors))
         examples = []

@@ -1,0 +1,153 @@
+"""Open-set Omniglot through the gallery: enrol 100 characters from one drawing, reject 500 strangers.
+
+Encoder: a ProtoNet/Conv-4 trained on the Lake split's background alphabets (``models/protonet_conv4_lake.safetensors``,
+made with ``oneshot train --split lake --out models/protonet_conv4_lake.safetensors --episodes 4000 --max-minutes 12``).
+
+Protocol, per seed (``--seeds``): from the 659 evaluation-set characters, 100 are enrolled from one random
+drawing each (as PNG files, through ``Gallery.enrol``); queries are their 19 other drawings (1,900 genuine)
+and all 20 drawings of 500 other, never-enrolled characters (10,000 strangers). Thresholds come from
+``Gallery.calibrate`` on the Lake validation alphabets (203 characters, disjoint from training and test) for
+false-accept targets 1e-2 and 1e-3, for a gallery of 100 classes. Reported on the test queries:
+
+* closed-set accuracy: genuine queries whose best match is their own class;
+* identification at each target: FAR = strangers whose best score reaches the identify threshold, TAR =
+  genuine queries whose best match is their own class *and* reaches it;
+* verification at each target: FAR over all (stranger, enrolled class) pairs, TAR over (genuine, own class).
+
+Writes ``benchmarks/results/gallery_open_set.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from oneshot.checkpoint import git_commit, machine_description, now_iso
+from oneshot.data import load_omniglot
+from oneshot.gallery import CheckpointEncoder, Gallery
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_png(path: Path, img: np.ndarray) -> Path:
+    from PIL import Image
+
+    Image.fromarray(255 - img[0]).save(path)  # model inputs store ink high; files draw ink dark
+    return path
+
+
+def run_seed(seed: int, enc: CheckpointEncoder, test, z_test: np.ndarray, val, z_val: np.ndarray, targets: list[float],
+             workdir: Path) -> dict:
+    rng = np.random.default_rng(seed)
+    labels = test.labels.numpy()
+    chars = rng.permutation(test.num_classes)
+    enrolled, strangers = chars[:100], chars[100:600]
+    members = test.class_indices
+    enrol_idx = np.array([rng.choice(members[c]) for c in enrolled])
+    gen_idx = np.concatenate([np.setdiff1d(members[c], [e]) for c, e in zip(enrolled, enrol_idx)])
+    imp_idx = np.concatenate([members[c] for c in strangers])
+    path = workdir / f"open_set_{seed}.gallery"
+    out: dict = {"seed": seed, "enrolled": 100, "strangers": 500, "genuine_queries": int(len(gen_idx)),
+                 "stranger_queries": int(len(imp_idx))}
+    t0 = time.perf_counter()
+    with Gallery.open(path, encoder=enc) as g:
+        warnings = 0
+        for c, e in zip(enrolled, enrol_idx):
+            f = write_png(workdir / f"enrol_{seed}_{c}.png", test.images[e].numpy())
+            warnings += len(g.enrol(test.class_names[c], [f], check=False).warnings)
+        out["enrol_seconds"] = time.perf_counter() - t0
+        # Queries through the same embeddings: check a few through files give identical answers.
+        files = [write_png(workdir / f"q_{seed}_{i}.png", test.images[i].numpy()) for i in gen_idx[:20]]
+        by_file = [(r.label, round(r.score, 5)) for r in g.identify(files, k=1)]
+        by_vec = [(r.label, round(r.score, 5)) for r in g.identify(z_test[gen_idx[:20]], k=1)]
+        assert by_file == by_vec, "file and embedding queries disagree"
+        gen_scores, gen_ids = g.search(z_test[gen_idx], k=1)
+        imp_scores, _ = g.search(z_test[imp_idx], k=1)
+        names = g._labels(gen_ids[:, 0])
+        correct = np.array([names[int(i)] == test.class_names[labels[q]] for i, q in zip(gen_ids[:, 0], gen_idx)])
+        out["closed_set_accuracy"] = float(correct.mean())
+        # Verification pairs: genuine vs own template, strangers vs every enrolled template.
+        tmpl = np.stack([np.frombuffer(g.store.conn.execute("SELECT template FROM classes WHERE label = ?",
+                                                            (test.class_names[c],)).fetchone()[0], np.float32) for c in enrolled])
+        own = {c: j for j, c in enumerate(enrolled)}
+        gen_pair = np.einsum("nd,nd->n", z_test[gen_idx], tmpl[[own[labels[q]] for q in gen_idx]])
+        imp_pair = (z_test[imp_idx] @ tmpl.T).ravel()
+        out["targets"] = {}
+        for far in targets:
+            rec = g.calibrate(z_val, val.labels.numpy(), target_far=far, gallery_size=100, source="omniglot lake val")
+            ti, tv = rec["identify_threshold"], rec["verify_threshold"]
+            out["targets"][f"{far:g}"] = {
+                "identify_threshold": ti, "verify_threshold": tv,
+                "validation_measured": rec["measured"],
+                "identify_far": float(np.mean(imp_scores[:, 0] >= ti)),
+                "identify_tar": float(np.mean(correct & (gen_scores[:, 0] >= ti))),
+                "verify_far": float(np.mean(imp_pair >= tv)),
+                "verify_tar": float(np.mean(gen_pair >= tv)),
+                "verify_pairs": {"genuine": int(len(gen_pair)), "impostor": int(len(imp_pair))},
+            }
+        out["enrol_warnings"] = warnings
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--encoder", type=Path, default=ROOT / "models" / "protonet_conv4_lake.safetensors")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--targets", type=float, nargs="+", default=[1e-2, 1e-3])
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "gallery_open_set.json")
+    args = p.parse_args()
+    enc = CheckpointEncoder(args.encoder)
+    size = enc.preprocessing.size
+    test = load_omniglot("lake", "test", size, args.data_dir)
+    val = load_omniglot("lake", "val", size, args.data_dir)
+    t0 = time.perf_counter()
+    z_test, z_val = enc.encode_images(test.images.numpy()), enc.encode_images(val.images.numpy())
+    embed_seconds = time.perf_counter() - t0
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in args.seeds:
+            runs.append(run_seed(seed, enc, test, z_test, val, z_val, args.targets, Path(tmp)))
+            r = runs[-1]
+            line = "  ".join(f"FAR {k}: id FAR {v['identify_far']:.4f} TAR {v['identify_tar']:.4f} | ver FAR {v['verify_far']:.5f} TAR {v['verify_tar']:.4f}"
+                             for k, v in r["targets"].items())
+            print(f"seed {seed}: closed-set {r['closed_set_accuracy']:.4f}  {line}", flush=True)
+
+    def agg(get) -> dict:
+        v = np.array([get(r) for r in runs])
+        return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "per_seed": v.tolist()}
+
+    summary = {"closed_set_accuracy": agg(lambda r: r["closed_set_accuracy"])}
+    for far in args.targets:
+        k = f"{far:g}"
+        summary[k] = {m: agg(lambda r, m=m: r["targets"][k][m]) for m in
+                      ("identify_far", "identify_tar", "verify_far", "verify_tar", "identify_threshold", "verify_threshold")}
+    result = {
+        "benchmark": "gallery_open_set", "encoder": str(args.encoder.relative_to(ROOT) if args.encoder.is_relative_to(ROOT) else args.encoder),
+        "encoder_fingerprint": enc.fingerprint["tensors_sha256"][:16], "embed_seconds": embed_seconds,
+        "protocol": "Omniglot evaluation set (Lake split test): 100 characters enrolled from 1 drawing, queries = their 19 "
+                    "other drawings + all 20 drawings of 500 never-enrolled characters; thresholds calibrated on the Lake "
+                    "validation alphabets for a 100-class gallery",
+        "summary": summary, "runs": runs,
+        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "commit": git_commit(),
+        "machine": machine_description(), "date": now_iso(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"closed-set accuracy {summary['closed_set_accuracy']['mean']:.4f} +- {summary['closed_set_accuracy']['std']:.4f}")
+    for far in args.targets:
+        s = summary[f"{far:g}"]
+        print(f"target FAR {far:g}: identify FAR {s['identify_far']['mean']:.4f} TAR {s['identify_tar']['mean']:.4f}; "
+              f"verify FAR {s['verify_far']['mean']:.5f} TAR {s['verify_tar']['mean']:.4f}")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
