@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import tempfile
@@ -137,7 +138,7 @@ def main() -> None:
                     "validation alphabets for a 100-class gallery",
         "summary": summary, "runs": runs,
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "commit": git_commit(),
-        "machine": machine_description(), "date": now_iso(),
+        "machine": machine_description(), "load_average_at_start": os.getloadavg(), "date": now_iso(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

@@ -147,7 +147,7 @@ def main() -> None:
     row: dict = {"data": args.data, "dim": args.dim, "n": args.n, "k": args.k, "faiss": faiss.__version__,
                  "threads": faiss.omp_get_max_threads(),
                  "command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "commit": git_commit(),
-                 "machine": machine_description(), "date": now_iso()}
+                 "machine": machine_description(), "load_average_at_start": os.getloadavg(), "date": now_iso()}
     t0 = time.perf_counter()
     templates, row["data_info"] = make_data(args.data, args.dim, args.n, args.encoder, args.data_dir)
     source, queries = make_queries(templates, args.queries)

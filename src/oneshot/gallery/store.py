@@ -161,7 +161,7 @@ class Store:
         if path.exists():
             raise OneshotError(f"{path} already exists: open it, or choose another path")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.creating")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.creating")
         for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), Path(f"{tmp}-journal")):
             leftover.unlink(missing_ok=True)
         conn = cls._connect(tmp, "rwc")
@@ -177,11 +177,12 @@ class Store:
             conn.execute("PRAGMA journal_mode = WAL")
         finally:
             conn.close()
-        # The file appears under its name only once complete (a crash leaves no half-made gallery).
+        # The file appears under its name only once complete (a crash leaves no half-made gallery), and a
+        # gallery another process created meanwhile is never replaced (link fails on an existing name).
         try:
-            if path.exists():
-                raise OneshotError(f"{path} already exists: open it, or choose another path")
-            os.rename(tmp, path)
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
         finally:
             tmp.unlink(missing_ok=True)
         return cls.open(path)
