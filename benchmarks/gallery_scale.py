@@ -215,11 +215,15 @@ def main() -> None:
     row["exact_top1_is_source_template"] = float(np.mean(ex_ids[:, 0] == source + 1))
     key = f"{args.data}-d{args.dim}-n{args.n}"
     RESULT.parent.mkdir(parents=True, exist_ok=True)
-    all_rows = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
-    all_rows[key] = row
-    tmp = RESULT.with_suffix(".tmp")
-    tmp.write_text(json.dumps(dict(sorted(all_rows.items())), indent=2))
-    os.replace(tmp, RESULT)
+    import fcntl
+
+    with open(Path(tempfile.gettempdir()) / "oneshot_gallery_scale.lock", "w") as lock:  # runs of other configurations may finish at once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        all_rows = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
+        all_rows[key] = row
+        tmp = RESULT.with_suffix(".tmp")
+        tmp.write_text(json.dumps(dict(sorted(all_rows.items())), indent=2))
+        os.replace(tmp, RESULT)
     print(f"wrote {RESULT} [{key}]")
 
 
