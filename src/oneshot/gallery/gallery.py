@@ -329,6 +329,8 @@ class Gallery:
             if epoch != self._epoch:
                 self._refresh_meta(conn)
                 self._index = None
+            if self._index is not None and self._gen == gen:
+                return self._index  # nothing changed since the last search
             n = int(conn.execute("SELECT COUNT(*) FROM classes").fetchone()[0])
             if self._index is None and self.index_path.is_file():
                 loaded = TemplateIndex.load(self.index_path, self.settings)
