@@ -111,6 +111,8 @@ def main() -> None:
     val = load_omniglot("lake", "val", size, args.data_dir)
     t0 = time.perf_counter()
     z_test, z_val = enc.encode_images(test.images.numpy()), enc.encode_images(val.images.numpy())
+    z_test /= np.linalg.norm(z_test, axis=1, keepdims=True)  # the gallery compares L2-normalised embeddings
+    z_val /= np.linalg.norm(z_val, axis=1, keepdims=True)
     embed_seconds = time.perf_counter() - t0
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
