@@ -32,7 +32,8 @@ def row(res: dict) -> str:
     eer = f"{100 * ev['verification']['eer']:.2f}" if "verification" in ev else "-"
     tr = res["training"]
     opts = res.get("method_options") or ev.get("method_options") or {}
-    shown = {k: v for k, v in opts.items() if k not in ("input_shape", "num_classes")}
+    hidden = {"input_shape", "num_classes", "finetune_steps", "finetune_lr", "steps"}
+    shown = {k: v for k, v in opts.items() if k not in hidden}
     label = res["method"] + (" " + ", ".join(f"{k}={v}" for k, v in shown.items()) if shown else "")
     return (f"| {label} | " + " | ".join(cells) + f" | {lake} | {eer} | {tr['train_seconds'] / 60:.1f} min, {tr['episodes_run']} ep "
             f"| {tr['images_per_second']:.0f} | {tr['device']} | {PUBLISHED.get(res['method'], 'none on Omniglot')} |")
@@ -46,13 +47,6 @@ def main() -> None:
         path = ROOT / "benchmarks" / "results" / f"{name}.json"
         if path.is_file():
             print(row(json.loads(path.read_text())))
-    for name in names:
-        path = ROOT / "benchmarks" / "results" / f"{name}.json"
-        if path.is_file():
-            for v in json.loads(path.read_text()).get("variants", []):
-                for part in ("val", "test"):
-                    cells = " | ".join(f"{100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f}" for r in v[part])
-                    print(f"| {name} {v['options']} on {part} | {cells} | | | | | | |")
 
 
 if __name__ == "__main__":
