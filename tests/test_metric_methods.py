@@ -210,7 +210,7 @@ def test_triplet_method_normalises_and_validates_mining():
         zz = F.normalize(model.encoder(ep.support), dim=1)
     dist = torch.cdist(zz, zz).pow(2)
     ref = np.mean([max(0.0, float(dist[a, p] - dist[a, n]) + 0.2) for a, p, n in brute_force_triplets(dist, ep.support_labels, "batch-hard")])
-    assert float(loss) == pytest.approx(ref, rel=1e-4)
+    assert loss.item() == pytest.approx(ref, rel=1e-4)
     with pytest.raises(OneshotError, match="unknown mining strategy 'hardest'"):
         Triplet(Conv4(), mining="hardest")
     with pytest.raises(OneshotError, match="mining"):
