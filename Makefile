@@ -29,7 +29,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_and_evaluate.py --name protonet_conv4_vinyals --method protonet --episodes 10000 --lr-step 2000 --max-minutes 42
-	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/throughput.py $(if $(EASYFSL),--easyfsl-path $(EASYFSL))
 	$(PY) benchmarks/make_tables.py
 
 clean:

@@ -175,7 +175,10 @@ def evaluate(
     """N-way K-shot accuracy with a 95% confidence interval over seeded test episodes."""
     from oneshot.experiment import evaluate_checkpoint
 
+    from oneshot.checkpoint import load_checkpoint
+
     shapes = _parse_shapes(ways, shots, standard)
+    load_checkpoint(checkpoint)  # a missing, truncated or foreign file fails here, before any progress bar
     with _progress(as_json) as bar:
         task = bar.add_task("evaluating", total=episodes * len(shapes), info="")
         res = evaluate_checkpoint(

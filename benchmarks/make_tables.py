@@ -1,0 +1,183 @@
+"""Rewrite the README's result tables from benchmarks/results/*.json.
+
+Each table sits in README.md between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->``; everything
+between the two markers is replaced, nothing else is touched. Tables: ``methods`` (every
+``*_conv4_vinyals.json``: accuracy with 95% CI per shape, Lake's runs, EER, training budget and speed,
+published figures), ``throughput`` (``throughput_protonet.json``), ``meta_cost`` (``meta_step_cost.json``),
+``gallery_open_set`` and ``gallery_scale`` (``gallery_*.json``).
+
+Usage: python benchmarks/make_tables.py [--check]   (``--check`` exits 1 when the README is out of date)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+SHAPES = [(5, 1), (5, 5), (20, 1), (20, 5)]
+
+# Published Omniglot figures, Vinyals protocol, 5w1s / 5w5s / 20w1s / 20w5s.
+PUBLISHED = {
+    "protonet": "98.8 / 99.7 / 96.0 / 98.9 (Snell 2017)",
+    "siamese": "97.3 / 98.4 / 88.2 / 97.0 (Koch 2015)",
+    "matching": "98.1 / 98.9 / 93.8 / 98.5 (Vinyals 2016)",
+    "maml": "98.7 / 99.9 / 95.8 / 98.9 (Finn 2017)",
+    "fomaml": "98.3 / 99.2 / 89.4 / 97.9 (Finn 2017)",
+    "reptile": "95.4 / 98.9 / 88.1 / 96.7 (Nichol 2018)",
+    "memory": "98.4 / 99.6 / 95.0 / 98.6 (Kaiser 2017)",
+}
+ORDER = ["protonet", "siamese", "contrastive", "triplet", "matching", "baseline", "maml", "fomaml", "reptile", "memory"]
+
+
+def load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def methods_table() -> str:
+    results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*_conv4_vinyals.json"))]
+    results.sort(key=lambda r: (ORDER.index(r["method"]) if r["method"] in ORDER else 99, r["name"]))
+    lines = [
+        "| method | 5w1s | 5w5s | 20w1s | 20w5s | Lake 20 runs | EER % | training (CPU budget) | img/s | published 5w1s / 5w5s / 20w1s / 20w5s | checkpoint |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        ev = r["evaluation"]
+        acc = {(x["ways"], x["shots"]): x for x in ev["results"]}
+        cells = [f"{100 * acc[s]['accuracy']:.2f} ± {100 * acc[s]['ci95']:.2f}" if s in acc else "-" for s in SHAPES]
+        episodes = {x["episodes"] for x in ev["results"]}
+        lake = f"{100 * ev['lake_runs']['accuracy']:.1f}" if "lake_runs" in ev else "-"
+        eer = f"{100 * ev['verification']['eer']:.2f}" if "verification" in ev else "-"
+        tr = r["training"]
+        label = r["name"].replace("_conv4_vinyals", "")
+        if episodes != {1000}:
+            label += f" ({'/'.join(str(e) for e in sorted(episodes))} test episodes)"
+        lines.append(
+            f"| {label} | " + " | ".join(cells) + f" | {lake} | {eer} | {tr['train_seconds'] / 60:.0f} min, {tr['episodes_run']} episodes, {tr['device']} "
+            f"| {tr['images_per_second']:.0f} | {PUBLISHED.get(r['method'], 'none on Omniglot')} | `models/{r['name']}.safetensors` |"
+        )
+    return "\n".join(lines)
+
+
+def throughput_table() -> str:
+    r = load("throughput_protonet")
+    if r is None:
+        return "_not measured yet: run `python benchmarks/throughput.py`_"
+    s = r["episode_shape"]
+    lines = [
+        f"ProtoNet, Conv-4, {s['ways']}-way {s['shots']}-shot {s['queries']}-query {s['size']}x{s['size']} episodes ({s['images']} images), "
+        f"{r['precision']}, channels_last={r['channels_last']}; median of {len(r['measurements']['oneshot'])} interleaved repeats, "
+        f"{r['machine'].get('cpu_count')} CPU cores, {r['date'][:10]}, commit {r['commit'][:10]}.",
+        "",
+        "| loop | images/s | episodes/s | ratio |",
+        "|---|---|---|---|",
+        f"| raw forward + backward + Adam (one batch in memory) | {r['raw_images_per_second']:.0f} | {r['raw_images_per_second'] / s['images']:.2f} | 1.00 |",
+        f"| oneshot training loop (sampler, gather, step) | {r['images_per_second']:.0f} | {r['episodes_per_second']:.2f} | {r['ratio_to_raw']:.2f} of raw |",
+    ]
+    if r.get("easyfsl_images_per_second"):
+        lines.append(
+            f"| easyfsl 1.5.0 (TaskSampler + DataLoader + PrototypicalNetworks, fp32) | {r['easyfsl_images_per_second']:.0f} | "
+            f"{r['easyfsl_episodes_per_second']:.2f} | oneshot is {r['speedup_over_easyfsl']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def meta_cost_table() -> str:
+    r = load("meta_step_cost")
+    if r is None:
+        return "_not measured yet: run `python benchmarks/meta_memory.py`_"
+    rows = r.get("rows") or r.get("results") or []
+    if not rows:
+        return "_no rows in meta_step_cost.json_"
+    keys = list(rows[0].keys())
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for row in rows:
+        lines.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+    return "\n".join(lines)
+
+
+def gallery_open_set_table() -> str:
+    r = load("gallery_open_set")
+    if r is None:
+        return "_not measured yet: run `python benchmarks/gallery_open_set.py`_"
+    s = r["summary"]
+    acc = s["closed_set_accuracy"]
+    lines = [
+        f"{len(r['runs'])} seeds (mean ± std), {r['date'][:10]}: closed-set accuracy (100 classes, one drawing each) "
+        f"**{100 * acc['mean']:.1f} ± {100 * acc['std']:.1f}%**.",
+        "",
+        "| target FAR | identify: measured FAR (500 strangers) | identify: TAR | verify: measured FAR | verify: TAR |",
+        "|---|---|---|---|---|",
+    ]
+    for k, v in s.items():
+        if k == "closed_set_accuracy":
+            continue
+        lines.append(
+            f"| {k} | {v['identify_far']['mean']:.4f} ± {v['identify_far']['std']:.4f} | {v['identify_tar']['mean']:.3f} ± {v['identify_tar']['std']:.3f} "
+            f"| {v['verify_far']['mean']:.5f} ± {v['verify_far']['std']:.5f} | {v['verify_tar']['mean']:.3f} ± {v['verify_tar']['std']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def gallery_scale_table() -> str:
+    r = load("gallery_scale")
+    if r is None:
+        return "_not measured yet: run `python benchmarks/gallery_scale.py`_"
+    lines = [
+        "Per (data, dimension, size): exact search, and the smallest HNSW `efSearch` measured that reaches recall@1 ≥ 0.99 "
+        "(else the best measured). Full results: `benchmarks/results/gallery_scale.json`, `python benchmarks/gallery_report.py`.",
+        "",
+        "| data | dim | templates | enrol/s | exact p50 / p99 ms | HNSW ef | recall@1 | HNSW p50 / p99 ms | index bytes/template (x raw) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in sorted(r.values(), key=lambda c: (c["data"], c["dim"], c["n"])):
+        ex = c["index"]["exact"]
+        h = c["index"]["hnsw"]
+        sweeps = sorted(((int(ef), v) for ef, v in h["ef_search"].items()), key=lambda t: t[0])
+        ok = [t for t in sweeps if t[1]["recall_at_1"] >= 0.99]
+        ef, best = ok[0] if ok else max(sweeps, key=lambda t: t[1]["recall_at_1"])
+        lines.append(
+            f"| {c['data']} | {c['dim']} | {c['n']:,} | {c['enrol']['templates_per_second']:,.0f} | "
+            f"{ex['single']['p50_ms']:.2f} / {ex['single']['p99_ms']:.2f} | {ef} | {best['recall_at_1']:.3f} | "
+            f"{best['single']['p50_ms']:.2f} / {best['single']['p99_ms']:.2f} | "
+            f"{h['bytes_per_template']:,.0f} ({h['memory_vs_raw']:.2f}x); exact {ex['bytes_per_template']:,.0f} ({ex['memory_vs_raw']:.2f}x) |"
+        )
+    return "\n".join(lines)
+
+
+TABLES = {
+    "methods": methods_table,
+    "throughput": throughput_table,
+    "meta_cost": meta_cost_table,
+    "gallery_open_set": gallery_open_set_table,
+    "gallery_scale": gallery_scale_table,
+}
+
+
+def render(text: str) -> str:
+    for name, make in TABLES.items():
+        pattern = re.compile(rf"(<!-- table:{name} -->).*?(<!-- /table:{name} -->)", re.S)
+        try:
+            body = make()
+        except (KeyError, TypeError, ValueError) as exc:  # a results file of another shape: say so in place
+            body = f"_table {name} could not be made from its results file: {exc!r}_"
+        text = pattern.sub(lambda m: m.group(1) + "\n" + body + "\n" + m.group(2), text)
+    return text
+
+
+def main() -> None:
+    text = README.read_text()
+    new = render(text)
+    if "--check" in sys.argv:
+        sys.exit(0 if new == text else 1)
+    README.write_text(new)
+    print(f"updated {README}")
+
+
+if __name__ == "__main__":
+    main()

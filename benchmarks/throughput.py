@@ -1,0 +1,226 @@
+"""Training throughput: the full oneshot training loop against the encoder's raw speed and against easyfsl.
+
+Three measurements of the same episode shape (default: ProtoNet, Conv-4, 60-way 1-shot 5-query, 28x28
+Omniglot, the shape Snell et al. train with), taken in one run so that their ratios are fair on a noisy,
+shared machine:
+
+* ``oneshot``: ``oneshot.training.train`` itself -- sampler, gather, layout, autocast, loss, backward,
+  Adam step -- images/s over the training episodes (validation excluded, as the loop reports it);
+* ``raw``: the same method, precision and layout on one pre-gathered batch held in memory, forward +
+  backward + Adam step only: the ceiling the data path could reach;
+* ``easyfsl`` (when easyfsl 1.5.0 is importable): its ``TaskSampler`` + ``torch.utils.data.DataLoader``
+  (``episodic_collate_fn``) + ``PrototypicalNetworks`` over the same Conv-4 and images, float32, the way
+  its README trains. easyfsl imports torchvision at import time only for dataset classes not used here;
+  torchvision does not install beside the CPU torch build, so a placeholder module stands in for it.
+  Install it outside the project: ``pip install --no-deps --target /tmp/easyfsl easyfsl==1.5.0`` and pass
+  ``--easyfsl-path /tmp/easyfsl``.
+
+Each is measured ``--repeats`` times, interleaved, and the median is kept. Writes
+``benchmarks/results/throughput_<method>.json`` and prints images/s, raw images/s and their ratio.
+
+Example::
+
+    python benchmarks/throughput.py --episodes 60 --repeats 3 --easyfsl-path /tmp/easyfsl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from oneshot.checkpoint import git_commit, machine_description, now_iso
+from oneshot.data.omniglot import load_omniglot
+from oneshot.encoders import build_encoder
+from oneshot.methods import build_method
+from oneshot.methods.base import Episode
+from oneshot.runtime import autocast, resolve_precision, to_layout
+from oneshot.training import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def measure_oneshot(data, method_name: str, cfg: TrainConfig, seed: int) -> float:
+    """Images/s of the real training loop over ``cfg.episodes`` episodes."""
+    torch.manual_seed(seed)
+    method = build_method(method_name, build_encoder("conv4"))
+    with tempfile.TemporaryDirectory() as tmp:
+        res = train(method, data, data, cfg, Path(tmp) / "m.safetensors", {"method": method_name, "encoder": "conv4"})
+    return res.images_per_second
+
+
+def measure_raw(data, method_name: str, cfg: TrainConfig, seed: int) -> float:
+    """Images/s of forward + backward + Adam step on one batch already in memory (no data path)."""
+    torch.manual_seed(seed)
+    method = build_method(method_name, build_encoder("conv4"))
+    precision = resolve_precision(cfg.precision, torch.device("cpu"))
+    if cfg.channels_last:
+        method.to(memory_format=torch.channels_last)
+    method.train()
+    opt = torch.optim.Adam(method.parameters(), lr=cfg.lr)
+    w, s, q = cfg.ways, cfg.shots, cfg.queries
+    rng = np.random.default_rng(seed)
+    classes = rng.choice(data.num_classes, w, replace=False)
+    per_class = data.class_indices
+    sup = np.concatenate([per_class[c][:s] for c in classes])
+    qry = np.concatenate([per_class[c][s : s + q] for c in classes])
+    x = to_layout(data.gather(torch.from_numpy(np.concatenate([sup, qry]))), cfg.channels_last)
+    ys = torch.arange(w).repeat_interleave(s)
+    yq = torch.arange(w).repeat_interleave(q)
+    ep = Episode(x[: w * s], ys, x[w * s :], yq, w, s, torch.from_numpy(classes))
+
+    def step() -> None:
+        with autocast(torch.device("cpu"), precision):
+            loss, _ = method.loss(ep)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    tick = time.perf_counter()
+    for _ in range(cfg.episodes):
+        step()
+    return cfg.episodes * x.shape[0] / (time.perf_counter() - tick)
+
+
+def measure_easyfsl(data, cfg: TrainConfig, seed: int, workers: int) -> float:
+    """Images/s of easyfsl 1.5.0's TaskSampler + DataLoader + PrototypicalNetworks (float32, as shipped)."""
+    from unittest import mock
+
+    for name in ("torchvision", "torchvision.transforms", "torchvision.datasets", "torchvision.models", "torchvision.models.resnet"):
+        sys.modules.setdefault(name, mock.MagicMock(name=name))
+    for name in ("pandas", "tqdm"):  # imported by easyfsl's dataset modules, unused here
+        try:
+            __import__(name)
+        except ImportError:
+            sys.modules[name] = mock.MagicMock(name=name)
+    from torch.utils.data import Sampler
+
+    if Sampler.__init__ is object.__init__:
+        # easyfsl 1.5.0 calls Sampler.__init__(data_source=None), an argument newer torch dropped.
+        Sampler.__init__ = lambda self, data_source=None: None  # type: ignore[method-assign]
+    from easyfsl.methods import PrototypicalNetworks
+    from easyfsl.samplers import TaskSampler
+    from torch.utils.data import DataLoader, Dataset
+
+    class Images(Dataset):
+        """The same uint8 images as float tensors in [0, 1], one item at a time (easyfsl's interface)."""
+
+        def __init__(self) -> None:
+            self.labels = data.labels.tolist()
+
+        def __len__(self) -> int:
+            return len(self.labels)
+
+        def __getitem__(self, i: int):
+            return data.images[i].float().div(255.0), self.labels[i]
+
+        def get_labels(self) -> list[int]:
+            return self.labels
+
+    torch.manual_seed(seed)
+    model = PrototypicalNetworks(build_encoder("conv4"))
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    dataset = Images()
+    warm = 3
+    sampler = TaskSampler(dataset, n_way=cfg.ways, n_shot=cfg.shots, n_query=cfg.queries, n_tasks=cfg.episodes + warm)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=sampler.episodic_collate_fn)
+    criterion = torch.nn.CrossEntropyLoss()
+    images = 0
+    tick = 0.0
+    for i, (sx, sy, qx, qy, _) in enumerate(loader):
+        if i == warm:
+            tick = time.perf_counter()
+        model.process_support_set(sx, sy)
+        loss = criterion(model(qx), qy)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if i >= warm:
+            images += sx.shape[0] + qx.shape[0]
+    return images / (time.perf_counter() - tick)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--method", default="protonet")
+    p.add_argument("--ways", type=int, default=60)
+    p.add_argument("--shots", type=int, default=1)
+    p.add_argument("--queries", type=int, default=5)
+    p.add_argument("--episodes", type=int, default=60, help="timed episodes per measurement")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--no-channels-last", action="store_true")
+    p.add_argument("--easyfsl-path", default=None, help="folder holding the easyfsl package (pip --target)")
+    p.add_argument("--easyfsl-workers", type=int, default=0, help="DataLoader workers for easyfsl")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    torch.set_num_threads(torch.get_num_threads())
+    data = load_omniglot("vinyals", "train", 28, args.data_dir)
+    cfg = TrainConfig(
+        episodes=args.episodes, ways=args.ways, shots=args.shots, queries=args.queries, eval_every=10**9,
+        val_ways=5, val_shots=1, val_queries=1, val_episodes=1, precision=args.precision,
+        channels_last=not args.no_channels_last, device="cpu",
+    )
+    if args.easyfsl_path:
+        sys.path.insert(0, args.easyfsl_path)
+    try:
+        import importlib.util
+
+        has_easyfsl = importlib.util.find_spec("easyfsl") is not None
+    except ImportError:
+        has_easyfsl = False
+    runs: dict[str, list[float]] = {"oneshot": [], "raw": [], "easyfsl": []}
+    for r in range(args.repeats):
+        runs["raw"].append(measure_raw(data, args.method, cfg, r))
+        runs["oneshot"].append(measure_oneshot(data, args.method, cfg, r))
+        if has_easyfsl and args.method == "protonet":
+            runs["easyfsl"].append(measure_easyfsl(data, cfg, r, args.easyfsl_workers))
+        print(f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]:.0f} img/s" for k, v in runs.items() if v), flush=True)
+    per_episode = args.ways * (args.shots + args.queries)
+    med = {k: statistics.median(v) for k, v in runs.items() if v}
+    result = {
+        "name": f"throughput_{args.method}",
+        "method": args.method,
+        "encoder": "conv4",
+        "episode_shape": {"ways": args.ways, "shots": args.shots, "queries": args.queries, "images": per_episode, "size": 28},
+        "precision": resolve_precision(args.precision, torch.device("cpu")),
+        "channels_last": not args.no_channels_last,
+        "images_per_second": med["oneshot"],
+        "raw_images_per_second": med["raw"],
+        "ratio_to_raw": med["oneshot"] / med["raw"],
+        "episodes_per_second": med["oneshot"] / per_episode,
+        "easyfsl_images_per_second": med.get("easyfsl"),
+        "easyfsl_episodes_per_second": med["easyfsl"] / per_episode if "easyfsl" in med else None,
+        "speedup_over_easyfsl": med["oneshot"] / med["easyfsl"] if "easyfsl" in med else None,
+        "measurements": runs,
+        "episodes_per_measurement": args.episodes,
+        "command": command,
+        "commit": git_commit(),
+        "date": now_iso(),
+        "machine": machine_description(),
+    }
+    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"throughput_{args.method}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"oneshot training loop: {med['oneshot']:.0f} images/s ({med['oneshot'] / per_episode:.2f} episodes/s)")
+    print(f"raw forward+backward:  {med['raw']:.0f} images/s; ratio {result['ratio_to_raw']:.2f}")
+    if "easyfsl" in med:
+        print(f"easyfsl 1.5.0:         {med['easyfsl']:.0f} images/s ({med['easyfsl'] / per_episode:.2f} episodes/s); oneshot is {result['speedup_over_easyfsl']:.2f}x")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
