@@ -126,8 +126,9 @@ class FastWeightMethod(Method):
         """Fast weights at the start of a task: ``params`` plus a zero (N, D) head, or the first N learned rows."""
         fast = {k: v for k, v in params.items() if not k.startswith("head.")}
         if self.head_kind == "zero":
-            fast["head.weight"] = torch.zeros(ways, self.embedding_dim, dtype=torch.float32, device=like.device)
-            fast["head.bias"] = torch.zeros(ways, dtype=torch.float32, device=like.device)
+            dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
+            fast["head.weight"] = torch.zeros(ways, self.embedding_dim, dtype=dtype, device=like.device)
+            fast["head.bias"] = torch.zeros(ways, dtype=dtype, device=like.device)
         else:
             if ways > self.ways:
                 raise OneshotError(f"this model's head has {self.ways} outputs: it cannot classify {ways}-way episodes (train with --method-option ways={ways})")
@@ -138,7 +139,9 @@ class FastWeightMethod(Method):
     def functional_logits(self, fast: FastWeights, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) inputs -> (B, N) logits with the fast weights (batch norm on this batch's statistics)."""
         enc = {k[len("encoder."):]: v for k, v in fast.items() if k.startswith("encoder.")}
-        z = functional_call(self.encoder, enc, (x,)).flatten(1).float()
+        z = functional_call(self.encoder, enc, (x,)).flatten(1)
+        if z.dtype not in (torch.float32, torch.float64):
+            z = z.float()  # low-precision autocast output: the head runs in fp32
         if z.shape[1] != fast["head.weight"].shape[1]:
             raise OneshotError(f"the encoder gives {z.shape[1]}-d embeddings but the head expects {fast['head.weight'].shape[1]}: set --method-option embedding_dim={z.shape[1]}")
         return F.linear(z, fast["head.weight"], fast["head.bias"])

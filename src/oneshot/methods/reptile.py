@@ -69,10 +69,12 @@ def inner_train(
 
 def reptile_surrogate(params: FastWeights, adapted: list[FastWeights]) -> torch.Tensor:
     """(1/T) sum_i 0.5 * ||theta - stopgrad(phi_i)||^2 over the parameters in ``params`` (its gradient is theta - mean phi)."""
-    total = torch.zeros((), device=next(iter(params.values())).device)
+    first = next(iter(params.values()))
+    dtype = torch.promote_types(first.dtype, torch.float32)  # at least fp32, even under autocast
+    total = torch.zeros((), device=first.device, dtype=dtype)
     for phi in adapted:
         for k, theta in params.items():
-            total = total + 0.5 * (theta.float() - phi[k].detach().float()).pow(2).sum()
+            total = total + 0.5 * (theta.to(dtype) - phi[k].detach().to(dtype)).pow(2).sum()
     return total / len(adapted)
 
 
