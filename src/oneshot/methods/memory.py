@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from oneshot.errors import OneshotError
-from oneshot.methods.base import Episode, Method
+from oneshot.methods.base import Episode, Method, full_precision
 
 
 class KeyValueMemory:
@@ -81,7 +81,7 @@ class KeyValueMemory:
 
     def class_scores(self, q: torch.Tensor, classes: int) -> torch.Tensor:
         """(B, D) queries -> (B, classes): the best similarity of a slot of each class (-2 where a class has none)."""
-        sims = (q @ self.keys.T).float()
+        sims = full_precision(q @ self.keys.T)
         out = torch.full((q.shape[0], classes), -2.0, device=q.device, dtype=sims.dtype)
         held = self.filled & (self.values < classes)
         if held.any():
@@ -166,8 +166,8 @@ class MemoryLearner(Method):
         }
 
     def keys_of(self, z: torch.Tensor) -> torch.Tensor:
-        """Encoder embeddings (B, D) -> normalised memory keys (B, key_dim)."""
-        return F.normalize(self.query_proj(z.float()), dim=1)
+        """Encoder embeddings (B, D) -> normalised memory keys (B, key_dim), in float32 at least."""
+        return F.normalize(full_precision(self.query_proj(full_precision(z))), dim=1)
 
     def new_memory(self, size: int | None = None, device: torch.device | str | None = None) -> KeyValueMemory:
         """An empty memory (``size`` slots, default ``memory_size``)."""
@@ -175,7 +175,7 @@ class MemoryLearner(Method):
         return KeyValueMemory(size or self.memory_size, self.key_dim, self.choose_k, self.margin, dev)
 
     def _episode_memory(self, keys: torch.Tensor, labels: torch.Tensor) -> KeyValueMemory:
-        mem = self.new_memory(max(self.memory_size, keys.shape[0]), keys.device)
+        mem = KeyValueMemory(max(self.memory_size, keys.shape[0]), self.key_dim, self.choose_k, self.margin, keys.device, keys.dtype)
         mem.write_all(keys, labels)
         return mem
 
