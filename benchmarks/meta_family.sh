@@ -9,8 +9,8 @@
 # Usage: benchmarks/meta_family.sh [MINUTES] [METHOD...]   (env: TEST_EPISODES=200 VAL_EPISODES=100 PYTHON=python)
 #
 # CPU budget documented in docs/methods.md: MINUTES=3 training per method on a 2-core CPU, TEST_EPISODES=100,
-# VAL_EPISODES=100 (PYTHON=.venv/bin/python TEST_EPISODES=100 benchmarks/meta_family.sh 3): about 30 minutes
-# of wall time for all four methods, evaluation included.
+# VAL_EPISODES=100 (PYTHON=.venv/bin/python TEST_EPISODES=100 benchmarks/meta_family.sh 3): about 39 minutes
+# of wall time for all four methods, evaluation included (measured with other jobs sharing the CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MINUTES=${1:-3}
