@@ -3,7 +3,7 @@
 Each table sits in README.md between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->``; everything
 between the two markers is replaced, nothing else is touched. Tables: ``methods`` (every
 ``*_conv4_vinyals.json``: accuracy with 95% CI per shape, Lake's runs, EER, training budget and speed,
-published figures), ``throughput`` (``throughput_protonet.json``), ``meta_cost`` (``meta_step_cost.json``),
+published figures), ``throughput`` (``throughput_protonet.json``), ``meta_cost`` (``meta_step_cost*.json``, one per device),
 ``gallery_open_set`` and ``gallery_scale`` (``gallery_*.json``).
 
 Usage: python benchmarks/make_tables.py [--check]   (``--check`` exits 1 when the README is out of date)
@@ -88,17 +88,36 @@ def throughput_table() -> str:
 
 
 def meta_cost_table() -> str:
-    r = load("meta_step_cost")
-    if r is None:
+    """MAML against first-order MAML per meta-step, one block of rows per ``meta_step_cost*.json`` (one per device)."""
+    files = sorted(RESULTS.glob("meta_step_cost*.json"))
+    if not files:
         return "_not measured yet: run `python benchmarks/meta_memory.py`_"
-    rows = r.get("rows") or r.get("results") or []
-    if not rows:
-        return "_no rows in meta_step_cost.json_"
-    keys = list(rows[0].keys())
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    for row in rows:
-        lines.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
-    return "\n".join(lines)
+    lines = [
+        "| device | ways | shots / queries | inner steps | meta-batch | MAML s/step | FOMAML s/step | time ratio | MAML peak MiB | FOMAML peak MiB | memory ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for path in files:
+        r = json.loads(path.read_text())
+        machine = r["machine"]
+        device = machine.get("gpu") or f"{machine.get('cpu', 'CPU')} ({machine.get('cpu_count')} cores)"
+        rows = r.get("rows") or []
+        by = {(x["method"], x["ways"]): x for x in rows}
+        for ways in sorted({x["ways"] for x in rows}):
+            m, f = by.get(("maml", ways)), by.get(("fomaml", ways))
+            if m is None or f is None:
+                continue
+            mib = 1024 * 1024
+            lines.append(
+                f"| {device} | {ways} | {m['shots']} / {m['queries']} | {m['inner_steps']} | {m['meta_batch']} "
+                f"| {m['seconds_per_meta_step']:.3f} | {f['seconds_per_meta_step']:.3f} "
+                f"| {m['seconds_per_meta_step'] / f['seconds_per_meta_step']:.2f}x "
+                f"| {m['meta_step_memory_bytes'] / mib:.0f} | {f['meta_step_memory_bytes'] / mib:.0f} "
+                f"| {m['meta_step_memory_bytes'] / f['meta_step_memory_bytes']:.2f}x |"
+            )
+        notes.append(f"`{path.name}`: `{r['command']}` at {r['commit'][:8]}, {r['date'][:10]}, torch {machine.get('torch')}")
+    memory = "memory is the rise of the peak (CUDA: `max_memory_allocated`; CPU: peak RSS) over its value before the first meta-step"
+    return "\n".join(lines) + "\n\n" + f"Mean seconds per timed meta-step; {memory}. " + "; ".join(notes) + "."
 
 
 def gallery_open_set_table() -> str:

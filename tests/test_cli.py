@@ -129,6 +129,16 @@ def test_console_script_help_and_exit_code(tmp_path):
     assert out.stderr.strip().startswith("error:") and "Traceback" not in out.stderr
 
 
+def test_train_help_names_every_registered_method():
+    from oneshot.methods import METHODS
+
+    res = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "400", "TERMINAL_WIDTH": "400"})
+    assert res.exit_code == 0
+    text = " ".join(res.output.split())
+    missing = [name for name in METHODS if name not in text]
+    assert not missing, f"train --help does not name {missing}"
+
+
 @pytest.mark.slow
 def test_demo_with_the_committed_checkpoint_prints_accuracy_and_draws_episodes(omniglot_dir, tmp_path):
     committed = Path(__file__).resolve().parent.parent / "models" / "protonet_conv4_vinyals.safetensors"

@@ -94,7 +94,7 @@ def _parse_shapes(ways: list[int], shots: list[int], standard: bool) -> list[tup
 @app.command()
 @user_errors
 def train(
-    method: Annotated[str, typer.Option(help="One-shot method to train: protonet, siamese, contrastive, triplet, matching, baseline (docs/methods.md).")] = "protonet",
+    method: Annotated[str, typer.Option(help="One-shot method to train: protonet, siamese, contrastive, triplet, matching, baseline, maml, fomaml, reptile, memory (docs/methods.md).")] = "protonet",
     option: MethodOptions = [],
     out: Annotated[Path, typer.Option(help="Where to write the best checkpoint (.safetensors).")] = Path("runs/protonet.safetensors"),
     split: Annotated[str, typer.Option(help="Omniglot split: vinyals (rotations as classes) or lake (background vs evaluation).")] = "vinyals",
