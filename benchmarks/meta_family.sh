@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Train and evaluate the meta-learning and memory family (issue 4) under one documented configuration each:
 # Conv-4 on the Vinyals split, training episodes 5-way 1-shot 5 queries (20-way for the memory learner),
-# Adam at --lr (the meta learning rate), validation (20-way 1-shot, VAL_EPISODES episodes) every 250 meta-steps
+# Adam at --lr (the meta learning rate), validation (20-way 1-shot, VAL_EPISODES episodes) every EVAL_EVERY (250) meta-steps
 # keeping the best checkpoint, a wall-clock training budget of MINUTES per method (validation excluded), then
 # the standard test protocol at TEST_EPISODES episodes per shape (seed 0) and Lake's 20 runs. Adapting methods
 # are evaluated episode by episode, so the test-episode count is lowered from 1000 to fit a CPU budget.
 # Writes benchmarks/results/<name>.json and copies each best checkpoint to models/<name>.safetensors.
-# Usage: benchmarks/meta_family.sh [MINUTES] [METHOD...]   (env: TEST_EPISODES=200 VAL_EPISODES=100 PYTHON=python)
+# Usage: benchmarks/meta_family.sh [MINUTES] [METHOD...]   (env: TEST_EPISODES=200 VAL_EPISODES=100 EVAL_EVERY=250 PYTHON=python)
 #
 # CPU budget documented in docs/methods.md: MINUTES=3 training per method on a 2-core CPU, TEST_EPISODES=100,
 # VAL_EPISODES=100 (PYTHON=.venv/bin/python TEST_EPISODES=100 benchmarks/meta_family.sh 3): about 39 minutes
@@ -19,7 +19,8 @@ METHODS=${*:-maml fomaml reptile memory}
 PY=${PYTHON:-python}
 TEST_EPISODES=${TEST_EPISODES:-200}
 VAL_EPISODES=${VAL_EPISODES:-100}
-COMMON=(--episodes 100000 --lr-step 100000 --eval-every 250 --val-episodes "$VAL_EPISODES" --test-episodes "$TEST_EPISODES" --max-minutes "$MINUTES")
+EVAL_EVERY=${EVAL_EVERY:-250}
+COMMON=(--episodes 100000 --lr-step 100000 --eval-every "$EVAL_EVERY" --val-episodes "$VAL_EPISODES" --test-episodes "$TEST_EPISODES" --max-minutes "$MINUTES")
 for m in $METHODS; do
   case $m in
     # Finn et al. 5-way Omniglot: 1 inner step of 0.4, meta lr 1e-3, 3 test steps (meta-batch 4 instead of 32 for the CPU).
