@@ -15,6 +15,11 @@ shared machine:
   Install it outside the project: ``pip install --no-deps --target /tmp/easyfsl easyfsl==1.5.0`` and pass
   ``--easyfsl-path /tmp/easyfsl``.
 
+All three run in one process with the allocator tuning that ``train`` switches on
+(:func:`oneshot.runtime.tune_cpu_allocator`: freed activation buffers stay in the heap instead of going back
+to the kernel), applied at start-up so that easyfsl and the raw loop get it too -- the comparison is
+conservative for oneshot; ``--default-allocator`` leaves glibc's defaults for all three.
+
 Each is measured ``--repeats`` times, interleaved, and the median is kept. Writes
 ``benchmarks/results/throughput_<method>.json`` and prints images/s, raw images/s and their ratio.
 
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import statistics
 import sys
@@ -42,7 +48,7 @@ from oneshot.data.omniglot import load_omniglot
 from oneshot.encoders import build_encoder
 from oneshot.methods import build_method
 from oneshot.methods.base import Episode
-from oneshot.runtime import autocast, resolve_precision, to_layout
+from oneshot.runtime import autocast, resolve_precision, to_layout, tune_cpu_allocator
 from oneshot.training import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,7 +171,11 @@ def main() -> None:
     p.add_argument("--easyfsl-workers", type=int, default=0, help="DataLoader workers for easyfsl")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default=None)
+    p.add_argument("--default-allocator", action="store_true", help="do not tune glibc's allocator (for all three loops)")
     args = p.parse_args()
+    if args.default_allocator:
+        os.environ["ONESHOT_MALLOC_TUNING"] = "0"
+    allocator_tuned = tune_cpu_allocator()
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     torch.set_num_threads(torch.get_num_threads())
     data = load_omniglot("vinyals", "train", 28, args.data_dir)
@@ -198,6 +208,7 @@ def main() -> None:
         "episode_shape": {"ways": args.ways, "shots": args.shots, "queries": args.queries, "images": per_episode, "size": 28},
         "precision": resolve_precision(args.precision, torch.device("cpu")),
         "channels_last": not args.no_channels_last,
+        "allocator_tuned": allocator_tuned,
         "images_per_second": med["oneshot"],
         "raw_images_per_second": med["raw"],
         "ratio_to_raw": med["oneshot"] / med["raw"],

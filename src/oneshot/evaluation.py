@@ -17,7 +17,7 @@ from oneshot.data.omniglot import LakeRun
 from oneshot.data.samplers import EpisodeSampler
 from oneshot.data.store import ImageSet
 from oneshot.methods.base import Method
-from oneshot.runtime import autocast, to_layout
+from oneshot.runtime import autocast, to_layout, tune_cpu_allocator
 
 
 def mean_ci95(values: np.ndarray | list[float]) -> tuple[float, float]:
@@ -89,6 +89,8 @@ def evaluate(
         progress: optional callable ``advance(n)`` for a progress bar.
     """
     device = torch.device(device)
+    if device.type == "cpu":
+        tune_cpu_allocator()
     sampler = EpisodeSampler(data.class_indices, ways, shots, queries, episodes, seed)
     method.eval()
     support_labels = torch.arange(ways, device=device).repeat_interleave(shots)

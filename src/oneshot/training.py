@@ -26,7 +26,7 @@ from oneshot.data.store import ImageSet
 from oneshot.errors import OneshotError
 from oneshot.evaluation import evaluate
 from oneshot.methods.base import Episode, Method, TrainShape
-from oneshot.runtime import autocast, resolve_precision, select_device, to_layout
+from oneshot.runtime import autocast, resolve_precision, select_device, to_layout, tune_cpu_allocator
 
 
 @dataclass
@@ -146,6 +146,8 @@ def train(
     out = Path(out)
     device = select_device(config.device)
     precision = resolve_precision(config.precision, device)
+    if device.type == "cpu":
+        tune_cpu_allocator()
     torch.manual_seed(config.seed)
     method.to(device)
     if config.channels_last:
