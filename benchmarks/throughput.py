@@ -102,15 +102,21 @@ def measure_raw(data, method_name: str, cfg: TrainConfig, seed: int) -> float:
 
 def measure_easyfsl(data, cfg: TrainConfig, seed: int, workers: int) -> float:
     """Images/s of easyfsl 1.5.0's TaskSampler + DataLoader + PrototypicalNetworks (float32, as shipped)."""
+    import importlib.machinery
     from unittest import mock
 
+    def stub(name: str) -> mock.MagicMock:
+        module = mock.MagicMock(name=name)
+        module.__spec__ = importlib.machinery.ModuleSpec(name, None)  # find_spec() callers need a real spec
+        return module
+
     for name in ("torchvision", "torchvision.transforms", "torchvision.datasets", "torchvision.models", "torchvision.models.resnet"):
-        sys.modules.setdefault(name, mock.MagicMock(name=name))
+        sys.modules.setdefault(name, stub(name))
     for name in ("pandas", "tqdm"):  # imported by easyfsl's dataset modules, unused here
         try:
             __import__(name)
         except ImportError:
-            sys.modules[name] = mock.MagicMock(name=name)
+            sys.modules[name] = stub(name)
     from torch.utils.data import Sampler
 
     if Sampler.__init__ is object.__init__:
