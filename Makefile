@@ -28,7 +28,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 bench: $(STAMP)
-	$(PY) benchmarks/train_and_evaluate.py --name protonet_conv4_vinyals --method protonet --episodes 10000 --lr-step 2000 --max-minutes 42
+	$(PY) benchmarks/train_and_evaluate.py --name protonet_conv4_vinyals --method protonet --episodes 24000 --lr-step 4000 --max-minutes 43
 	$(PY) benchmarks/throughput.py $(if $(EASYFSL),--easyfsl-path $(EASYFSL))
 	$(PY) benchmarks/make_tables.py
 
