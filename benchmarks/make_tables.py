@@ -104,6 +104,7 @@ def meta_cost_table() -> str:
         "| device | ways | shots / queries | inner steps | meta-batch | MAML s/step | FOMAML s/step | time ratio | MAML peak MiB | FOMAML peak MiB | memory ratio |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    mib = 1024 * 1024
     notes = []
     for path in files:
         r = json.loads(path.read_text())
@@ -115,7 +116,6 @@ def meta_cost_table() -> str:
             m, f = by.get(("maml", ways)), by.get(("fomaml", ways))
             if m is None or f is None:
                 continue
-            mib = 1024 * 1024
             lines.append(
                 f"| {device} | {ways} | {m['shots']} / {m['queries']} | {m['inner_steps']} | {m['meta_batch']} "
                 f"| {m['seconds_per_meta_step']:.3f} | {f['seconds_per_meta_step']:.3f} "

@@ -176,16 +176,8 @@ def measure_easyfsl_as_shipped(data_dir: str | None, easyfsl_path: str | None, c
     """Images/s of easyfsl in a fresh process that oneshot's allocator tuning never touched."""
     import multiprocessing
 
-    env_before = os.environ.get("ONESHOT_MALLOC_TUNING")
-    os.environ["ONESHOT_MALLOC_TUNING"] = "0"  # inherited by the child, in case anything there calls the tuning
-    try:
-        with multiprocessing.get_context("spawn").Pool(1) as pool:
-            return pool.apply(_easyfsl_in_fresh_process, (data_dir, easyfsl_path, cfg, seed, workers))
-    finally:
-        if env_before is None:
-            os.environ.pop("ONESHOT_MALLOC_TUNING", None)
-        else:
-            os.environ["ONESHOT_MALLOC_TUNING"] = env_before
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_easyfsl_in_fresh_process, (data_dir, easyfsl_path, cfg, seed, workers))
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from oneshot.errors import OneshotError
 from oneshot.runtime import resolve_precision
 
 PROBE = """
-import ctypes, json, torch
+import json, torch
 from oneshot.encoders import Conv4
 from oneshot.runtime import tune_cpu_allocator
 tuned = tune_cpu_allocator()

@@ -88,8 +88,9 @@ def tune_cpu_allocator() -> bool:
     try:
         libc = ctypes.CDLL(None)
         mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+    except (OSError, AttributeError):  # no C library exposing mallopt
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    # mallopt returns 0 when it refuses a setting (musl's stub always does).
     _allocator_tuned = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
     return _allocator_tuned
