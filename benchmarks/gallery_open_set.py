@@ -32,7 +32,7 @@ import numpy as np
 
 from oneshot.checkpoint import git_commit, machine_description, now_iso
 from oneshot.data import load_omniglot
-from oneshot.gallery import CheckpointEncoder, Gallery
+from oneshot.gallery import Gallery, ImageEmbedder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,7 +44,7 @@ def write_png(path: Path, img: np.ndarray) -> Path:
     return path
 
 
-def run_seed(seed: int, enc: CheckpointEncoder, test, z_test: np.ndarray, val, z_val: np.ndarray, targets: list[float],
+def run_seed(seed: int, enc: ImageEmbedder, test, z_test: np.ndarray, val, z_val: np.ndarray, targets: list[float],
              workdir: Path) -> dict:
     rng = np.random.default_rng(seed)
     labels = test.labels.numpy()
@@ -105,12 +105,12 @@ def main() -> None:
     p.add_argument("--targets", type=float, nargs="+", default=[1e-2, 1e-3])
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "gallery_open_set.json")
     args = p.parse_args()
-    enc = CheckpointEncoder(args.encoder)
+    enc = ImageEmbedder(args.encoder)
     size = enc.preprocessing.size
     test = load_omniglot("lake", "test", size, args.data_dir)
     val = load_omniglot("lake", "val", size, args.data_dir)
     t0 = time.perf_counter()
-    z_test, z_val = enc.encode_images(test.images.numpy()), enc.encode_images(val.images.numpy())
+    z_test, z_val = enc.embed_images(test.images.numpy()), enc.embed_images(val.images.numpy())
     z_test /= np.linalg.norm(z_test, axis=1, keepdims=True)  # the gallery compares L2-normalised embeddings
     z_val /= np.linalg.norm(z_val, axis=1, keepdims=True)
     embed_seconds = time.perf_counter() - t0

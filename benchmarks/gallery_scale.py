@@ -50,13 +50,13 @@ def unit(x: np.ndarray) -> np.ndarray:
 def real_embeddings(encoder: Path, data_dir: str | None) -> np.ndarray:
     """(32460, D) embeddings of every Omniglot drawing (cached beside the checkpoint's digest)."""
     from oneshot.data.omniglot import load_characters
-    from oneshot.gallery import CheckpointEncoder
+    from oneshot.gallery import ImageEmbedder
 
-    enc = CheckpointEncoder(encoder)
+    enc = ImageEmbedder(encoder)
     cache = Path(tempfile.gettempdir()) / f"oneshot_real_emb_{enc.fingerprint['tensors_sha256'][:16]}.npy"
     if cache.is_file():
         return np.load(cache)
-    parts = [enc.encode_images(load_characters(kind, enc.preprocessing, data_dir).images.numpy())
+    parts = [enc.embed_images(load_characters(kind, enc.preprocessing, data_dir).images.numpy())
              for kind in ("background", "evaluation")]
     x = np.concatenate(parts)
     np.save(cache, x)

@@ -210,11 +210,11 @@ def test_images_fingerprint_refusal_and_reembed(tmp_path, rng):
         g.set_threshold(identify=0.5, verify=0.5)
         assert g.reembed(enc_b) == 3
         assert g.thresholds() == {"identify": None, "verify": None}
-    from oneshot.gallery import CheckpointEncoder
+    from oneshot.gallery import ImageEmbedder
 
-    enc = CheckpointEncoder(enc_b)
+    enc = ImageEmbedder(enc_b)
     with Gallery.open(path, encoder=enc_b) as g:
-        want = unit(unit(enc.encode([files[0].read_bytes(), files[1].read_bytes()], ["0", "1"])).mean(0))
+        want = unit(unit(enc.embed([files[0].read_bytes(), files[1].read_bytes()], ["0", "1"])).mean(0))
         t = np.frombuffer(g.store.conn.execute("SELECT template FROM classes WHERE label = 'x'").fetchone()[0], np.float32)
         np.testing.assert_allclose(t, want, atol=1e-5)
         assert g.identify([files[0]])[0].label == "x"

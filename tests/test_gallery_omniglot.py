@@ -37,11 +37,11 @@ def _open_set(tmp_path, encoder, lake, n_enrol=20, n_strangers=30):
         res = g.identify(files, k=3)
         truth = [test.class_names[int(test.labels[i])] for i in gen]
         accuracy = np.mean([r.candidates[0].label == t for r, t in zip(res, truth)])
-        x_val = g.encoder.encode_images(val.images.numpy())
+        x_val = g.encoder.embed_images(val.images.numpy())
         rec = g.calibrate(x_val, val.labels.numpy(), target_far=0.05)
         assert rec["gallery_size"] == n_enrol and rec["measured"]["identify_far"] <= 0.05
         strangers = [i for c in chars[n_enrol:] for i in members[c][:5]]
-        z = g.encoder.encode_images(test.images[strangers].numpy())
+        z = g.encoder.embed_images(test.images[strangers].numpy())
         stranger_far = np.mean([r.label is not None for r in g.identify(z, k=1)])
         return accuracy, stranger_far, rec
 

@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "CheckpointEncoder": "oneshot.gallery.encode", "Encoder": "oneshot.gallery.encode",
+    "ImageEmbedder": "oneshot.modalities.image", "Embedder": "oneshot.modalities.base", "Inline": "oneshot.modalities.base",
     "ClassInfo": "oneshot.gallery.gallery", "EnrolReport": "oneshot.gallery.gallery", "Gallery": "oneshot.gallery.gallery",
     "Identification": "oneshot.gallery.gallery", "Match": "oneshot.gallery.gallery", "Verification": "oneshot.gallery.gallery",
     "IndexSettings": "oneshot.gallery.index",

@@ -21,11 +21,12 @@ app = typer.Typer(no_args_is_help=True, help="A persistent gallery: enrol classe
                   pretty_exceptions_enable=False)
 
 GalleryPath = Annotated[Path, typer.Argument(help="The gallery file (SQLite).")]
-EncoderOpt = Annotated[Optional[Path], typer.Option("--encoder", help="Encoder checkpoint (.safetensors); default: the one the gallery was created with.")]
+ENCODER_HELP = "A built-in encoder name, a checkpoint file (.safetensors) or a model folder"
+EncoderOpt = Annotated[Optional[str], typer.Option("--encoder", help=f"{ENCODER_HELP}; default: the one the gallery was created with.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
-def _open(path: Path, encoder: Optional[Path] = None):
+def _open(path: Path, encoder: Optional[str] = None):
     from oneshot.gallery import Gallery
 
     return Gallery.open(path, encoder=encoder, create=False)
@@ -39,7 +40,7 @@ def _echo_json(obj: object) -> None:
 @user_errors
 def create(
     gallery: GalleryPath,
-    encoder: Annotated[Path, typer.Option("--encoder", help="Encoder checkpoint (.safetensors) the gallery will use.")],
+    encoder: Annotated[str, typer.Option("--encoder", help=f"{ENCODER_HELP} the gallery will use.")],
     store: Annotated[str, typer.Option(help="What to keep of each example: inputs (bytes, for reembed), paths, or none.")] = "inputs",
     approx_above: Annotated[Optional[int], typer.Option(help="Search approximately (HNSW) above this many classes.")] = None,
     as_json: Json = False,
@@ -218,10 +219,10 @@ def calibrate(
             from oneshot.data import load_omniglot
 
             enc = g.encoder
-            if not hasattr(enc, "encode_images"):
+            if not hasattr(enc, "embed_images"):
                 raise OneshotError("--omniglot needs an image checkpoint encoder")
             val = load_omniglot("lake", "val", enc.preprocessing.size, data_dir)  # type: ignore[attr-defined]
-            x = enc.encode_images(val.images.numpy())  # type: ignore[attr-defined]
+            x = enc.embed_images(val.images.numpy())  # type: ignore[attr-defined]
             rec = g.calibrate(x, val.labels.numpy(), target_far=far, gallery_size=gallery_size, trials=trials,
                               seed=seed, source="omniglot lake val")
     if as_json:
@@ -294,7 +295,7 @@ def import_(
 @user_errors
 def reembed(
     gallery: GalleryPath,
-    encoder: Annotated[Path, typer.Option("--encoder", help="The new encoder checkpoint.")],
+    encoder: Annotated[str, typer.Option("--encoder", help=f"The new encoder: {ENCODER_HELP}.")],
 ) -> None:
     """Rebuild every template with a new encoder from the stored examples; thresholds are cleared."""
     from oneshot.gallery import Gallery

@@ -29,7 +29,8 @@ import numpy as np
 
 from oneshot.errors import OneshotError
 from oneshot.gallery import calibration
-from oneshot.gallery.encode import CheckpointEncoder, Encoder, Example, check_vectors, fingerprint_id, read_input, vector_fingerprint
+from oneshot.modalities import Embedder, Example, Inline, check_vectors, fingerprint_id, fingerprint_modality, load_embedder, vector_fingerprint
+from oneshot.modalities.base import read_file
 from oneshot.gallery.index import IndexSettings, TemplateIndex
 from oneshot.gallery.store import Store, from_blob, to_blob
 
@@ -163,7 +164,7 @@ class _Prepared:
 class Gallery:
     """A persistent gallery of classes, each enrolled from as little as one example. Use :meth:`open`."""
 
-    def __init__(self, store: Store, encoder: Encoder | None) -> None:
+    def __init__(self, store: Store, encoder: Embedder | None) -> None:
         self.store = store
         self.path = store.path
         self._encoder = encoder
@@ -182,7 +183,7 @@ class Gallery:
     def open(
         cls,
         path: str | Path,
-        encoder: str | Path | Encoder | None = None,
+        encoder: str | Path | Embedder | None = None,
         *,
         create: bool = True,
         dim: int | None = None,
@@ -221,7 +222,7 @@ class Gallery:
             fp = enc.fingerprint if enc is not None else vector_fingerprint(int(dim), name)  # type: ignore[arg-type]
             settings = IndexSettings()
             meta = {"fingerprint": fp, "dim": int(fp["dim"]), "store": store, "index": settings.to_dict(),
-                    "encoder_path": str(Path(enc.path).resolve()) if getattr(enc, "path", None) else None,
+                    "encoder_path": enc.spec if enc is not None else None,
                     "threshold": None, "calibration": None, "created": _now()}
             st = Store.create(path, meta)
         g = cls(st, None)
@@ -233,12 +234,10 @@ class Gallery:
         return g
 
     @staticmethod
-    def _load_encoder(encoder: str | Path | Encoder | None) -> Encoder | None:
-        if isinstance(encoder, (str, Path)):
-            return CheckpointEncoder(encoder)
-        return encoder
+    def _load_encoder(encoder: str | Path | Embedder | None) -> Embedder | None:
+        return None if encoder is None else load_embedder(encoder)
 
-    def _check_encoder(self, enc: Encoder) -> None:
+    def _check_encoder(self, enc: Embedder) -> None:
         if fingerprint_id(enc.fingerprint) != fingerprint_id(self.fingerprint):
             raise OneshotError(
                 f"gallery {self.path} was built with encoder {fingerprint_id(self.fingerprint)} "
@@ -246,15 +245,23 @@ class Gallery:
                 "encoder, or move the gallery to the new one with `oneshot gallery reembed`")
 
     @property
-    def encoder(self) -> Encoder:
-        """The gallery's encoder, loaded from the recorded checkpoint on first use."""
+    def modality(self) -> str:
+        """What the gallery's examples are: ``image``, ``text``, ``molecule``, or ``vectors`` (no embedder)."""
+        return fingerprint_modality(self.fingerprint)
+
+    @property
+    def encoder(self) -> Embedder:
+        """The gallery's embedder, loaded from the recorded spec (built-in name or path) on first use."""
         if self._encoder is None:
-            if self.fingerprint.get("kind") != "checkpoint":
+            if self.modality == "vectors":
                 raise OneshotError(f"gallery {self.path} holds precomputed vectors and has no encoder: give embeddings, not files")
             where = self.store.get_meta("encoder_path")
-            if not where or not Path(where).is_file():
-                raise OneshotError(f"the encoder checkpoint of gallery {self.path} ({where}) is missing: pass --encoder")
-            enc = CheckpointEncoder(where)
+            if not where:
+                raise OneshotError(f"gallery {self.path} records no encoder: pass --encoder")
+            try:
+                enc = load_embedder(where)
+            except OneshotError as exc:
+                raise OneshotError(f"the encoder of gallery {self.path} ({where}) cannot be loaded ({exc}): pass --encoder") from None
             self._check_encoder(enc)
             self._encoder = enc
         return self._encoder
@@ -359,7 +366,7 @@ class Gallery:
     def _prepare(self, label: str, examples: Sequence[Example] | np.ndarray, metadata: dict | None = None) -> _Prepared:
         """Validate and embed one enrolment's examples before anything is written."""
         label = _check_label(label)
-        if isinstance(examples, (str, Path, bytes)):
+        if isinstance(examples, (str, Path, bytes, Inline)):
             examples = [examples]
         if isinstance(examples, np.ndarray) and examples.dtype != object:
             if examples.ndim not in (1, 2):
@@ -370,11 +377,11 @@ class Gallery:
         vec_rows: dict[int, np.ndarray] = {}
         raw: list[tuple[int, bytes, str, str | None]] = []
         for i, ex in enumerate(examples):
-            if isinstance(ex, (str, Path, bytes)):
-                data, name, p = read_input(ex)
-                raw.append((i, data, name, p))
+            if isinstance(ex, np.ndarray):
+                vec_rows[i] = check_vectors(ex, self.dim, f"example {i} of {label!r}")[0]
             else:
-                vec_rows[i] = check_vectors(np.asarray(ex), self.dim, f"example {i} of {label!r}")[0]
+                r = self.encoder.read(ex)
+                raw.append((i, r.data, r.name, r.path))
         vectors = np.zeros((len(examples), self.dim), np.float32)
         inputs: list[bytes | None] = [None] * len(examples)
         paths: list[str | None] = [None] * len(examples)
@@ -382,7 +389,7 @@ class Gallery:
         for i, v in vec_rows.items():
             vectors[i] = v
         if raw:
-            emb = self.encoder.encode([r[1] for r in raw], [r[2] for r in raw])
+            emb = self.encoder.embed([r[1] for r in raw], [r[2] for r in raw])
             emb = check_vectors(emb, self.dim, f"the encoder's embedding of {label!r}")
             for (i, data, name, p), v in zip(raw, emb):
                 vectors[i] = v
@@ -397,20 +404,20 @@ class Gallery:
         """Queries (files, bytes or (D,)/(B, D) embeddings) -> L2-normalised float32 (B, D)."""
         if isinstance(queries, np.ndarray) and queries.dtype != object:
             return check_vectors(queries, self.dim, "query")
-        if isinstance(queries, (str, Path, bytes)):
+        if isinstance(queries, (str, Path, bytes, Inline)):
             queries = [queries]
         if len(queries) == 0:
             raise OneshotError("no queries given")
         out = np.zeros((len(queries), self.dim), np.float32)
         raw = []
         for i, q in enumerate(queries):
-            if isinstance(q, (str, Path, bytes)):
-                data, name, _ = read_input(q)
-                raw.append((i, data, name))
+            if isinstance(q, np.ndarray):
+                out[i] = check_vectors(q, self.dim, f"query {i}")[0]
             else:
-                out[i] = check_vectors(np.asarray(q), self.dim, f"query {i}")[0]
+                r = self.encoder.read(q)
+                raw.append((i, r.data, r.name))
         if raw:
-            emb = check_vectors(self.encoder.encode([r[1] for r in raw], [r[2] for r in raw]), self.dim, "the encoder's embedding")
+            emb = check_vectors(self.encoder.embed([r[1] for r in raw], [r[2] for r in raw]), self.dim, "the encoder's embedding")
             for (i, _, _), v in zip(raw, emb):
                 out[i] = v
         return out
@@ -779,7 +786,7 @@ class Gallery:
         return self.calibrate(x, np.array([c for c, _ in files]), source=str(folder), **kwargs)
 
     # ================================================================== re-embedding, export, import
-    def reembed(self, encoder: str | Path | Encoder, *, batch: int = 512) -> int:
+    def reembed(self, encoder: str | Path | Embedder, *, batch: int = 512) -> int:
         """Rebuild every template with a new encoder from the stored example inputs (or paths), in one
         transaction. Thresholds are cleared (they belong to the old encoder): calibrate again.
         Returns the number of examples re-embedded."""
@@ -795,8 +802,8 @@ class Gallery:
         new_vecs = np.zeros((len(rows), enc.dim), np.float32)
         for s in range(0, len(rows), batch):
             part = rows[s:s + batch]
-            data = [r[2] if r[2] is not None else read_input(r[3])[0] for r in part]
-            new_vecs[s:s + len(part)] = check_vectors(enc.encode(data, [r[4] or r[3] or "<stored>" for r in part]), enc.dim, "embedding")
+            data = [r[2] if r[2] is not None else read_file(r[3]).data for r in part]
+            new_vecs[s:s + len(part)] = check_vectors(enc.embed(data, [r[4] or r[3] or "<stored>" for r in part]), enc.dim, "embedding")
         by_class: dict[int, list[int]] = {}
         for j, r in enumerate(rows):
             by_class.setdefault(r[1], []).append(j)
@@ -808,7 +815,7 @@ class Gallery:
             conn.executemany("INSERT INTO changes (class_id) VALUES (?)", [(cid,) for cid in by_class])
             Store.set_meta(conn, "fingerprint", enc.fingerprint)
             Store.set_meta(conn, "dim", enc.dim)
-            Store.set_meta(conn, "encoder_path", str(Path(enc.path).resolve()) if getattr(enc, "path", None) else None)
+            Store.set_meta(conn, "encoder_path", enc.spec)
             Store.set_meta(conn, "threshold", None)
             Store.set_meta(conn, "epoch", self._epoch + 1)
         self._encoder = enc

@@ -1,0 +1,90 @@
+"""Modalities: how each kind of input is read, preprocessed and embedded (see docs/architecture.md).
+
+:func:`load_embedder` is the one place that turns what a user names (``--encoder``) into an
+:class:`~oneshot.modalities.base.Embedder`:
+
+- a built-in name from :data:`BUILTIN` (each modality adds its own line);
+- a checkpoint file (``.safetensors``): its metadata's ``modality`` (``image`` when absent) picks the
+  embedder class from :data:`CHECKPOINT_EMBEDDERS`;
+- a folder: the first modality in :data:`FOLDER_EMBEDDERS` whose ``claims(folder)`` is true loads it.
+
+Entries are ``"module:attribute"`` strings, imported only when used, so the CLI starts fast and a missing
+optional extra (``oneshot[text]``, ``oneshot[molecules]``) is reported only by the modality that needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from oneshot.errors import OneshotError
+from oneshot.modalities.base import (Embedder, Example, Inline, RawInput, check_vectors, fingerprint_id,
+                                     fingerprint_modality, vector_fingerprint)
+
+__all__ = ["BUILTIN", "CHECKPOINT_EMBEDDERS", "FOLDER_EMBEDDERS", "Embedder", "Example", "Inline", "RawInput",
+           "check_vectors", "fingerprint_id", "fingerprint_modality", "load_embedder", "vector_fingerprint"]
+
+#: Built-in embedders by name: name -> ("module:factory", one line on what it is).
+BUILTIN: dict[str, tuple[str, str]] = {}
+
+#: Checkpoint modality (metadata field ``modality``) -> "module:class" taking the checkpoint path.
+CHECKPOINT_EMBEDDERS: dict[str, str] = {
+    "image": "oneshot.modalities.image:ImageEmbedder",
+}
+
+#: Modality -> ("module:claims", "module:class"): ``claims(folder) -> bool`` says the folder is that modality's.
+FOLDER_EMBEDDERS: dict[str, tuple[str, str]] = {}
+
+
+def _attr(ref: str) -> Any:
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def checkpoint_modality(path: Path) -> str:
+    """The ``modality`` a safetensors checkpoint's metadata names (``image`` for checkpoints that predate it)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = f.metadata() or {}
+    except Exception:  # noqa: BLE001 -- load_checkpoint gives the precise message for a damaged file
+        return "image"
+    try:
+        return str(json.loads(meta.get("oneshot", "{}")).get("modality", "image"))
+    except (ValueError, AttributeError):
+        return "image"
+
+
+def load_embedder(spec: str | Path | Embedder) -> Embedder:
+    """Resolve a built-in name, a checkpoint file or a model folder to an embedder (an embedder is returned as is)."""
+    if not isinstance(spec, (str, Path)):
+        return spec
+    name = str(spec)
+    if name in BUILTIN:
+        return _attr(BUILTIN[name][0])()
+    path = Path(name)
+    if path.is_dir():
+        for modality, (claims, cls) in FOLDER_EMBEDDERS.items():
+            if _attr(claims)(path):
+                return _attr(cls)(path)
+        raise OneshotError(f"{path} is a folder that no modality recognises as a model: give a checkpoint file, a model "
+                           f"folder, or a built-in encoder ({', '.join(sorted(BUILTIN)) or 'none installed'})")
+    if path.is_file():
+        modality = checkpoint_modality(path)
+        if modality not in CHECKPOINT_EMBEDDERS:
+            raise OneshotError(f"{path} is a checkpoint of modality {modality!r}, which this oneshot cannot embed "
+                               f"(known: {', '.join(sorted(CHECKPOINT_EMBEDDERS))})")
+        return _attr(CHECKPOINT_EMBEDDERS[modality])(path)
+    known = f"; built-in encoders: {', '.join(sorted(BUILTIN))}" if BUILTIN else ""
+    raise OneshotError(f"encoder {name!r} is neither a built-in name nor an existing file or folder{known}")
+
+
+def builtin_names() -> list[str]:
+    """Names ``--encoder`` accepts besides paths."""
+    return sorted(BUILTIN)
+
+
+Factory = Callable[[], Embedder]

@@ -1,0 +1,87 @@
+"""Images: files decoded by a checkpoint's own :class:`~oneshot.data.images.Preprocessing`, embedded by its method."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from oneshot.errors import OneshotError
+from oneshot.modalities.base import Inline, RawInput, read_file, wrong_modality
+
+MODALITY = "image"
+
+
+def read_image_example(example: str | Path | bytes | Inline) -> RawInput:
+    """A path (``str`` or ``Path``) or raw bytes; an inline text or SMILES is refused naming both modalities."""
+    if isinstance(example, Inline):
+        raise wrong_modality(MODALITY, f"{example.kind} ({example.value[:40]!r})")
+    if isinstance(example, bytes):
+        return RawInput(example, "<bytes>", None)
+    return read_file(example)
+
+
+class ImageEmbedder:
+    """Images through a oneshot checkpoint: its own preprocessing, then ``method.embed``.
+
+    Attributes:
+        path: the checkpoint file.
+        fingerprint: tensors SHA-256, method, encoder, their options and the preprocessing.
+        dim: embedding size D.
+    """
+
+    modality = MODALITY
+
+    def __init__(self, path: str | Path, device: str = "cpu", batch_size: int = 256) -> None:
+        from oneshot.checkpoint import load_checkpoint
+
+        self.path = Path(path)
+        self.spec: str | None = str(self.path.resolve())
+        self.checkpoint = load_checkpoint(self.path, device=device)
+        if not self.checkpoint.method.embeds_independently:
+            raise OneshotError(f"{self.path} is a {self.checkpoint.metadata['method']} checkpoint, which does not embed "
+                               "inputs independently: a gallery needs an embedding method such as protonet")
+        self.device = device
+        self.batch_size = batch_size
+        self.preprocessing = self.checkpoint.preprocessing
+        meta = self.checkpoint.metadata
+        probe = np.zeros((1, self.preprocessing.channels, self.preprocessing.size, self.preprocessing.size), np.uint8)
+        self.dim = int(self._embed(probe).shape[1])
+        # The fingerprint's fields are those of galleries made before modalities existed: keep them as they are.
+        self.fingerprint: dict[str, Any] = {
+            "kind": "checkpoint",
+            "tensors_sha256": meta["tensors_sha256"],
+            "method": meta["method"],
+            "method_options": meta.get("method_options", {}),
+            "encoder": meta.get("encoder"),
+            "encoder_options": meta.get("encoder_options", {}),
+            "preprocessing": self.preprocessing.to_dict(),
+            "dim": self.dim,
+        }
+
+    def _embed(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (B, C, H, W) -> float32 (B, D)."""
+        import torch
+
+        out = []
+        method = self.checkpoint.method.eval()
+        with torch.no_grad():
+            for i in range(0, len(images), self.batch_size):
+                x = torch.from_numpy(images[i:i + self.batch_size]).to(self.device).float().div_(255)
+                out.append(method.embed(x).float().cpu().numpy())
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+    def read(self, example: str | Path | bytes | Inline) -> RawInput:
+        return read_image_example(example)
+
+    def embed(self, inputs: Sequence[bytes], names: Sequence[str]) -> np.ndarray:
+        from oneshot.data.images import decode_image
+
+        images = np.stack([decode_image(b, self.preprocessing, name=n) for b, n in zip(inputs, names)])
+        return self._embed(images)
+
+    def embed_images(self, images: np.ndarray) -> np.ndarray:
+        """Already preprocessed uint8 images (B, C, H, W) -> float32 (B, D) (benchmarks, calibration)."""
+        return self._embed(np.ascontiguousarray(images))
