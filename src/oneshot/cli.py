@@ -11,6 +11,7 @@ import json
 import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -19,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from oneshot.errors import OneshotError
+from oneshot.errors import OneshotError, OneshotWarning
 
 app = typer.Typer(
     add_completion=False,
@@ -35,13 +36,23 @@ Device = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), c
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    if issubclass(category, OneshotWarning):
+        typer.echo(f"warning: {message}", err=True)
+    else:
+        warnings._showwarnmsg_impl(warnings.WarningMessage(message, category, filename, lineno, file, line))  # type: ignore[attr-defined]
+
+
 def user_errors(fn):
     """Print a :class:`OneshotError` as one line on stderr and exit with status 2 (no traceback)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", OneshotWarning)
+                warnings.showwarning = _show_warning  # a OneshotWarning is one "warning: ..." line
+                return fn(*args, **kwargs)
         except OneshotError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
@@ -91,6 +102,34 @@ def _parse_shapes(ways: list[int], shots: list[int], standard: bool) -> list[tup
     return [(w, k) for w in ways for k in shots]
 
 
+DomainOpt = Annotated[str, typer.Option(help="What to learn: omniglot (images, the default) or text (docs/text.md).")]
+
+
+def _train_text(out: Path, examples: Optional[Path], shots: Optional[int], encoder: str, option: list[str], seed: int,
+                max_minutes: float, data_dir: Optional[Path], as_json: bool) -> None:
+    from oneshot.modalities.text.commands import train_text, training_examples
+
+    if out.suffix == ".safetensors":
+        raise OneshotError("--domain text writes a model folder: give --out a folder name, e.g. runs/text-model")
+    ex, data = training_examples(examples, shots, seed, data_dir)
+    command = "oneshot " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    with _progress(as_json) as bar:
+        tasks: dict[str, object] = {}
+
+        def on_progress(stage: str, step: int, total: int, loss: float) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(f"fine-tuning ({stage})", total=total, info="")
+            bar.update(tasks[stage], completed=step, info=f"loss {loss:.3f}")  # type: ignore[arg-type]
+
+        res = train_text(out, ex, data, encoder=encoder, options=_parse_options(option), seed=seed, max_minutes=max_minutes,
+                         command=command, progress=on_progress)
+    if as_json:
+        typer.echo(json.dumps(res))
+    else:
+        typer.echo(f"fine-tuned {res['base_encoder']['spec']} on {res['examples']} texts of {res['classes']} classes in "
+                   f"{res['seconds']:.0f}s; model folder {res['out']} (encoder {res['fingerprint']})")
+
+
 @app.command()
 @user_errors
 def train(
@@ -117,8 +156,21 @@ def train(
     data_dir: DataDir = None,
     device: Device = "auto",
     as_json: Json = False,
+    domain: DomainOpt = "omniglot",
+    examples: Annotated[Optional[Path], typer.Option(help="--domain text: labelled texts, a CSV / JSON lines file with label and text columns.")] = None,
+    clinc150_shots: Annotated[Optional[int], typer.Option(help="--domain text: fine-tune on K examples per CLINC150 intent drawn from train (--seed).")] = None,
+    encoder: Annotated[str, typer.Option(help="--domain text: the encoder to fine-tune: 'text' (the shipped MiniLM) or a model folder.")] = "text",
 ) -> None:
-    """Train an embedding on Omniglot's training classes; keep the best checkpoint on the validation split."""
+    """Train an embedding on Omniglot's training classes; keep the best checkpoint on the validation split.
+
+    With --domain text: fine-tune a sentence encoder SetFit-style on a few labelled texts (docs/text.md) and
+    write a model folder (--out) that `oneshot gallery create --encoder FOLDER` loads.
+    """
+    if domain == "text":
+        _train_text(out, examples, clinc150_shots, encoder, option, seed, max_minutes, data_dir, as_json)
+        return
+    if domain != "omniglot":
+        raise OneshotError(f"unknown --domain {domain!r}: use omniglot or text")
     from oneshot.experiment import train_model
     from oneshot.training import TrainConfig
 
@@ -171,8 +223,31 @@ def evaluate(
     data_dir: DataDir = None,
     device: Device = "auto",
     as_json: Json = False,
+    domain: DomainOpt = "omniglot",
+    encoder: Annotated[str, typer.Option(help="--domain text: 'text' (the shipped MiniLM) or a model folder.")] = "text",
+    seeds: Annotated[int, typer.Option(help="--domain text: seeded support draws from CLINC150 train per shot count.")] = 10,
 ) -> None:
-    """N-way K-shot accuracy with a 95% confidence interval over seeded test episodes."""
+    """N-way K-shot accuracy with a 95% confidence interval over seeded test episodes.
+
+    With --domain text: CLINC150 150-way K-shot accuracy (nearest template) on the whole test (or val) split,
+    mean and 95% CI over --seeds support draws.
+    """
+    if domain == "text":
+        from oneshot.modalities.text.commands import evaluate_text
+
+        res = evaluate_text(encoder, shots, seeds, split, data_dir)
+        if as_json:
+            typer.echo(json.dumps(res))
+            return
+        table = Table(title=f"{encoder} on CLINC150 {split} (nearest template, {seeds} support draws)")
+        for col in ("ways", "shots", "accuracy", "95% CI"):
+            table.add_column(col, justify="right")
+        for r in res["results"]:
+            table.add_row(str(r["ways"]), str(r["shots"]), f"{100 * r['accuracy']:.2f}%", f"+- {100 * r['ci95']:.2f}")
+        Console().print(table)
+        return
+    if domain != "omniglot":
+        raise OneshotError(f"unknown --domain {domain!r}: use omniglot or text")
     from oneshot.experiment import evaluate_checkpoint
 
     from oneshot.checkpoint import load_checkpoint
@@ -222,12 +297,34 @@ def evaluate(
 @user_errors
 def predict(
     support: Annotated[Path, typer.Option(help="Folder with one example per class: image files named by class, or one sub-folder per class.")],
-    query: Annotated[list[Path], typer.Argument(help="Query images or folders of images.")],
+    query: Annotated[Optional[list[Path]], typer.Argument(help="Query images or folders of images (text: files holding one query each).")] = None,
     checkpoint: Annotated[Path, typer.Option(help="Checkpoint (.safetensors).")] = DEFAULT_CHECKPOINT,
     device: Device = "auto",
     as_json: Json = False,
+    text: Annotated[Optional[list[str]], typer.Option("--text", help="A query text (repeat); --support is then a CSV / JSON lines file of label, text[, description].")] = None,
+    encoder: Annotated[str, typer.Option(help="Text: 'text' (the shipped MiniLM) or a model folder.")] = "text",
 ) -> None:
-    """Classify query images given one example per class, with no retraining."""
+    """Classify query images given one example per class, with no retraining (or texts: --text with a CSV support)."""
+    from oneshot.modalities.text.files import is_table
+
+    if text or is_table(support):
+        from oneshot.modalities.text.commands import predict_text
+        from oneshot.modalities.text.files import read_lines
+
+        qs = list(text or []) + [t for q in (query or []) for t in [" ".join(read_lines(q))]]
+        classes, preds = predict_text(support, qs, encoder)
+        if as_json:
+            typer.echo(json.dumps({"encoder": encoder, "classes": classes, "predictions": preds}))
+            return
+        table = Table(title=f"{len(preds)} queries, {len(classes)} classes")
+        for col in ("query", "class", "score", "probability"):
+            table.add_column(col)
+        for p in preds:
+            table.add_row(p["query"], p["class"], f"{p['score']:.3f}", f"{p['probability']:.3f}")
+        Console().print(table)
+        return
+    if not query:
+        raise OneshotError("give at least one query image or folder")
     from oneshot.checkpoint import load_checkpoint
     from oneshot.predict import load_support, predict as run_predict, query_files
     from oneshot.runtime import select_device

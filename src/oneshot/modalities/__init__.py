@@ -27,7 +27,9 @@ __all__ = ["BUILTIN", "CHECKPOINT_EMBEDDERS", "FOLDER_EMBEDDERS", "Embedder", "E
            "check_vectors", "fingerprint_id", "fingerprint_modality", "load_embedder", "vector_fingerprint"]
 
 #: Built-in embedders by name: name -> ("module:factory", one line on what it is).
-BUILTIN: dict[str, tuple[str, str]] = {}
+BUILTIN: dict[str, tuple[str, str]] = {
+    "text": ("oneshot.modalities.text.embedder:builtin", "all-MiniLM-L6-v2 sentence encoder (oneshot[text])"),
+}
 
 #: Checkpoint modality (metadata field ``modality``) -> "module:class" taking the checkpoint path.
 CHECKPOINT_EMBEDDERS: dict[str, str] = {
@@ -35,7 +37,9 @@ CHECKPOINT_EMBEDDERS: dict[str, str] = {
 }
 
 #: Modality -> ("module:claims", "module:class"): ``claims(folder) -> bool`` says the folder is that modality's.
-FOLDER_EMBEDDERS: dict[str, tuple[str, str]] = {}
+FOLDER_EMBEDDERS: dict[str, tuple[str, str]] = {
+    "text": ("oneshot.modalities.text.embedder:claims", "oneshot.modalities.text.embedder:TextEmbedder"),
+}
 
 
 def _attr(ref: str) -> Any:
