@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
-
 from conftest import ROOT, data_dir
+from typer.testing import CliRunner
 
 pytest.importorskip("sentence_transformers")
 
@@ -157,8 +156,7 @@ def test_zero_shot_from_intent_names_is_well_above_chance(minilm, clinc):
 @requires_clinc
 def test_fine_tuning_beats_frozen_on_held_apart_examples(minilm, clinc, tmp_path, builtin_copy):
     from oneshot.modalities import load_embedder
-    from oneshot.modalities.text.commands import train_text
-    from oneshot.modalities.text.finetune import apply_head, train_head, FinetuneConfig
+    from oneshot.modalities.text.finetune import FinetuneConfig, apply_head, train_head
     from oneshot.modalities.text.intents import class_templates, nearest
 
     tr, va = clinc["train"].by_label(), clinc["val"].by_label()
@@ -168,17 +166,21 @@ def test_fine_tuning_beats_frozen_on_held_apart_examples(minilm, clinc, tmp_path
     qx = minilm.embed_texts([t for n in CONFUSABLE for t in va[n][:10]])
     qy = np.repeat(np.arange(len(CONFUSABLE)), 10)
     frozen = float((nearest(qx, class_templates(sx, sy, len(CONFUSABLE)))[0] == qy).mean())
-    a, b, _ = train_head(sx, sy, FinetuneConfig(head_steps=150, seed=0))
+    a, b, _ = train_head(sx, sy, FinetuneConfig(head_steps=150, seed=0))  # what `train --domain text` runs below
     tuned = float((nearest(apply_head(qx, a, b), class_templates(apply_head(sx, a, b), sy, len(CONFUSABLE)))[0] == qy).mean())
     assert tuned > frozen + 0.05, (frozen, tuned)
 
     # The same through the product path: a safetensors model folder with provenance that the gallery loads.
     out = tmp_path / "tuned"
-    res = train_text(out, support, {"source": "test"}, encoder="text", options={"head_steps": 150}, seed=0,
-                     max_minutes=0, command="test")
+    table = tmp_path / "support.jsonl"
+    table.write_text("".join(json.dumps({"label": n, "text": t}) + "\n" for n in CONFUSABLE for t in support[n]), encoding="utf-8")
+    r = cli("train", "--domain", "text", "--examples", table, "--out", out, "-o", "head_steps=150", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
     assert (out / "oneshot_text.json").is_file() and not list(out.rglob("*.bin")) and list(out.rglob("*.safetensors"))
     prov = json.loads((out / "oneshot_text.json").read_text())
     assert prov["base_encoder"]["spec"] == "text" and prov["config"]["head_steps"] == 150 and prov["commit"]
+    assert prov["data"]["classes"] == len(CONFUSABLE) and "train" in prov["command"]
     tuned_enc = load_embedder(out)
     assert tuned_enc.fingerprint["weights_sha256"] != minilm.fingerprint["weights_sha256"]
     assert res["fingerprint"] and tuned_enc.spec == str(out.resolve())

@@ -53,7 +53,12 @@ def train_text(out: Path, examples: dict[str, list[str]], data: dict, *, encoder
 
     from oneshot.modalities import load_embedder
     from oneshot.modalities.text.embedder import TextEmbedder, fingerprint_id_of
-    from oneshot.modalities.text.finetune import attach_head, finetune, save_finetuned, train_head
+    from oneshot.modalities.text.finetune import (
+        attach_head,
+        finetune,
+        save_finetuned,
+        train_head,
+    )
 
     if out.exists() and not out.is_dir():
         raise OneshotError(f"{out} is a file: --out for a text model is a folder")

@@ -22,7 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from oneshot.errors import OneshotError
-from oneshot.modalities.text.embedder import (PROVENANCE_FILE, TextEmbedder, fingerprint_id_of, weights_sha256)
+from oneshot.modalities.text.embedder import (
+    PROVENANCE_FILE,
+    TextEmbedder,
+    fingerprint_id_of,
+    weights_sha256,
+)
 
 
 @dataclass
