@@ -148,8 +148,8 @@ def test_zero_shot_from_intent_names_is_well_above_chance(minilm, clinc):
 
     templates = minilm.embed_texts([intent_description(n) for n in clinc.intents])
     by = clinc["val"].by_label()
-    queries = minilm.embed_texts([by[n][0] for n in clinc.intents])
-    acc = float((nearest(queries, templates)[0] == np.arange(150)).mean())
+    queries = minilm.embed_texts([by[n][0] for n in clinc.intents[::3]])
+    acc = float((nearest(queries, templates)[0] == np.arange(150)[::3]).mean())
     assert acc > 0.3  # chance: 1/150
 
 
@@ -163,10 +163,10 @@ def test_fine_tuning_beats_frozen_on_held_apart_examples(minilm, clinc, tmp_path
     support = {n: tr[n][:5] for n in CONFUSABLE}
     sx = minilm.embed_texts([t for n in CONFUSABLE for t in support[n]])
     sy = np.repeat(np.arange(len(CONFUSABLE)), 5)
-    qx = minilm.embed_texts([t for n in CONFUSABLE for t in va[n][:10]])
-    qy = np.repeat(np.arange(len(CONFUSABLE)), 10)
+    qx = minilm.embed_texts([t for n in CONFUSABLE for t in va[n][:8]])
+    qy = np.repeat(np.arange(len(CONFUSABLE)), 8)
     frozen = float((nearest(qx, class_templates(sx, sy, len(CONFUSABLE)))[0] == qy).mean())
-    a, b, _ = train_head(sx, sy, FinetuneConfig(head_steps=150, seed=0))  # what `train --domain text` runs below
+    a, b, _ = train_head(sx, sy, FinetuneConfig(head_steps=100, seed=0))  # what `train --domain text` runs below
     tuned = float((nearest(apply_head(qx, a, b), class_templates(apply_head(sx, a, b), sy, len(CONFUSABLE)))[0] == qy).mean())
     assert tuned > frozen + 0.05, (frozen, tuned)
 
@@ -174,13 +174,13 @@ def test_fine_tuning_beats_frozen_on_held_apart_examples(minilm, clinc, tmp_path
     out = tmp_path / "tuned"
     table = tmp_path / "support.jsonl"
     table.write_text("".join(json.dumps({"label": n, "text": t}) + "\n" for n in CONFUSABLE for t in support[n]), encoding="utf-8")
-    r = cli("train", "--domain", "text", "--examples", table, "--out", out, "-o", "head_steps=150", "--json")
+    r = cli("train", "--domain", "text", "--examples", table, "--out", out, "-o", "head_steps=100", "--json")
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
     assert (out / "oneshot_text.json").is_file() and not list(out.rglob("*.bin")) and list(out.rglob("*.safetensors"))
     prov = json.loads((out / "oneshot_text.json").read_text())
-    assert prov["base_encoder"]["spec"] == "text" and prov["config"]["head_steps"] == 150 and prov["commit"]
-    assert prov["data"]["classes"] == len(CONFUSABLE) and "train" in prov["command"]
+    assert prov["base_encoder"]["spec"] == "text" and prov["config"]["head_steps"] == 100 and prov["commit"]
+    assert prov["data"]["classes"] == len(CONFUSABLE) and prov["command"].startswith("oneshot ")
     tuned_enc = load_embedder(out)
     assert tuned_enc.fingerprint["weights_sha256"] != minilm.fingerprint["weights_sha256"]
     assert res["fingerprint"] and tuned_enc.spec == str(out.resolve())

@@ -50,7 +50,7 @@ class FinetuneConfig:
         max_minutes: stop early after this long (0: no limit); ``seed`` fixes batches, dropout and init.
     """
 
-    head_steps: int = 300
+    head_steps: int = 150
     head_lr: float = 1e-3
     head_l2: float = 1e-3
     head_dropout: float = 0.1
@@ -61,7 +61,7 @@ class FinetuneConfig:
     shots_per_batch: int = 4
     views: int = 2
     lr: float = 5e-5
-    temperature: float = 0.05
+    temperature: float = 0.1
     weight_decay: float = 0.01
     max_tokens: int = 64
     max_minutes: float = 0.0
