@@ -3,7 +3,7 @@
 # it from a temporary folder: a missing package-data file or an import of the test tree fails here.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-py="$root/.venv/bin/python"
+py="${PYTHON_FOR_BUILD:-$root/.venv/bin/python}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 "$py" -m build --outdir "$work/dist" "$root" > "$work/build.log" 2>&1 || { cat "$work/build.log"; exit 1; }
