@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, data_dir
+from conftest import data_dir
 from typer.testing import CliRunner
 
 pytest.importorskip("sentence_transformers")
@@ -246,7 +246,7 @@ def test_image_gallery_refuses_text(tmp_path):
     from oneshot.gallery import Gallery
     from oneshot.modalities import Inline
 
-    with Gallery.open(tmp_path / "img.gallery", encoder=ROOT / "models" / "protonet_conv4_vinyals.safetensors") as g:
+    with Gallery.open(tmp_path / "img.gallery", encoder="omniglot") as g:
         with pytest.raises(OneshotError, match="embeds image examples and was given text"):
             g.enrol("a", [Inline("hello there", "text")])
         assert len(g) == 0
