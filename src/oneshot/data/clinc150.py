@@ -42,7 +42,7 @@ class TextSplit:
     def by_label(self) -> dict[str, list[str]]:
         """label -> its utterances in file order."""
         out: dict[str, list[str]] = {}
-        for t, lab in zip(self.texts, self.labels):
+        for t, lab in zip(self.texts, self.labels, strict=True):
             out.setdefault(lab, []).append(t)
         return out
 

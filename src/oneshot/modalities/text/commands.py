@@ -75,14 +75,14 @@ def train_text(out: Path, examples: dict[str, list[str]], data: dict, *, encoder
 
     body = FinetuneResult(0, 0.0, sum(map(len, examples.values())), len(examples), float("nan"), False)
     if cfg.epochs > 0:
-        body = finetune(enc, examples, cfg, progress=(lambda s, n, l: progress("body", s, n, l)) if progress else None)
+        body = finetune(enc, examples, cfg, progress=(lambda s, n, loss: progress("body", s, n, loss)) if progress else None)
     labels = list(examples)
     texts = [t for lab in labels for t in examples[lab]]
     y = np.array([i for i, lab in enumerate(labels) for _ in examples[lab]])
     head_loss = float("nan")
     if cfg.head_steps > 0:
         x = enc.embed_texts(texts)
-        a, b, head_loss = train_head(x, y, cfg, progress=(lambda s, n, l: progress("head", s, n, l)) if progress else None)
+        a, b, head_loss = train_head(x, y, cfg, progress=(lambda s, n, loss: progress("head", s, n, loss)) if progress else None)
         attach_head(enc, a, b)
     seconds = time.perf_counter() - t0
     result = dataclasses.replace(body, seconds=seconds, final_loss=head_loss if cfg.head_steps > 0 else body.final_loss)
@@ -153,5 +153,5 @@ def predict_text(support: Path, queries: list[str], encoder: str) -> tuple[list[
     p = np.exp((s - s.max(1, keepdims=True)) / 0.05)
     p /= p.sum(1, keepdims=True)
     out = [{"query": qt, "class": labels[int(i)], "score": float(s[j, i]), "probability": float(p[j, i])}
-           for j, (qt, i) in enumerate(zip(queries, s.argmax(1)))]
+           for j, (qt, i) in enumerate(zip(queries, s.argmax(1), strict=True))]
     return labels, out

@@ -247,7 +247,7 @@ class TextEmbedder:
 
     def embed(self, inputs: Sequence[bytes], names: Sequence[str]) -> np.ndarray:
         """UTF-8 texts (``RawInput.data``) of B examples -> float32 (B, D) unit rows."""
-        texts = [decode_text(b, n) for b, n in zip(inputs, names)]
+        texts = [decode_text(b, n) for b, n in zip(inputs, names, strict=True)]
         return self._encode(texts)
 
     def embed_texts(self, texts: Sequence[str], *, warn: bool = True) -> np.ndarray:
