@@ -146,8 +146,9 @@ def predict_text(support: Path, queries: list[str], encoder: str) -> tuple[list[
     if not isinstance(enc, TextEmbedder):
         raise OneshotError(f"--encoder {encoder} is not a text encoder: give 'text' or a sentence-transformers folder")
     labels = list(table)
-    texts = [t for lab in labels for t in table[lab].examples + ([table[lab].description] if table[lab].description else [])]
-    y = np.array([i for i, lab in enumerate(labels) for _ in table[lab].examples + ([1] if table[lab].description else [])])
+    per = [table[lab].examples + ([table[lab].description] if table[lab].description else []) for lab in labels]
+    texts: list[str] = [str(t) for ts in per for t in ts]
+    y = np.array([i for i, ts in enumerate(per) for _ in ts])
     t = class_templates(enc.embed_texts(texts), y, len(labels))
     s = enc.embed_texts(queries) @ t.T
     p = np.exp((s - s.max(1, keepdims=True)) / 0.05)

@@ -277,7 +277,7 @@ def attach_head(embedder: TextEmbedder, a: Any, b: Any) -> None:
     try:
         from sentence_transformers.sentence_transformer.modules import Dense, Normalize  # type: ignore[attr-defined]
     except ImportError:  # older sentence-transformers
-        from sentence_transformers.models import Dense, Normalize
+        from sentence_transformers.models import Dense, Normalize  # type: ignore[no-redef]
     d = a.shape[0]
     dense = Dense(d, d, bias=True, activation_function=torch.nn.Identity(),
                   init_weight=(torch.eye(d) + a).clone(), init_bias=b.clone())
