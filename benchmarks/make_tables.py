@@ -4,7 +4,7 @@ Each table sits in README.md between ``<!-- table:NAME -->`` and ``<!-- /table:N
 between the two markers is replaced, nothing else is touched. Tables: ``methods`` (every
 ``*_conv4_vinyals.json``: accuracy with 95% CI per shape, Lake's runs, EER, training budget and speed,
 published figures), ``throughput`` (``throughput_protonet.json``), ``meta_cost`` (``meta_step_cost*.json``, one per device),
-``gallery_open_set`` and ``gallery_scale`` (``gallery_*.json``).
+``gallery_open_set`` and ``gallery_scale`` (``gallery_*.json``), ``text_clinc150`` (``text_clinc150.json``).
 
 Usage: python benchmarks/make_tables.py [--check]   (``--check`` exits 1 when the README is out of date)
 """
@@ -177,12 +177,82 @@ def gallery_scale_table() -> str:
     return "\n".join(lines)
 
 
+def _pc(agg: dict | None) -> str:
+    """A mean ± 95% CI aggregate (fractions) as percent, with its number of draws."""
+    if not agg or agg.get("mean") is None:
+        return "-"
+    ci = f" ± {100 * agg['ci95']:.2f}" if agg.get("n", 0) > 1 else ""
+    return f"{100 * agg['mean']:.2f}{ci} ({agg['n']})"
+
+
+def text_clinc150_table() -> str:
+    """CLINC150 protocols 1-5 from ``text_clinc150.json`` (benchmarks/text_clinc150.py)."""
+    r = load("text_clinc150")
+    if r is None:
+        return "_not measured yet: run `python benchmarks/text_clinc150.py`_"
+    lines = [f"Encoder all-MiniLM-L6-v2 (22M parameters), 2-core shared CPU, {r['date'][:10]}, commit {r['commit'][:10]}. "
+             "Accuracy % ± 95% CI (number of seeded support draws from `train`); queries: all 4,500 in-scope `test` utterances "
+             "(50-way rows: the novel intents' 1,500). \"tuned\" = the SetFit-style contrastive head trained on the support "
+             "itself (settings chosen on `val`), its training time per draw in brackets (contended CPU).", ""]
+    body = {row["shots"]: row["tuned_body"] for row in ((load("text_clinc150_body") or {}).get("protocol1") or {}).get("rows", [])
+            if "tuned_body" in row}
+    if "protocol1" in r:
+        lines += ["| 150-way | frozen, nearest template | tuned (head) | published (5 / 10-shot) |", "|---|---|---|---|"]
+        for row in r["protocol1"]["rows"]:
+            if "tuned_body" not in row and row["shots"] in body:
+                row = dict(row, tuned_body=body[row["shots"]])
+            sec = row.get("tuned_head_seconds_mean")
+            tuned = _pc(row["tuned_head"]) + (f" [{sec:.0f} s]" if sec is not None else "")
+            if "tuned_body" in row:
+                tb = row["tuned_body"]
+                tuned += f"; whole encoder, {tb['epochs']} epochs: {_pc(tb)} [{tb['fine_tune_seconds_mean']:.0f} s]"
+            lines.append(f"| {row['shots']}-shot | {_pc(row['frozen'])} | {tuned} | {row.get('published') or '-'} |")
+        lines.append("")
+    if "protocol2" in r:
+        p = r["protocol2"]
+        lines += [f"Novel intents (50 of 150, `base_novel_split(seed=0)`; head tuned on the 100 base intents' {p['base_training_examples']:,} "
+                  "training utterances only):", "", "| 50-way novel | frozen | tuned on base | tuned better in draws |", "|---|---|---|---|"]
+        for row in p["rows"]:
+            lines.append(f"| {row['shots']}-shot | {_pc(row['frozen'])} | {_pc(row['tuned_on_base'])} | "
+                         f"{row['tuned_beats_frozen_in_seeds']} of {row['frozen']['n']} |")
+        lines.append("")
+    if "protocol3" in r:
+        p = r["protocol3"]
+        w = p["wordings_val"][p["chosen_wording"]]["format"].replace("{}", "<intent name>")
+        lines += [f"Zero-shot, 150-way from intent names alone (wording `{w}` chosen on val): **{100 * p['zero_shot_test_accuracy']:.2f}%**. "
+                  "Description as a prior (it counts as one example):", "", "| 150-way | examples only | description + examples |", "|---|---|---|"]
+        for row in p["rows"]:
+            lines.append(f"| {row['shots']}-shot | {_pc(row['examples_only'])} | {_pc(row['description_plus_examples'])} |")
+        lines.append("")
+    if "protocol4" in r:
+        p = r["protocol4"]
+        lines += [f"Out of scope, 150 intents from 5 examples each; threshold calibrated on `val` + `oos_val` only (rule: keep val "
+                  f"in-scope accuracy within {100 * p['max_drop']:.0f} points); scored on `test` + `oos_test` (1,000 OOS):", "",
+                  "| encoder | in-scope acc., no rejection | in-scope acc. | OOS recall | OOS precision |", "|---|---|---|---|---|"]
+        for name, m in p["results"].items():
+            lines.append(f"| {name.replace('_', ' ')} | {_pc(m['no_rejection_accuracy'])} | {_pc(m['in_scope_accuracy'])} | "
+                         f"{_pc(m['oos_recall'])} | {_pc(m['oos_precision'])} |")
+        lines.append("")
+    if "protocol5" in r:
+        p = r["protocol5"]
+        rates = " and ".join(f"{v:.0f} sentences/s with {k} torch thread{'s' if k != '1' else ''}"
+                             for k, v in p.get("sentences_per_second_by_threads", {}).items()) \
+            or f"{p['sentences_per_second_batch64']:.0f} sentences/s"
+        load_avg = p.get("load_average", [None])[0]
+        lines.append(f"Speed (the shared 2-core CPU, load average {load_avg:.0f} while measured): {rates} (batch 64); in a text gallery "
+                     f"of {p['gallery_classes'] - p['latency_repeats']:,} classes, enrolling one sentence takes p50 {p['enrol_ms_p50']:.0f} ms "
+                     f"(p90 {p['enrol_ms_p90']:.0f}) and identifying one p50 {p['identify_ms_p50']:.0f} ms (p90 {p['identify_ms_p90']:.0f}), "
+                     "embedding included.")
+    return "\n".join(lines).rstrip()
+
+
 TABLES = {
     "methods": methods_table,
     "throughput": throughput_table,
     "meta_cost": meta_cost_table,
     "gallery_open_set": gallery_open_set_table,
     "gallery_scale": gallery_scale_table,
+    "text_clinc150": text_clinc150_table,
 }
 
 

@@ -22,6 +22,7 @@ app = typer.Typer(no_args_is_help=True, help="A persistent gallery: enrol classe
 GalleryPath = Annotated[Path, typer.Argument(help="The gallery file (SQLite).")]
 ENCODER_HELP = "A built-in encoder name, a checkpoint file (.safetensors) or a model folder"
 EncoderOpt = Annotated[Optional[str], typer.Option("--encoder", help=f"{ENCODER_HELP}; default: the one the gallery was created with.")]
+TextOpt = Annotated[Optional[list[str]], typer.Option("--text", help="Text gallery: the text itself (repeat for several).")]
 
 
 def _open(path: Path, encoder: Optional[str] = None):
@@ -57,13 +58,26 @@ def enrol(
     label: Annotated[Optional[str], typer.Argument(help="Class label (omit with --folder).")] = None,
     files: Annotated[Optional[list[Path]], typer.Argument(help="One or more example files of the class.")] = None,
     folder: Annotated[Optional[Path], typer.Option(help="Enrol every sub-folder of this folder as a class named after it.")] = None,
+    text: TextOpt = None,
+    description: Annotated[Optional[str], typer.Option(help="Text gallery: what the class means (enrolled as one more example).")] = None,
+    from_file: Annotated[Optional[Path], typer.Option(help="Text gallery: a CSV/TSV/JSON lines file (label, text[, description]) "
+                                                      "enrolling many classes, or a file with one example of LABEL per line.")] = None,
     encoder: EncoderOpt = None,
     as_json: Json = False,
 ) -> None:
     """Enrol a class from one or more examples (an existing label is refined), with a quality report."""
     from oneshot.data.folder import list_class_folders
 
-    if folder is not None:
+    metas: list = []
+    if text or description is not None or from_file is not None:
+        from oneshot.modalities.text.enrol import text_jobs
+
+        if folder is not None:
+            raise OneshotError("give either --folder or text examples, not both")
+        tj = text_jobs(label, text, description, from_file)
+        jobs = [(lab, ex) for lab, ex, _ in tj] + ([(label, list(files))] if files else [])  # type: ignore[list-item]
+        metas = [m for _, _, m in tj]
+    elif folder is not None:
         if label is not None:
             raise OneshotError("give either LABEL FILES... or --folder, not both")
         jobs = list(list_class_folders(folder).items())
@@ -73,8 +87,9 @@ def enrol(
         jobs = [(label, files)]
     reports = []
     with _open(gallery, encoder) as g:
-        for lab, fs in jobs:
-            reports.append(g.enrol(lab, list(fs)).to_dict())
+        for i, (lab, fs) in enumerate(jobs):
+            meta = metas[i] if i < len(metas) else None
+            reports.append(g.enrol(lab, list(fs), **({"metadata": meta} if meta else {})).to_dict())
     if as_json:
         echo_json({"gallery": str(gallery), "enrolments": reports})
         return
@@ -90,15 +105,23 @@ def enrol(
 @command(app)
 def identify(
     gallery: GalleryPath,
-    queries: Annotated[list[Path], typer.Argument(help="Query files.")],
+    queries: Annotated[Optional[list[Path]], typer.Argument(help="Query files.")] = None,
     k: Annotated[int, typer.Option("-k", help="How many candidate classes to show.")] = 3,
+    text: TextOpt = None,
     encoder: EncoderOpt = None,
     as_json: Json = False,
 ) -> None:
     """Top-k classes for each query, or "unknown" when the best score is below the gallery's threshold."""
+    items: list = list(queries or [])
+    if text:
+        from oneshot.modalities.text.enrol import text_queries
+
+        items += text_queries(text)
+    if not items:
+        raise OneshotError("give at least one query file (or --text \"...\" for a text gallery)")
     with _open(gallery, encoder) as g:
-        res = g.identify(list(queries), k=k)
-    rows = [dict(r.to_dict(), query=str(q)) for q, r in zip(queries, res)]
+        res = g.identify(items, k=k)
+    rows = [dict(r.to_dict(), query=getattr(q, "value", str(q))) for q, r in zip(items, res)]
     if as_json:
         echo_json({"gallery": str(gallery), "results": rows})
         return

