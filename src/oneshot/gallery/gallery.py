@@ -31,7 +31,7 @@ from oneshot.errors import OneshotError
 from oneshot.gallery import calibration
 from oneshot.modalities import Embedder, Example, Inline, check_vectors, fingerprint_id, fingerprint_modality, load_embedder, vector_fingerprint
 from oneshot.modalities.base import read_file
-from oneshot.gallery.index import IndexSettings, TemplateIndex
+from oneshot.gallery.index import IndexSettings, TemplateIndex, index_class, pair_similarity
 from oneshot.gallery.store import Store, from_blob, to_blob
 
 STORE_MODES = ("inputs", "paths", "none")
@@ -340,7 +340,7 @@ class Gallery:
                 return self._index  # nothing changed since the last search
             n = int(conn.execute("SELECT COUNT(*) FROM classes").fetchone()[0])
             if self._index is None and self.index_path.is_file():
-                loaded = TemplateIndex.load(self.index_path, self.settings)
+                loaded = index_class(self.fingerprint).load(self.index_path, self.settings)
                 if loaded is not None:
                     idx, f_epoch, f_gen = loaded
                     if f_epoch == self._epoch and idx.dim == self.dim and f_gen <= gen:
@@ -358,7 +358,7 @@ class Gallery:
                 self._index = None
             if self._index is None:
                 ids, templates = self._read_all_templates(conn)
-                self._index = TemplateIndex.build(self.dim, ids, templates, self.settings)
+                self._index = index_class(self.fingerprint).build(self.dim, ids, templates, self.settings)
                 self._gen = gen
         return self._index
 
@@ -643,7 +643,7 @@ class Gallery:
         q = self.embed([query] if not isinstance(query, np.ndarray) else query)
         if len(q) != 1:
             raise OneshotError("verify takes one query")
-        score = float(q[0] @ from_blob(blob, self.dim))
+        score = pair_similarity(self.fingerprint, q[0], from_blob(blob, self.dim))
         res = Verification(label, score, score >= th, th)
         if confirm and res.accepted and rate > 0:
             floor = th if min_score is None else max(th, min_score)
