@@ -36,6 +36,39 @@ def _echo_json(obj: object) -> None:
     typer.echo(json.dumps(obj, default=str))
 
 
+SmilesOpt = Annotated[Optional[list[str]], typer.Option("--smiles", help="A molecule as SMILES (repeatable); for molecule galleries.")]
+CsvOpt = Annotated[Optional[Path], typer.Option("--csv", help="A CSV of molecules, one per row (see --smiles-column, --label-column).")]
+SmilesColumn = Annotated[str, typer.Option(help="The --csv column holding SMILES.")]
+SaltsOpt = Annotated[str, typer.Option(help="Molecules of several fragments (salts): largest (keep the largest fragment) or refuse.")]
+
+
+def _molecules(g, smiles: Optional[list[str]], csv_path: Optional[Path], column: str, label_column: Optional[str],
+               salts: str) -> list[tuple[object, str, Optional[str]]]:
+    """--smiles values and --csv rows as (Inline example, where, label); every one checked before anything is stored."""
+    from oneshot.modalities import Inline
+    from oneshot.modalities.molecule.smiles import SALT_POLICIES
+
+    if salts not in SALT_POLICIES:
+        raise OneshotError(f"unknown --salts {salts!r}: choose one of {', '.join(SALT_POLICIES)}")
+    rows: list[tuple[str, str, Optional[str]]] = [(v, f"--smiles {v[:40]!r}", None) for v in smiles or []]
+    if csv_path is not None:
+        from oneshot.data.molecules import read_smiles_column
+
+        rows += read_smiles_column(csv_path, column, label_column)
+    enc = g.encoder
+    if hasattr(enc, "salts"):
+        enc.salts = salts
+    out = []
+    for value, where, label in rows:
+        example = Inline(value, "molecule")
+        try:
+            enc.read(example)
+        except OneshotError as exc:
+            raise OneshotError(f"{where}: {exc}; nothing was stored") from None
+        out.append((example, where, label))
+    return out
+
+
 @app.command()
 @user_errors
 def create(
@@ -65,12 +98,34 @@ def enrol(
     label: Annotated[Optional[str], typer.Argument(help="Class label (omit with --folder).")] = None,
     files: Annotated[Optional[list[Path]], typer.Argument(help="One or more example files of the class.")] = None,
     folder: Annotated[Optional[Path], typer.Option(help="Enrol every sub-folder of this folder as a class named after it.")] = None,
+    smiles: SmilesOpt = None,
+    csv: CsvOpt = None,
+    smiles_column: SmilesColumn = "smiles",
+    label_column: Annotated[Optional[str], typer.Option(help="The --csv column naming each row's class (else LABEL for all rows).")] = None,
+    salts: SaltsOpt = "largest",
     encoder: EncoderOpt = None,
     as_json: Json = False,
 ) -> None:
     """Enrol a class from one or more examples (an existing label is refined), with a quality report."""
     from oneshot.data.folder import list_class_folders
 
+    if smiles or csv is not None:
+        if folder is not None or files:
+            raise OneshotError("give molecules (--smiles/--csv) or files, not both")
+        if label is None and label_column is None:
+            raise OneshotError("give a LABEL for the molecules, or --label-column with --csv")
+        with _open(gallery, encoder) as g:
+            mols = _molecules(g, smiles, csv, smiles_column, label_column, salts)
+            groups: dict[str, list] = {}
+            for example, where, lab in mols:
+                lab = lab if label_column else label
+                if not lab:
+                    raise OneshotError(f"{where} has an empty label: fill in the {label_column} column; nothing was stored")
+                groups.setdefault(lab, []).append(example)
+            jobs_m = list(groups.items())
+            reports = [g.enrol(lab, exs).to_dict() for lab, exs in jobs_m]
+        _print_enrolments(gallery, reports, as_json)
+        return
     if folder is not None:
         if label is not None:
             raise OneshotError("give either LABEL FILES... or --folder, not both")
@@ -83,6 +138,10 @@ def enrol(
     with _open(gallery, encoder) as g:
         for lab, fs in jobs:
             reports.append(g.enrol(lab, list(fs)).to_dict())
+    _print_enrolments(gallery, reports, as_json)
+
+
+def _print_enrolments(gallery: Path, reports: list[dict], as_json: bool) -> None:
     if as_json:
         _echo_json({"gallery": str(gallery), "enrolments": reports})
         return
@@ -99,15 +158,27 @@ def enrol(
 @user_errors
 def identify(
     gallery: GalleryPath,
-    queries: Annotated[list[Path], typer.Argument(help="Query files.")],
+    queries: Annotated[Optional[list[Path]], typer.Argument(help="Query files.")] = None,
     k: Annotated[int, typer.Option("-k", help="How many candidate classes to show.")] = 3,
+    smiles: SmilesOpt = None,
+    csv: CsvOpt = None,
+    smiles_column: SmilesColumn = "smiles",
+    salts: SaltsOpt = "largest",
     encoder: EncoderOpt = None,
     as_json: Json = False,
 ) -> None:
     """Top-k classes for each query, or "unknown" when the best score is below the gallery's threshold."""
     with _open(gallery, encoder) as g:
-        res = g.identify(list(queries), k=k)
-    rows = [dict(r.to_dict(), query=str(q)) for q, r in zip(queries, res)]
+        if smiles or csv is not None:
+            mols = _molecules(g, smiles, csv, smiles_column, None, salts)
+            examples: list = [m[0] for m in mols]
+            names = [m[0].value if m[1].startswith("--smiles") else m[1] for m in mols]  # type: ignore[attr-defined]
+        else:
+            if not queries:
+                raise OneshotError("give query files (or molecules with --smiles / --csv)")
+            examples, names = list(queries), [str(q) for q in queries]
+        res = g.identify(examples, k=k)
+    rows = [dict(r.to_dict(), query=q) for q, r in zip(names, res)]
     if as_json:
         _echo_json({"gallery": str(gallery), "results": rows})
         return

@@ -32,13 +32,13 @@ def read_molecule(example: str | Path | bytes | Inline, salts: str = "largest") 
         data, where, path = raw.data, str(example), raw.path
         kind = sniff(data)
         if kind != "text":
-            raise wrong_modality("molecule (SMILES)", f"an {kind} file ({example})" if kind == "image" else f"a {kind} file ({example})")
+            raise wrong_modality("molecule (SMILES)", kind)
         parts = data.decode("utf-8").split()
         text = parts[0] if parts else ""
     elif isinstance(example, bytes):
         kind = sniff(example)
         if kind != "text":
-            raise wrong_modality("molecule (SMILES)", f"{kind} bytes")
+            raise wrong_modality("molecule (SMILES)", kind)
         text, where = example.decode("utf-8"), "<bytes>"
     elif isinstance(example, str):
         text, where = example, ""

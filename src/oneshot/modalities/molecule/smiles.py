@@ -59,7 +59,7 @@ def parse_smiles(smiles: str, where: str = "", salts: str = "largest") -> Any:
         raise OneshotError(f"invalid SMILES {text[:60]!r}{at}: RDKit cannot parse it; fix or remove it")
     if mol.GetNumAtoms() == 0:
         raise OneshotError(f"SMILES {text[:60]!r}{at} is an empty molecule (no atoms): give a molecule")
-    frags = Chem.GetMolFrags(mol, asMols=True, sanitizeFrags=False)
+    frags = Chem.GetMolFrags(mol, asMols=True)
     if len(frags) > 1:
         if salts == "refuse":
             raise OneshotError(f"SMILES {text[:60]!r}{at} has {len(frags)} fragments (a salt or mixture) and salts are "
