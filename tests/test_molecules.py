@@ -230,3 +230,18 @@ def test_short_training_beats_untrained_on_held_out_assay(tox21, tmp_path):
         assert g.info()["index"]["kind"] == "exact"
         g.enrol("aspirin", [ASPIRIN])
         assert g.identify([ASPIRIN])[0].label == "aspirin"
+    # oneshot predict with a molecule checkpoint: a support CSV, query CSV rows and --smiles
+    sup = tmp_path / "support.csv"
+    sup.write_text(f"smiles,label\n{ASPIRIN},acid\n{IBUPROFEN},acid\n{CAFFEINE},xanthine\n")
+    queries = tmp_path / "q.csv"
+    queries.write_text("smiles\nCn1cnc2c1c(=O)[nH]c(=O)n2C\n")
+    r = CliRunner().invoke(app, ["predict", "--checkpoint", str(out), "--support", str(sup), str(queries),
+                                 "--smiles", ASPIRIN, "--json"])
+    assert r.exit_code == 0, r.output
+    import json
+
+    preds = json.loads(r.output)["predictions"]
+    assert [p["class"] for p in preds] == ["acid", "xanthine"]  # a support molecule is nearest its own prototype
+    queries.write_text("smiles\nC1CC\n")
+    r = CliRunner().invoke(app, ["predict", "--checkpoint", str(out), "--support", str(sup), str(queries)])
+    assert r.exit_code == 2 and "q.csv line 2" in r.output
