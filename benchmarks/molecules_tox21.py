@@ -32,7 +32,14 @@ import numpy as np
 import torch
 
 from oneshot.checkpoint import git_commit, load_checkpoint, machine_description, now_iso
-from oneshot.data.assays import AssayResult, assay_auc, assay_rows, draw_support, prototype_scorer, roc_auc
+from oneshot.data.assays import (
+    AssayResult,
+    assay_auc,
+    assay_rows,
+    draw_support,
+    prototype_scorer,
+    roc_auc,
+)
 from oneshot.data.molecules import TOX21_TEST, TOX21_TRAIN, load_clintox, load_tox21
 from oneshot.evaluation import mean_ci95
 from oneshot.gallery.tanimoto import TanimotoIndex, pack_bits, popcounts, tanimoto
@@ -72,6 +79,8 @@ def rf_scorer(bits: np.ndarray, trees: int):
     """A random forest (scikit-learn) fitted on the support set's ECFP4 bits; P(active)."""
     from sklearn.ensemble import RandomForestClassifier
 
+    bits = np.ascontiguousarray(bits, dtype=np.float32)  # the dtype scikit-learn's trees use: no copy per draw
+
     def score(s, sl, q, d):
         rf = RandomForestClassifier(n_estimators=trees, random_state=d, n_jobs=1).fit(bits[s], sl)
         return rf.predict_proba(bits[q])[:, 1]
@@ -92,8 +101,8 @@ def run_tox21(args: argparse.Namespace) -> None:
         ckpt = Path(args.models_dir) / f"molecule_protonet_tox21_{shots}shot.safetensors"
         train_info = None
         if not args.skip_train:
-            cfg = TrainConfig(episodes=args.episodes, ways=2, shots=shots, queries=args.queries, lr=1e-3,
-                              lr_step=max(1, args.episodes // 2), eval_every=args.eval_every, val_shots=shots, patience=args.patience,
+            cfg = TrainConfig(episodes=args.episodes, ways=2, shots=shots, queries=args.queries, lr=args.lr,
+                              lr_step=max(1, args.episodes), eval_every=args.eval_every, val_shots=shots, patience=args.patience,
                               seed=0, precision="fp32", channels_last=False, device="cpu", max_minutes=args.max_minutes)
             t0 = time.perf_counter()
             res = train_molecule_model(tox, train_tasks, TOX21_VAL, cfg, ckpt, features=x,
@@ -177,7 +186,6 @@ def run_search(args: argparse.Namespace) -> None:
         m = min(50000, n - s)
         packed[s:s + m] = pack_bits(rng.random((m, 2048), dtype=np.float32) < freq)
     counts = popcounts(packed)
-    t0 = time.perf_counter()
     index = TanimotoIndex(2048, None)  # type: ignore[arg-type]
     index.ids, index.packed, index.counts, index.max_id = np.arange(1, n + 1), packed, counts, n
     queries = pack_bits(rng.random((nq, 2048), dtype=np.float32) < freq)
@@ -249,8 +257,9 @@ def main() -> None:
     p.add_argument("--shots", type=int, nargs="+", default=[1, 10])
     p.add_argument("--episodes", type=int, default=2000)
     p.add_argument("--queries", type=int, default=32)
-    p.add_argument("--eval-every", type=int, default=25, help="episodes between validations (the best is kept)")
-    p.add_argument("--patience", type=int, default=20, help="stop after this many validations without improvement")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--eval-every", type=int, default=10, help="episodes between validations (the best is kept)")
+    p.add_argument("--patience", type=int, default=15, help="stop after this many validations without improvement")
     p.add_argument("--max-minutes", type=float, default=12.0, help="training budget per model")
     p.add_argument("--skip-train", action="store_true", help="evaluate the checkpoints in --models-dir")
     p.add_argument("--draws", type=int, default=100)

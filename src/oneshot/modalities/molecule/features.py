@@ -3,8 +3,8 @@ cheap RDKit physico-chemical descriptors, for the fingerprint embedder and the l
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 

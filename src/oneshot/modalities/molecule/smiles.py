@@ -7,8 +7,9 @@ drops the counter-ions and solvents; ``refuse`` rejects the SMILES so that the u
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from oneshot.errors import OneshotError
 
