@@ -114,6 +114,14 @@ def test_vectorised_tanimoto_topk_equals_brute_force_loop():
         np.testing.assert_allclose(brute[rows[i]], scores[i], atol=1e-6)
 
 
+def test_tanimoto_topk_ties_keep_lower_rows():
+    rng = np.random.default_rng(2)
+    base = np.repeat(rng.random((1, 512)) < 0.05, 100, axis=0)  # 100 identical fingerprints
+    base = np.concatenate([rng.random((50, 512)) < 0.05, base])
+    scores, rows = tanimoto_topk(pack_bits(base[60:61]), pack_bits(base), 10)
+    assert list(rows[0]) == list(range(50, 60)) and np.allclose(scores, 1.0)
+
+
 def test_tanimoto_index_updates_and_persistence(tmp_path):
     rng = np.random.default_rng(1)
     bits = (rng.random((50, 256)) < 0.1).astype(np.float32)
