@@ -87,7 +87,7 @@ def test_ecfp_matches_rdkit_and_tanimoto_matches_bulk():
     vecs = emb.embed([emb.read(s).data for s in smiles], smiles)
     gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
     fps = [gen.GetFingerprint(Chem.MolFromSmiles(s)) for s in smiles]
-    for v, fp in zip(vecs, fps):
+    for v, fp in zip(vecs, fps, strict=True):
         assert set(np.flatnonzero(v)) == set(fp.GetOnBits())
     packed = pack_bits(vecs)
     ours = tanimoto(packed, packed)

@@ -97,7 +97,7 @@ def parse_all(smiles: list[str], where: list[str], on_invalid: str = "error", sa
     from oneshot.modalities.molecule.smiles import parse_smiles
 
     mols, bad = [], []
-    for i, (s, w) in enumerate(zip(smiles, where)):
+    for i, (s, w) in enumerate(zip(smiles, where, strict=True)):
         try:
             mols.append(parse_smiles(s, w, salts))
         except OneshotError:
@@ -166,7 +166,8 @@ def read_smiles_column(path: str | Path, column: str = "smiles", label_column: s
     header, rows = _read_rows(path)
     for col in (column, label_column):
         if col is not None and col not in header:
-            raise OneshotError(f"{path} has no column {col!r} (columns: {', '.join(header)}): name it with --smiles-column/--label-column")
+            raise OneshotError(f"{path} has no column {col!r} (columns: {', '.join(header)}): "
+                               "name it with --smiles-column/--label-column")
     si = header.index(column)
     li = header.index(label_column) if label_column else None
     out = []

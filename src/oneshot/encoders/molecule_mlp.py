@@ -25,8 +25,11 @@ class MoleculeMLP(nn.Module):
 
     N_DESCRIPTORS = 16
 
-    def __init__(self, n_bits: int = 2048, radius: int = 2, descriptors: bool = True, hidden: tuple[int, ...] | list[int] = (1024, 512),
-                 out_dim: int = 128, dropout: float = 0.2) -> None:
+    desc_mean: torch.Tensor
+    desc_std: torch.Tensor
+
+    def __init__(self, n_bits: int = 2048, radius: int = 2, descriptors: bool = True,
+                 hidden: tuple[int, ...] | list[int] = (1024, 512), out_dim: int = 128, dropout: float = 0.2) -> None:
         super().__init__()
         self.n_bits, self.radius, self.descriptors = int(n_bits), int(radius), bool(descriptors)
         self.out_dim = int(out_dim)

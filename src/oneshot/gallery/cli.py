@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -43,7 +43,7 @@ SaltsOpt = Annotated[str, typer.Option(help="Molecules of several fragments (sal
 
 
 def _molecules(g, smiles: Optional[list[str]], csv_path: Optional[Path], column: str, label_column: Optional[str],
-               salts: str) -> list[tuple[object, str, Optional[str]]]:
+               salts: str) -> list[tuple[Any, str, Optional[str]]]:
     """--smiles values and --csv rows as (Inline example, where, label); every one checked before anything is stored."""
     from oneshot.modalities import Inline
     from oneshot.modalities.molecule.smiles import SALT_POLICIES

@@ -27,8 +27,12 @@ __all__ = ["BUILTIN", "CHECKPOINT_EMBEDDERS", "FOLDER_EMBEDDERS", "Embedder", "E
            "check_vectors", "fingerprint_id", "fingerprint_modality", "load_embedder", "vector_fingerprint"]
 
 #: Built-in embedders by name: name -> ("module:factory", one line on what it is).
-BUILTIN: dict[str, tuple[str, str]] = {}
-BUILTIN["ecfp"] = ("oneshot.modalities.molecule.embedders:ecfp", "Morgan/ECFP4 2048-bit fingerprints, exact Tanimoto (ecfp:radius=R,bits=N)")
+BUILTIN: dict[str, tuple[str, str]] = {
+    "omniglot": ("oneshot.weights:load_omniglot", "ProtoNet Conv-4, Omniglot drawings (shipped)"),
+    "omniglot-lake": ("oneshot.weights:load_omniglot_lake", "ProtoNet Conv-4, Lake split, for calibrated galleries (shipped)"),
+}
+BUILTIN["ecfp"] = ("oneshot.modalities.molecule.embedders:ecfp",
+                   "Morgan/ECFP4 2048-bit fingerprints, exact Tanimoto (ecfp:radius=R,bits=N)")
 
 #: Checkpoint modality (metadata field ``modality``) -> "module:class" taking the checkpoint path.
 CHECKPOINT_EMBEDDERS: dict[str, str] = {
@@ -97,6 +101,13 @@ def _builtin_options(name: str, opts: str) -> dict[str, Any]:
         value = value.strip()
         out[key.strip()] = int(value) if value.lstrip("-").isdigit() else value
     return out
+
+
+def builtin_modality(name: str) -> str:
+    """The modality of a built-in embedder, from the package its factory lives in (``oneshot.modalities.<m>``)."""
+    module = BUILTIN[name][0].partition(":")[0]
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[1] == "modalities" else "image"
 
 
 def builtin_names() -> list[str]:

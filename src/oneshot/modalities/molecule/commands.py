@@ -68,5 +68,6 @@ def predict_molecules(path: Path, support_csv: Path, queries: Sequence[tuple[str
     logits = emb.checkpoint.method.classify_embeddings(zs, y, zq, len(names))
     prob = logits.softmax(1)
     best = prob.argmax(1)
-    preds = [{"query": w, "class": names[int(b)], "probability": float(prob[i, b])} for i, ((_, w), b) in enumerate(zip(queries, best))]
+    preds = [{"query": w, "class": names[int(b)], "probability": float(prob[i, b])}
+             for i, ((_, w), b) in enumerate(zip(queries, best, strict=True))]
     return {"checkpoint": str(path), "classes": names, "predictions": preds}

@@ -56,7 +56,7 @@ def read_molecule(example: str | Path | bytes | Inline, salts: str = "largest") 
 
 
 def _mols(inputs: Sequence[bytes], names: Sequence[str]) -> list[Any]:
-    return [parse_smiles(b.decode("utf-8"), n) for b, n in zip(inputs, names)]
+    return [parse_smiles(b.decode("utf-8"), n) for b, n in zip(inputs, names, strict=True)]
 
 
 class EcfpEmbedder:
@@ -73,7 +73,8 @@ class EcfpEmbedder:
 
     def __init__(self, radius: int = DEFAULT_RADIUS, bits: int = DEFAULT_BITS, salts: str = "largest") -> None:
         if not 0 <= int(radius) <= 6 or not 64 <= int(bits) <= 65536 or int(bits) % 8:
-            raise OneshotError(f"ECFP options radius={radius}, bits={bits} are out of range: radius 0..6, bits a multiple of 8 in 64..65536")
+            raise OneshotError(f"ECFP options radius={radius}, bits={bits} are out of range: "
+                               "radius 0..6, bits a multiple of 8 in 64..65536")
         self.radius, self.n_bits, self.salts = int(radius), int(bits), salts
         self.dim = self.n_bits
         defaults = self.radius == DEFAULT_RADIUS and self.n_bits == DEFAULT_BITS
