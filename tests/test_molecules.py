@@ -253,3 +253,14 @@ def test_short_training_beats_untrained_on_held_out_assay(tox21, tmp_path):
     queries.write_text("smiles\nC1CC\n")
     r = CliRunner().invoke(app, ["predict", "--checkpoint", str(out), "--support", str(sup), str(queries)])
     assert r.exit_code == 2 and "q.csv line 2" in r.output
+
+
+def test_roc_auc_matches_scikit_learn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    from oneshot.data.assays import roc_auc
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 500)
+    s = np.round(rng.random(500) + 0.3 * y, 1)  # many ties
+    assert roc_auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
