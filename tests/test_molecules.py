@@ -206,12 +206,22 @@ def test_cli_smiles_and_csv(tmp_path):
 def test_short_training_beats_untrained_on_held_out_assay(tox21, tmp_path):
     import torch
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _train_and_check(tox21, tmp_path)
+    finally:
+        torch.set_num_threads(threads)  # leave the process as it was for the other test files
+
+
+def _train_and_check(tox21, tmp_path):
+    import torch
+
     from oneshot.checkpoint import load_checkpoint
     from oneshot.data.assays import MoleculeSet, assay_auc, prototype_scorer
     from oneshot.modalities.molecule.train import featurise, train_molecule_model
     from oneshot.training import TrainConfig
 
-    torch.set_num_threads(1)
     x = featurise(tox21, descriptors=False)  # Morgan bits only: fast to compute
     opts = {"descriptors": False, "hidden": [512], "out_dim": 64}
     cfg = TrainConfig(episodes=120, ways=2, shots=1, queries=32, lr=1e-3, lr_step=1000, eval_every=120, val_shots=1,
