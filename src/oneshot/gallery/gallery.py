@@ -32,7 +32,7 @@ from oneshot.gallery.binding import check_embedder, load_recorded, new_gallery_m
 from oneshot.gallery.class_store import ClassStore, from_blob
 from oneshot.gallery.enrolment import Prepared, one_vector_each, prepare, write_enrolments
 from oneshot.gallery.examples import as_list, check_label, embed_examples
-from oneshot.gallery.index import IndexSettings, TemplateIndex
+from oneshot.gallery.index import IndexSettings, TemplateIndex, index_class, pair_similarity
 from oneshot.gallery.index_cache import IndexCache
 from oneshot.gallery.quality import fill_report
 from oneshot.gallery.results import ClassInfo, EnrolReport, Identification, Match, Verification
@@ -57,7 +57,8 @@ class Gallery:
         self.fingerprint: dict[str, Any] = meta["fingerprint"]
         self.store_mode: str = meta.get("store", "inputs")
         self.settings = IndexSettings.from_dict(meta.get("index"))
-        self.index_cache = IndexCache(self.path.with_name(self.path.name + ".faiss"), self.dim, int(meta.get("epoch", 0)), self.settings)
+        self.index_cache = IndexCache(self.path.with_name(self.path.name + ".faiss"), self.dim, int(meta.get("epoch", 0)), self.settings,
+                                      index_class(self.fingerprint))
 
     # ================================================================== opening
     @classmethod
@@ -151,7 +152,7 @@ class Gallery:
         meta = self.store.all_meta()
         self.dim, self.fingerprint = int(meta["dim"]), meta["fingerprint"]
         self.settings = IndexSettings.from_dict(meta.get("index"))
-        self.index_cache.reset(self.dim, int(meta.get("epoch", 0)), self.settings)
+        self.index_cache.reset(self.dim, int(meta.get("epoch", 0)), self.settings, index_class(self.fingerprint))
         if self._encoder is not None and fingerprint_id(self._encoder.fingerprint) != fingerprint_id(self.fingerprint):
             self._encoder = None
             raise OneshotError(f"gallery {self.path} was re-embedded with another encoder meanwhile: reopen it with that encoder")
@@ -261,7 +262,7 @@ class Gallery:
         q = self.embed([query] if not isinstance(query, np.ndarray) else query)
         if len(q) != 1:
             raise OneshotError("verify takes one query")
-        score = float(q[0] @ from_blob(row.template, self.dim))
+        score = pair_similarity(self.fingerprint, q[0], from_blob(row.template, self.dim))
         res = Verification(label, score, score >= th, th)
         if confirm and res.accepted and row.adapt_rate > 0:
             floor = th if row.adapt_min_score is None else max(th, row.adapt_min_score)
@@ -378,7 +379,7 @@ class Gallery:
             raise OneshotError(f"gallery {self.path} holds precomputed vectors with no inputs: it cannot be re-embedded")
         n = transfer.reembed(self.store, enc, self.index_cache.epoch, batch, _now())
         self._encoder, self.fingerprint, self.dim = enc, enc.fingerprint, enc.dim
-        self.index_cache.reset(enc.dim, self.index_cache.epoch + 1, self.settings)
+        self.index_cache.reset(enc.dim, self.index_cache.epoch + 1, self.settings, index_class(enc.fingerprint))
         self.index_cache.discard()
         return n
 
