@@ -1,0 +1,45 @@
+"""One thread owns the gallery: every gallery call runs there, so the event loop never waits on a model or
+on SQLite, and the gallery's connection and index (not thread-safe) see one caller at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
+
+
+class GalleryWorker:
+    """Opens the gallery on its own thread and runs callables ``fn(gallery, ...)`` there, one at a time.
+
+    Attributes:
+        gallery: the open :class:`oneshot.gallery.Gallery` (touch it only through :meth:`run`).
+        modality: the gallery's modality (``image``, ``text``, ...), fixed at opening.
+    """
+
+    def __init__(self, path: str | Path, encoder: str | None = None) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="oneshot-gallery")
+        self.gallery = self._pool.submit(self._open, Path(path), encoder).result()
+        self.modality: str = self.gallery.modality
+        self.embedder = self._pool.submit(lambda: self.gallery.encoder).result()
+
+    @staticmethod
+    def _open(path: Path, encoder: str | None) -> Any:
+        from oneshot.gallery import Gallery
+
+        return Gallery.open(path, encoder=encoder, create=False)
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(gallery, *args, **kwargs)`` on the gallery's thread, awaited without blocking the loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, self.gallery, *args, **kwargs))
+
+    def close(self) -> None:
+        """Close the gallery (saving its index cache) on its thread, then stop the thread."""
+        try:
+            self._pool.submit(self.gallery.close).result()
+        finally:
+            self._pool.shutdown(wait=True)
