@@ -180,6 +180,10 @@ def create_app(config: ServiceConfig, worker: GalleryWorker | None = None) -> Fa
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        return Response(status_code=204)
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get(f"/{API_VERSION}/health", summary="Liveness: the gallery is open")
