@@ -74,7 +74,10 @@ def _context():
     if _CTX is None:
         _CTX = multiprocessing.get_context("forkserver")
         _CTX.set_forkserver_preload(["torch", "faiss", "fastapi", "uvicorn", "oneshot.service.app", "oneshot.gallery.gallery",
-                                     "oneshot.modalities.image", "oneshot.checkpoint", "tests.service_util"])
+                                     "oneshot.modalities.image", "oneshot.checkpoint", "tests.service_util",
+                                     "uvicorn.main", "uvicorn.server", "uvicorn.config", "uvicorn.loops.auto", "uvicorn.protocols.http.auto",
+                                     "uvicorn.protocols.http.h11_impl", "uvicorn.protocols.http.httptools_impl", "uvicorn.lifespan.on",
+                                     "uvicorn.protocols.websockets.auto", "starlette.formparsers", "PIL.PngImagePlugin", "PIL.Image"])
     return _CTX
 
 
