@@ -139,7 +139,7 @@ def create_app(config: ServiceConfig, worker: GalleryWorker | None = None) -> Fa
         config: the service's options.
         worker: an already opened gallery thread (tests); None opens ``config.gallery``.
     """
-    worker = worker or GalleryWorker(config.gallery, config.encoder)
+    worker = worker or GalleryWorker(config.gallery, config.encoder, config.threads)
     metrics = Metrics()
     far_cache = _FarCache(worker)
     batcher = IdentifyBatcher(worker, config.max_batch, config.max_wait_ms, metrics.batch.observe) if config.batching else None
@@ -200,7 +200,7 @@ def create_app(config: ServiceConfig, worker: GalleryWorker | None = None) -> Fa
         out["service"] = {"writes_need_token": config.token is not None, "reads_need_token": config.private_reads,
                           "max_upload_bytes": config.max_upload_bytes, "max_pixels": config.max_pixels,
                           "max_files": config.max_files, "batching": config.batching, "max_batch": config.max_batch,
-                          "max_wait_ms": config.max_wait_ms}
+                          "max_wait_ms": config.max_wait_ms, "threads": config.threads}
         return out
 
     @app.get(f"/{API_VERSION}/classes", summary="The enrolled classes, in enrolment order, one page at a time", dependencies=[Read])

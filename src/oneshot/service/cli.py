@@ -28,6 +28,7 @@ def serve(
                                            help="Gather concurrent identify requests into one encoder call.")] = True,
     max_batch: Annotated[int, typer.Option(help="Most queries in one identify batch.")] = 64,
     max_wait_ms: Annotated[float, typer.Option(help="How long an identify request waits for others when the encoder is idle.")] = 2.0,
+    threads: Annotated[int, typer.Option(help="PyTorch threads for the encoder in each process (1 keeps a busy CPU responsive).")] = 1,
     workers: Annotated[int, typer.Option(help="Server processes sharing the gallery file (each loads the encoder).")] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level: critical, error, warning, info, debug.")] = "info",
 ) -> None:
@@ -46,7 +47,7 @@ def serve(
     config = ServiceConfig(gallery=str(gallery.resolve()), encoder=encoder, token=token,
                            token_file=str(token_file.resolve()) if token_file else None, private_reads=private_reads,
                            max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, max_files=max_files, batching=batching,
-                           max_batch=max_batch, max_wait_ms=max_wait_ms)
+                           max_batch=max_batch, max_wait_ms=max_wait_ms, threads=threads)
     from oneshot.service.app import create_app
     from oneshot.service.errors import setup_logging
 

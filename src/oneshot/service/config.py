@@ -32,6 +32,9 @@ class ServiceConfig:
         batching: gather concurrent identify requests into one embedder call.
         max_batch: at most this many queries per batch.
         max_wait_ms: how long the first request of a batch waits for company when the encoder is idle.
+        threads: PyTorch intra-op threads for the embedder (1 by default: on a shared or busy CPU, more
+            threads spin against each other -- a Conv-4 query took 60x longer with 2 threads than with 1
+            on this project's contended 2-core machine; the event loop needs a core of its own anyway).
     """
 
     gallery: str
@@ -45,6 +48,7 @@ class ServiceConfig:
     batching: bool = True
     max_batch: int = 64
     max_wait_ms: float = 2.0
+    threads: int = 1
 
     def __post_init__(self) -> None:
         if self.max_upload_bytes < 1024:
@@ -57,6 +61,8 @@ class ServiceConfig:
             raise OneshotError("--max-batch must be between 1 and 4096")
         if not 0 <= self.max_wait_ms <= 1000:
             raise OneshotError("--max-wait-ms must be between 0 and 1000")
+        if not 1 <= self.threads <= 256:
+            raise OneshotError("--threads must be between 1 and 256")
         if self.private_reads and not self.token:
             raise OneshotError("--private-reads needs a token: give --token-file or set ONESHOT_TOKEN")
 
