@@ -248,3 +248,47 @@ def test_concurrent_identify_requests_are_batched(gallery: Path, drawings: dict[
         assert g_["results"][0]["score"] == pytest.approx(w["score"], abs=1e-5)
     batches = float(next(line.split()[-1] for line in metrics.splitlines() if line.startswith("oneshot_identify_batch_size_count")))
     assert 1 <= batches < len(queries)  # 8 concurrent requests shared fewer embedder calls
+
+
+def test_oneshot_serve_starts_and_says_what_it_serves(gallery: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from typer.testing import CliRunner
+
+    from oneshot.cli import app as cli
+    from tests.service_util import free_port
+
+    runner = CliRunner()
+    help_text = runner.invoke(cli, ["serve", "--help"], terminal_width=200).output
+    for opt in ("--gallery", "--host", "--port", "--token-file", "--private-reads", "--max-upload-bytes", "--max-pixels",
+                "--max-files", "--batching", "--max-batch", "--max-wait-ms", "--threads", "--workers"):
+        assert opt in help_text, opt
+    r = runner.invoke(cli, ["serve", "--gallery", str(tmp_path / "missing.gallery")])
+    assert r.exit_code == 2 and r.output.startswith("error: ") and "oneshot gallery create" in r.output
+    assert runner.invoke(cli, ["serve", "--gallery", str(gallery), "--token", "abc"]).exit_code == 2  # never on the command line
+    bad = tmp_path / "short.token"
+    bad.write_text("short\n")
+    r = runner.invoke(cli, ["serve", "--gallery", str(gallery), "--token-file", str(bad)])
+    assert r.exit_code == 2 and "at least 16" in r.output
+
+    port = free_port()
+    env = dict(os.environ, ONESHOT_TOKEN=TOKEN)
+    proc = subprocess.Popen([sys.executable, "-c", "from oneshot.cli import app; app()", "serve", "--gallery", str(gallery), "--port", str(port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert httpx.post(f"http://127.0.0.1:{port}/v1/classes", data={"label": "x"}).status_code == 401
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    assert f"http://127.0.0.1:{port}/" in out and "protonet_conv4_lake" in out and "classes: 0" in out and "writes need the token" in out
+    assert TOKEN not in out + err
