@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from oneshot.checkpoint import git_commit, machine_description, now_iso  # noqa: E402
 
-ENCODER = ROOT / "models" / "protonet_conv4_lake.safetensors"
+ENCODER = "omniglot-lake"  # the shipped ProtoNet Conv-4, src/oneshot/weights/protonet_conv4_lake.safetensors
 RESULT = ROOT / "benchmarks" / "results" / "serve_load.json"
 TOKEN = "load-" + uuid.uuid4().hex
 
@@ -48,9 +48,10 @@ TOKEN = "load-" + uuid.uuid4().hex
 def build_gallery(path: Path, n_classes: int, data_dir: str | None) -> None:
     """``n_classes`` classes, each one background-set drawing (in the zip's order), from their embeddings."""
     from oneshot.data.omniglot import load_characters
-    from oneshot.gallery import Gallery, ImageEmbedder
+    from oneshot.gallery import Gallery
+    from oneshot.modalities import load_embedder
 
-    enc = ImageEmbedder(ENCODER)
+    enc = load_embedder(ENCODER)
     chars = load_characters("background", enc.preprocessing, data_dir)
     if n_classes > len(chars.keys):
         raise SystemExit(f"--classes {n_classes} is more than the {len(chars.keys)} background drawings")
@@ -60,8 +61,8 @@ def build_gallery(path: Path, n_classes: int, data_dir: str | None) -> None:
 
 
 def evaluation_pngs(data_dir: str | None, n: int) -> list[bytes]:
-    from oneshot.data.paths import locate_files
     from oneshot.data.omniglot import ZIPS
+    from oneshot.data.paths import locate_files
 
     path = locate_files("omniglot", [ZIPS["evaluation"]], data_dir)[ZIPS["evaluation"].name]
     with zipfile.ZipFile(path) as z:
@@ -236,7 +237,7 @@ def main() -> None:
         "name": "serve_load",
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "commit": git_commit(), "machine": machine_description(), "date": now_iso(),
-        "encoder": str(ENCODER.relative_to(ROOT)), "classes": args.classes, "clients": args.clients, "duration_s": args.duration,
+        "encoder": ENCODER, "classes": args.classes, "clients": args.clients, "duration_s": args.duration,
         "enrol_fraction": args.enrol_fraction, "k": 5, "query": "one 105x105 Omniglot PNG per request",
         "niceness": os.nice(0), "modes": modes,
     }

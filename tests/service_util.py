@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-ENCODER = ROOT / "models" / "protonet_conv4_lake.safetensors"
+ENCODER = "omniglot-lake"  # the shipped ProtoNet Conv-4 (src/oneshot/weights/protonet_conv4_lake.safetensors)
 
 
 def omniglot_drawings(data_dir: Path, n_chars: int, per_char: int, skip: int = 0) -> dict[str, list[bytes]]:
@@ -90,7 +90,7 @@ class Server:
         self.proc = _context().Process(target=_serve, args=(str(gallery), self.port, token, extra), daemon=True)
         self.proc.start()
 
-    def wait(self, timeout: float = 60.0) -> "Server":
+    def wait(self, timeout: float = 60.0) -> Server:
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:
             if not self.proc.is_alive():
@@ -116,7 +116,7 @@ class Server:
         if self.proc.is_alive():
             self.kill()
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         return self.wait()
 
     def __exit__(self, *exc: object) -> None:

@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from tests.service_util import make_gallery, omniglot_drawings
 
 from oneshot.service.app import create_app
 from oneshot.service.config import ServiceConfig
-from tests.service_util import make_gallery, omniglot_drawings
 
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -70,7 +70,7 @@ def test_enrol_identify_verify_list_rename_forget(gallery: Path, drawings: dict[
         assert [len(x["candidates"]) for x in body["results"]] == [2, 2]
         g = cl.app.state.worker.gallery
         direct = g.identify([drawings[b][1], drawings[d][0]], k=2)
-        for got, want in zip(body["results"], direct):
+        for got, want in zip(body["results"], direct, strict=True):
             assert got["label"] == (want.label or "unknown")
             assert got["candidates"][0]["label"] == want.candidates[0].label
             assert got["score"] == pytest.approx(want.score, abs=1e-5)
@@ -242,7 +242,7 @@ def test_concurrent_identify_requests_are_batched(gallery: Path, drawings: dict[
         return [r.json() for r in rs], metrics
 
     got, metrics = asyncio.run(run())
-    for g_, w in zip(got, want):
+    for g_, w in zip(got, want, strict=True):
         assert g_["results"][0]["label"] == w["label"]
         assert [c["label"] for c in g_["results"][0]["candidates"]] == [c["label"] for c in w["candidates"]]
         assert g_["results"][0]["score"] == pytest.approx(w["score"], abs=1e-5)
@@ -256,10 +256,10 @@ def test_oneshot_serve_starts_and_says_what_it_serves(gallery: Path, tmp_path: P
     import sys
     import time
 
+    from tests.service_util import free_port
     from typer.testing import CliRunner
 
     from oneshot.cli import app as cli
-    from tests.service_util import free_port
 
     runner = CliRunner()
     help_text = runner.invoke(cli, ["serve", "--help"], terminal_width=200).output
@@ -290,5 +290,5 @@ def test_oneshot_serve_starts_and_says_what_it_serves(gallery: Path, tmp_path: P
     finally:
         proc.terminate()
         out, err = proc.communicate(timeout=30)
-    assert f"http://127.0.0.1:{port}/" in out and "protonet_conv4_lake" in out and "classes: 0" in out and "writes need the token" in out
+    assert f"http://127.0.0.1:{port}/" in out and "omniglot-lake" in out and "classes: 0" in out and "writes need the token" in out
     assert TOKEN not in out + err

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
 from tests.service_util import Server, make_gallery, omniglot_drawings
 
 CHROMIUM, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -68,7 +67,7 @@ def test_enrol_two_identify_a_third_forget_one_in_the_page(tmp_path: Path, omnig
             browser.find_element(By.ID, "enrol-label").send_keys(label)
             browser.find_element(By.ID, "enrol-file").send_keys(str(f))
             browser.find_element(By.ID, "enrol-submit").click()
-            wait.until(lambda d: label in d.find_element(By.ID, "enrol-result").text)
+            wait.until(lambda d, label=label: label in d.find_element(By.ID, "enrol-result").text)
             assert "Enrolled" in browser.find_element(By.ID, "enrol-decision").text
         wait.until(lambda d: len(shown_labels(d)) == 2)
         cards = {li.get_attribute("data-label"): li.text for li in browser.find_elements(By.CSS_SELECTOR, "#classes li")}

@@ -13,7 +13,6 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-
 from tests.service_util import Server, make_gallery, omniglot_drawings
 
 TOKEN = "fault-token-0123456789abc"
@@ -40,7 +39,8 @@ def test_sigkill_during_enrolments_loses_no_acknowledged_write(tmp_path: Path, o
         cut = [False]
         odd: list[str] = []
 
-        def stream() -> None:
+        def stream(srv: Server = srv, stop: threading.Event = stop, round_: int = round_, cut: list = cut,
+                   acked: list = acked, odd: list = odd) -> None:
             with httpx.Client(base_url=srv.url, timeout=30) as c:
                 i = 0
                 while not stop.is_set():

@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any, AsyncIterator
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -100,7 +101,8 @@ class _FarCache:
     on the gallery thread)."""
 
     def __init__(self, worker: GalleryWorker, ttl: float = 2.0) -> None:
-        self.worker, self.ttl, self.at, self.value = worker, ttl, -1e9, None
+        self.worker, self.ttl, self.at = worker, ttl, -1e9
+        self.value: dict[str, Any] | None = None
 
     async def get(self) -> dict[str, Any] | None:
         now = time.monotonic()

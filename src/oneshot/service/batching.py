@@ -10,8 +10,9 @@ input, its requests are answered one by one, so a bad upload never fails its nei
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from oneshot.errors import OneshotError
 from oneshot.service.errors import ApiError
@@ -105,9 +106,10 @@ class IdentifyBatcher:
             if self._queued() < self.max_batch and self.max_wait > 0:
                 try:
                     await asyncio.wait_for(self._full.wait(), self.max_wait)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
-            batch, n = [], 0
+            batch: list[_Job] = []
+            n = 0
             while self._queue and (not batch or n + len(self._queue[0].examples) <= self.max_batch):
                 job = self._queue.pop(0)
                 batch.append(job)
@@ -126,7 +128,7 @@ class IdentifyBatcher:
                     if not j.future.done():
                         j.future.set_exception(exc)
                 continue
-            for j, r in zip(batch, results):
+            for j, r in zip(batch, results, strict=True):
                 if j.future.done():
                     continue
                 if isinstance(r, Exception):

@@ -73,7 +73,7 @@ class ServiceConfig:
         return json.dumps(d)
 
     @classmethod
-    def from_env(cls) -> "ServiceConfig":
+    def from_env(cls) -> ServiceConfig:
         """The configuration a parent process left in :data:`CONFIG_ENV` (for ``--workers`` > 1)."""
         raw = os.environ.get(CONFIG_ENV)
         if not raw:

@@ -17,9 +17,9 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from oneshot.errors import OneshotError
 from oneshot.modalities import Embedder, Inline
 from oneshot.modalities.base import sniff, wrong_modality
-from oneshot.errors import OneshotError
 from oneshot.service.errors import ApiError
 
 MAX_LABEL_CHARS = 128
