@@ -9,8 +9,9 @@ asyncio HTTP/1.1 writer/reader (not httpx), so that it takes as little of the sh
 runs in this process while the server runs in its own.
 
 Writes ``benchmarks/results/serve_load.json``: per mode, requests/s (all, identify), p50 / p99 latency of
-identify and enrol, error counts, the server's peak resident memory (VmHWM) and the load average, with the
-command, commit, machine and date.
+identify and enrol, error counts, the server's peak resident memory (VmHWM), the server's and the client's
+CPU time per request (far less sensitive to other jobs on a shared CPU than the rates) and the load average,
+with the command, commit, machine and date.
 
 Usage: nice -n 10 python benchmarks/serve_load.py [--duration 60] [--clients 16] [--classes 10000]
 """
@@ -139,6 +140,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -188,9 +195,11 @@ def run_mode(base: Path, batching: bool, args: argparse.Namespace, pngs: list[by
 
         asyncio.run(go(args.warmup))  # first requests of a fresh process (lazy imports, caches): not measured
         load0 = os.getloadavg()[0]
+        cpu0, own0 = cpu_seconds(proc.pid), time.process_time()
         t0 = time.perf_counter()
         out = asyncio.run(go(args.duration))
         wall = time.perf_counter() - t0
+        server_cpu, client_cpu = cpu_seconds(proc.pid) - cpu0, time.process_time() - own0
         load1 = os.getloadavg()[0]
         rss = peak_rss_mib(proc.pid)
         ident, enrol = out["identify"], out["enrol"]
@@ -201,6 +210,10 @@ def run_mode(base: Path, batching: bool, args: argparse.Namespace, pngs: list[by
             "identify_ms": {"p50": pct(ident, 50), "p99": pct(ident, 99), "mean": pct(ident, 50) and float(np.mean(ident) * 1000)},
             "enrol_ms": {"p50": pct(enrol, 50), "p99": pct(enrol, 99)},
             "server_peak_rss_mib": rss, "load_average_1min": [load0, load1],
+            # CPU time per answered request depends far less on other jobs than wall-clock rates do
+            "server_cpu_ms_per_request": 1000 * server_cpu / max(1, len(ident) + len(enrol)),
+            "client_cpu_ms_per_request": 1000 * client_cpu / max(1, len(ident) + len(enrol)),
+            "server_cpu_share_of_wall": server_cpu / wall,
         }
     finally:
         proc.send_signal(signal.SIGINT)

@@ -269,6 +269,8 @@ def test_oneshot_serve_starts_and_says_what_it_serves(gallery: Path, tmp_path: P
     r = runner.invoke(cli, ["serve", "--gallery", str(tmp_path / "missing.gallery")])
     assert r.exit_code == 2 and r.output.startswith("error: ") and "oneshot gallery create" in r.output
     assert runner.invoke(cli, ["serve", "--gallery", str(gallery), "--token", "abc"]).exit_code == 2  # never on the command line
+    r = runner.invoke(cli, ["serve", "--gallery", str(gallery), "--host", "0.0.0.0"], env={"ONESHOT_TOKEN": ""})
+    assert r.exit_code == 2 and "without a token" in r.output
     bad = tmp_path / "short.token"
     bad.write_text("short\n")
     r = runner.invoke(cli, ["serve", "--gallery", str(gallery), "--token-file", str(bad)])

@@ -44,6 +44,9 @@ def serve(
     if not 0 < port < 65536:
         raise OneshotError(f"--port {port} is not a TCP port: give 1-65535")
     token = load_token(token_file)
+    if token is None and host not in ("127.0.0.1", "localhost", "::1"):
+        raise OneshotError(f"--host {host} would open the gallery's writes to the network without a token: give --token-file "
+                           "or set ONESHOT_TOKEN (or serve on 127.0.0.1)")
     config = ServiceConfig(gallery=str(gallery.resolve()), encoder=encoder, token=token,
                            token_file=str(token_file.resolve()) if token_file else None, private_reads=private_reads,
                            max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, max_files=max_files, batching=batching,
