@@ -2,7 +2,7 @@
 
 A thin layer over :class:`oneshot.gallery.Gallery` -- every enrolment, search and edit is a call to the
 gallery's public API, which owns the transactions; the service adds what HTTP needs: token auth
-(:mod:`.auth`), bounded and sniffed uploads (:mod:`.uploads`), JSON errors with stable codes
+(:mod:`.auth`), bounded and sniffed uploads (:mod:`.limits`, :mod:`.uploads`), JSON errors with stable codes
 (:mod:`.errors`), one thread that owns the gallery (:mod:`.worker`), dynamic batching of identify
 (:mod:`.batching`), Prometheus metrics (:mod:`.metrics`), the routes (:mod:`.app`) and the page
 (``static/``). See ``docs/service.md``.

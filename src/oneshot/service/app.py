@@ -24,7 +24,8 @@ from oneshot.service.auth import check_token
 from oneshot.service.batching import IdentifyBatcher, identify_batch
 from oneshot.service.config import ServiceConfig
 from oneshot.service.errors import ApiError
-from oneshot.service.metrics import CONTENT_TYPE_LATEST, BodyLimitMiddleware, Metrics, MetricsMiddleware
+from oneshot.service.limits import BodyLimitMiddleware
+from oneshot.service.metrics import CONTENT_TYPE_LATEST, Metrics, MetricsMiddleware
 from oneshot.service.uploads import check_label, parse_metadata, prepare_examples
 from oneshot.service.worker import GalleryWorker
 
