@@ -22,6 +22,18 @@ TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _restore_threads():
+    """The service sets one torch / FAISS thread for its process: give the rest of the suite its threads back."""
+    import faiss
+    import torch
+
+    before = torch.get_num_threads(), faiss.omp_get_max_threads()
+    yield
+    torch.set_num_threads(before[0])
+    faiss.omp_set_num_threads(before[1])
+
+
 @pytest.fixture(scope="module")
 def drawings(omniglot_dir: Path) -> dict[str, list[bytes]]:
     return omniglot_drawings(omniglot_dir, 4, 3)
