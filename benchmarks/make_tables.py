@@ -4,7 +4,8 @@ Each table sits in README.md between ``<!-- table:NAME -->`` and ``<!-- /table:N
 between the two markers is replaced, nothing else is touched. Tables: ``methods`` (every
 ``*_conv4_vinyals.json``: accuracy with 95% CI per shape, Lake's runs, EER, training budget and speed,
 published figures), ``throughput`` (``throughput_protonet.json``), ``meta_cost`` (``meta_step_cost*.json``, one per device),
-``gallery_open_set`` and ``gallery_scale`` (``gallery_*.json``), ``text_clinc150`` (``text_clinc150.json``).
+``gallery_open_set`` and ``gallery_scale`` (``gallery_*.json``), ``text_clinc150`` (``text_clinc150.json``),
+``molecules_*`` (``molecules_*.json``), ``serve_load`` (``serve_load.json``).
 
 Usage: python benchmarks/make_tables.py [--check]   (``--check`` exits 1 when the README is out of date)
 """
@@ -303,6 +304,47 @@ def molecules_search_table() -> str:
             f"to build its bit vectors. Top-10 scores identical to RDKit's: {r['top10_scores_identical_to_rdkit']}. "
             f"Goal p50 <= {r['goal_p50_ms']} ms. One thread, shared 2-core machine. "
             f"`{prov['command']}` at {prov['commit'][:10]}, {prov['date'][:10]}.")
+def serve_load_table() -> str:
+    """`oneshot serve` under load (``serve_load.json``): batching on and off, measured in one run."""
+    r = load("serve_load")
+    if r is None:
+        return "_not measured yet: run `nice -n 10 python benchmarks/serve_load.py`_"
+    m = r["machine"]
+    loads = [x for mode in r["modes"] for x in mode.get("load_average_1min", [])]
+    contended = f"; 1-minute load average {min(loads):.1f}-{max(loads):.1f} on {m.get('cpu_count', '?')} cores" if loads else ""
+    lines = [
+        f"{r['classes']:,}-class gallery, encoder `{r['encoder']}`, {r['clients']} concurrent keep-alive clients for "
+        f"{r['duration_s']:.0f} s per mode, {100 * (1 - r['enrol_fraction']):.0f}% identify (k={r['k']}, {r['query']}) / "
+        f"{100 * r['enrol_fraction']:.0f}% enrol; loopback, client and server on the same machine{contended}; "
+        f"niceness {r.get('niceness', 0)}; {r['date'][:10]}, commit {r['commit'][:10]}. Command: `{r['command']}`.",
+        "",
+        "| batching | requests/s | identify/s | identify p50 / p99 ms | enrol p50 / p99 ms | errors | server CPU ms / request | "
+        "server peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def ms(d: dict) -> str:
+        return "-" if d.get("p50") is None else f"{d['p50']:.0f} / {d['p99']:.0f}"
+
+    for mode in r["modes"]:
+        lines.append(f"| {'on' if mode['batching'] else 'off'} | {mode['requests_per_s']:.1f} | {mode['identify_per_s']:.1f} | "
+                     f"{ms(mode['identify_ms'])} | {ms(mode['enrol_ms'])} | {mode['errors']} | "
+                     f"{mode.get('server_cpu_ms_per_request', float('nan')):.1f} | {mode['server_peak_rss_mib']:.0f} |")
+    on = [x for x in r["modes"] if x["batching"]]
+    off = [x for x in r["modes"] if not x["batching"]]
+    if on and off and off[0]["identify_per_s"] > 0:
+        lines += ["", f"Batching: {on[0]['identify_per_s'] / off[0]['identify_per_s']:.2f}x the identify throughput of the same load without it."]
+    if on and "server_cpu_ms_per_request" in on[0]:
+        c = on[0]
+        lines.append(f"With batching the server used {c['server_cpu_ms_per_request']:.1f} ms of CPU per request and the load "
+                     f"generator {c['client_cpu_ms_per_request']:.1f} ms, while the server got {100 * c['server_cpu_share_of_wall']:.0f}% "
+                     "of one core: the rates above are bounded by the CPU other jobs left, not by the service.")
+    goal = on[0] if on else None
+    if goal is not None:
+        met = goal["identify_per_s"] >= 300 and (goal["identify_ms"]["p99"] or 1e9) < 100
+        lines.append(f"Goal (issue 12): at least 300 identify/s with p99 under 100 ms: **{'met' if met else 'not met'}** in this run "
+                     f"({goal['identify_per_s']:.0f}/s, p99 {goal['identify_ms']['p99']:.0f} ms).")
+    return "\n".join(lines)
 
 
 TABLES = {
@@ -315,6 +357,7 @@ TABLES = {
     "molecules_tox21": molecules_tox21_table,
     "molecules_clintox": molecules_clintox_table,
     "molecules_search": molecules_search_table,
+    "serve_load": serve_load_table,
 }
 
 
