@@ -304,6 +304,8 @@ def molecules_search_table() -> str:
             f"to build its bit vectors. Top-10 scores identical to RDKit's: {r['top10_scores_identical_to_rdkit']}. "
             f"Goal p50 <= {r['goal_p50_ms']} ms. One thread, shared 2-core machine. "
             f"`{prov['command']}` at {prov['commit'][:10]}, {prov['date'][:10]}.")
+
+
 def serve_load_table() -> str:
     """`oneshot serve` under load (``serve_load.json``): batching on and off, measured in one run."""
     r = load("serve_load")
