@@ -93,7 +93,19 @@ class Checkpoint:
 
     @property
     def preprocessing(self) -> Preprocessing:
-        return Preprocessing.from_dict(self.metadata["preprocessing"])
+        return Preprocessing.from_dict(self.metadata.get("preprocessing"))
+
+    @property
+    def input_envelope(self) -> dict[str, Any] | None:
+        """Range of training inputs' pixel statistics (:func:`oneshot.data.images.checkpoint_envelope`)."""
+        from oneshot.data.images import checkpoint_envelope
+
+        return checkpoint_envelope(self.metadata)
+
+    @property
+    def domain(self) -> str:
+        """What the encoder was trained on, e.g. ``omniglot``, ``att_faces``, ``neu_det``."""
+        return str((self.metadata.get("data") or {}).get("dataset", "omniglot"))
 
 
 def state_tensors(method: Method) -> dict[str, torch.Tensor]:

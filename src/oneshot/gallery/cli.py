@@ -221,10 +221,13 @@ def calibrate(
             enc = g.encoder
             if not hasattr(enc, "embed_images"):
                 raise OneshotError("--omniglot needs an image checkpoint encoder")
+            if getattr(enc, "domain", "omniglot") != "omniglot":
+                raise OneshotError(f"the gallery's encoder was trained on {enc.domain}, not handwriting: an Omniglot "  # type: ignore[attr-defined]
+                                   "threshold would be meaningless; calibrate with --folder on validation classes of its domain")
             val = load_omniglot("lake", "val", enc.preprocessing.size, data_dir)  # type: ignore[attr-defined]
             x = enc.embed_images(val.images.numpy())  # type: ignore[attr-defined]
             rec = g.calibrate(x, val.labels.numpy(), target_far=far, gallery_size=gallery_size, trials=trials,
-                              seed=seed, source="omniglot lake val")
+                              seed=seed, source="omniglot lake val", domain="omniglot")
     if as_json:
         _echo_json(rec)
         return

@@ -732,6 +732,10 @@ class Gallery:
         if cal and len(self) and not (cal["gallery_size"] / 2 <= len(self) <= cal["gallery_size"] * 2):
             info["warning"] = (f"calibrated for {cal['gallery_size']} classes, the gallery now has {len(self)}: "
                                "the identify false-accept rate has changed; run calibrate again")
+        if cal and (cal.get("domain") or {}).get("mismatch"):
+            info["warning"] = (info.get("warning", "") + ("; " if "warning" in info else "") +
+                               f"calibrated on {cal['domain']['data']}, which looks unlike the encoder's "
+                               f"{cal['domain']['encoder']} training images: calibrate on data of that domain")
         return info
 
     def set_index_settings(self, *, approx_above: int | None = None, ef_search: int | None = None) -> None:
@@ -762,13 +766,29 @@ class Gallery:
 
     # ================================================================== calibration
     def calibrate(self, embeddings: np.ndarray, labels: np.ndarray, *, target_far: float = 1e-3,
-                  gallery_size: int | None = None, trials: int = 20, seed: int = 0, source: str = "") -> dict[str, Any]:
+                  gallery_size: int | None = None, trials: int = 20, seed: int = 0, source: str = "",
+                  domain: str | None = None, unlike_fraction: float | None = None) -> dict[str, Any]:
         """Set both thresholds for ``target_far`` from validation embeddings (N, D) with labels (N,) of classes
-        not in the gallery; stores and returns the calibration record (chosen rate, measured rates, counts)."""
+        not in the gallery; stores and returns the calibration record (chosen rate, measured rates, counts).
+
+        ``domain`` names what the calibration data is (``omniglot``, ``att_faces`` ...): a named domain other than
+        the encoder's training domain is refused (a handwriting threshold is meaningless for faces).
+        ``unlike_fraction`` is the fraction of calibration inputs whose pixels look unlike the encoder's training
+        images; above one half the record says so and :meth:`info` warns."""
+        enc_domain = self._encoder_domain()
+        if domain is not None and enc_domain is not None and domain != enc_domain:
+            raise OneshotError(f"calibration data is {domain} but the gallery's encoder was trained on {enc_domain}: "
+                               f"calibrate on validation classes of {enc_domain} (e.g. --folder DIR)")
         x = check_vectors(embeddings, self.dim, "calibration embeddings")
         size = gallery_size if gallery_size is not None else max(1, len(self))
         rec = calibration.calibrate(x, np.asarray(labels), target_far, size, trials, seed)
         rec["source"] = source
+        rec["domain"] = {"data": domain or source or "embeddings", "encoder": enc_domain,
+                         "unlike_encoder_inputs": unlike_fraction,
+                         "mismatch": bool(unlike_fraction is not None and unlike_fraction > 0.5)}
+        if rec["domain"]["mismatch"]:
+            rec["notes"].append(f"{100 * unlike_fraction:.0f}% of the calibration inputs look unlike the images the "
+                                f"encoder ({enc_domain}) was trained on: these thresholds may not hold for its domain")
         rec["date"] = _now()
         with self.store.write() as conn:
             Store.set_meta(conn, "calibration", rec)
@@ -783,7 +803,19 @@ class Gallery:
         classes = list_class_folders(folder)
         files = [(c, f) for c, (_, fs) in enumerate(classes.items()) for f in fs]
         x = self.embed([f for _, f in files])
-        return self.calibrate(x, np.array([c for c, _ in files]), source=str(folder), **kwargs)
+        unlike = None
+        if hasattr(self.encoder, "unlike_fraction"):
+            unlike = self.encoder.unlike_fraction([self.encoder.read(f).data for _, f in files])  # type: ignore[attr-defined]
+        return self.calibrate(x, np.array([c for c, _ in files]), source=str(folder), unlike_fraction=unlike, **kwargs)
+
+    def _encoder_domain(self) -> str | None:
+        """The training domain of the gallery's encoder (``omniglot``, ``att_faces`` ...) when it records one."""
+        if self.modality == "vectors":
+            return None
+        try:
+            return getattr(self.encoder, "domain", None)
+        except OneshotError:
+            return None
 
     # ================================================================== re-embedding, export, import
     def reembed(self, encoder: str | Path | Embedder, *, batch: int = 512) -> int:
