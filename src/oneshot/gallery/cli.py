@@ -65,6 +65,7 @@ def enrol(
     label: Annotated[Optional[str], typer.Argument(help="Class label (omit with --folder).")] = None,
     files: Annotated[Optional[list[Path]], typer.Argument(help="One or more example files of the class.")] = None,
     folder: Annotated[Optional[Path], typer.Option(help="Enrol every sub-folder of this folder as a class named after it.")] = None,
+    augment: Annotated[Optional[int], typer.Option(min=0, max=100, help="Synthetic examples per example from the encoder's generator (0: none; default: on only where validation showed it helps, docs/images.md).")] = None,
     encoder: EncoderOpt = None,
     as_json: Json = False,
 ) -> None:
@@ -82,7 +83,7 @@ def enrol(
     reports = []
     with _open(gallery, encoder) as g:
         for lab, fs in jobs:
-            reports.append(g.enrol(lab, list(fs)).to_dict())
+            reports.append(g.enrol(lab, list(fs), augment=augment).to_dict())
     if as_json:
         _echo_json({"gallery": str(gallery), "enrolments": reports})
         return

@@ -531,8 +531,28 @@ class Gallery:
                     report.warnings.append(f"ambiguous: example {j} is closer to {name!r} ({s:.3f}) than to its own class ({s_self:.3f})")
                 break
 
+    def _augment(self, prep: _Prepared, augment: int | None) -> _Prepared:
+        """Add ``augment`` synthetic examples per real one from the encoder's generator (:mod:`oneshot.generative`).
+
+        ``None`` means the generator's validated default: on (8 per example) only when validation said it helps."""
+        gen = getattr(self._encoder or (self.encoder if self.modality != "vectors" else None), "generator", None)
+        if augment is None:
+            augment = 8 if gen is not None and gen.helps else 0
+        if isinstance(augment, bool) or not isinstance(augment, int) or not 0 <= augment <= 100:
+            raise OneshotError(f"augment={augment!r}: give a whole number of synthetic examples from 0 to 100")
+        if augment == 0:
+            return prep
+        if gen is None:
+            raise OneshotError("this gallery's encoder has no generator (a <checkpoint>.generator.safetensors beside it): "
+                               "enrol without augment, or fit one with benchmarks/generative_augmentation.py")
+        synth = gen.sample(prep.vectors, augment, seed=0).reshape(-1, self.dim)
+        synth = check_vectors(synth, self.dim, "synthetic examples")
+        n = len(synth)
+        return _Prepared(prep.label, np.concatenate([prep.vectors, synth]), prep.inputs + [None] * n,
+                         prep.paths + [None] * n, prep.sources + ["synthetic"] * n, prep.metadata)
+
     def enrol(self, label: str, examples: Sequence[Example] | np.ndarray, *, metadata: dict[str, Any] | None = None,
-              check: bool = True) -> EnrolReport:
+              check: bool = True, augment: int | None = None) -> EnrolReport:
         """Enrol ``label`` from one or more examples (files, bytes or embeddings); an existing label is refined.
 
         The whole enrolment is one transaction: it is wholly present or wholly absent.
@@ -542,8 +562,10 @@ class Gallery:
             examples: one or more examples; embeddings are (D,) each or (n, D).
             metadata: JSON-able details to keep with the class (replaces earlier metadata).
             check: compute the quality report's warnings (one search).
+            augment: synthetic examples generated per real example by the encoder's generator (0: none; None: the
+                generator's validated default, docs/images.md). They are stored as vectors (source ``synthetic``).
         """
-        prep = self._prepare(label, examples, metadata)
+        prep = self._augment(self._prepare(label, examples, metadata), augment)
         row = self.store.conn.execute("SELECT id FROM classes WHERE label = ?", (prep.label,)).fetchone()
         previous = self._example_vectors(self.store.conn, row[0]) if row else np.zeros((0, self.dim), np.float32)
         report = EnrolReport(prep.label, row is None, len(prep.vectors), len(previous) + len(prep.vectors))

@@ -51,6 +51,10 @@ class ImageEmbedder:
         if preprocessing:
             self.spec = None  # a path alone would reload the stored preprocessing
         self.input_envelope = self.checkpoint.input_envelope
+        from oneshot.generative import Generator, generator_path
+
+        gpath = generator_path(self.path)
+        self.generator = Generator.load(gpath) if gpath.is_file() else None
         self.domain = self.checkpoint.domain
         meta = self.checkpoint.metadata
         probe = np.zeros((1, self.preprocessing.channels, self.preprocessing.size, self.preprocessing.size), np.uint8)
