@@ -28,6 +28,8 @@ __all__ = ["BUILTIN", "CHECKPOINT_EMBEDDERS", "FOLDER_EMBEDDERS", "Embedder", "E
 
 #: Built-in embedders by name: name -> ("module:factory", one line on what it is).
 BUILTIN: dict[str, tuple[str, str]] = {}
+BUILTIN["dlib-face"] = ("oneshot.modalities.dlib_face:DlibFaceEmbedder",
+                        "dlib's pretrained ResNet face descriptor (128-d; pip install 'oneshot[faces]')")
 
 #: Checkpoint modality (metadata field ``modality``) -> "module:class" taking the checkpoint path.
 CHECKPOINT_EMBEDDERS: dict[str, str] = {

@@ -62,3 +62,19 @@ def eigenfaces(train: ImageSet, val: ImageSet, trainval: ImageSet, ks: tuple[int
         scores[k] = evaluate(m, val, val_ways, 1, 9, 500, seed).accuracy
     best = max(scores, key=lambda k: scores[k])
     return ProtoNet(fit_pca(trainval.images, best)).eval(), best, scores
+
+
+class PretrainedEmbedding(ProtoNet):
+    """A frozen embedder (e.g. ``dlib-face``) as a method: ``embed`` runs it on (B, C, H, W) inputs in [0, 1];
+    episodes are classified by the nearest prototype, pairs scored by cosine."""
+
+    def __init__(self, embedder) -> None:  # noqa: ANN001 -- any object with embed_images
+        super().__init__(nn.Identity())
+        self.embedder = embedder
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        images = (x.detach().cpu().float() * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+        return torch.from_numpy(self.embedder.embed_images(images)).to(x.device)
+
+    def pair_score(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=1)

@@ -22,6 +22,7 @@ from oneshot.data.archives import ATT, _read_members, faces_split
 from oneshot.data.images import Preprocessing
 from oneshot.data.paths import locate_files
 from oneshot.data.store import ImageSet
+from oneshot.errors import OneshotError
 from oneshot.evaluation import embed_all, evaluate
 from oneshot.methods.base import Method
 from oneshot.verification import VerificationResult, metrics, roc_curve
@@ -143,12 +144,23 @@ def run_faces(checkpoint: str | Path, episodes: int = 1000, roc_png: str | Path 
                                     faces_split("trainval", prep, data_dir))
     rows["eigenfaces"] = score_method(eig, test, episodes)
     rows["eigenfaces"].update(components=k, validation_by_components=val_scores)
-    curves = {n: r.pop("_roc") for n, r in rows.items()}
+    try:  # the optional pretrained face descriptor (weights inside a package), at the archive's own resolution
+        from oneshot.modalities.dlib_face import DlibFaceEmbedder
+        from oneshot.protocols.baselines import PretrainedEmbedding
+
+        dlib_prep = Preprocessing(size=92, channels=3, invert=False, resize="crop")
+        emb = DlibFaceEmbedder()
+        rows["dlib_face"] = score_method(PretrainedEmbedding(emb).eval(), faces_split("test", dlib_prep, data_dir), episodes)
+        rows["dlib_face"].update(preprocessing=dlib_prep.to_dict(), detector_found_faces=emb.found_faces,
+                                 note="pretrained by dlib on about 3 million faces (not trained here)")
+    except OneshotError as exc:
+        rows["dlib_face"] = {"unavailable": str(exc)}
+    curves = {n: r.pop("_roc") for n, r in rows.items() if "_roc" in r}
     out: dict[str, Any] = {"checkpoint": str(checkpoint), "preprocessing": prep.to_dict(), "test_people": "s21-s40",
                            "methods": rows, "gallery": gallery_flow(checkpoint, data_dir=data_dir)}
     if roc_png:
         names = {"trained": f"{ck.metadata['method']} {ck.metadata['encoder']}", "raw_pixels": "raw pixels",
-                 "eigenfaces": f"eigenfaces (k={k})"}
+                 "eigenfaces": f"eigenfaces (k={k})", "dlib_face": "dlib ResNet (pretrained)"}
         out["roc_png"] = str(plot_rocs({names[n]: c for n, c in curves.items()}, roc_png,
                                        "AT&T faces s21-s40, all pairs"))
     return out
