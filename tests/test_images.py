@@ -171,3 +171,38 @@ def test_gallery_embedder_warns_for_a_photograph(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", InputWarning)
         emb.embed([png(glyph(k).convert("RGBA")) for k in range(3)], ["a", "b", "c"])
+
+
+def _samples() -> list[bytes]:
+    im = glyph(1)
+    out = [png(im), png(im.convert("P")), png(Image.fromarray((np.arange(400).reshape(20, 20) * 150).astype(np.uint16)))]
+    for fmt in ("JPEG", "GIF", "BMP", "TIFF", "WEBP"):
+        buf = io.BytesIO()
+        im.convert("RGB").save(buf, fmt)
+        out.append(buf.getvalue())
+    return out
+
+
+SAMPLES = _samples()
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(which=st.integers(0, len(SAMPLES) - 1), cut=st.floats(0, 1), flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=6),
+       prep=st.sampled_from([GREY, Preprocessing(size=16, channels=3, invert=False, resize="pad")]))
+def test_fuzzed_images_decode_or_fail_in_one_line(which, cut, flips, prep):
+    data = bytearray(SAMPLES[which])
+    for pos, value in flips:
+        data[int(pos * (len(data) - 1))] = value
+    data = bytes(data[: max(1, int(cut * len(data)))] if cut < 0.98 else data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", InputWarning)
+            out = decode_image(data, prep, name="fuzz")
+    except OneshotError as exc:
+        assert "\n" not in str(exc) and "fuzz" in str(exc)
+    else:
+        assert out.shape == (prep.channels, prep.size, prep.size) and out.dtype == np.uint8

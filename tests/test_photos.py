@@ -1,6 +1,5 @@
 """Photograph datasets (AT&T faces, NEU defects), ResNet-12, SimCLR, the generator, and users' own folders."""
 
-import gzip
 import io
 import json
 import tarfile
@@ -12,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import data_dir
-from oneshot.data.archives import ATT, NEU, FACES_PREPROCESSING, faces_split, load_att_faces, load_neu, neu_split
+from oneshot.data.archives import FACES_PREPROCESSING, faces_split, load_att_faces, load_neu, neu_split
 from oneshot.errors import OneshotError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -214,3 +213,23 @@ def test_evaluate_and_info_on_a_users_own_folder(tmp_path):
     assert r.exit_code == 2 and "--queries 5 or fewer" in r.stderr
     r = CliRunner().invoke(app, ["info", ck])
     assert r.exit_code == 0 and "28x28 grey, resize stretch, inverted" in r.stdout
+
+
+@needs_faces
+def test_dlib_face_pretrained_embedder_tells_people_apart():
+    pytest.importorskip("dlib")
+    from oneshot.modalities import load_embedder
+    from oneshot.protocols.faces import raw_faces
+
+    emb = load_embedder("dlib-face")
+    assert emb.dim == 128 and emb.modality == "image"
+    faces = raw_faces(data_dir())
+    people = ["s21", "s22", "s23", "s24"]
+    z = emb.embed([b for p in people for _, b in faces[p][:3]], [f"{p}-{k}" for p in people for k in range(3)])
+    z = z / np.linalg.norm(z, axis=1, keepdims=True)
+    s = z @ z.T
+    same = np.kron(np.eye(4), np.ones((3, 3))).astype(bool)
+    off = ~np.eye(12, dtype=bool)
+    assert s[same & off].min() > s[~same].max()  # every same-person pair beats every different-person pair
+    with pytest.raises(OneshotError, match="refused|megapixel|not a readable"):
+        emb.embed([b"not an image"], ["x"])
