@@ -125,17 +125,23 @@ def main() -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--domains", nargs="+", default=["omniglot", "att_faces", "neu"])
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/generative_augmentation.json"))
+    p.add_argument("--merge", action="store_true", help="keep the other domains already in --out")
     a = p.parse_args()
     torch.set_num_threads(1)
     ckpts = {"omniglot": a.omniglot, "att_faces": a.faces, "neu": a.neu}
     res = {}
+    commands = []
+    if a.merge and Path(a.out).is_file():
+        old = json.loads(Path(a.out).read_text())
+        res, commands = old["domains"], old.get("commands", [old.get("command")])
     for d in a.domains:
         if ckpts[d]:
             res[d] = run_domain(d, ckpts[d], a.n, a.episodes, a.data_dir)
             r = res[d]["rows"]
             print(d, {k: f"{100 * v['accuracy']:.2f} +- {100 * v['ci95']:.2f}" for k, v in r.items()},
                   "helps on validation:", res[d]["generator"]["helps"], flush=True)
-    out = {"domains": res, "command": "python " + " ".join(shlex.quote(x) for x in sys.argv), "commit": git_commit(),
+    command = "python " + " ".join(shlex.quote(x) for x in sys.argv)
+    out = {"domains": res, "command": command, "commands": [*commands, command], "commit": git_commit(),
            "machine": machine_description(), "date": now_iso(),
            "note": "CPU seconds measured on 2 cores shared with other jobs (contended)"}
     Path(a.out).write_text(json.dumps(out, indent=2))

@@ -95,6 +95,15 @@ def test_resnet12_shapes_and_determinism():
         build_encoder("resnet12", widths=(1, 2))
 
 
+@pytest.fixture
+def one_thread():
+    """Short training runs use one thread: two OpenMP threads on a loaded 2-core machine spin and slow down 5x."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _short_run(tmp_path, dataset, method, episodes, ways, queries, **cfg):
     from oneshot.experiment import train_model
     from oneshot.training import TrainConfig
@@ -108,7 +117,7 @@ def _short_run(tmp_path, dataset, method, episodes, ways, queries, **cfg):
 
 
 @needs_faces
-def test_short_faces_run_beats_its_untrained_model(tmp_path):
+def test_short_faces_run_beats_its_untrained_model(tmp_path, one_thread):
     from oneshot.checkpoint import load_checkpoint
     from oneshot.encoders import build_encoder
     from oneshot.evaluation import evaluate
@@ -129,7 +138,7 @@ def test_short_faces_run_beats_its_untrained_model(tmp_path):
 
 
 @needs_neu
-def test_short_simclr_run_on_the_unlabelled_pool_beats_random_weights(tmp_path):
+def test_short_simclr_run_on_the_unlabelled_pool_beats_random_weights(tmp_path, one_thread):
     from oneshot.checkpoint import load_checkpoint
     from oneshot.encoders import build_encoder
     from oneshot.evaluation import evaluate

@@ -59,23 +59,26 @@ def raw_faces(data_dir: str | Path | None = None) -> dict[str, list[tuple[int, b
     return {p: sorted(v) for p, v in out.items()}
 
 
-def gallery_flow(checkpoint: str | Path, target_fars: tuple[float, ...] = (1e-2, 1e-3), strangers: int = 5,
-                 data_dir: str | Path | None = None, augment: int = 0) -> dict[str, Any]:
-    """Enrol test people from one original image each, identify the rest, reject strangers (see module doc)."""
+def gallery_flow(encoder: Any, target_fars: tuple[float, ...] = (1e-2, 1e-3), strangers: int = 5,
+                 data_dir: str | Path | None = None, augment: int = 0, domain: str | None = "att_faces") -> dict[str, Any]:
+    """Enrol test people from one original image each, identify the rest, reject strangers (see module doc).
+
+    ``encoder`` is a checkpoint path or an embedder; ``domain`` is what the calibration data is (checked against
+    the encoder's training domain; None for a pretrained embedder)."""
     from oneshot.gallery import Gallery
-    from oneshot.modalities.image import ImageEmbedder
+    from oneshot.modalities import load_embedder
 
     faces = raw_faces(data_dir)
     test_people = [f"s{i}" for i in range(21, 41)]
     enrolled, outsiders = test_people[:-strangers], test_people[-strangers:]
     train_people = [f"s{i}" for i in range(1, 21)]
-    enc = ImageEmbedder(checkpoint)
+    enc = load_embedder(encoder)
     out: dict[str, Any] = {"enrolled": len(enrolled), "strangers": len(outsiders), "calibrated_on": "s1-s20", "rates": []}
     with tempfile.TemporaryDirectory() as tmp:
         g = Gallery.open(Path(tmp) / "faces.gallery", encoder=enc, create=True)
         try:
             for p in enrolled:
-                g.enrol(p, [faces[p][0][1]], **({"augment": augment} if augment else {}))
+                g.enrol(p, [faces[p][0][1]], augment=augment)
             cal_x = g.embed([b for p in train_people for _, b in faces[p]])
             cal_y = np.array([i for i, p in enumerate(train_people) for _ in faces[p]])
             genuine = [(p, b) for p in enrolled for _, b in faces[p][1:]]
@@ -85,7 +88,7 @@ def gallery_flow(checkpoint: str | Path, target_fars: tuple[float, ...] = (1e-2,
             out["closed_set_accuracy"] = float(np.mean([r.candidates[0].label == p for r, (p, _) in zip(ids_g, genuine)]))
             for far in target_fars:
                 rec = g.calibrate(cal_x, cal_y, target_far=far, gallery_size=len(enrolled), source="att s1-s20",
-                                  domain="att_faces")
+                                  domain=domain)
                 t = rec["identify_threshold"]
                 best_g = np.array([r.candidates[0].score for r in ids_g])
                 correct = np.array([r.candidates[0].label == p for r, (p, _) in zip(ids_g, genuine)])
@@ -153,11 +156,15 @@ def run_faces(checkpoint: str | Path, episodes: int = 1000, roc_png: str | Path 
         rows["dlib_face"] = score_method(PretrainedEmbedding(emb).eval(), faces_split("test", dlib_prep, data_dir), episodes)
         rows["dlib_face"].update(preprocessing=dlib_prep.to_dict(), detector_found_faces=emb.found_faces,
                                  note="pretrained by dlib on about 3 million faces (not trained here)")
+        dlib_gallery = gallery_flow(emb, data_dir=data_dir, domain=None)
     except OneshotError as exc:
         rows["dlib_face"] = {"unavailable": str(exc)}
+        dlib_gallery = None
     curves = {n: r.pop("_roc") for n, r in rows.items() if "_roc" in r}
     out: dict[str, Any] = {"checkpoint": str(checkpoint), "preprocessing": prep.to_dict(), "test_people": "s21-s40",
                            "methods": rows, "gallery": gallery_flow(checkpoint, data_dir=data_dir)}
+    if dlib_gallery is not None:
+        out["gallery_dlib_face"] = dlib_gallery
     if roc_png:
         names = {"trained": f"{ck.metadata['method']} {ck.metadata['encoder']}", "raw_pixels": "raw pixels",
                  "eigenfaces": f"eigenfaces (k={k})", "dlib_face": "dlib ResNet (pretrained)"}
