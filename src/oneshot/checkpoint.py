@@ -166,6 +166,10 @@ def load_checkpoint(
     """
     path = Path(path)
     meta = read_metadata(path)
+    try:
+        Preprocessing.from_dict(meta.get("preprocessing"))
+    except OneshotError as exc:
+        raise OneshotError(f"{path} has invalid preprocessing metadata ({exc}): re-download or retrain it") from None
     if expect_method is not None and meta["method"] != expect_method:
         raise OneshotError(f"{path} is a {meta['method']} checkpoint, not {expect_method}")
     try:
