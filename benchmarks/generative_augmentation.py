@@ -7,8 +7,8 @@ support example (a) alone, (b) plus ``n`` geometric augmentations of its pixels 
 that domain, embedded by the encoder), (c) plus ``n`` generated embeddings. The prototype is the renormalised
 mean; classification by cosine. Paired differences over the same episodes get their own 95% CI.
 
-* omniglot: ``models/protonet_conv4_vinyals.safetensors``; base = Vinyals train, validation = Vinyals val,
-  test = Vinyals test, 20-way 1-shot.
+* omniglot: the shipped ProtoNet; base = 400 classes of Vinyals train, validation = 200 classes of Vinyals val,
+  test = 300 classes of Vinyals test (seeded subsets, for the CPU budget), 20-way 1-shot.
 * att_faces: the faces checkpoint; base = s1-s16, validation = s17-s20 (4-way), test = s21-s40, 20-way 1-shot.
 * neu: the self-supervised checkpoint; no labels exist for base data, so the generator is fitted on the
   unlabelled pool with each image's augmented views as its "class"; validation = NEU val, test = NEU test, 6-way.
@@ -86,6 +86,8 @@ def run_domain(domain: str, checkpoint: str, n: int, episodes: int, data_dir) ->
     base = load_split(domain, "vinyals", base_part, prep.size, data_dir, ds_prep)
     val = load_split(domain, "vinyals", val_part, prep.size, data_dir, ds_prep)
     test = load_split(domain, "vinyals", test_part, prep.size, data_dir, ds_prep)
+    if domain == "omniglot":  # CPU budget: a seeded subset of classes (20-way episodes stay 20-way)
+        val, test = subsample(val, 200, seed=1), subsample(test, 300, seed=2)
     aug = AUGMENTS[domain]
     dev = torch.device("cpu")
     if domain == "neu":  # no labels: each pool image's augmented views are its class
@@ -112,6 +114,7 @@ def run_domain(domain: str, checkpoint: str, n: int, episodes: int, data_dir) ->
         d, dci = mean_ci95(per[name] - per["none"])
         rows[name]["change_vs_none"] = {"mean": d, "ci95": dci}
     return {"checkpoint": checkpoint, "ways": ways, "shots": 1, "episodes": episodes, "n": n, "rows": rows,
+            "test_classes": test.num_classes, "validation_classes": val.num_classes,
             "generator": {"k": gen.k, "alpha": gen.alpha, **gen.info}, "cpu_seconds": round(time.perf_counter() - t0, 1)}
 
 
