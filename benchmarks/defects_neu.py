@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--omniglot", default=str(ROOT / "models/protonet_conv4_vinyals.safetensors"))
+    p.add_argument("--omniglot", default=str(ROOT / "src/oneshot/weights/protonet_conv4_vinyals.safetensors"))
     p.add_argument("--episodes", type=int, default=1000)
     p.add_argument("--copy-to", default=None)
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/defects_neu.json"))

@@ -120,7 +120,7 @@ def run_domain(domain: str, checkpoint: str, n: int, episodes: int, data_dir) ->
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--omniglot", default=str(ROOT / "models/protonet_conv4_vinyals.safetensors"))
+    p.add_argument("--omniglot", default=str(ROOT / "src/oneshot/weights/protonet_conv4_vinyals.safetensors"))
     p.add_argument("--faces", default=None)
     p.add_argument("--neu", default=None)
     p.add_argument("--n", type=int, default=8)

