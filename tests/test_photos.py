@@ -116,6 +116,7 @@ def _short_run(tmp_path, dataset, method, episodes, ways, queries, **cfg):
     return out
 
 
+@pytest.mark.slow
 @needs_faces
 def test_short_faces_run_beats_its_untrained_model(tmp_path, one_thread):
     from oneshot.checkpoint import load_checkpoint
@@ -137,6 +138,7 @@ def test_short_faces_run_beats_its_untrained_model(tmp_path, one_thread):
     assert ck.input_envelope["images"] == 160 and ck.domain == "att_faces"
 
 
+@pytest.mark.slow
 @needs_neu
 def test_short_simclr_run_on_the_unlabelled_pool_beats_random_weights(tmp_path, one_thread):
     from oneshot.checkpoint import load_checkpoint
@@ -224,6 +226,7 @@ def test_evaluate_and_info_on_a_users_own_folder(tmp_path):
     assert r.exit_code == 0 and "28x28 grey, resize stretch, inverted" in r.stdout
 
 
+@pytest.mark.slow
 @needs_faces
 def test_dlib_face_pretrained_embedder_tells_people_apart():
     pytest.importorskip("dlib")
