@@ -226,8 +226,10 @@ def defects_table() -> str:
     names = {"self_supervised": f"SimCLR on the unlabelled pool, {t['encoder']} ({t['minutes']:g} CPU min, {t['episodes']} steps)",
              "random_weights": "same encoder, random weights", "raw_pixels": "raw pixels, nearest prototype",
              "omniglot_encoder": "Omniglot ProtoNet (Conv-4, its own 28x28 inverted preprocessing)"}
-    lines = [f"Episodes from the {r['test_images']} test images only ({r['pool_images']} other images, labels never read, "
-             f"pretrain); 15 queries per class, {r['episodes']} seeded episodes. {r['date'][:10]}, commit {r['commit'][:10]}.",
+    lines = [f"Episodes drawn only from the {r['test_images']} test images; the {r['pool_images']}-image pretraining pool "
+             f"(labels never read) and the 200 validation images that chose the checkpoint are disjoint from them. "
+             f"Input 32x32 grey; 15 queries per class, {r['episodes']} seeded episodes; CPU minutes are wall-clock on 2 "
+             f"contended cores. {r['date'][:10]}, commit {r['commit'][:10]}.",
              "", "| method | 6-way 1-shot % | 6-way 5-shot % |", "|---|---|---|"]
     for key, row in r["methods"].items():
         lines.append(f"| {names.get(key, key)} | {_pm(row['6w1s'])} | {_pm(row['6w5s'])} |")

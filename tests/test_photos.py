@@ -245,3 +245,21 @@ def test_dlib_face_pretrained_embedder_tells_people_apart():
     assert s[same & off].min() > s[~same].max()  # every same-person pair beats every different-person pair
     with pytest.raises(OneshotError, match="refused|megapixel|not a readable"):
         emb.embed([b"not an image"], ["x"])
+
+
+def test_calibration_is_per_domain(tmp_path):
+    from oneshot.gallery import Gallery
+    from oneshot.modalities.image import ImageEmbedder
+
+    faces = ROOT / "models/protonet_resnet12s_att.safetensors"
+    enc = ImageEmbedder(faces)
+    assert enc.domain == "att_faces"
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((40, enc.dim)), np.repeat(np.arange(8), 5)
+    with Gallery.open(tmp_path / "f.gallery", encoder=enc) as g:
+        with pytest.raises(OneshotError, match="calibration data is omniglot but the gallery's encoder was trained on att_faces"):
+            g.calibrate(x, y, domain="omniglot")
+        assert g.info()["calibration"] is None
+        rec = g.calibrate(x, y, domain="att_faces", unlike_fraction=0.9)
+        assert rec["domain"]["mismatch"] and "look unlike" in rec["notes"][-1]
+        assert "looks unlike the encoder's att_faces training images" in g.info()["warning"]
