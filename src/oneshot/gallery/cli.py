@@ -100,6 +100,7 @@ def enrol(
     smiles_column: SmilesColumn = "smiles",
     label_column: Annotated[Optional[str], typer.Option(help="The --csv column naming each row's class (else LABEL for all rows).")] = None,
     salts: SaltsOpt = "largest",
+    augment: Annotated[Optional[int], typer.Option(min=0, max=100, help="Synthetic examples per example from the encoder's generator (0: none; default: on only where validation showed it helps, docs/images.md).")] = None,
     encoder: EncoderOpt = None,
     as_json: Json = False,
 ) -> None:
@@ -144,7 +145,7 @@ def enrol(
     with _open(gallery, encoder) as g:
         for i, (lab, fs) in enumerate(jobs):
             meta = metas[i] if i < len(metas) else None
-            reports.append(g.enrol(lab, list(fs), **({"metadata": meta} if meta else {})).to_dict())
+            reports.append(g.enrol(lab, list(fs), augment=augment, **({"metadata": meta} if meta else {})).to_dict())
     _print_enrolments(gallery, reports, as_json)
 
 
@@ -296,10 +297,13 @@ def calibrate(
             enc = g.encoder
             if not hasattr(enc, "embed_images"):
                 raise OneshotError("--omniglot needs an image checkpoint encoder")
+            if getattr(enc, "domain", "omniglot") != "omniglot":
+                raise OneshotError(f"the gallery's encoder was trained on {enc.domain}, not handwriting: an Omniglot "  # type: ignore[attr-defined]
+                                   "threshold would be meaningless; calibrate with --folder on validation classes of its domain")
             val = load_omniglot("lake", "val", enc.preprocessing.size, data_dir)  # type: ignore[attr-defined]
             x = enc.embed_images(val.images.numpy())  # type: ignore[attr-defined]
             rec = g.calibrate(x, val.labels.numpy(), target_far=far, gallery_size=gallery_size, trials=trials,
-                              seed=seed, source="omniglot lake val")
+                              seed=seed, source="omniglot lake val", domain="omniglot")
     if as_json:
         echo_json(rec)
         return

@@ -34,6 +34,8 @@ BUILTIN: dict[str, tuple[str, str]] = {
 }
 BUILTIN["ecfp"] = ("oneshot.modalities.molecule.embedders:ecfp",
                    "Morgan/ECFP4 2048-bit fingerprints, exact Tanimoto (ecfp:radius=R,bits=N)")
+BUILTIN["dlib-face"] = ("oneshot.modalities.dlib_face:DlibFaceEmbedder",
+                        "dlib's pretrained ResNet face descriptor, weights inside the package (128-d; the 'faces' extra)")
 
 #: Checkpoint modality (metadata field ``modality``) -> "module:class" taking the checkpoint path.
 CHECKPOINT_EMBEDDERS: dict[str, str] = {
@@ -108,6 +110,9 @@ def _builtin_options(name: str, opts: str) -> dict[str, Any]:
 
 def builtin_modality(name: str) -> str:
     """The modality of a built-in embedder, from the package its factory lives in (``oneshot.modalities.<m>``)."""
+    declared = getattr(_attr(BUILTIN[name][0]), "modality", None) if BUILTIN[name][0].startswith("oneshot.modalities.") else None
+    if isinstance(declared, str):  # a factory class that states its modality (e.g. dlib-face: image)
+        return declared
     module = BUILTIN[name][0].partition(":")[0]
     parts = module.split(".")
     return parts[2] if len(parts) > 2 and parts[1] == "modalities" else "image"
