@@ -5,7 +5,8 @@ between the two markers is replaced, nothing else is touched. Tables: ``methods`
 ``*_conv4_vinyals.json``: accuracy with 95% CI per shape, Lake's runs, EER, training budget and speed,
 published figures), ``throughput`` (``throughput_protonet.json``), ``meta_cost`` (``meta_step_cost*.json``, one per device),
 ``gallery_open_set`` and ``gallery_scale`` (``gallery_*.json``), ``text_clinc150`` (``text_clinc150.json``),
-``molecules_*`` (``molecules_*.json``), ``serve_load`` (``serve_load.json``).
+``molecules_*`` (``molecules_*.json``), ``serve_load`` (``serve_load.json``), ``faces``, ``defects`` and
+``generative`` (``faces_att.json``, ``defects_neu.json``, ``generative_augmentation.json``).
 
 Usage: python benchmarks/make_tables.py [--check]   (``--check`` exits 1 when the README is out of date)
 """
@@ -346,6 +347,9 @@ def serve_load_table() -> str:
         met = goal["identify_per_s"] >= 300 and (goal["identify_ms"]["p99"] or 1e9) < 100
         lines.append(f"Goal (issue 12): at least 300 identify/s with p99 under 100 ms: **{'met' if met else 'not met'}** in this run "
                      f"({goal['identify_per_s']:.0f}/s, p99 {goal['identify_ms']['p99']:.0f} ms).")
+    return "\n".join(lines)
+
+
 def _pm(r: dict) -> str:
     return f"{100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f}"
 
