@@ -65,9 +65,8 @@ def test_margin_method_is_registered_and_checks_options():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["arcface", "cosface"])
-def test_margin_method_learns_on_omniglot(kind, vinyals_train, small_val, tmp_path):
-    """100 episodes on 50 base classes (each seen a dozen times) lift 5-way 1-shot validation well above chance."""
+def test_margin_method_learns_on_omniglot(vinyals_train, small_val, tmp_path):
+    """60 ArcFace episodes on 50 base classes lift 5-way 1-shot validation well above chance."""
     from oneshot.checkpoint import load_checkpoint
     from oneshot.data import ImageSet
     from oneshot.training import TrainConfig, train
@@ -75,10 +74,9 @@ def test_margin_method_learns_on_omniglot(kind, vinyals_train, small_val, tmp_pa
     torch.manual_seed(0)
     keep = vinyals_train.labels < 50
     data = ImageSet(vinyals_train.images[keep], vinyals_train.labels[keep], vinyals_train.class_names[:50])
-    model = build_method("margin", build_encoder("conv4"), **METHODS["margin"].options_for_data(data),
-                         margin_type=kind, margin=0.3 if kind == "arcface" else 0.25)
-    cfg = TrainConfig(episodes=100, ways=10, shots=1, queries=5, lr=1e-3, eval_every=100,
-                      val_ways=5, val_shots=1, val_queries=5, val_episodes=60, device="cpu")
+    model = build_method("margin", build_encoder("conv4"), **METHODS["margin"].options_for_data(data), margin_type="arcface")
+    cfg = TrainConfig(episodes=60, ways=10, shots=1, queries=5, lr=1e-3, eval_every=60,
+                      val_ways=5, val_shots=1, val_queries=5, val_episodes=40, device="cpu")
     keep = small_val.labels < 60
     val = ImageSet(small_val.images[keep], small_val.labels[keep], small_val.class_names[:60])
     meta = {"encoder": "conv4", "encoder_options": {"in_channels": 1}, "preprocessing": {"size": 28, "channels": 1, "invert": True}}
