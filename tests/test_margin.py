@@ -79,7 +79,8 @@ def test_margin_method_learns_on_omniglot(vinyals_train, small_val, tmp_path):
                       val_ways=5, val_shots=1, val_queries=5, val_episodes=40, device="cpu")
     keep = small_val.labels < 60
     val = ImageSet(small_val.images[keep], small_val.labels[keep], small_val.class_names[:60])
-    meta = {"encoder": "conv4", "encoder_options": {"in_channels": 1}, "preprocessing": {"size": 28, "channels": 1, "invert": True}}
+    meta = {"encoder": "conv4", "encoder_options": {"in_channels": 1},
+            "preprocessing": {"size": 28, "channels": 1, "invert": True}}
     res = train(model, data, val, cfg, tmp_path / "margin.safetensors", meta)
     assert res.best_val_accuracy > 0.6, res.history  # 5-way chance is 20%
     ck = load_checkpoint(res.checkpoint)

@@ -118,7 +118,8 @@ class MarginSoftmax(Method):
         x, labels = episode_images(episode)
         z = self.embed(x)
         cos = F.normalize(z.float(), dim=1) @ F.normalize(self.weight.float(), dim=1).T
-        loss = F.cross_entropy(margin_logits(cos, episode.classes[labels], self.margin_type, self.margin, self.scale), episode.classes[labels])
+        target = episode.classes[labels]
+        loss = F.cross_entropy(margin_logits(cos, target, self.margin_type, self.margin, self.scale), target)
         with torch.no_grad():
             s = episode.support.shape[0]
             logits = self.classify_embeddings(z[:s], episode.support_labels, z[s:], episode.ways)
