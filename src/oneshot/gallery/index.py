@@ -90,7 +90,7 @@ class IndexSettings:
         return dict(self.__dict__)
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> IndexSettings:
+    def from_dict(cls, d: dict | None) -> "IndexSettings":
         d = d or {}
         return cls(**{k: type(getattr(cls, k))(v) for k, v in d.items() if k in cls.__dataclass_fields__})
 
@@ -160,7 +160,7 @@ class TemplateIndex:
         return np.ascontiguousarray(train, dtype=np.float32)
 
     @classmethod
-    def build(cls, dim: int, ids: np.ndarray, templates: np.ndarray, settings: IndexSettings) -> TemplateIndex:
+    def build(cls, dim: int, ids: np.ndarray, templates: np.ndarray, settings: IndexSettings) -> "TemplateIndex":
         """A fresh index of the right kind for ``len(ids)`` classes. ids (N,) int64, templates (N, D) float32."""
         kind = settings.kind_for(len(ids))
         index = cls(dim, kind, settings, train=templates if kind not in ("exact", "hnsw") else None)
@@ -319,7 +319,7 @@ class TemplateIndex:
                 os.unlink(tmp)
 
     @classmethod
-    def load(cls, path: Path, settings: IndexSettings) -> tuple[TemplateIndex, int, int] | None:
+    def load(cls, path: Path, settings: IndexSettings) -> tuple["TemplateIndex", int, int] | None:
         """(index, epoch, generation) from ``path``, or None when missing, damaged or foreign."""
         try:
             with open(path, "rb") as f:
