@@ -47,7 +47,7 @@ def test_kind_matches_exact_search_and_keeps_up(kind, data, tmp_path):
     with Gallery.open(path) as g:  # the saved index reloads as the same kind and gives the same answers
         assert g.settings.approx_kind == kind
         assert [r.label for r in g.identify(q[:30], k=1)] == got
-        assert g._index is not None and g._index.kind == kind
+        assert g.index_cache.index is not None and g.index_cache.index.kind == kind
 
 
 def test_old_gallery_settings_reproduce_todays_index():
