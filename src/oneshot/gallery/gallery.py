@@ -73,6 +73,7 @@ class Gallery:
         approx_above: int | None = None,
         ef_search: int | None = None,
         name: str = "vectors",
+        approx_kind: str | None = None,
     ) -> "Gallery":
         """Open the gallery at ``path``, creating it when missing (and ``create``).
 
@@ -88,8 +89,14 @@ class Gallery:
             approx_above: search approximately (HNSW) above this many classes (saved with the gallery).
             ef_search: HNSW search beam width (saved with the gallery).
             name: fingerprint name of a vector gallery (no encoder).
+            approx_kind: which approximate index (``hnsw``, ``hnsw_sq8``, ``ivf_flat``, ``ivf_sq8``, ``ivf_pq``;
+                saved with the gallery; see :mod:`oneshot.gallery.index`).
         """
         path = Path(path)
+        from oneshot.gallery.index import APPROX_KINDS
+
+        if approx_kind is not None and approx_kind not in APPROX_KINDS:  # before anything is created
+            raise OneshotError(f"unknown index kind {approx_kind!r}: choose one of {', '.join(APPROX_KINDS)}")
         enc = None if encoder is None else load_embedder(encoder)
         if path.exists():
             st = ClassStore.open(path)
@@ -100,8 +107,8 @@ class Gallery:
         g = cls(st, None)
         if enc is not None:
             g._encoder = check_embedder(path, g.fingerprint, enc)
-        if approx_above is not None or ef_search is not None:
-            g.set_index_settings(approx_above=approx_above, ef_search=ef_search)
+        if approx_above is not None or ef_search is not None or approx_kind is not None:
+            g.set_index_settings(approx_above=approx_above, ef_search=ef_search, approx_kind=approx_kind)
         return g
 
     @property
@@ -345,15 +352,32 @@ class Gallery:
                                f"{cal['domain']['encoder']} training images: calibrate on data of that domain")
         return info
 
-    def set_index_settings(self, *, approx_above: int | None = None, ef_search: int | None = None) -> None:
-        """Change when (``approx_above`` classes) and how (``ef_search``) the gallery searches approximately."""
+    def set_index_settings(
+        self, *, approx_above: int | None = None, ef_search: int | None = None, approx_kind: str | None = None,
+        nprobe: int | None = None, refine_factor: int | None = None,
+    ) -> None:
+        """Change when (``approx_above`` classes) and how (``approx_kind``, ``ef_search``, ``nprobe``,
+        ``refine_factor``) the gallery searches approximately; the index is rebuilt on next use if its kind changed."""
+        from oneshot.gallery.index import APPROX_KINDS
+
+        if approx_kind is not None and approx_kind not in APPROX_KINDS:
+            raise OneshotError(f"unknown index kind {approx_kind!r}: choose one of {', '.join(APPROX_KINDS)}")
+        if approx_kind == "ivf_pq" and self.dim % self.settings.pq_m:
+            raise OneshotError(f"ivf_pq needs a dimension divisible by {self.settings.pq_m}, the gallery's is {self.dim}: "
+                               "choose ivf_sq8")
+        for label, v, low in (("nprobe", nprobe, 1), ("refine_factor", refine_factor, 0), ("approx_above", approx_above, 0),
+                              ("ef_search", ef_search, 1)):
+            if v is not None and v < low:
+                raise OneshotError(f"{label} must be >= {low}")
+        if approx_kind is not None:
+            self.settings.approx_kind = approx_kind
+        if nprobe is not None:
+            self.settings.nprobe = int(nprobe)
+        if refine_factor is not None:
+            self.settings.refine_factor = int(refine_factor)
         if approx_above is not None:
-            if approx_above < 0:
-                raise OneshotError("approx_above must be >= 0")
             self.settings.approx_above = int(approx_above)
         if ef_search is not None:
-            if ef_search < 1:
-                raise OneshotError("ef_search must be >= 1")
             self.settings.ef_search = int(ef_search)
         with self.store.write() as tx:
             tx.set_meta("index", self.settings.to_dict())

@@ -46,6 +46,8 @@ class IndexCache:
         self.settings = settings
         if self.index is not None:
             self.index.settings = settings
+            if self.index.kind not in ("exact", settings.approx_kind) or (self.index.vectors is not None) != settings.refines:
+                self.index = None  # the gallery now wants another kind: rebuilt on next use
 
     @property
     def unsaved(self) -> bool:
