@@ -103,7 +103,7 @@ def test_index_cache_catches_up_and_rebuilds(tmp_path, rng):
     assert res[0].label != "c0"
     assert res[1].score == pytest.approx(float(x[1] @ unit(x[1] + x[2])), abs=1e-5)
     assert [r.label for r in res[2:]] == [f"c{i}" for i in range(2, 40)]
-    assert g1._index.live == 39
+    assert g1.index_cache.index.live == 39
     g1.close()
     # A damaged index file is ignored and rebuilt; a missing one too.
     idx = g1.index_path
@@ -136,7 +136,7 @@ def test_hnsw_above_threshold_with_forget_and_refine(tmp_path, rng):
         q = unit(rng.normal(size=(200, D)))
         got = [r.label for r in g.identify(q, k=1)]
         want = brute_top1(templates, q)
-        assert g._index.tombstones and g._index.delta.ntotal == 10  # HNSW cannot delete: tombstones + delta
+        assert g.index_cache.index.tombstones and g.index_cache.index.delta.ntotal == 10  # HNSW cannot delete: tombstones + delta
         assert np.mean([a == b for a, b in zip(got, want)]) >= 0.97
         assert not any(lab in {f"c{i}" for i in range(20)} for lab in got)
     with Gallery.open(path) as g:  # the saved index keeps its tombstones

@@ -51,7 +51,7 @@ def _check_consistent(path):
         templates = unit(np.stack([unit(np.random.default_rng(i).normal(size=(3, 8))).mean(0) for i in range(n)]))
         res = g.identify(templates, k=1)
         assert [r.label for r in res] == [f"c{i}" for i in range(n)]  # the index matches the store
-        assert g._index.live == n
+        assert g.index_cache.index.live == n
         return n
 
 

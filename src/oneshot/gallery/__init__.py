@@ -11,8 +11,8 @@ from typing import Any
 
 _EXPORTS = {
     "ImageEmbedder": "oneshot.modalities.image", "Embedder": "oneshot.modalities.base", "Inline": "oneshot.modalities.base",
-    "ClassInfo": "oneshot.gallery.gallery", "EnrolReport": "oneshot.gallery.gallery", "Gallery": "oneshot.gallery.gallery",
-    "Identification": "oneshot.gallery.gallery", "Match": "oneshot.gallery.gallery", "Verification": "oneshot.gallery.gallery",
+    "ClassInfo": "oneshot.gallery.results", "EnrolReport": "oneshot.gallery.results", "Gallery": "oneshot.gallery.gallery",
+    "Identification": "oneshot.gallery.results", "Match": "oneshot.gallery.results", "Verification": "oneshot.gallery.results",
     "IndexSettings": "oneshot.gallery.index",
 }
 __all__ = sorted(_EXPORTS)

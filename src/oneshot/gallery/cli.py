@@ -6,7 +6,6 @@ user mistakes into ``error: ...`` with exit status 2.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -14,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from oneshot.cli import user_errors
+from oneshot.cli_common import Json, command, echo_json
 from oneshot.errors import OneshotError
 
 app = typer.Typer(no_args_is_help=True, help="A persistent gallery: enrol classes from one example, identify, verify.",
@@ -23,17 +22,12 @@ app = typer.Typer(no_args_is_help=True, help="A persistent gallery: enrol classe
 GalleryPath = Annotated[Path, typer.Argument(help="The gallery file (SQLite).")]
 ENCODER_HELP = "A built-in encoder name, a checkpoint file (.safetensors) or a model folder"
 EncoderOpt = Annotated[Optional[str], typer.Option("--encoder", help=f"{ENCODER_HELP}; default: the one the gallery was created with.")]
-Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
 def _open(path: Path, encoder: Optional[str] = None):
     from oneshot.gallery import Gallery
 
     return Gallery.open(path, encoder=encoder, create=False)
-
-
-def _echo_json(obj: object) -> None:
-    typer.echo(json.dumps(obj, default=str))
 
 
 SmilesOpt = Annotated[Optional[list[str]], typer.Option("--smiles", help="A molecule as SMILES (repeatable); for molecule galleries.")]
@@ -69,8 +63,7 @@ def _molecules(g, smiles: Optional[list[str]], csv_path: Optional[Path], column:
     return out
 
 
-@app.command()
-@user_errors
+@command(app)
 def create(
     gallery: GalleryPath,
     encoder: Annotated[str, typer.Option("--encoder", help=f"{ENCODER_HELP} the gallery will use.")],
@@ -86,13 +79,12 @@ def create(
     with Gallery.open(gallery, encoder=encoder, store=store, approx_above=approx_above) as g:
         info = g.info()
     if as_json:
-        _echo_json(info)
+        echo_json(info)
     else:
         typer.echo(f"created {gallery}: encoder {info['encoder']} ({info['dim']}-d embeddings), stores {store}")
 
 
-@app.command()
-@user_errors
+@command(app)
 def enrol(
     gallery: GalleryPath,
     label: Annotated[Optional[str], typer.Argument(help="Class label (omit with --folder).")] = None,
@@ -143,7 +135,7 @@ def enrol(
 
 def _print_enrolments(gallery: Path, reports: list[dict], as_json: bool) -> None:
     if as_json:
-        _echo_json({"gallery": str(gallery), "enrolments": reports})
+        echo_json({"gallery": str(gallery), "enrolments": reports})
         return
     for r in reports:
         what = "enrolled" if r["created"] else "refined"
@@ -154,8 +146,7 @@ def _print_enrolments(gallery: Path, reports: list[dict], as_json: bool) -> None
             typer.echo(f"  note: {n}")
 
 
-@app.command()
-@user_errors
+@command(app)
 def identify(
     gallery: GalleryPath,
     queries: Annotated[Optional[list[Path]], typer.Argument(help="Query files.")] = None,
@@ -180,7 +171,7 @@ def identify(
         res = g.identify(examples, k=k)
     rows = [dict(r.to_dict(), query=q) for q, r in zip(names, res)]
     if as_json:
-        _echo_json({"gallery": str(gallery), "results": rows})
+        echo_json({"gallery": str(gallery), "results": rows})
         return
     th = res[0].threshold if res else None
     table = Table(title=f"identify (threshold {th:.3f})" if th is not None else "identify (no threshold: run calibrate)")
@@ -192,8 +183,7 @@ def identify(
     Console().print(table)
 
 
-@app.command()
-@user_errors
+@command(app)
 def verify(
     gallery: GalleryPath,
     query: Annotated[Path, typer.Argument(help="The query file.")],
@@ -206,7 +196,7 @@ def verify(
     with _open(gallery, encoder) as g:
         res = g.verify(query, label, confirm=confirm)
     if as_json:
-        _echo_json(res.to_dict())
+        echo_json(res.to_dict())
     else:
         verdict = "accept" if res.accepted else "reject"
         typer.echo(f"{verdict} {label!r}: score {res.score:.3f} vs threshold {res.threshold:.3f}" + (" (template adapted)" if res.adapted else ""))
@@ -214,8 +204,7 @@ def verify(
         raise typer.Exit(1)
 
 
-@app.command()
-@user_errors
+@command(app)
 def forget(gallery: GalleryPath, label: Annotated[str, typer.Argument(help="The class to remove.")]) -> None:
     """Remove a class and its examples."""
     with _open(gallery) as g:
@@ -223,8 +212,7 @@ def forget(gallery: GalleryPath, label: Annotated[str, typer.Argument(help="The 
     typer.echo(f"forgot {label!r} ({n} examples)")
 
 
-@app.command()
-@user_errors
+@command(app)
 def rename(gallery: GalleryPath, old: Annotated[str, typer.Argument()], new: Annotated[str, typer.Argument()]) -> None:
     """Rename a class."""
     with _open(gallery) as g:
@@ -232,8 +220,7 @@ def rename(gallery: GalleryPath, old: Annotated[str, typer.Argument()], new: Ann
     typer.echo(f"renamed {old!r} to {new!r}")
 
 
-@app.command("list")
-@user_errors
+@command(app, "list")
 def list_classes(gallery: GalleryPath, as_json: Json = False) -> None:
     """The gallery's classes, encoder, thresholds and calibration."""
     from dataclasses import asdict
@@ -242,7 +229,7 @@ def list_classes(gallery: GalleryPath, as_json: Json = False) -> None:
         info = g.info()
         classes = g.list()
     if as_json:
-        _echo_json(dict(info, class_list=[asdict(c) for c in classes]))
+        echo_json(dict(info, class_list=[asdict(c) for c in classes]))
         return
     table = Table(title=f"{gallery}: {info['classes']} classes, {info['examples']} examples, encoder {info['encoder']}, {info['index']['kind']} index")
     for col in ("label", "examples", "adaptation", "updated"):
@@ -264,8 +251,7 @@ def list_classes(gallery: GalleryPath, as_json: Json = False) -> None:
         typer.echo(f"warning: {info['warning']}")
 
 
-@app.command()
-@user_errors
+@command(app)
 def calibrate(
     gallery: GalleryPath,
     folder: Annotated[Optional[Path], typer.Option(help="Validation classes: one sub-folder of examples per class, none of them enrolled.")] = None,
@@ -297,7 +283,7 @@ def calibrate(
             rec = g.calibrate(x, val.labels.numpy(), target_far=far, gallery_size=gallery_size, trials=trials,
                               seed=seed, source="omniglot lake val")
     if as_json:
-        _echo_json(rec)
+        echo_json(rec)
         return
     m = rec["measured"]
     typer.echo(f"target false-accept rate {far:g} on {rec['validation_classes']} validation classes "
@@ -309,8 +295,7 @@ def calibrate(
         typer.echo(f"  note: {n}")
 
 
-@app.command()
-@user_errors
+@command(app)
 def threshold(
     gallery: GalleryPath,
     identify: Annotated[Optional[float], typer.Option(help="Identify threshold (cosine).")] = None,
@@ -325,8 +310,7 @@ def threshold(
     typer.echo(f"thresholds: identify {t['identify']}, verify {t['verify']} (manual)")
 
 
-@app.command()
-@user_errors
+@command(app)
 def adapt(
     gallery: GalleryPath,
     label: Annotated[str, typer.Argument(help="The class.")],
@@ -340,8 +324,7 @@ def adapt(
     typer.echo(f"adaptation of {label!r}: " + (f"rate {rate:g}" if rate else "off"))
 
 
-@app.command()
-@user_errors
+@command(app)
 def export(gallery: GalleryPath, out: Annotated[Path, typer.Argument(help="New file for the copy.")]) -> None:
     """Write a consistent copy of the gallery (itself a gallery file)."""
     with _open(gallery) as g:
@@ -349,8 +332,7 @@ def export(gallery: GalleryPath, out: Annotated[Path, typer.Argument(help="New f
     typer.echo(f"exported {gallery} to {out}")
 
 
-@app.command("import")
-@user_errors
+@command(app, "import")
 def import_(
     gallery: GalleryPath,
     source: Annotated[Path, typer.Argument(help="A gallery (or export) with the same encoder.")],
@@ -362,8 +344,7 @@ def import_(
     typer.echo(f"imported {n} classes from {source}")
 
 
-@app.command()
-@user_errors
+@command(app)
 def reembed(
     gallery: GalleryPath,
     encoder: Annotated[str, typer.Option("--encoder", help=f"The new encoder: {ENCODER_HELP}.")],

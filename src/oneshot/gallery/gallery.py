@@ -1,7 +1,10 @@
 """``Gallery``: enrol classes from one example, identify, verify, reject strangers -- persistent and exact.
 
-The SQLite store (:mod:`oneshot.gallery.store`) is the truth; the FAISS index (:mod:`oneshot.gallery.index`)
-is a cache caught up from the store's change log before every search. Each class has one *template*: the
+A thin front over named parts: the store (:mod:`~oneshot.gallery.class_store`) is the truth; the index cache
+(:mod:`~oneshot.gallery.index_cache`) is caught up from the store's change log before every search;
+enrolment (:mod:`~oneshot.gallery.enrolment`) and its quality report (:mod:`~oneshot.gallery.quality`),
+calibration, and re-embedding / export / import (:mod:`~oneshot.gallery.transfer`) each live in their own
+module, and what the verbs return in :mod:`~oneshot.gallery.results`. Each class has one *template*: the
 L2-normalised mean of its examples' L2-normalised embeddings (its prototype), optionally adapted over time.
 Scores are cosine similarities in [-1, 1]; higher means more alike.
 
@@ -17,27 +20,23 @@ Example::
 
 from __future__ import annotations
 
-import json
-import re
-import sqlite3
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from oneshot.errors import OneshotError
-from oneshot.gallery import calibration
-from oneshot.modalities import Embedder, Example, Inline, check_vectors, fingerprint_id, fingerprint_modality, load_embedder, vector_fingerprint
-from oneshot.modalities.base import read_file
+from oneshot.gallery import adaptation, calibration, transfer
+from oneshot.gallery.binding import check_embedder, load_recorded, new_gallery_meta
+from oneshot.gallery.class_store import ClassStore, from_blob
+from oneshot.gallery.enrolment import Prepared, one_vector_each, prepare, write_enrolments
+from oneshot.gallery.examples import as_list, check_label, embed_examples
 from oneshot.gallery.index import IndexSettings, TemplateIndex, index_class, pair_similarity
-from oneshot.gallery.store import Store, from_blob, to_blob
-
-STORE_MODES = ("inputs", "paths", "none")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-MAX_ADAPT_RATE = 0.5
-_CHUNK = 500
+from oneshot.gallery.index_cache import IndexCache
+from oneshot.gallery.quality import fill_report
+from oneshot.gallery.results import ClassInfo, EnrolReport, Identification, Match, Verification
+from oneshot.modalities import Embedder, Example, check_vectors, fingerprint_id, fingerprint_modality, load_embedder
 
 
 def _now() -> str:
@@ -46,125 +45,10 @@ def _now() -> str:
     return now_iso()
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
-    """Row-wise L2 normalisation of (B, D) (or (D,))."""
-    n = np.linalg.norm(v, axis=-1, keepdims=True)
-    return (v / np.maximum(n, 1e-12)).astype(np.float32)
-
-
-def _check_label(label: str) -> str:
-    if not isinstance(label, str) or not label.strip():
-        raise OneshotError("a class label must be a non-empty string")
-    label = label.strip()
-    if len(label) > 256 or _CONTROL.search(label):
-        raise OneshotError(f"label {label[:40]!r}... is too long or holds control characters: use a short plain name")
-    return label
-
-
-@dataclass
-class Match:
-    """One candidate class and its cosine similarity to the query."""
-
-    label: str
-    score: float
-
-
-@dataclass
-class Identification:
-    """The answer for one query: ``label`` is the best class, or None ("unknown") when its score is below
-    ``threshold``; without a threshold (not calibrated) the best class is returned and ``calibrated`` is False."""
-
-    label: str | None
-    score: float
-    candidates: list[Match]
-    threshold: float | None
-
-    @property
-    def known(self) -> bool:
-        return self.label is not None
-
-    @property
-    def calibrated(self) -> bool:
-        return self.threshold is not None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label if self.label is not None else "unknown", "known": self.known, "score": self.score,
-                "threshold": self.threshold, "candidates": [asdict(m) for m in self.candidates]}
-
-
-@dataclass
-class Verification:
-    """Accept or reject a claimed class: ``score`` >= ``threshold``; ``adapted`` when the template moved."""
-
-    label: str
-    score: float
-    accepted: bool
-    threshold: float
-    adapted: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class EnrolReport:
-    """What an enrolment did and whether its examples look trustworthy.
-
-    Attributes:
-        label: the class.
-        created: True when the class is new (else its template was refined).
-        examples_added / n_examples: examples added now / held in total.
-        self_scores: for each new example, its score against the class's *other* examples' prototype
-            (None when it is the class's only example).
-        nearest_other: the closest other class to the new examples and its score.
-        warnings: ``ambiguous: ...`` (an example is as close to another class as the acceptance threshold, or
-            closer than to its own class) and ``uncharacteristic: ...`` (far from the class's other examples).
-        notes: what could not be checked (e.g. no threshold yet).
-    """
-
-    label: str
-    created: bool
-    examples_added: int
-    n_examples: int
-    self_scores: list[float | None] = field(default_factory=list)
-    nearest_other: Match | None = None
-    warnings: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class ClassInfo:
-    """One enrolled class as listed."""
-
-    id: int
-    label: str
-    n_examples: int
-    adapt_rate: float
-    adaptations: int
-    created: str
-    updated: str
-    metadata: dict[str, Any]
-
-
-@dataclass
-class _Prepared:
-    """Validated examples of one enrolment: unit embeddings (n, D) and what is stored with each."""
-
-    label: str
-    vectors: np.ndarray
-    inputs: list[bytes | None]
-    paths: list[str | None]
-    sources: list[str]
-    metadata: dict[str, Any] | None = None
-
-
 class Gallery:
     """A persistent gallery of classes, each enrolled from as little as one example. Use :meth:`open`."""
 
-    def __init__(self, store: Store, encoder: Embedder | None) -> None:
+    def __init__(self, store: ClassStore, encoder: Embedder | None) -> None:
         self.store = store
         self.path = store.path
         self._encoder = encoder
@@ -173,10 +57,8 @@ class Gallery:
         self.fingerprint: dict[str, Any] = meta["fingerprint"]
         self.store_mode: str = meta.get("store", "inputs")
         self.settings = IndexSettings.from_dict(meta.get("index"))
-        self._index: TemplateIndex | None = None
-        self._gen = 0
-        self._epoch = int(meta.get("epoch", 0))
-        self._saved_gen = -1
+        self.index_cache = IndexCache(self.path.with_name(self.path.name + ".faiss"), self.dim, int(meta.get("epoch", 0)), self.settings)
+        self.index_cache.kind = index_class(self.fingerprint)  # cosine, or the similarity the embedder declares
 
     # ================================================================== opening
     @classmethod
@@ -196,8 +78,9 @@ class Gallery:
 
         Args:
             path: the gallery file (SQLite); its index cache is ``<path>.faiss``.
-            encoder: a checkpoint path or an :class:`Encoder`. An existing gallery refuses an encoder with another
-                fingerprint; when None, the checkpoint recorded at creation is loaded on first use.
+            encoder: a built-in embedder name, a checkpoint or model folder path, or an
+                :class:`~oneshot.modalities.Embedder`. An existing gallery refuses an embedder with another
+                fingerprint; when None, the embedder recorded at creation is loaded on first use.
             create: create a missing gallery (else it is an error).
             dim: for a new gallery without an encoder: the size of the embeddings it will be given.
             store: what a new gallery keeps of each example besides its embedding: ``inputs`` (the bytes, so
@@ -207,42 +90,19 @@ class Gallery:
             name: fingerprint name of a vector gallery (no encoder).
         """
         path = Path(path)
-        enc = cls._load_encoder(encoder)
+        enc = None if encoder is None else load_embedder(encoder)
         if path.exists():
-            st = Store.open(path)
+            st = ClassStore.open(path)
         else:
             if not create:
                 raise OneshotError(f"gallery {path} does not exist: create it with `oneshot gallery create`")
-            if store not in STORE_MODES:
-                raise OneshotError(f"unknown store mode {store!r}: choose one of {', '.join(STORE_MODES)}")
-            if enc is None and dim is None:
-                raise OneshotError("a new gallery needs an encoder checkpoint (or, for precomputed vectors, their dim)")
-            if enc is not None and dim is not None and dim != enc.dim:
-                raise OneshotError(f"dim {dim} does not match the encoder's {enc.dim}: leave dim out")
-            fp = enc.fingerprint if enc is not None else vector_fingerprint(int(dim), name)  # type: ignore[arg-type]
-            settings = IndexSettings()
-            meta = {"fingerprint": fp, "dim": int(fp["dim"]), "store": store, "index": settings.to_dict(),
-                    "encoder_path": enc.spec if enc is not None else None,
-                    "threshold": None, "calibration": None, "created": _now()}
-            st = Store.create(path, meta)
+            st = ClassStore.create(path, new_gallery_meta(enc, dim, store, name, _now()))
         g = cls(st, None)
         if enc is not None:
-            g._check_encoder(enc)
-            g._encoder = enc
+            g._encoder = check_embedder(path, g.fingerprint, enc)
         if approx_above is not None or ef_search is not None:
             g.set_index_settings(approx_above=approx_above, ef_search=ef_search)
         return g
-
-    @staticmethod
-    def _load_encoder(encoder: str | Path | Embedder | None) -> Embedder | None:
-        return None if encoder is None else load_embedder(encoder)
-
-    def _check_encoder(self, enc: Embedder) -> None:
-        if fingerprint_id(enc.fingerprint) != fingerprint_id(self.fingerprint):
-            raise OneshotError(
-                f"gallery {self.path} was built with encoder {fingerprint_id(self.fingerprint)} "
-                f"({self.fingerprint.get('kind')}), this one is {fingerprint_id(enc.fingerprint)}: use the gallery's "
-                "encoder, or move the gallery to the new one with `oneshot gallery reembed`")
 
     @property
     def modality(self) -> str:
@@ -253,23 +113,13 @@ class Gallery:
     def encoder(self) -> Embedder:
         """The gallery's embedder, loaded from the recorded spec (built-in name or path) on first use."""
         if self._encoder is None:
-            if self.modality == "vectors":
-                raise OneshotError(f"gallery {self.path} holds precomputed vectors and has no encoder: give embeddings, not files")
-            where = self.store.get_meta("encoder_path")
-            if not where:
-                raise OneshotError(f"gallery {self.path} records no encoder: pass --encoder")
-            try:
-                enc = load_embedder(where)
-            except OneshotError as exc:
-                raise OneshotError(f"the encoder of gallery {self.path} ({where}) cannot be loaded ({exc}): pass --encoder") from None
-            self._check_encoder(enc)
-            self._encoder = enc
+            self._encoder = load_recorded(self.path, self.fingerprint, self.modality, self.store.get_meta("encoder_path"))
         return self._encoder
 
     def close(self) -> None:
         """Save the index cache when it moved on since it was loaded, then close the database."""
         try:
-            if self._index is not None and self._gen != self._saved_gen:
+            if self.index_cache.unsaved:
                 self.save_index()
         finally:
             self.store.close()
@@ -283,253 +133,47 @@ class Gallery:
     # ================================================================== index cache
     @property
     def index_path(self) -> Path:
-        return self.path.with_name(self.path.name + ".faiss")
+        return self.index_cache.path
 
     def save_index(self) -> None:
         """Write the index cache (atomically) with its epoch and generation."""
-        idx = self._ensure_index()
-        idx.save(self.index_path, self._epoch, self._gen)
-        self._saved_gen = self._gen
+        self._index()
+        self.index_cache.save()
 
-    def _read_all_templates(self, conn: sqlite3.Connection) -> tuple[np.ndarray, np.ndarray]:
-        ids: list[int] = []
-        blobs: list[bytes] = []
-        cur = conn.execute("SELECT id, template FROM classes ORDER BY id")
-        while rows := cur.fetchmany(65536):
-            for i, b in rows:
-                ids.append(i)
-                blobs.append(b)
-        if not ids:
-            return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
-        t = np.frombuffer(b"".join(blobs), dtype=np.float32)
-        if t.size != len(ids) * self.dim:
-            raise OneshotError(f"gallery {self.path} holds templates of the wrong size: it is damaged; restore it from an export")
-        return np.asarray(ids, np.int64), t.reshape(len(ids), self.dim)
+    def _index(self) -> TemplateIndex:
+        """The index, caught up with every change committed so far (in one read snapshot of the store)."""
+        with self.store.read():
+            if int(self.store.get_meta("epoch", 0)) != self.index_cache.epoch:
+                self._adopt_new_epoch()
+            return self.index_cache.current(self.store)
 
-    def _templates_of(self, conn: sqlite3.Connection, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        got_ids, got = [], []
-        ids = list(ids)
-        for s in range(0, len(ids), _CHUNK):
-            part = ids[s:s + _CHUNK]
-            q = f"SELECT id, template FROM classes WHERE id IN ({','.join('?' * len(part))})"
-            for i, b in conn.execute(q, part):
-                got_ids.append(i)
-                got.append(from_blob(b, self.dim))
-        return np.asarray(got_ids, np.int64), (np.stack(got) if got else np.zeros((0, self.dim), np.float32))
-
-    def _refresh_meta(self, conn: sqlite3.Connection) -> None:
+    def _adopt_new_epoch(self) -> None:
         """After another process re-embedded the gallery: reload dim and fingerprint, refuse a stale encoder."""
-        meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
-        self.dim = int(meta["dim"])
-        self.fingerprint = meta["fingerprint"]
-        self._epoch = int(meta.get("epoch", 0))
+        meta = self.store.all_meta()
+        self.dim, self.fingerprint = int(meta["dim"]), meta["fingerprint"]
         self.settings = IndexSettings.from_dict(meta.get("index"))
+        self.index_cache.reset(self.dim, int(meta.get("epoch", 0)), self.settings)
+        self.index_cache.kind = index_class(self.fingerprint)
         if self._encoder is not None and fingerprint_id(self._encoder.fingerprint) != fingerprint_id(self.fingerprint):
             self._encoder = None
             raise OneshotError(f"gallery {self.path} was re-embedded with another encoder meanwhile: reopen it with that encoder")
 
-    def _ensure_index(self) -> TemplateIndex:
-        """The index, caught up with every change committed so far (loaded, caught up or rebuilt)."""
-        with self.store.read() as conn:
-            gen = self.store.generation(conn)
-            epoch = int(json.loads(conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0]))
-            if epoch != self._epoch:
-                self._refresh_meta(conn)
-                self._index = None
-            if self._index is not None and self._gen == gen:
-                return self._index  # nothing changed since the last search
-            n = int(conn.execute("SELECT COUNT(*) FROM classes").fetchone()[0])
-            if self._index is None and self.index_path.is_file():
-                loaded = index_class(self.fingerprint).load(self.index_path, self.settings)
-                if loaded is not None:
-                    idx, f_epoch, f_gen = loaded
-                    if f_epoch == self._epoch and idx.dim == self.dim and f_gen <= gen:
-                        self._index, self._gen, self._saved_gen = idx, f_gen, f_gen
-            if self._index is not None and self._gen < gen:
-                changed = np.array([r[0] for r in conn.execute(
-                    "SELECT DISTINCT class_id FROM changes WHERE seq > ? AND seq <= ?", (self._gen, gen))], np.int64)
-                if len(changed) > max(10000, n // 2):
-                    self._index = None
-                else:
-                    present, templates = self._templates_of(conn, changed.tolist())
-                    self._index.apply(changed, present, templates)
-                    self._gen = gen
-            if self._index is not None and (self._index.live != n or self._index.wants_rebuild(n)):
-                self._index = None
-            if self._index is None:
-                ids, templates = self._read_all_templates(conn)
-                self._index = index_class(self.fingerprint).build(self.dim, ids, templates, self.settings)
-                self._gen = gen
-        return self._index
-
     # ================================================================== inputs -> embeddings
-    def _prepare(self, label: str, examples: Sequence[Example] | np.ndarray, metadata: dict | None = None) -> _Prepared:
-        """Validate and embed one enrolment's examples before anything is written."""
-        label = _check_label(label)
-        if isinstance(examples, (str, Path, bytes, Inline)):
-            examples = [examples]
-        if isinstance(examples, np.ndarray) and examples.dtype != object:
-            if examples.ndim not in (1, 2):
-                raise OneshotError(f"examples of {label!r} have shape {examples.shape}: give (D,) or (n, D) embeddings")
-            examples = list(np.atleast_2d(examples))
-        if examples is None or len(examples) == 0:
-            raise OneshotError(f"no examples given for {label!r}: enrol at least one")
-        vec_rows: dict[int, np.ndarray] = {}
-        raw: list[tuple[int, bytes, str, str | None]] = []
-        for i, ex in enumerate(examples):
-            if isinstance(ex, np.ndarray):
-                vec_rows[i] = check_vectors(ex, self.dim, f"example {i} of {label!r}")[0]
-            else:
-                r = self.encoder.read(ex)
-                raw.append((i, r.data, r.name, r.path))
-        vectors = np.zeros((len(examples), self.dim), np.float32)
-        inputs: list[bytes | None] = [None] * len(examples)
-        paths: list[str | None] = [None] * len(examples)
-        sources = ["vector"] * len(examples)
-        for i, v in vec_rows.items():
-            vectors[i] = v
-        if raw:
-            emb = self.encoder.embed([r[1] for r in raw], [r[2] for r in raw])
-            emb = check_vectors(emb, self.dim, f"the encoder's embedding of {label!r}")
-            for (i, data, name, p), v in zip(raw, emb):
-                vectors[i] = v
-                sources[i] = name
-                if self.store_mode == "inputs":
-                    inputs[i] = data
-                elif self.store_mode == "paths":
-                    paths[i] = p
-        return _Prepared(label, vectors, inputs, paths, sources, metadata)
+    def _prepare(self, label: str, examples: Sequence[Example] | np.ndarray, metadata: dict | None = None) -> Prepared:
+        return prepare(label, examples, self.dim, lambda: self.encoder, self.store_mode, metadata)
 
     def embed(self, queries: Sequence[Example] | np.ndarray) -> np.ndarray:
         """Queries (files, bytes or (D,)/(B, D) embeddings) -> L2-normalised float32 (B, D)."""
         if isinstance(queries, np.ndarray) and queries.dtype != object:
             return check_vectors(queries, self.dim, "query")
-        if isinstance(queries, (str, Path, bytes, Inline)):
-            queries = [queries]
-        if len(queries) == 0:
-            raise OneshotError("no queries given")
-        out = np.zeros((len(queries), self.dim), np.float32)
-        raw = []
-        for i, q in enumerate(queries):
-            if isinstance(q, np.ndarray):
-                out[i] = check_vectors(q, self.dim, f"query {i}")[0]
-            else:
-                r = self.encoder.read(q)
-                raw.append((i, r.data, r.name))
-        if raw:
-            emb = check_vectors(self.encoder.embed([r[1] for r in raw], [r[2] for r in raw]), self.dim, "the encoder's embedding")
-            for (i, _, _), v in zip(raw, emb):
-                out[i] = v
-        return out
+        items = as_list(queries, "no queries given")
+        return embed_examples(items, self.dim, lambda: self.encoder, lambda i: f"query {i}", "the encoder's embedding")[0]
 
     # ================================================================== enrolment
-    def _existing(self, conn: sqlite3.Connection, labels: list[str]) -> dict[str, tuple[int, int]]:
-        found: dict[str, tuple[int, int]] = {}
-        for s in range(0, len(labels), _CHUNK):
-            part = labels[s:s + _CHUNK]
-            q = f"SELECT label, id, n_examples FROM classes WHERE label IN ({','.join('?' * len(part))})"
-            for lab, i, n in conn.execute(q, part):
-                found[lab] = (i, n)
-        return found
-
-    def _example_vectors(self, conn: sqlite3.Connection, class_id: int) -> np.ndarray:
-        rows = conn.execute("SELECT embedding FROM examples WHERE class_id = ? ORDER BY id", (class_id,)).fetchall()
-        return np.stack([from_blob(r[0], self.dim) for r in rows]) if rows else np.zeros((0, self.dim), np.float32)
-
-    def _write(self, conn: sqlite3.Connection, items: list[_Prepared]) -> list[tuple[int, bool, int]]:
-        """Insert or refine the classes of ``items`` inside the caller's transaction.
-        Returns (class id, created, total examples) per item."""
-        now = _now()
-        merged: dict[str, _Prepared] = {}
-        for it in items:  # the same label twice in one batch is one enrolment of all its examples
-            if it.label in merged:
-                m = merged[it.label]
-                merged[it.label] = _Prepared(it.label, np.concatenate([m.vectors, it.vectors]), m.inputs + it.inputs,
-                                             m.paths + it.paths, m.sources + it.sources, m.metadata or it.metadata)
-            else:
-                merged[it.label] = it
-        existing = self._existing(conn, list(merged))
-        result: dict[str, tuple[int, bool, int]] = {}
-        new = [it for lab, it in merged.items() if lab not in existing]
-        if new:
-            row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'classes'").fetchone()
-            first = (int(row[0]) if row else 0) + 1
-            ids = range(first, first + len(new))
-            conn.executemany(
-                "INSERT INTO classes (id, label, template, n_examples, metadata, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(cid, it.label, to_blob(it.vectors[0] if len(it.vectors) == 1 else _unit(it.vectors.mean(0))), len(it.vectors),
-                  json.dumps(it.metadata) if it.metadata else "{}", now, now) for cid, it in zip(ids, new)])
-            for cid, it in zip(ids, new):
-                result[it.label] = (cid, True, len(it.vectors))
-        examples = []
-        for it in merged.values():
-            if it.label in existing:
-                cid, _ = existing[it.label]
-                allv = np.concatenate([self._example_vectors(conn, cid), it.vectors])
-                meta_sql, meta_args = ("", ()) if it.metadata is None else (", metadata = ?", (json.dumps(it.metadata),))
-                conn.execute(f"UPDATE classes SET template = ?, n_examples = ?, adaptations = 0, updated = ?{meta_sql} WHERE id = ?",
-                             (to_blob(_unit(allv.mean(0))), len(allv), now, *meta_args, cid))
-                result[it.label] = (cid, False, len(allv))
-            cid = result[it.label][0]
-            examples.extend((cid, to_blob(v), inp, p, src, now)
-                            for v, inp, p, src in zip(it.vectors, it.inputs, it.paths, it.sources))
-        conn.executemany("INSERT INTO examples (class_id, embedding, input, input_path, source, added) VALUES (?, ?, ?, ?, ?, ?)", examples)
-        conn.executemany("INSERT INTO changes (class_id) VALUES (?)", [(r[0],) for r in result.values()])
-        return [result[it.label] for it in items]
-
-    def _quality(self, prep: _Prepared, report: EnrolReport, own_id: int | None, previous: np.ndarray) -> None:
-        """Fill the report's self scores, nearest other class and warnings (before the write)."""
-        th = self.thresholds()["verify"]
-        if th is None:
-            report.notes.append("no threshold yet: run calibrate for ambiguity warnings")
-        allv = np.concatenate([previous, prep.vectors])
-        n_prev = len(previous)
-        for j in range(len(prep.vectors)):
-            others = np.delete(allv, n_prev + j, axis=0)
-            if len(others) == 0:
-                report.self_scores.append(None)
-                continue
-            s_self = float(prep.vectors[j] @ _unit(others.mean(0)))
-            report.self_scores.append(s_self)
-            if th is not None and s_self < th:
-                report.warnings.append(f"uncharacteristic: example {j} scores {s_self:.3f} against the class's other "
-                                       f"examples, below the acceptance threshold {th:.3f}; check it is really {prep.label!r}")
-            elif len(others) >= 3:
-                loo = np.array([float(others[i] @ _unit(np.delete(others, i, 0).mean(0))) for i in range(len(others))])
-                floor = float(loo.mean() - 3 * loo.std())
-                if s_self < floor:
-                    report.warnings.append(f"uncharacteristic: example {j} scores {s_self:.3f} against the class's other "
-                                           f"examples, far below theirs ({loo.mean():.3f} +- {loo.std():.3f})")
-        idx = self._ensure_index()
-        if idx.live == 0:
-            return
-        scores, ids = idx.search(prep.vectors, min(3, idx.live))
-        best: tuple[float, int, int] | None = None
-        for j in range(len(prep.vectors)):
-            for s, i in zip(scores[j], ids[j]):
-                if i >= 0 and i != own_id:
-                    if best is None or s > best[0]:
-                        best = (float(s), int(i), j)
-                    break
-        if best is None:
-            return
-        row = self.store.conn.execute("SELECT label FROM classes WHERE id = ?", (best[1],)).fetchone()
-        if row is None:
-            return
-        report.nearest_other = Match(row[0], best[0])
-        for j in range(len(prep.vectors)):
-            for s, i in zip(scores[j], ids[j]):
-                if i < 0 or i == own_id:
-                    continue
-                other = self.store.conn.execute("SELECT label FROM classes WHERE id = ?", (int(i),)).fetchone()
-                name = other[0] if other else f"#{i}"
-                s_self = report.self_scores[j]
-                if th is not None and s >= th:
-                    report.warnings.append(f"ambiguous: example {j} scores {s:.3f} against {name!r}, above the acceptance "
-                                           f"threshold {th:.3f}; it may be confused with that class")
-                elif s_self is not None and s > s_self:
-                    report.warnings.append(f"ambiguous: example {j} is closer to {name!r} ({s:.3f}) than to its own class ({s_self:.3f})")
-                break
+    def _write(self, items: list[Prepared]) -> list[tuple[int, bool, int]]:
+        """Write enrolments in one transaction: (class id, created, total examples) per item."""
+        with self.store.write() as tx:
+            return write_enrolments(tx, items, self.dim, _now())
 
     def enrol(self, label: str, examples: Sequence[Example] | np.ndarray, *, metadata: dict[str, Any] | None = None,
               check: bool = True) -> EnrolReport:
@@ -544,32 +188,26 @@ class Gallery:
             check: compute the quality report's warnings (one search).
         """
         prep = self._prepare(label, examples, metadata)
-        row = self.store.conn.execute("SELECT id FROM classes WHERE label = ?", (prep.label,)).fetchone()
-        previous = self._example_vectors(self.store.conn, row[0]) if row else np.zeros((0, self.dim), np.float32)
-        report = EnrolReport(prep.label, row is None, len(prep.vectors), len(previous) + len(prep.vectors))
+        own = self.store.class_id(prep.label)
+        previous = self.store.example_vectors(own, self.dim) if own is not None else np.zeros((0, self.dim), np.float32)
+        report = EnrolReport(prep.label, own is None, len(prep.vectors), len(previous) + len(prep.vectors))
         if check:
-            self._quality(prep, report, row[0] if row else None, previous)
-        with self.store.write() as conn:
-            _, created, total = self._write(conn, [prep])[0]
-        report.created, report.n_examples = created, total
+            fill_report(report, prep.vectors, previous, own, self.thresholds()["verify"], self._index(), self.store.labels_of)
+        _, report.created, report.n_examples = self._write([prep])[0]
         return report
 
     def enrol_many(self, items: Iterable[tuple[str, Sequence[Example] | np.ndarray]], *, batch: int = 1000) -> int:
         """Bulk enrolment without quality checks: ``batch`` enrolments per transaction (each enrolment is
         still wholly present or absent). Returns the number of enrolments written."""
         done = 0
-        pending: list[_Prepared] = []
+        pending: list[Prepared] = []
         for label, examples in items:
             pending.append(self._prepare(label, examples))
             if len(pending) >= batch:
-                with self.store.write() as conn:
-                    self._write(conn, pending)
-                done += len(pending)
+                done += len(self._write(pending))
                 pending = []
         if pending:
-            with self.store.write() as conn:
-                self._write(conn, pending)
-            done += len(pending)
+            done += len(self._write(pending))
         return done
 
     def enrol_vectors(self, labels: Sequence[str], vectors: np.ndarray, *, batch: int = 10000) -> int:
@@ -580,10 +218,7 @@ class Gallery:
         done = 0
         for s in range(0, len(labels), batch):
             v = check_vectors(vectors[s:s + batch], self.dim, "vectors")
-            items = [_Prepared(_check_label(lab), v[i:i + 1], [None], [None], ["vector"]) for i, lab in enumerate(labels[s:s + batch])]
-            with self.store.write() as conn:
-                self._write(conn, items)
-            done += len(items)
+            done += len(self._write(one_vector_each(labels[s:s + batch], v)))
         return done
 
     # ================================================================== queries
@@ -592,18 +227,10 @@ class Gallery:
         t = self.store.get_meta("threshold") or {}
         return {"identify": t.get("identify"), "verify": t.get("verify")}
 
-    def _labels(self, ids: Iterable[int]) -> dict[int, str]:
-        ids = sorted({int(i) for i in ids if i >= 0})
-        out: dict[int, str] = {}
-        for s in range(0, len(ids), _CHUNK):
-            part = ids[s:s + _CHUNK]
-            out.update(self.store.conn.execute(f"SELECT id, label FROM classes WHERE id IN ({','.join('?' * len(part))})", part).fetchall())
-        return out
-
     def search(self, queries: Sequence[Example] | np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
         """Raw top-k: (B, k) cosine scores and (B, k) class ids (-1 pads) -- for benchmarks and batch work."""
         q = self.embed(queries)
-        idx = self._ensure_index()
+        idx = self._index()
         if idx.live == 0:
             raise OneshotError(f"gallery {self.path} is empty: enrol a class first")
         return idx.search(q, max(1, min(k, idx.live)))
@@ -613,7 +240,7 @@ class Gallery:
         if k < 1:
             raise OneshotError("k must be at least 1")
         scores, ids = self.search(queries, k)
-        names = self._labels(ids.ravel())
+        names = self.store.labels_of(ids.ravel())
         th = self.thresholds()["identify"]
         out = []
         for srow, irow in zip(scores, ids):
@@ -622,13 +249,6 @@ class Gallery:
             known = best is not None and (th is None or best.score >= th)
             out.append(Identification(best.label if known else None, best.score if best else float("-inf"), cands, th))
         return out
-
-    def _class_row(self, label: str) -> tuple:
-        row = self.store.conn.execute(
-            "SELECT id, template, adapt_rate, adapt_min_score, metadata FROM classes WHERE label = ?", (label,)).fetchone()
-        if row is None:
-            raise OneshotError(f"no class {label!r} in gallery {self.path}: see `oneshot gallery list`")
-        return row
 
     def verify(self, query: Example, label: str, *, confirm: bool = False) -> Verification:
         """Accept or reject ``query`` as ``label`` (score >= the verify threshold).
@@ -639,32 +259,17 @@ class Gallery:
         th = self.thresholds()["verify"]
         if th is None:
             raise OneshotError(f"gallery {self.path} has no verify threshold: run `oneshot gallery calibrate` or set one")
-        cid, blob, rate, min_score, meta = self._class_row(_check_label(label))
+        row = self.store.class_by_label(check_label(label))
         q = self.embed([query] if not isinstance(query, np.ndarray) else query)
         if len(q) != 1:
             raise OneshotError("verify takes one query")
-        score = pair_similarity(self.fingerprint, q[0], from_blob(blob, self.dim))
+        score = pair_similarity(self.fingerprint, q[0], from_blob(row.template, self.dim))
         res = Verification(label, score, score >= th, th)
-        if confirm and res.accepted and rate > 0:
-            floor = th if min_score is None else max(th, min_score)
+        if confirm and res.accepted and row.adapt_rate > 0:
+            floor = th if row.adapt_min_score is None else max(th, row.adapt_min_score)
             if score >= floor:
-                res.adapted = self._adapt(cid, q[0], json.loads(meta).get("adapt_max_drift", 0.8))
+                res.adapted = adaptation.adapt(self.store, row.id, q[0], row.metadata.get("adapt_max_drift", 0.8), self.dim, _now())
         return res
-
-    def _adapt(self, cid: int, q: np.ndarray, max_drift: float) -> bool:
-        with self.store.write() as conn:
-            row = conn.execute("SELECT template, adapt_rate FROM classes WHERE id = ?", (cid,)).fetchone()
-            if row is None:
-                return False
-            t = from_blob(row[0], self.dim)
-            new = _unit((1 - row[1]) * t + row[1] * q)
-            proto = _unit(self._example_vectors(conn, cid).mean(0))
-            if float(new @ proto) < max_drift:
-                return False  # bounded: never drift further than max_drift (cosine) from the enrolled examples
-            conn.execute("UPDATE classes SET template = ?, adaptations = adaptations + 1, updated = ? WHERE id = ?",
-                         (to_blob(new), _now(), cid))
-            conn.execute("INSERT INTO changes (class_id) VALUES (?)", (cid,))
-        return True
 
     def set_adaptation(self, label: str, rate: float, *, min_score: float | None = None, max_drift: float = 0.8) -> None:
         """Enable (rate in (0, 0.5]) or disable (rate 0) template adaptation for one class.
@@ -674,44 +279,25 @@ class Gallery:
             min_score: only matches scoring at least this adapt (default: the verify threshold).
             max_drift: the adapted template keeps at least this cosine to its enrolled examples' prototype.
         """
-        if not 0 <= rate <= MAX_ADAPT_RATE:
-            raise OneshotError(f"adaptation rate {rate} must be between 0 (off) and {MAX_ADAPT_RATE}")
-        with self.store.write() as conn:
-            row = conn.execute("SELECT id, metadata FROM classes WHERE label = ?", (_check_label(label),)).fetchone()
-            if row is None:
-                raise OneshotError(f"no class {label!r} in gallery {self.path}: see `oneshot gallery list`")
-            meta = json.loads(row[1])
-            meta["adapt_max_drift"] = float(max_drift)
-            conn.execute("UPDATE classes SET adapt_rate = ?, adapt_min_score = ?, metadata = ? WHERE id = ?",
-                         (float(rate), min_score, json.dumps(meta), row[0]))
+        adaptation.set_adaptation(self.store, label, rate, min_score, max_drift)
 
     # ================================================================== management
     def forget(self, label: str) -> int:
         """Remove a class and its examples; returns how many examples were removed."""
-        with self.store.write() as conn:
-            row = conn.execute("SELECT id, n_examples FROM classes WHERE label = ?", (_check_label(label),)).fetchone()
-            if row is None:
-                raise OneshotError(f"no class {label!r} in gallery {self.path}: see `oneshot gallery list`")
-            conn.execute("DELETE FROM examples WHERE class_id = ?", (row[0],))
-            conn.execute("DELETE FROM classes WHERE id = ?", (row[0],))
-            conn.execute("INSERT INTO changes (class_id) VALUES (?)", (row[0],))
-        return int(row[1])
+        with self.store.write() as tx:
+            row = self.store.class_by_label(check_label(label))
+            tx.delete_class(row.id)
+        return int(row.n_examples)
 
     def rename(self, old: str, new: str) -> None:
         """Rename a class (its id, template and examples stay)."""
-        old, new = _check_label(old), _check_label(new)
-        with self.store.write() as conn:
-            if conn.execute("SELECT 1 FROM classes WHERE label = ?", (old,)).fetchone() is None:
-                raise OneshotError(f"no class {old!r} in gallery {self.path}: see `oneshot gallery list`")
-            if conn.execute("SELECT 1 FROM classes WHERE label = ?", (new,)).fetchone() is not None:
-                raise OneshotError(f"class {new!r} already exists: forget it first or choose another name")
-            conn.execute("UPDATE classes SET label = ?, updated = ? WHERE label = ?", (new, _now(), old))
+        old, new = check_label(old), check_label(new)
+        with self.store.write() as tx:
+            tx.rename(old, new, _now())
 
     def list(self) -> list[ClassInfo]:
         """All classes, in enrolment order."""
-        rows = self.store.conn.execute(
-            "SELECT id, label, n_examples, adapt_rate, adaptations, created, updated, metadata FROM classes ORDER BY id")
-        return [ClassInfo(*r[:7], json.loads(r[7])) for r in rows]
+        return [ClassInfo(*r) for r in self.store.list_classes()]
 
     def __len__(self) -> int:
         return self.store.count()
@@ -719,14 +305,14 @@ class Gallery:
     def info(self) -> dict[str, Any]:
         """Summary: size, encoder fingerprint, thresholds and calibration, index kind."""
         meta = self.store.all_meta()
-        n_ex = int(self.store.conn.execute("SELECT COUNT(*) FROM examples").fetchone()[0])
-        idx = self._ensure_index()
+        n_ex = self.store.count_examples()
+        idx = self._index()
         info = {
             "path": str(self.path), "classes": len(self), "examples": n_ex, "dim": self.dim,
             "encoder": fingerprint_id(self.fingerprint), "fingerprint": self.fingerprint,
             "encoder_path": meta.get("encoder_path"), "store": self.store_mode, "threshold": meta.get("threshold"),
             "calibration": meta.get("calibration"), "index": {"kind": idx.kind, **self.settings.to_dict()},
-            "generation": self._gen, "created": meta.get("created"),
+            "generation": self.index_cache.generation, "created": meta.get("created"),
         }
         cal = meta.get("calibration")
         if cal and len(self) and not (cal["gallery_size"] / 2 <= len(self) <= cal["gallery_size"] * 2):
@@ -744,10 +330,9 @@ class Gallery:
             if ef_search < 1:
                 raise OneshotError("ef_search must be >= 1")
             self.settings.ef_search = int(ef_search)
-        with self.store.write() as conn:
-            Store.set_meta(conn, "index", self.settings.to_dict())
-        if self._index is not None:
-            self._index.settings = self.settings
+        with self.store.write() as tx:
+            tx.set_meta("index", self.settings.to_dict())
+        self.index_cache.set_settings(self.settings)
 
     def set_threshold(self, *, identify: float | None = None, verify: float | None = None) -> None:
         """Set thresholds by hand (recorded as ``manual``; the calibration record is kept for reference)."""
@@ -755,8 +340,8 @@ class Gallery:
             if v is not None and not -1 <= v <= 1:
                 raise OneshotError(f"threshold {v} is not a cosine similarity: give a value in [-1, 1]")
         cur = self.thresholds()
-        with self.store.write() as conn:
-            Store.set_meta(conn, "threshold", {
+        with self.store.write() as tx:
+            tx.set_meta("threshold", {
                 "identify": identify if identify is not None else cur["identify"],
                 "verify": verify if verify is not None else cur["verify"], "source": "manual", "set": _now()})
 
@@ -770,10 +355,10 @@ class Gallery:
         rec = calibration.calibrate(x, np.asarray(labels), target_far, size, trials, seed)
         rec["source"] = source
         rec["date"] = _now()
-        with self.store.write() as conn:
-            Store.set_meta(conn, "calibration", rec)
-            Store.set_meta(conn, "threshold", {"identify": rec["identify_threshold"], "verify": rec["verify_threshold"],
-                                               "source": "calibrated", "target_far": target_far, "set": rec["date"]})
+        with self.store.write() as tx:
+            tx.set_meta("calibration", rec)
+            tx.set_meta("threshold", {"identify": rec["identify_threshold"], "verify": rec["verify_threshold"],
+                                      "source": "calibrated", "target_far": target_far, "set": rec["date"]})
         return rec
 
     def calibrate_folder(self, folder: str | Path, **kwargs: Any) -> dict[str, Any]:
@@ -790,55 +375,19 @@ class Gallery:
         """Rebuild every template with a new encoder from the stored example inputs (or paths), in one
         transaction. Thresholds are cleared (they belong to the old encoder): calibrate again.
         Returns the number of examples re-embedded."""
-        enc = self._load_encoder(encoder)
-        assert enc is not None
+        enc = load_embedder(encoder)
         if self.fingerprint.get("kind") == "vectors":
             raise OneshotError(f"gallery {self.path} holds precomputed vectors with no inputs: it cannot be re-embedded")
-        rows = self.store.conn.execute("SELECT id, class_id, input, input_path, source FROM examples ORDER BY id").fetchall()
-        missing = [r for r in rows if r[2] is None and r[3] is None]
-        if missing:
-            raise OneshotError(f"{len(missing)} examples have neither a stored input nor a path (e.g. {missing[0][4]!r}): "
-                               "they cannot be re-embedded; forget their classes or re-enrol them")
-        new_vecs = np.zeros((len(rows), enc.dim), np.float32)
-        for s in range(0, len(rows), batch):
-            part = rows[s:s + batch]
-            data = [r[2] if r[2] is not None else read_file(r[3]).data for r in part]
-            new_vecs[s:s + len(part)] = check_vectors(enc.embed(data, [r[4] or r[3] or "<stored>" for r in part]), enc.dim, "embedding")
-        by_class: dict[int, list[int]] = {}
-        for j, r in enumerate(rows):
-            by_class.setdefault(r[1], []).append(j)
-        now = _now()
-        with self.store.write() as conn:
-            conn.executemany("UPDATE examples SET embedding = ? WHERE id = ?", [(to_blob(v), r[0]) for v, r in zip(new_vecs, rows)])
-            conn.executemany("UPDATE classes SET template = ?, adaptations = 0, updated = ? WHERE id = ?",
-                             [(to_blob(_unit(new_vecs[js].mean(0))), now, cid) for cid, js in by_class.items()])
-            conn.executemany("INSERT INTO changes (class_id) VALUES (?)", [(cid,) for cid in by_class])
-            Store.set_meta(conn, "fingerprint", enc.fingerprint)
-            Store.set_meta(conn, "dim", enc.dim)
-            Store.set_meta(conn, "encoder_path", enc.spec)
-            Store.set_meta(conn, "threshold", None)
-            Store.set_meta(conn, "epoch", self._epoch + 1)
-        self._encoder = enc
-        self.fingerprint, self.dim, self._epoch, self._index = enc.fingerprint, enc.dim, self._epoch + 1, None
-        self.index_path.unlink(missing_ok=True)
-        return len(rows)
+        n = transfer.reembed(self.store, enc, self.index_cache.epoch, batch, _now())
+        self._encoder, self.fingerprint, self.dim = enc, enc.fingerprint, enc.dim
+        self.index_cache.reset(enc.dim, self.index_cache.epoch + 1, self.settings)
+        self.index_cache.kind = index_class(self.fingerprint)
+        self.index_cache.discard()
+        return n
 
     def export(self, dest: str | Path) -> Path:
         """Write a consistent copy of the gallery (a gallery file itself) to ``dest``, which must not exist."""
-        dest = Path(dest)
-        if dest.exists():
-            raise OneshotError(f"{dest} already exists: choose a new file for the export")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.exporting")
-        tmp.unlink(missing_ok=True)
-        out = sqlite3.connect(tmp)
-        try:
-            self.store.conn.backup(out)
-            out.execute("PRAGMA journal_mode = DELETE")
-        finally:
-            out.close()
-        tmp.rename(dest)
-        return dest
+        return transfer.export(self.store, dest)
 
     def import_from(self, source: str | Path, *, on_conflict: str = "error") -> int:
         """Add the classes of another gallery with the same encoder fingerprint, in one transaction.
@@ -850,32 +399,4 @@ class Gallery:
         Returns:
             The number of classes imported or merged.
         """
-        if on_conflict not in ("error", "skip", "merge"):
-            raise OneshotError(f"unknown conflict policy {on_conflict!r}: choose error, skip or merge")
-        src = Store.open(source)
-        try:
-            fp = src.get_meta("fingerprint")
-            if fingerprint_id(fp) != fingerprint_id(self.fingerprint):
-                raise OneshotError(f"{source} was built with encoder {fingerprint_id(fp)}, this gallery with "
-                                   f"{fingerprint_id(self.fingerprint)}: re-embed one of them first")
-            classes = src.conn.execute("SELECT id, label, metadata FROM classes ORDER BY id").fetchall()
-            items = []
-            for cid, label, meta in classes:
-                ex = src.conn.execute("SELECT embedding, input, input_path, source FROM examples WHERE class_id = ? ORDER BY id",
-                                      (cid,)).fetchall()
-                if not ex:
-                    continue
-                vecs = np.stack([from_blob(e[0], self.dim) for e in ex])
-                items.append(_Prepared(label, vecs, [e[1] for e in ex], [e[2] for e in ex], [e[3] or "imported" for e in ex], json.loads(meta)))
-        finally:
-            src.close()
-        with self.store.write() as conn:
-            existing = self._existing(conn, [it.label for it in items])
-            if existing and on_conflict == "error":
-                raise OneshotError(f"{len(existing)} labels exist in both galleries (e.g. {next(iter(existing))!r}): "
-                                   "use --on-conflict skip or merge")
-            if on_conflict == "skip":
-                items = [it for it in items if it.label not in existing]
-            if items:
-                self._write(conn, items)
-        return len(items)
+        return transfer.import_classes(self.store, source, self.fingerprint, self.dim, on_conflict, _now())

@@ -19,14 +19,14 @@ does not load, it is ignored and rebuilt.
 from __future__ import annotations
 
 import json
-import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
+
+from oneshot.files import atomic_write_bytes
 
 FILE_MAGIC = b"ONESHOT-GALLERY-INDEX\x00"
 INDEX_FORMAT = 1
@@ -167,24 +167,15 @@ class TemplateIndex:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: Path, epoch: int, generation: int) -> None:
-        """Write the index atomically with its epoch and generation."""
+        """Write the index atomically and durably (:func:`oneshot.files.atomic_write_bytes`) with its epoch and generation."""
         header = json.dumps({
             "format": INDEX_FORMAT, "kind": self.kind, "dim": self.dim, "epoch": epoch, "generation": generation,
             "max_id": self.max_id, "tombstones": sorted(self.tombstones),
         }).encode()
         main = faiss.serialize_index(self.main)
         delta = faiss.serialize_index(self.delta)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(FILE_MAGIC + struct.pack("<QQQ", len(header), main.nbytes, delta.nbytes))
-                f.write(header)
-                f.write(main.tobytes())
-                f.write(delta.tobytes())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write_bytes(path, b"".join([FILE_MAGIC, struct.pack("<QQQ", len(header), main.nbytes, delta.nbytes), header,
+                                            main.tobytes(), delta.tobytes()]))
 
     @classmethod
     def load(cls, path: Path, settings: IndexSettings) -> tuple["TemplateIndex", int, int] | None:

@@ -1,0 +1,92 @@
+"""What every ``oneshot`` command shares: user mistakes as one line and exit status 2, progress bars,
+``--json`` output, and the option types several commands take. Imported by :mod:`oneshot.cli` and
+:mod:`oneshot.gallery.cli` (neither imports the other's internals).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from oneshot.errors import OneshotError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+console = Console(stderr=True)
+
+DataDir = Annotated[Optional[Path], typer.Option(help="Folder with the dataset files (else $ONESHOT_DATA, then the user cache, then download).")]
+Device = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu or cuda.")]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
+
+
+def user_errors(fn: F) -> F:
+    """Print a :class:`OneshotError` as one line on stderr and exit with status 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except OneshotError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def command(app: typer.Typer, name: str | None = None) -> Callable[[F], F]:
+    """Register ``fn`` as a command of ``app`` with :func:`user_errors` around it."""
+
+    def register(fn: F) -> F:
+        wrapped = user_errors(fn)
+        app.command(name)(wrapped)
+        return wrapped
+
+    return register
+
+
+def progress(quiet: bool) -> Progress:
+    """A progress bar on stderr (disabled with ``quiet``, e.g. under ``--json``)."""
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=quiet, transient=False,
+    )
+
+
+MethodOptions = Annotated[
+    list[str],
+    typer.Option(
+        "--option", "-o",
+        help="Method option KEY=VALUE (repeat; VALUE is read as JSON when it parses, else as text), "
+        "e.g. -o mining=batch-hard -o fce=true. See docs/methods.md.",
+    ),
+]
+
+
+def parse_options(items: list[str]) -> dict:
+    """``["margin=0.5", "mining=all"]`` -> ``{"margin": 0.5, "mining": "all"}``."""
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise OneshotError(f"method option {item!r} is not KEY=VALUE")
+        try:
+            out[key.strip().replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip().replace("-", "_")] = value
+    return out
+
+
+
+
+def echo_json(obj: object) -> None:
+    """Print one JSON object on stdout (values JSON does not know are printed as strings)."""
+    typer.echo(json.dumps(obj, default=str))

@@ -1,0 +1,41 @@
+"""Template adaptation (off by default, per class): a confirmed match moves its class's template toward it.
+
+``template <- normalise((1 - rate) * template + rate * query)`` with ``rate <= MAX_ADAPT_RATE``, unless the
+result would fall below cosine ``max_drift`` from the prototype of the class's enrolled examples (bounded drift).
+Enrolling a new example resets the template to the prototype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from oneshot.errors import OneshotError
+from oneshot.gallery.class_store import ClassStore, from_blob
+from oneshot.gallery.examples import check_label, unit
+
+MAX_ADAPT_RATE = 0.5
+
+
+def set_adaptation(store: ClassStore, label: str, rate: float, min_score: float | None, max_drift: float) -> None:
+    """Record a class's adaptation settings (``rate`` 0 turns adaptation off)."""
+    if not 0 <= rate <= MAX_ADAPT_RATE:
+        raise OneshotError(f"adaptation rate {rate} must be between 0 (off) and {MAX_ADAPT_RATE}")
+    with store.write() as tx:
+        row = store.class_by_label(check_label(label))
+        tx.set_adaptation(row.id, float(rate), min_score, dict(row.metadata, adapt_max_drift=float(max_drift)))
+
+
+def adapt(store: ClassStore, class_id: int, query: np.ndarray, max_drift: float, dim: int, now: str) -> bool:
+    """Move a class's template toward a confirmed unit query (D,); False when the class is gone or the step
+    would drift too far (nothing is written then)."""
+    with store.write() as tx:
+        label = store.labels_of([class_id]).get(class_id)
+        if label is None:
+            return False
+        row = store.class_by_label(label)
+        new = unit((1 - row.adapt_rate) * from_blob(row.template, dim) + row.adapt_rate * query)
+        proto = unit(store.example_vectors(class_id, dim).mean(0))
+        if float(new @ proto) < max_drift:
+            return False  # bounded: never drift further than max_drift (cosine) from the enrolled examples
+        tx.adapt_template(class_id, new, now)
+    return True

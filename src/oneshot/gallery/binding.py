@@ -1,0 +1,53 @@
+"""Binding a gallery to its embedder: what a new gallery records, and refusing an embedder of another fingerprint.
+
+A gallery records its embedder's fingerprint and ``spec`` (a built-in name or a path, in the meta key
+``encoder_path``, named before modalities existed). A gallery without an embedder (``dim=`` at creation) holds
+precomputed vectors and records a ``vectors`` fingerprint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from oneshot.errors import OneshotError
+from oneshot.gallery.enrolment import STORE_MODES
+from oneshot.gallery.index import IndexSettings
+from oneshot.modalities import Embedder, fingerprint_id, load_embedder, vector_fingerprint
+
+
+def new_gallery_meta(enc: Embedder | None, dim: int | None, store: str, name: str, now: str) -> dict[str, Any]:
+    """The meta of a new gallery, after checking the creation arguments (see ``Gallery.open``)."""
+    if store not in STORE_MODES:
+        raise OneshotError(f"unknown store mode {store!r}: choose one of {', '.join(STORE_MODES)}")
+    if enc is None and dim is None:
+        raise OneshotError("a new gallery needs an encoder checkpoint (or, for precomputed vectors, their dim)")
+    if enc is not None and dim is not None and dim != enc.dim:
+        raise OneshotError(f"dim {dim} does not match the encoder's {enc.dim}: leave dim out")
+    fp = enc.fingerprint if enc is not None else vector_fingerprint(int(dim), name)  # type: ignore[arg-type]
+    return {"fingerprint": fp, "dim": int(fp["dim"]), "store": store, "index": IndexSettings().to_dict(),
+            "encoder_path": enc.spec if enc is not None else None,
+            "threshold": None, "calibration": None, "created": now}
+
+
+def check_embedder(path: Path, fingerprint: dict[str, Any], enc: Embedder) -> Embedder:
+    """``enc`` when its fingerprint is the gallery's; otherwise a :class:`OneshotError` naming both."""
+    if fingerprint_id(enc.fingerprint) != fingerprint_id(fingerprint):
+        raise OneshotError(
+            f"gallery {path} was built with encoder {fingerprint_id(fingerprint)} "
+            f"({fingerprint.get('kind')}), this one is {fingerprint_id(enc.fingerprint)}: use the gallery's "
+            "encoder, or move the gallery to the new one with `oneshot gallery reembed`")
+    return enc
+
+
+def load_recorded(path: Path, fingerprint: dict[str, Any], modality: str, where: str | None) -> Embedder:
+    """The embedder a gallery recorded (``where``: its spec), checked against the gallery's fingerprint."""
+    if modality == "vectors":
+        raise OneshotError(f"gallery {path} holds precomputed vectors and has no encoder: give embeddings, not files")
+    if not where:
+        raise OneshotError(f"gallery {path} records no encoder: pass --encoder")
+    try:
+        enc = load_embedder(where)
+    except OneshotError as exc:
+        raise OneshotError(f"the encoder of gallery {path} ({where}) cannot be loaded ({exc}): pass --encoder") from None
+    return check_embedder(path, fingerprint, enc)

@@ -1,0 +1,299 @@
+"""What a gallery stores -- its classes, their templates and examples, its meta and change log -- in one
+SQLite file (WAL mode, every write one transaction). Every SQL statement of the gallery is in this module
+or in :mod:`oneshot.gallery.store_file`.
+
+The file itself -- its schema, the checks before opening, creation, backup -- is that module's job.
+
+Writes happen only inside :meth:`ClassStore.write`, whose :class:`Transaction` is the one place that enforces
+the rule "a write that changes a template appends to the change log in the same transaction": each write
+method that changes or removes a template names the class, and the transaction appends the names on commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from oneshot.errors import OneshotError
+from oneshot.gallery import store_file
+
+#: Ids per ``IN (...)`` query (below SQLite's bound on host parameters).
+CHUNK = 500
+
+
+def to_blob(v: np.ndarray) -> bytes:
+    """float32 bytes of a (D,) vector."""
+    return np.ascontiguousarray(v, dtype=np.float32).tobytes()
+
+
+def from_blob(b: bytes, dim: int) -> np.ndarray:
+    """(D,) float32 vector from its blob; a wrong length means a damaged row."""
+    v = np.frombuffer(b, dtype=np.float32)
+    if v.shape != (dim,):
+        raise OneshotError(f"gallery row holds a {v.size}-value vector, expected {dim}: the gallery is damaged")
+    return v
+
+
+@dataclass
+class ClassRow:
+    """One class as verification and adaptation need it: ``template`` is the float32 blob of a (D,) vector."""
+
+    id: int
+    n_examples: int
+    template: bytes
+    adapt_rate: float
+    adapt_min_score: float | None
+    metadata: dict[str, Any]
+
+
+@dataclass
+class ExampleRow:
+    """One stored example as re-embedding needs it (``input`` bytes or ``input_path``, either may be None)."""
+
+    id: int
+    class_id: int
+    input: bytes | None
+    input_path: str | None
+    source: str | None
+
+
+class ClassStore:
+    """The classes, templates, examples, meta and change log of one gallery file. Use :meth:`open` or
+    :meth:`create`; read with the methods below (inside :meth:`read` for one consistent snapshot), write
+    inside :meth:`write`."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self.conn = conn
+
+    # ---------------------------------------------------------------- opening
+    @classmethod
+    def open(cls, path: str | Path) -> "ClassStore":
+        """Open an existing gallery after checking, read-only, that it is one we can use."""
+        return cls(Path(path), store_file.open_checked(Path(path)))
+
+    @classmethod
+    def create(cls, path: str | Path, meta: dict[str, Any]) -> "ClassStore":
+        """Create a new gallery file holding ``meta`` (see :func:`~oneshot.gallery.store_file.create_file`)."""
+        store_file.create_file(Path(path), meta)
+        return cls.open(path)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def backup_to(self, dest: Path) -> None:
+        """Write a consistent copy of the whole file to ``dest``, atomically."""
+        store_file.backup(self.conn, dest)
+
+    # ---------------------------------------------------------------- transactions
+    @contextlib.contextmanager
+    def write(self) -> Iterator["Transaction"]:
+        """One write transaction (``BEGIN IMMEDIATE``: writers queue, readers are never blocked); the change
+        log entries of the template writes made in it are appended just before it commits."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        tx = Transaction(self)
+        try:
+            yield tx
+            tx.log_changes()
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator["ClassStore"]:
+        """One consistent snapshot for several reads."""
+        self.conn.execute("BEGIN")
+        try:
+            yield self
+        finally:
+            self.conn.execute("COMMIT")
+
+    # ---------------------------------------------------------------- meta and counts
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def all_meta(self) -> dict[str, Any]:
+        return {k: json.loads(v) for k, v in self.conn.execute("SELECT key, value FROM meta")}
+
+    def generation(self) -> int:
+        """The gallery's generation: the last change-log sequence number (0 when empty)."""
+        row = self.conn.execute("SELECT MAX(seq) FROM changes").fetchone()
+        return int(row[0] or 0)
+
+    def changed_since(self, generation: int, upto: int) -> np.ndarray:
+        """Ids (N,) of the classes named in the change log after ``generation`` up to ``upto``."""
+        rows = self.conn.execute("SELECT DISTINCT class_id FROM changes WHERE seq > ? AND seq <= ?", (generation, upto))
+        return np.array([r[0] for r in rows], np.int64)
+
+    def count(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM classes").fetchone()[0])
+
+    def count_examples(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM examples").fetchone()[0])
+
+    # ---------------------------------------------------------------- classes
+    def _in_chunks(self, sql: str, keys: Sequence[Any]) -> Iterator[tuple]:
+        """Rows of ``sql`` (holding one ``IN ({})``) for all ``keys``, :data:`CHUNK` keys per query."""
+        for s in range(0, len(keys), CHUNK):
+            part = list(keys[s:s + CHUNK])
+            yield from self.conn.execute(sql.format(",".join("?" * len(part))), part)
+
+    def class_by_label(self, label: str) -> ClassRow:
+        """The class named ``label``; a :class:`OneshotError` when there is none."""
+        row = self.conn.execute("SELECT id, n_examples, template, adapt_rate, adapt_min_score, metadata FROM classes "
+                                "WHERE label = ?", (label,)).fetchone()
+        if row is None:
+            raise OneshotError(f"no class {label!r} in gallery {self.path}: see `oneshot gallery list`")
+        return ClassRow(*row[:5], json.loads(row[5]))
+
+    def class_id(self, label: str) -> int | None:
+        row = self.conn.execute("SELECT id FROM classes WHERE label = ?", (label,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def find_labels(self, labels: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """label -> (class id, number of examples) for those of ``labels`` that exist."""
+        sql = "SELECT label, id, n_examples FROM classes WHERE label IN ({})"
+        return {lab: (i, n) for lab, i, n in self._in_chunks(sql, labels)}
+
+    def labels_of(self, ids: Iterable[int]) -> dict[int, str]:
+        """class id -> label for the ids (negative ids, FAISS's padding, are skipped) that exist."""
+        keys = sorted({int(i) for i in ids if i >= 0})
+        return dict(self._in_chunks("SELECT id, label FROM classes WHERE id IN ({})", keys))
+
+    def templates_of(self, ids: Sequence[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(M,) ids and (M, D) templates of those of ``ids`` that exist."""
+        got_ids, got = [], []
+        for i, b in self._in_chunks("SELECT id, template FROM classes WHERE id IN ({})", list(ids)):
+            got_ids.append(i)
+            got.append(from_blob(b, dim))
+        return np.asarray(got_ids, np.int64), (np.stack(got) if got else np.zeros((0, dim), np.float32))
+
+    def all_templates(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every class: ids (N,) and templates (N, D), in id order."""
+        ids: list[int] = []
+        blobs: list[bytes] = []
+        cur = self.conn.execute("SELECT id, template FROM classes ORDER BY id")
+        while rows := cur.fetchmany(65536):
+            for i, b in rows:
+                ids.append(i)
+                blobs.append(b)
+        if not ids:
+            return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
+        t = np.frombuffer(b"".join(blobs), dtype=np.float32)
+        if t.size != len(ids) * dim:
+            raise OneshotError(f"gallery {self.path} holds templates of the wrong size: it is damaged; restore it from an export")
+        return np.asarray(ids, np.int64), t.reshape(len(ids), dim)
+
+    def next_class_id(self) -> int:
+        """The id the next new class gets (AUTOINCREMENT never reuses one)."""
+        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'classes'").fetchone()
+        return (int(row[0]) if row else 0) + 1
+
+    def list_classes(self) -> list[tuple]:
+        """(id, label, n_examples, adapt_rate, adaptations, created, updated, metadata dict) per class, by id."""
+        rows = self.conn.execute(
+            "SELECT id, label, n_examples, adapt_rate, adaptations, created, updated, metadata FROM classes ORDER BY id")
+        return [(*r[:7], json.loads(r[7])) for r in rows]
+
+    # ---------------------------------------------------------------- examples
+    def example_vectors(self, class_id: int, dim: int) -> np.ndarray:
+        """The stored embeddings (n, D) of a class's examples, in enrolment order."""
+        rows = self.conn.execute("SELECT embedding FROM examples WHERE class_id = ? ORDER BY id", (class_id,)).fetchall()
+        return np.stack([from_blob(r[0], dim) for r in rows]) if rows else np.zeros((0, dim), np.float32)
+
+    def all_examples(self) -> list[ExampleRow]:
+        """Every example's stored input or path, by id (what re-embedding reads)."""
+        rows = self.conn.execute("SELECT id, class_id, input, input_path, source FROM examples ORDER BY id")
+        return [ExampleRow(*r) for r in rows]
+
+    def class_examples(self, dim: int) -> Iterator[tuple[str, dict[str, Any], list[tuple]]]:
+        """For each class with examples, by id: label, metadata and its examples' (embedding (D,), input, path,
+        source) in enrolment order (what importing into another gallery reads)."""
+        classes = self.conn.execute("SELECT id, label, metadata FROM classes ORDER BY id").fetchall()
+        for cid, label, meta in classes:
+            ex = self.conn.execute("SELECT embedding, input, input_path, source FROM examples WHERE class_id = ? ORDER BY id",
+                                   (cid,)).fetchall()
+            if ex:
+                yield label, json.loads(meta), [(from_blob(e[0], dim), *e[1:]) for e in ex]
+
+
+class Transaction:
+    """The writes of one :meth:`ClassStore.write` transaction. Methods that change or remove a template
+    record the class; :meth:`log_changes` appends them to the change log before the commit."""
+
+    def __init__(self, store: ClassStore) -> None:
+        self.store = store
+        self.conn = store.conn
+        self._changed: dict[int, None] = {}  # ordered set
+
+    def _touch(self, ids: Iterable[int]) -> None:
+        self._changed.update(dict.fromkeys(int(i) for i in ids))
+
+    def log_changes(self) -> None:
+        """Append every class whose template changed to the change log (called once, at commit)."""
+        self.conn.executemany("INSERT INTO changes (class_id) VALUES (?)", [(cid,) for cid in self._changed])
+        self._changed = {}
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self.conn.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                          (key, json.dumps(value)))
+
+    def insert_classes(self, rows: Sequence[tuple[int, str, np.ndarray, int, dict[str, Any] | None]], now: str) -> None:
+        """New classes: (id, label, template (D,), number of examples, metadata or None) each."""
+        self.conn.executemany(
+            "INSERT INTO classes (id, label, template, n_examples, metadata, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(cid, label, to_blob(t), n, json.dumps(meta) if meta else "{}", now, now) for cid, label, t, n, meta in rows])
+        self._touch(r[0] for r in rows)
+
+    def refine_class(self, class_id: int, template: np.ndarray, n_examples: int, now: str,
+                     metadata: dict[str, Any] | None) -> None:
+        """A class's new template after more examples (adaptation restarts; ``metadata`` replaces the old when given)."""
+        meta_sql, meta_args = ("", ()) if metadata is None else (", metadata = ?", (json.dumps(metadata),))
+        self.conn.execute(f"UPDATE classes SET template = ?, n_examples = ?, adaptations = 0, updated = ?{meta_sql} WHERE id = ?",
+                          (to_blob(template), n_examples, now, *meta_args, class_id))
+        self._touch([class_id])
+
+    def add_examples(self, rows: Iterable[tuple[int, np.ndarray, bytes | None, str | None, str]], now: str) -> None:
+        """Examples: (class id, embedding (D,), input bytes or None, path or None, source) each."""
+        self.conn.executemany("INSERT INTO examples (class_id, embedding, input, input_path, source, added) VALUES (?, ?, ?, ?, ?, ?)",
+                              [(cid, to_blob(v), inp, p, src, now) for cid, v, inp, p, src in rows])
+
+    def adapt_template(self, class_id: int, template: np.ndarray, now: str) -> None:
+        """One template adaptation step (counted)."""
+        self.conn.execute("UPDATE classes SET template = ?, adaptations = adaptations + 1, updated = ? WHERE id = ?",
+                          (to_blob(template), now, class_id))
+        self._touch([class_id])
+
+    def set_adaptation(self, class_id: int, rate: float, min_score: float | None, metadata: dict[str, Any]) -> None:
+        self.conn.execute("UPDATE classes SET adapt_rate = ?, adapt_min_score = ?, metadata = ? WHERE id = ?",
+                          (rate, min_score, json.dumps(metadata), class_id))
+
+    def delete_class(self, class_id: int) -> None:
+        """Remove a class and its examples."""
+        self.conn.execute("DELETE FROM examples WHERE class_id = ?", (class_id,))
+        self.conn.execute("DELETE FROM classes WHERE id = ?", (class_id,))
+        self._touch([class_id])
+
+    def rename(self, old: str, new: str, now: str) -> None:
+        """Rename class ``old`` (which must exist) to ``new`` (which must not)."""
+        self.store.class_by_label(old)
+        if self.store.class_id(new) is not None:
+            raise OneshotError(f"class {new!r} already exists: forget it first or choose another name")
+        self.conn.execute("UPDATE classes SET label = ?, updated = ? WHERE label = ?", (new, now, old))
+
+    def replace_embeddings(self, example_ids: Sequence[int], vectors: np.ndarray,
+                           templates: dict[int, np.ndarray], now: str) -> None:
+        """Re-embedding: examples' new embeddings (N, D), classes' new templates (adaptations reset)."""
+        self.conn.executemany("UPDATE examples SET embedding = ? WHERE id = ?", [(to_blob(v), i) for v, i in zip(vectors, example_ids)])
+        self.conn.executemany("UPDATE classes SET template = ?, adaptations = 0, updated = ? WHERE id = ?",
+                              [(to_blob(t), now, cid) for cid, t in templates.items()])
+        self._touch(templates)

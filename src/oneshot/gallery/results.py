@@ -1,0 +1,97 @@
+"""What the gallery's verbs return: matches, identifications, verifications, enrolment reports, class listings.
+
+Each has ``to_dict()`` (or is a plain dataclass) for JSON; the command line and the service print these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Match:
+    """One candidate class and its cosine similarity to the query."""
+
+    label: str
+    score: float
+
+
+@dataclass
+class Identification:
+    """The answer for one query: ``label`` is the best class, or None ("unknown") when its score is below
+    ``threshold``; without a threshold (not calibrated) the best class is returned and ``calibrated`` is False."""
+
+    label: str | None
+    score: float
+    candidates: list[Match]
+    threshold: float | None
+
+    @property
+    def known(self) -> bool:
+        return self.label is not None
+
+    @property
+    def calibrated(self) -> bool:
+        return self.threshold is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label if self.label is not None else "unknown", "known": self.known, "score": self.score,
+                "threshold": self.threshold, "candidates": [asdict(m) for m in self.candidates]}
+
+
+@dataclass
+class Verification:
+    """Accept or reject a claimed class: ``score`` >= ``threshold``; ``adapted`` when the template moved."""
+
+    label: str
+    score: float
+    accepted: bool
+    threshold: float
+    adapted: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class EnrolReport:
+    """What an enrolment did and whether its examples look trustworthy.
+
+    Attributes:
+        label: the class.
+        created: True when the class is new (else its template was refined).
+        examples_added / n_examples: examples added now / held in total.
+        self_scores: for each new example, its score against the class's *other* examples' prototype
+            (None when it is the class's only example).
+        nearest_other: the closest other class to the new examples and its score.
+        warnings: ``ambiguous: ...`` (an example is as close to another class as the acceptance threshold, or
+            closer than to its own class) and ``uncharacteristic: ...`` (far from the class's other examples).
+        notes: what could not be checked (e.g. no threshold yet).
+    """
+
+    label: str
+    created: bool
+    examples_added: int
+    n_examples: int
+    self_scores: list[float | None] = field(default_factory=list)
+    nearest_other: Match | None = None
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ClassInfo:
+    """One enrolled class as listed."""
+
+    id: int
+    label: str
+    n_examples: int
+    adapt_rate: float
+    adaptations: int
+    created: str
+    updated: str
+    metadata: dict[str, Any]

@@ -1,0 +1,174 @@
+"""The gallery file: its SQLite schema, the checks made before anything is written, and creation.
+
+Tables:
+    * ``schema_version(version)`` -- one row; a file from a newer oneshot is refused, never touched.
+    * ``meta(key, value)`` -- JSON values: ``format``, the encoder ``fingerprint``, ``dim``, ``store`` (what is
+      kept of example inputs), ``threshold`` and ``calibration`` records, ``epoch`` (bumped when every
+      template is rebuilt, e.g. by ``reembed``), ``index`` settings.
+    * ``classes(id, label, template, ...)`` -- one row per class; ``id`` is AUTOINCREMENT, so an id is never
+      reused after a class is forgotten (the FAISS index uses these ids); ``template`` is a float32 blob (D,),
+      L2-normalised.
+    * ``examples(id, class_id, embedding, input, input_path, ...)`` -- the enrolled examples: float32 (D,)
+      embedding, and the raw input bytes or its path when the gallery stores them (for ``reembed``).
+    * ``changes(seq, class_id)`` -- the change log: every write that alters a class's template (or removes
+      the class) appends the class id. ``MAX(seq)`` is the gallery's *generation*; an index built at
+      generation g catches up by re-reading the classes named after g.
+
+Opening checks the file before writing anything: an SQLite header, the expected page count (truncation),
+our tables and format, and a schema version we understand; anything else is a :class:`OneshotError` and the
+file is left exactly as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import struct
+from pathlib import Path
+from typing import Any
+
+from oneshot.errors import OneshotError
+from oneshot.files import atomic_path
+
+FORMAT = "oneshot-gallery"
+SCHEMA_VERSION = 1
+SQLITE_MAGIC = b"SQLite format 3\x00"
+#: Files up to this size get a structural ``PRAGMA quick_check`` on open (larger ones: header checks only).
+QUICK_CHECK_MAX_BYTES = 1 << 30
+
+SCHEMA = """
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE classes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    label TEXT NOT NULL UNIQUE,
+    template BLOB NOT NULL,
+    n_examples INTEGER NOT NULL,
+    adapt_rate REAL NOT NULL DEFAULT 0,
+    adapt_min_score REAL,
+    adaptations INTEGER NOT NULL DEFAULT 0,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    created TEXT NOT NULL,
+    updated TEXT NOT NULL
+);
+CREATE TABLE examples (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    class_id INTEGER NOT NULL REFERENCES classes(id) ON DELETE CASCADE,
+    embedding BLOB NOT NULL,
+    input BLOB,
+    input_path TEXT,
+    source TEXT,
+    added TEXT NOT NULL
+);
+CREATE INDEX examples_by_class ON examples(class_id);
+CREATE TABLE changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, class_id INTEGER NOT NULL);
+"""
+
+
+
+def connect(path: Path, mode: str) -> sqlite3.Connection:
+    """An autocommit connection (transactions are explicit) that waits up to a minute for a lock."""
+    conn = sqlite3.connect(f"file:{path}?mode={mode}", uri=True, isolation_level=None, timeout=60.0,
+                           check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 60000")
+    return conn
+
+
+def open_checked(path: Path) -> sqlite3.Connection:
+    """A read-write WAL connection to an existing gallery, after checking it read-only."""
+    if not path.is_file():
+        raise OneshotError(f"gallery {path} does not exist: create it with `oneshot gallery create`")
+    _check_file(path)
+    try:
+        ro = connect(path, "ro")
+        try:
+            _check_tables(path, ro)
+        finally:
+            ro.close()
+        conn = connect(path, "rw")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.DatabaseError as exc:
+        raise OneshotError(f"gallery {path} is corrupt or not a gallery ({exc}): restore it from an export") from None
+    return conn
+
+
+def create_file(path: Path, meta: dict[str, Any]) -> None:
+    """Create a new gallery file holding ``meta``; refuses to touch an existing file.
+
+    The file appears under its name only once complete (a crash leaves no half-made gallery), and a
+    gallery another process created meanwhile is never replaced."""
+    if path.exists():
+        raise OneshotError(f"{path} already exists: open it, or choose another path")
+    with atomic_path(path, replace=False) as tmp:
+        try:
+            conn = connect(tmp, "rwc")
+            try:
+                conn.execute("BEGIN")
+                for stmt in SCHEMA.strip().split(";"):
+                    if stmt.strip():
+                        conn.execute(stmt)
+                conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+                rows = dict(meta, format=FORMAT, epoch=0)
+                conn.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in rows.items()])
+                conn.execute("COMMIT")
+                conn.execute("PRAGMA journal_mode = WAL")
+            finally:
+                conn.close()
+        finally:
+            for side in ("-wal", "-shm", "-journal"):
+                Path(f"{tmp}{side}").unlink(missing_ok=True)
+
+
+def backup(conn: sqlite3.Connection, dest: Path) -> None:
+    """Write a consistent copy of the database behind ``conn`` to ``dest`` (atomically; SQLite's backup API)."""
+    with atomic_path(dest) as tmp:
+        out = sqlite3.connect(tmp)
+        try:
+            conn.backup(out)
+            out.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            out.close()
+
+
+def _check_file(path: Path) -> None:
+    """Refuse, without writing, a file that is not a complete SQLite database."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+        size = path.stat().st_size
+    except OSError as exc:
+        raise OneshotError(f"cannot read gallery {path} ({exc.strerror}): check the path and permissions") from None
+    if len(header) < 100 or not header.startswith(SQLITE_MAGIC):
+        raise OneshotError(f"{path} is not a oneshot gallery (not an SQLite database, or its header is damaged): "
+                           "give the right file or restore it from an export")
+    page_size = struct.unpack(">H", header[16:18])[0]
+    page_size = 65536 if page_size == 1 else page_size
+    pages = struct.unpack(">I", header[28:32])[0]
+    change_counter, valid_for = struct.unpack(">I", header[24:28])[0], struct.unpack(">I", header[92:96])[0]
+    if change_counter == valid_for and pages and size < page_size * pages:
+        raise OneshotError(f"gallery {path} is truncated ({size} of {page_size * pages} bytes): restore it from an export")
+
+
+
+def _check_tables(path: Path, ro: sqlite3.Connection) -> None:
+    """Refuse, on a read-only connection, a database that is not a gallery this oneshot reads."""
+    tables = {r[0] for r in ro.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not {"schema_version", "meta", "classes", "examples", "changes"} <= tables:
+        raise OneshotError(f"{path} is an SQLite database but not a oneshot gallery: give the right file")
+    fmt = ro.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+    if fmt is None or json.loads(fmt[0]) != FORMAT:
+        raise OneshotError(f"{path} is an SQLite database but not a oneshot gallery: give the right file")
+    row = ro.execute("SELECT version FROM schema_version").fetchone()
+    version = int(row[0]) if row else 0
+    if version > SCHEMA_VERSION:
+        raise OneshotError(f"gallery {path} was written by a newer oneshot (schema {version}, this one reads "
+                           f"{SCHEMA_VERSION}): upgrade oneshot")
+    if version < 1:
+        raise OneshotError(f"gallery {path} has no valid schema version: it is damaged; restore it from an export")
+    ro.execute("SELECT COUNT(*) FROM classes").fetchone()
+    if path.stat().st_size <= QUICK_CHECK_MAX_BYTES:
+        verdict = ro.execute("PRAGMA quick_check(1)").fetchone()[0]
+        if verdict != "ok":
+            raise OneshotError(f"gallery {path} is corrupt ({verdict}): restore it from an export")

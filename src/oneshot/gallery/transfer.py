@@ -1,0 +1,83 @@
+"""Moving a gallery's contents: re-embedding every example with a new embedder, exporting a consistent copy,
+importing another gallery's classes. Each is all or nothing (one transaction, or an atomic file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from oneshot.errors import OneshotError
+from oneshot.gallery.class_store import ClassStore
+from oneshot.gallery.enrolment import Prepared, write_enrolments
+from oneshot.gallery.examples import class_template
+from oneshot.modalities import Embedder, check_vectors, fingerprint_id
+from oneshot.modalities.base import read_file
+
+CONFLICT_POLICIES = ("error", "skip", "merge")
+
+
+def reembed(store: ClassStore, enc: Embedder, epoch: int, batch: int, now: str) -> int:
+    """Re-embed every stored input (or path) with ``enc`` and rebuild every template, in one transaction;
+    records the new fingerprint, dim and spec, clears the thresholds and bumps the epoch to ``epoch + 1``.
+    Returns the number of examples re-embedded."""
+    rows = store.all_examples()
+    missing = [r for r in rows if r.input is None and r.input_path is None]
+    if missing:
+        raise OneshotError(f"{len(missing)} examples have neither a stored input nor a path (e.g. {missing[0].source!r}): "
+                           "they cannot be re-embedded; forget their classes or re-enrol them")
+    new_vecs = np.zeros((len(rows), enc.dim), np.float32)
+    for s in range(0, len(rows), batch):
+        part = rows[s:s + batch]
+        data = [r.input if r.input is not None else read_file(r.input_path).data for r in part]  # type: ignore[arg-type]
+        names = [r.source or r.input_path or "<stored>" for r in part]
+        new_vecs[s:s + len(part)] = check_vectors(enc.embed(data, names), enc.dim, "embedding")
+    by_class: dict[int, list[int]] = {}
+    for j, r in enumerate(rows):
+        by_class.setdefault(r.class_id, []).append(j)
+    with store.write() as tx:
+        tx.replace_embeddings([r.id for r in rows], new_vecs, {cid: class_template(new_vecs[js]) for cid, js in by_class.items()}, now)
+        tx.set_meta("fingerprint", enc.fingerprint)
+        tx.set_meta("dim", enc.dim)
+        tx.set_meta("encoder_path", enc.spec)
+        tx.set_meta("threshold", None)
+        tx.set_meta("epoch", epoch + 1)
+    return len(rows)
+
+
+def export(store: ClassStore, dest: str | Path) -> Path:
+    """Write a consistent copy of the gallery (a gallery file itself) to ``dest``, which must not exist."""
+    dest = Path(dest)
+    if dest.exists():
+        raise OneshotError(f"{dest} already exists: choose a new file for the export")
+    store.backup_to(dest)
+    return dest
+
+
+def import_classes(store: ClassStore, source: str | Path, fingerprint: dict, dim: int, on_conflict: str, now: str) -> int:
+    """Add the classes of the gallery at ``source`` (same fingerprint) to ``store`` in one transaction.
+
+    ``on_conflict`` for a label in both: ``error`` (nothing imported), ``skip`` or ``merge`` (add the imported
+    examples to the existing class). Returns the number of classes imported or merged."""
+    if on_conflict not in CONFLICT_POLICIES:
+        raise OneshotError(f"unknown conflict policy {on_conflict!r}: choose error, skip or merge")
+    src = ClassStore.open(source)
+    try:
+        fp = src.get_meta("fingerprint")
+        if fingerprint_id(fp) != fingerprint_id(fingerprint):
+            raise OneshotError(f"{source} was built with encoder {fingerprint_id(fp)}, this gallery with "
+                               f"{fingerprint_id(fingerprint)}: re-embed one of them first")
+        items = [Prepared(label, np.stack([e[0] for e in ex]), [e[1] for e in ex], [e[2] for e in ex],
+                          [e[3] or "imported" for e in ex], meta) for label, meta, ex in src.class_examples(dim)]
+    finally:
+        src.close()
+    with store.write() as tx:
+        existing = store.find_labels([it.label for it in items])
+        if existing and on_conflict == "error":
+            raise OneshotError(f"{len(existing)} labels exist in both galleries (e.g. {next(iter(existing))!r}): "
+                               "use --on-conflict skip or merge")
+        if on_conflict == "skip":
+            items = [it for it in items if it.label not in existing]
+        if items:
+            write_enrolments(tx, items, dim, now)
+    return len(items)
