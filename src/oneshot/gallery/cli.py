@@ -22,6 +22,7 @@ app = typer.Typer(no_args_is_help=True, help="A persistent gallery: enrol classe
 GalleryPath = Annotated[Path, typer.Argument(help="The gallery file (SQLite).")]
 ENCODER_HELP = "A built-in encoder name, a checkpoint file (.safetensors) or a model folder"
 EncoderOpt = Annotated[Optional[str], typer.Option("--encoder", help=f"{ENCODER_HELP}; default: the one the gallery was created with.")]
+TextOpt = Annotated[Optional[list[str]], typer.Option("--text", help="Text gallery: the text itself (repeat for several).")]
 
 
 def _open(path: Path, encoder: Optional[str] = None):
@@ -69,6 +70,7 @@ def create(
     encoder: Annotated[str, typer.Option("--encoder", help=f"{ENCODER_HELP} the gallery will use.")],
     store: Annotated[str, typer.Option(help="What to keep of each example: inputs (bytes, for reembed), paths, or none.")] = "inputs",
     approx_above: Annotated[Optional[int], typer.Option(help="Search approximately (HNSW) above this many classes.")] = None,
+    index: Annotated[Optional[str], typer.Option(help="Approximate index kind: hnsw (default), hnsw_sq8, ivf_flat, ivf_sq8 (least memory at 1e6 with recall@1 >= 0.99, docs/gallery.md), ivf_pq.")] = None,
     as_json: Json = False,
 ) -> None:
     """Create an empty gallery bound to an encoder checkpoint."""
@@ -76,7 +78,7 @@ def create(
 
     if gallery.exists():
         raise OneshotError(f"{gallery} already exists: use it, or choose another path")
-    with Gallery.open(gallery, encoder=encoder, store=store, approx_above=approx_above) as g:
+    with Gallery.open(gallery, encoder=encoder, store=store, approx_above=approx_above, approx_kind=index) as g:
         info = g.info()
     if as_json:
         echo_json(info)
@@ -90,11 +92,16 @@ def enrol(
     label: Annotated[Optional[str], typer.Argument(help="Class label (omit with --folder).")] = None,
     files: Annotated[Optional[list[Path]], typer.Argument(help="One or more example files of the class.")] = None,
     folder: Annotated[Optional[Path], typer.Option(help="Enrol every sub-folder of this folder as a class named after it.")] = None,
+    text: TextOpt = None,
+    description: Annotated[Optional[str], typer.Option(help="Text gallery: what the class means (enrolled as one more example).")] = None,
+    from_file: Annotated[Optional[Path], typer.Option(help="Text gallery: a CSV/TSV/JSON lines file (label, text[, description]) "
+                                                      "enrolling many classes, or a file with one example of LABEL per line.")] = None,
     smiles: SmilesOpt = None,
     csv: CsvOpt = None,
     smiles_column: SmilesColumn = "smiles",
     label_column: Annotated[Optional[str], typer.Option(help="The --csv column naming each row's class (else LABEL for all rows).")] = None,
     salts: SaltsOpt = "largest",
+    augment: Annotated[Optional[int], typer.Option(min=0, max=100, help="Synthetic examples per example from the encoder's generator (0: none; default: on only where validation showed it helps, docs/images.md).")] = None,
     encoder: EncoderOpt = None,
     as_json: Json = False,
 ) -> None:
@@ -118,7 +125,16 @@ def enrol(
             reports = [g.enrol(lab, exs).to_dict() for lab, exs in jobs_m]
         _print_enrolments(gallery, reports, as_json)
         return
-    if folder is not None:
+    metas: list = []
+    if text or description is not None or from_file is not None:
+        from oneshot.modalities.text.enrol import text_jobs
+
+        if folder is not None:
+            raise OneshotError("give either --folder or text examples, not both")
+        tj = text_jobs(label, text, description, from_file)
+        jobs = [(lab, ex) for lab, ex, _ in tj] + ([(label, list(files))] if files else [])  # type: ignore[list-item]
+        metas = [m for _, _, m in tj]
+    elif folder is not None:
         if label is not None:
             raise OneshotError("give either LABEL FILES... or --folder, not both")
         jobs = list(list_class_folders(folder).items())
@@ -128,8 +144,9 @@ def enrol(
         jobs = [(label, files)]
     reports = []
     with _open(gallery, encoder) as g:
-        for lab, fs in jobs:
-            reports.append(g.enrol(lab, list(fs)).to_dict())
+        for i, (lab, fs) in enumerate(jobs):
+            meta = metas[i] if i < len(metas) else None
+            reports.append(g.enrol(lab, list(fs), augment=augment, **({"metadata": meta} if meta else {})).to_dict())
     _print_enrolments(gallery, reports, as_json)
 
 
@@ -151,6 +168,7 @@ def identify(
     gallery: GalleryPath,
     queries: Annotated[Optional[list[Path]], typer.Argument(help="Query files.")] = None,
     k: Annotated[int, typer.Option("-k", help="How many candidate classes to show.")] = 3,
+    text: TextOpt = None,
     smiles: SmilesOpt = None,
     csv: CsvOpt = None,
     smiles_column: SmilesColumn = "smiles",
@@ -159,17 +177,19 @@ def identify(
     as_json: Json = False,
 ) -> None:
     """Top-k classes for each query, or "unknown" when the best score is below the gallery's threshold."""
+    items: list = list(queries or [])
+    if text:
+        from oneshot.modalities.text.enrol import text_queries
+
+        items += text_queries(text)
     with _open(gallery, encoder) as g:
         if smiles or csv is not None:
             mols = _molecules(g, smiles, csv, smiles_column, None, salts)
-            examples: list = [m[0] for m in mols]
-            names = [m[0].value if m[1].startswith("--smiles") else m[1] for m in mols]  # type: ignore[attr-defined]
-        else:
-            if not queries:
-                raise OneshotError("give query files (or molecules with --smiles / --csv)")
-            examples, names = list(queries), [str(q) for q in queries]
-        res = g.identify(examples, k=k)
-    rows = [dict(r.to_dict(), query=q) for q, r in zip(names, res)]
+            items += [m[0] for m in mols]
+        if not items:
+            raise OneshotError("give at least one query: files, --text \"...\" (text galleries) or --smiles / --csv (molecule galleries)")
+        res = g.identify(items, k=k)
+    rows = [dict(r.to_dict(), query=getattr(q, "value", str(q))) for q, r in zip(items, res)]
     if as_json:
         echo_json({"gallery": str(gallery), "results": rows})
         return
@@ -278,10 +298,13 @@ def calibrate(
             enc = g.encoder
             if not hasattr(enc, "embed_images"):
                 raise OneshotError("--omniglot needs an image checkpoint encoder")
+            if getattr(enc, "domain", "omniglot") != "omniglot":
+                raise OneshotError(f"the gallery's encoder was trained on {enc.domain}, not handwriting: an Omniglot "  # type: ignore[attr-defined]
+                                   "threshold would be meaningless; calibrate with --folder on validation classes of its domain")
             val = load_omniglot("lake", "val", enc.preprocessing.size, data_dir)  # type: ignore[attr-defined]
             x = enc.embed_images(val.images.numpy())  # type: ignore[attr-defined]
             rec = g.calibrate(x, val.labels.numpy(), target_far=far, gallery_size=gallery_size, trials=trials,
-                              seed=seed, source="omniglot lake val")
+                              seed=seed, source="omniglot lake val", domain="omniglot")
     if as_json:
         echo_json(rec)
         return

