@@ -270,7 +270,7 @@ def molecules_tox21_table() -> str:
     for shots, block in sorted(r["shots"].items(), key=lambda kv: int(kv[0])):
         t = block["training"] or {}
         if "train_seconds" in t:
-            train.append(f"{shots}-shot model: {t['train_seconds'] / 60:.1f} CPU-min, {t['episodes']} episodes "
+            train.append(f"{shots}-shot model: {t['train_seconds'] / 60:.1f} min training (validation excluded), {t['episodes']} episodes "
                          f"(best validation ROC-AUC {100 * t['val_auc']:.2f} at episode {t['best_episode']})")
     prov = r["provenance"]
     return ("\n".join(lines) + f"\n\nTraining (2 shared CPU cores): {'; '.join(train) or 'see the results file'}. "

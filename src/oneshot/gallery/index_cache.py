@@ -32,6 +32,9 @@ class IndexCache:
 
     def __init__(self, path: Path, dim: int, epoch: int, settings: IndexSettings, kind: type = TemplateIndex) -> None:
         self.path = path
+        #: The index class: :class:`TemplateIndex` (cosine), or what the gallery's fingerprint declares
+        #: (:func:`oneshot.gallery.index.index_class`, e.g. the exact Tanimoto index of ECFP galleries).
+        self.kind: type = TemplateIndex
         self.index: TemplateIndex | None = None
         self.generation = 0
         self._saved_generation = -1
