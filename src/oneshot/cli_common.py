@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from oneshot.errors import OneshotError
+from oneshot.errors import OneshotError, OneshotWarning
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,21 +28,23 @@ Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on std
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-    """oneshot's own input warnings (unlike inputs, extreme upscaling) as one ``warning: ...`` line on stderr."""
-    if category.__name__ == "InputWarning":
+    """oneshot's own warnings (a text truncated to the encoder's limit, inputs unlike the encoder's training
+    data, extreme upscaling) as one ``warning: ...`` line on stderr; others as Python prints them."""
+    if issubclass(category, OneshotWarning):
         typer.echo(f"warning: {message}", err=True)
     else:
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def user_errors(fn: F) -> F:
-    """Print a :class:`OneshotError` as one line on stderr and exit with status 2 (no traceback); print
-    :class:`~oneshot.data.images.InputWarning` s as ``warning: ...`` lines."""
+    """Print a :class:`OneshotError` as one line on stderr and exit with status 2 (no traceback); print each
+    :class:`OneshotWarning` (e.g. :class:`~oneshot.data.images.InputWarning`) as one ``warning: ...`` line."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             with warnings.catch_warnings():
+                warnings.simplefilter("always", OneshotWarning)
                 warnings.showwarning = show_warning
                 return fn(*args, **kwargs)
         except OneshotError as exc:

@@ -169,7 +169,9 @@ def train(
 
     def validate(episode: int) -> bool:
         """Validate, keep the checkpoint if best; returns True to stop early."""
-        res = evaluate(method, val_data, config.val_ways, config.val_shots, config.val_queries, config.val_episodes, config.val_seed, device)
+        own = getattr(val_data, "validate", None)  # data with its own validation protocol (molecule assays)
+        res = (own(method, device) if own is not None else
+               evaluate(method, val_data, config.val_ways, config.val_shots, config.val_queries, config.val_episodes, config.val_seed, device))
         state["history"].append({"episode": episode, "val_accuracy": res.accuracy, "val_ci95": res.ci95, "loss": running_loss})
         if res.accuracy > state["best"]:
             state.update(best=res.accuracy, best_ci=res.ci95, best_episode=episode, bad_evals=0)

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from oneshot.errors import OneshotError
+from oneshot.errors import OneshotError, OneshotWarning
 
 #: Suffixes of common image files (kept for callers; folders are read by content, see :func:`sniff_image`).
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pgm", ".ppm", ".tif", ".tiff", ".webp"}
@@ -45,7 +45,7 @@ RESIZE_POLICIES = ("stretch", "pad", "crop")
 MAX_SIZE = 1024
 
 
-class InputWarning(UserWarning):
+class InputWarning(OneshotWarning):
     """Inputs that work but probably not as the user expects (out-of-domain pixels, extreme upscaling)."""
 
 

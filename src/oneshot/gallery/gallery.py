@@ -32,7 +32,7 @@ from oneshot.gallery.binding import check_embedder, load_recorded, new_gallery_m
 from oneshot.gallery.class_store import ClassStore, from_blob
 from oneshot.gallery.enrolment import Prepared, one_vector_each, prepare, write_enrolments
 from oneshot.gallery.examples import as_list, check_label, embed_examples
-from oneshot.gallery.index import IndexSettings, TemplateIndex
+from oneshot.gallery.index import IndexSettings, TemplateIndex, index_class, pair_similarity
 from oneshot.gallery.index_cache import IndexCache
 from oneshot.gallery.quality import fill_report
 from oneshot.gallery.results import ClassInfo, EnrolReport, Identification, Match, Verification
@@ -57,7 +57,8 @@ class Gallery:
         self.fingerprint: dict[str, Any] = meta["fingerprint"]
         self.store_mode: str = meta.get("store", "inputs")
         self.settings = IndexSettings.from_dict(meta.get("index"))
-        self.index_cache = IndexCache(self.path.with_name(self.path.name + ".faiss"), self.dim, int(meta.get("epoch", 0)), self.settings)
+        self.index_cache = IndexCache(self.path.with_name(self.path.name + ".faiss"), self.dim, int(meta.get("epoch", 0)), self.settings,
+                                      index_class(self.fingerprint))
 
     # ================================================================== opening
     @classmethod
@@ -72,6 +73,7 @@ class Gallery:
         approx_above: int | None = None,
         ef_search: int | None = None,
         name: str = "vectors",
+        approx_kind: str | None = None,
     ) -> "Gallery":
         """Open the gallery at ``path``, creating it when missing (and ``create``).
 
@@ -87,8 +89,14 @@ class Gallery:
             approx_above: search approximately (HNSW) above this many classes (saved with the gallery).
             ef_search: HNSW search beam width (saved with the gallery).
             name: fingerprint name of a vector gallery (no encoder).
+            approx_kind: which approximate index (``hnsw``, ``hnsw_sq8``, ``ivf_flat``, ``ivf_sq8``, ``ivf_pq``;
+                saved with the gallery; see :mod:`oneshot.gallery.index`).
         """
         path = Path(path)
+        from oneshot.gallery.index import APPROX_KINDS
+
+        if approx_kind is not None and approx_kind not in APPROX_KINDS:  # before anything is created
+            raise OneshotError(f"unknown index kind {approx_kind!r}: choose one of {', '.join(APPROX_KINDS)}")
         enc = None if encoder is None else load_embedder(encoder)
         if path.exists():
             st = ClassStore.open(path)
@@ -99,8 +107,8 @@ class Gallery:
         g = cls(st, None)
         if enc is not None:
             g._encoder = check_embedder(path, g.fingerprint, enc)
-        if approx_above is not None or ef_search is not None:
-            g.set_index_settings(approx_above=approx_above, ef_search=ef_search)
+        if approx_above is not None or ef_search is not None or approx_kind is not None:
+            g.set_index_settings(approx_above=approx_above, ef_search=ef_search, approx_kind=approx_kind)
         return g
 
     @property
@@ -151,7 +159,7 @@ class Gallery:
         meta = self.store.all_meta()
         self.dim, self.fingerprint = int(meta["dim"]), meta["fingerprint"]
         self.settings = IndexSettings.from_dict(meta.get("index"))
-        self.index_cache.reset(self.dim, int(meta.get("epoch", 0)), self.settings)
+        self.index_cache.reset(self.dim, int(meta.get("epoch", 0)), self.settings, index_class(self.fingerprint))
         if self._encoder is not None and fingerprint_id(self._encoder.fingerprint) != fingerprint_id(self.fingerprint):
             self._encoder = None
             raise OneshotError(f"gallery {self.path} was re-embedded with another encoder meanwhile: reopen it with that encoder")
@@ -283,7 +291,7 @@ class Gallery:
         q = self.embed([query] if not isinstance(query, np.ndarray) else query)
         if len(q) != 1:
             raise OneshotError("verify takes one query")
-        score = float(q[0] @ from_blob(row.template, self.dim))
+        score = pair_similarity(self.fingerprint, q[0], from_blob(row.template, self.dim))
         res = Verification(label, score, score >= th, th)
         if confirm and res.accepted and row.adapt_rate > 0:
             floor = th if row.adapt_min_score is None else max(th, row.adapt_min_score)
@@ -344,15 +352,32 @@ class Gallery:
                                f"{cal['domain']['encoder']} training images: calibrate on data of that domain")
         return info
 
-    def set_index_settings(self, *, approx_above: int | None = None, ef_search: int | None = None) -> None:
-        """Change when (``approx_above`` classes) and how (``ef_search``) the gallery searches approximately."""
+    def set_index_settings(
+        self, *, approx_above: int | None = None, ef_search: int | None = None, approx_kind: str | None = None,
+        nprobe: int | None = None, refine_factor: int | None = None,
+    ) -> None:
+        """Change when (``approx_above`` classes) and how (``approx_kind``, ``ef_search``, ``nprobe``,
+        ``refine_factor``) the gallery searches approximately; the index is rebuilt on next use if its kind changed."""
+        from oneshot.gallery.index import APPROX_KINDS
+
+        if approx_kind is not None and approx_kind not in APPROX_KINDS:
+            raise OneshotError(f"unknown index kind {approx_kind!r}: choose one of {', '.join(APPROX_KINDS)}")
+        if approx_kind == "ivf_pq" and self.dim % self.settings.pq_m:
+            raise OneshotError(f"ivf_pq needs a dimension divisible by {self.settings.pq_m}, the gallery's is {self.dim}: "
+                               "choose ivf_sq8")
+        for label, v, low in (("nprobe", nprobe, 1), ("refine_factor", refine_factor, 0), ("approx_above", approx_above, 0),
+                              ("ef_search", ef_search, 1)):
+            if v is not None and v < low:
+                raise OneshotError(f"{label} must be >= {low}")
+        if approx_kind is not None:
+            self.settings.approx_kind = approx_kind
+        if nprobe is not None:
+            self.settings.nprobe = int(nprobe)
+        if refine_factor is not None:
+            self.settings.refine_factor = int(refine_factor)
         if approx_above is not None:
-            if approx_above < 0:
-                raise OneshotError("approx_above must be >= 0")
             self.settings.approx_above = int(approx_above)
         if ef_search is not None:
-            if ef_search < 1:
-                raise OneshotError("ef_search must be >= 1")
             self.settings.ef_search = int(ef_search)
         with self.store.write() as tx:
             tx.set_meta("index", self.settings.to_dict())
@@ -432,7 +457,7 @@ class Gallery:
             raise OneshotError(f"gallery {self.path} holds precomputed vectors with no inputs: it cannot be re-embedded")
         n = transfer.reembed(self.store, enc, self.index_cache.epoch, batch, _now())
         self._encoder, self.fingerprint, self.dim = enc, enc.fingerprint, enc.dim
-        self.index_cache.reset(enc.dim, self.index_cache.epoch + 1, self.settings)
+        self.index_cache.reset(enc.dim, self.index_cache.epoch + 1, self.settings, index_class(enc.fingerprint))
         self.index_cache.discard()
         return n
 

@@ -11,6 +11,7 @@ from oneshot.methods.base import Episode, Method, TrainShape
 from oneshot.methods.baseline import Baseline
 from oneshot.methods.contrastive import Contrastive
 from oneshot.methods.maml import FOMAML, MAML
+from oneshot.methods.margin import MarginSoftmax
 from oneshot.methods.matching import MatchingNet
 from oneshot.methods.memory import MemoryLearner
 from oneshot.methods.protonet import ProtoNet
@@ -26,6 +27,8 @@ METHODS: dict[str, type[Method]] = {
 METHODS.update({cls.name: cls for cls in (MAML, FOMAML, Reptile, MemoryLearner)})
 # Self-supervised pretraining (issue 15).
 METHODS[SimCLR.name] = SimCLR
+# Open-set margins (issue 16).
+METHODS[MarginSoftmax.name] = MarginSoftmax
 
 
 def build_method(name: str, encoder: nn.Module, **options: Any) -> Method:
@@ -39,6 +42,6 @@ def build_method(name: str, encoder: nn.Module, **options: Any) -> Method:
 
 
 __all__ = [
-    "FOMAML", "MAML", "METHODS", "Baseline", "MemoryLearner", "Reptile", "Contrastive", "Episode", "MatchingNet", "Method", "ProtoNet", "Siamese", "SimCLR", "TrainShape",
+    "FOMAML", "MAML", "METHODS", "MarginSoftmax", "Baseline", "MemoryLearner", "Reptile", "Contrastive", "Episode", "MatchingNet", "Method", "ProtoNet", "Siamese", "SimCLR", "TrainShape",
     "Triplet", "build_method",
 ]
