@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional, TypeVar
 
@@ -14,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from oneshot.errors import OneshotError
+from oneshot.errors import OneshotError, OneshotWarning
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,13 +27,26 @@ Device = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), c
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
 
 
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """oneshot's own warnings (a text truncated to the encoder's limit, inputs unlike the encoder's training
+    data, extreme upscaling) as one ``warning: ...`` line on stderr; others as Python prints them."""
+    if issubclass(category, OneshotWarning):
+        typer.echo(f"warning: {message}", err=True)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def user_errors(fn: F) -> F:
-    """Print a :class:`OneshotError` as one line on stderr and exit with status 2 (no traceback)."""
+    """Print a :class:`OneshotError` as one line on stderr and exit with status 2 (no traceback); print each
+    :class:`OneshotWarning` (e.g. :class:`~oneshot.data.images.InputWarning`) as one ``warning: ...`` line."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", OneshotWarning)
+                warnings.showwarning = show_warning
+                return fn(*args, **kwargs)
         except OneshotError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None

@@ -346,3 +346,25 @@ class TemplateIndex:
             return index, int(header["epoch"]), int(header["generation"])
         except (OSError, ValueError, KeyError, RuntimeError, struct.error, json.JSONDecodeError):
             return None
+
+
+def index_class(fingerprint: dict) -> type:
+    """The index kind a gallery's embedder asks for: its fingerprint's ``similarity`` (``cosine`` when absent,
+    :class:`TemplateIndex`; ``tanimoto``, :class:`~oneshot.gallery.tanimoto.TanimotoIndex` over the bits)."""
+    similarity = fingerprint.get("similarity", "cosine")
+    if similarity == "tanimoto":
+        from oneshot.gallery.tanimoto import TanimotoIndex
+
+        return TanimotoIndex
+    if similarity != "cosine":
+        raise ValueError(f"unknown similarity {similarity!r} in the gallery's fingerprint")
+    return TemplateIndex
+
+
+def pair_similarity(fingerprint: dict, a: np.ndarray, b: np.ndarray) -> float:
+    """The gallery's score of two of its vectors (D,): cosine, or Tanimoto of their bits."""
+    if fingerprint.get("similarity", "cosine") == "tanimoto":
+        from oneshot.gallery.tanimoto import vector_tanimoto
+
+        return vector_tanimoto(a, b)
+    return float(a @ b)

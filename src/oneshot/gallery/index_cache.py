@@ -25,20 +25,21 @@ class IndexCache:
     Attributes:
         path: the index file (``<gallery>.faiss``).
         dim, epoch, settings: those of the gallery; :meth:`reset` when the gallery's change.
-        index: the :class:`TemplateIndex`, or None until first needed.
+        index: the :class:`TemplateIndex` (or the index class the gallery's fingerprint asks for, see
+            :func:`oneshot.gallery.index.index_class`), or None until first needed.
         generation: the store generation the index reflects.
     """
 
-    def __init__(self, path: Path, dim: int, epoch: int, settings: IndexSettings) -> None:
+    def __init__(self, path: Path, dim: int, epoch: int, settings: IndexSettings, kind: type = TemplateIndex) -> None:
         self.path = path
         self.index: TemplateIndex | None = None
         self.generation = 0
         self._saved_generation = -1
-        self.reset(dim, epoch, settings)
+        self.reset(dim, epoch, settings, kind)
 
-    def reset(self, dim: int, epoch: int, settings: IndexSettings) -> None:
+    def reset(self, dim: int, epoch: int, settings: IndexSettings, kind: type = TemplateIndex) -> None:
         """Forget the index (the gallery's templates were rebuilt, e.g. re-embedded by another process)."""
-        self.dim, self.epoch, self.settings = dim, epoch, settings
+        self.dim, self.epoch, self.settings, self.kind = dim, epoch, settings, kind
         self.index = None
 
     def set_settings(self, settings: IndexSettings) -> None:
@@ -67,13 +68,13 @@ class IndexCache:
             self.index = None
         if self.index is None:
             ids, templates = store.all_templates(self.dim)
-            self.index = TemplateIndex.build(self.dim, ids, templates, self.settings)
+            self.index = self.kind.build(self.dim, ids, templates, self.settings)
             self.generation = gen
         return self.index
 
     def _load(self, gen: int) -> None:
         """Adopt the saved index when it is of this epoch and dim and not ahead of the store."""
-        loaded = TemplateIndex.load(self.path, self.settings)
+        loaded = self.kind.load(self.path, self.settings)
         if loaded is not None:
             idx, f_epoch, f_gen = loaded
             if f_epoch == self.epoch and idx.dim == self.dim and f_gen <= gen:

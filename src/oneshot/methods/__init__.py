@@ -17,6 +17,7 @@ from oneshot.methods.memory import MemoryLearner
 from oneshot.methods.protonet import ProtoNet
 from oneshot.methods.reptile import Reptile
 from oneshot.methods.siamese import Siamese
+from oneshot.methods.simclr import SimCLR
 from oneshot.methods.triplet import Triplet
 
 METHODS: dict[str, type[Method]] = {
@@ -24,6 +25,8 @@ METHODS: dict[str, type[Method]] = {
 }
 # Meta-learning and memory (issue 4).
 METHODS.update({cls.name: cls for cls in (MAML, FOMAML, Reptile, MemoryLearner)})
+# Self-supervised pretraining (issue 15).
+METHODS[SimCLR.name] = SimCLR
 # Open-set margins (issue 16).
 METHODS[MarginSoftmax.name] = MarginSoftmax
 
@@ -39,6 +42,6 @@ def build_method(name: str, encoder: nn.Module, **options: Any) -> Method:
 
 
 __all__ = [
-    "FOMAML", "MAML", "METHODS", "MarginSoftmax", "Baseline", "MemoryLearner", "Reptile", "Contrastive", "Episode", "MatchingNet", "Method", "ProtoNet", "Siamese", "TrainShape",
+    "FOMAML", "MAML", "METHODS", "MarginSoftmax", "Baseline", "MemoryLearner", "Reptile", "Contrastive", "Episode", "MatchingNet", "Method", "ProtoNet", "Siamese", "SimCLR", "TrainShape",
     "Triplet", "build_method",
 ]
