@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from oneshot.data.images import Preprocessing, decode_image, is_image_file
-from oneshot.data.store import ImageSet
+from oneshot.data.imageset import ImageSet
 from oneshot.errors import OneshotError
 
 
