@@ -1,7 +1,7 @@
 """Open-set Omniglot through the gallery: enrol 100 characters from one drawing, reject 500 strangers.
 
-Encoder: a ProtoNet/Conv-4 trained on the Lake split's background alphabets (``models/protonet_conv4_lake.safetensors``,
-made with ``oneshot train --split lake --out models/protonet_conv4_lake.safetensors --episodes 4000 --max-minutes 12``).
+Encoder: a ProtoNet/Conv-4 trained on the Lake split's background alphabets (``src/oneshot/weights/protonet_conv4_lake.safetensors``, built-in name ``omniglot-lake``,
+made with ``oneshot train --split lake --out src/oneshot/weights/protonet_conv4_lake.safetensors --episodes 4000 --max-minutes 12``).
 
 Protocol, per seed (``--seeds``): from the 659 evaluation-set characters, 100 are enrolled from one random
 drawing each (as PNG files, through ``Gallery.enrol``); queries are their 19 other drawings (1,900 genuine)
@@ -97,7 +97,7 @@ def run_seed(seed: int, enc: ImageEmbedder, test, z_test: np.ndarray, val, z_val
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--encoder", type=Path, default=ROOT / "models" / "protonet_conv4_lake.safetensors")
+    p.add_argument("--encoder", type=Path, default=ROOT / "src" / "oneshot" / "weights" / "protonet_conv4_lake.safetensors")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--targets", type=float, nargs="+", default=[1e-2, 1e-3])

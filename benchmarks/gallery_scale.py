@@ -128,7 +128,7 @@ def main() -> None:
     p.add_argument("--data", choices=["random", "real"], required=True)
     p.add_argument("--dim", type=int, required=True)
     p.add_argument("--n", type=int, required=True)
-    p.add_argument("--encoder", type=Path, default=ROOT / "models" / "protonet_conv4_lake.safetensors")
+    p.add_argument("--encoder", type=Path, default=ROOT / "src" / "oneshot" / "weights" / "protonet_conv4_lake.safetensors")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--single", type=int, default=1000, help="single queries timed per index (exact at 1e6: fewer)")

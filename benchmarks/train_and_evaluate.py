@@ -2,7 +2,8 @@
 
 Writes ``benchmarks/results/<name>.json`` (accuracy and 95% CI for 5/20-way x 1/5-shot over 1000 test
 episodes, Lake's 20 official runs, training wall time and throughput, device, command, commit, date)
-and copies the best checkpoint (selected on the validation split) to ``models/<name>.safetensors``.
+and copies the best checkpoint (selected on the validation split) to ``models/<name>.safetensors`` (or over the
+shipped file in ``src/oneshot/weights/`` when the package ships one of that name).
 
 Example (the committed ProtoNet)::
 
@@ -135,10 +136,12 @@ def main() -> None:
     if variants:
         result["variants"] = variants
     if not args.no_copy:
-        models = ROOT / "models"
-        models.mkdir(exist_ok=True)
-        shutil.copyfile(ckpt, models / f"{args.name}.safetensors")
-        result["checkpoint"] = f"models/{args.name}.safetensors"
+        # A checkpoint the package ships (oneshot.weights) is replaced where it ships; others go to models/.
+        shipped = ROOT / "src" / "oneshot" / "weights" / f"{args.name}.safetensors"
+        dest = shipped if shipped.is_file() else ROOT / "models" / f"{args.name}.safetensors"
+        dest.parent.mkdir(exist_ok=True)
+        shutil.copyfile(ckpt, dest)
+        result["checkpoint"] = str(dest.relative_to(ROOT))
         result["evaluation"]["checkpoint"] = result["checkpoint"]
     res_path = ROOT / "benchmarks" / "results" / f"{args.name}.json"
     res_path.parent.mkdir(parents=True, exist_ok=True)

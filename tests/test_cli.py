@@ -141,7 +141,7 @@ def test_train_help_names_every_registered_method():
 
 @pytest.mark.slow
 def test_demo_with_the_committed_checkpoint_prints_accuracy_and_draws_episodes(omniglot_dir, tmp_path):
-    committed = Path(__file__).resolve().parent.parent / "models" / "protonet_conv4_vinyals.safetensors"
+    committed = Path(__file__).resolve().parent.parent / "src" / "oneshot" / "weights" / "protonet_conv4_vinyals.safetensors"
     res = run("demo", "--checkpoint", committed, "--episodes", 50, "--out", tmp_path / "demo", "--data-dir", omniglot_dir)
     assert res.exit_code == 0, res.output
     assert "5-way 1-shot on unseen Omniglot alphabets" in res.output and "95% CI" in res.output

@@ -12,7 +12,7 @@ from gallery_util import make_checkpoint, write_pngs
 from oneshot import Gallery
 
 ROOT = Path(__file__).resolve().parent.parent
-LAKE_MODEL = ROOT / "models" / "protonet_conv4_lake.safetensors"
+LAKE_MODEL = ROOT / "src" / "oneshot" / "weights" / "protonet_conv4_lake.safetensors"
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_untrained_encoder_end_to_end_on_real_drawings(tmp_path, lake):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not LAKE_MODEL.is_file(), reason="models/protonet_conv4_lake.safetensors not trained yet")
+@pytest.mark.skipif(not LAKE_MODEL.is_file(), reason="the shipped omniglot-lake encoder is missing")
 def test_trained_lake_encoder_identifies_and_rejects(tmp_path, lake):
     accuracy, stranger_far, rec = _open_set(tmp_path, LAKE_MODEL, lake)
     assert accuracy >= 0.8

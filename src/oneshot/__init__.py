@@ -2,7 +2,8 @@
 
 from typing import Any
 
-__all__ = ["Gallery"]
+__version__ = "0.2.0"
+__all__ = ["Gallery", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

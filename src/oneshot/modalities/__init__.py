@@ -27,7 +27,10 @@ __all__ = ["BUILTIN", "CHECKPOINT_EMBEDDERS", "FOLDER_EMBEDDERS", "Embedder", "E
            "check_vectors", "fingerprint_id", "fingerprint_modality", "load_embedder", "vector_fingerprint"]
 
 #: Built-in embedders by name: name -> ("module:factory", one line on what it is).
-BUILTIN: dict[str, tuple[str, str]] = {}
+BUILTIN: dict[str, tuple[str, str]] = {
+    "omniglot": ("oneshot.weights:load_omniglot", "ProtoNet Conv-4, Omniglot drawings (shipped)"),
+    "omniglot-lake": ("oneshot.weights:load_omniglot_lake", "ProtoNet Conv-4, Lake split, for calibrated galleries (shipped)"),
+}
 
 #: Checkpoint modality (metadata field ``modality``) -> "module:class" taking the checkpoint path.
 CHECKPOINT_EMBEDDERS: dict[str, str] = {
@@ -80,6 +83,13 @@ def load_embedder(spec: str | Path | Embedder) -> Embedder:
         return _attr(CHECKPOINT_EMBEDDERS[modality])(path)
     known = f"; built-in encoders: {', '.join(sorted(BUILTIN))}" if BUILTIN else ""
     raise OneshotError(f"encoder {name!r} is neither a built-in name nor an existing file or folder{known}")
+
+
+def builtin_modality(name: str) -> str:
+    """The modality of a built-in embedder, from the package its factory lives in (``oneshot.modalities.<m>``)."""
+    module = BUILTIN[name][0].partition(":")[0]
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[1] == "modalities" else "image"
 
 
 def builtin_names() -> list[str]:

@@ -28,17 +28,18 @@ class ImageEmbedder:
 
     Attributes:
         path: the checkpoint file.
+        spec: how a gallery reloads it: a built-in name (``omniglot``) or the checkpoint's absolute path.
         fingerprint: tensors SHA-256, method, encoder, their options and the preprocessing.
         dim: embedding size D.
     """
 
     modality = MODALITY
 
-    def __init__(self, path: str | Path, device: str = "cpu", batch_size: int = 256) -> None:
+    def __init__(self, path: str | Path, device: str = "cpu", batch_size: int = 256, spec: str | None = None) -> None:
         from oneshot.checkpoint import load_checkpoint
 
         self.path = Path(path)
-        self.spec: str | None = str(self.path.resolve())
+        self.spec: str | None = spec or str(self.path.resolve())
         self.checkpoint = load_checkpoint(self.path, device=device)
         if not self.checkpoint.method.embeds_independently:
             raise OneshotError(f"{self.path} is a {self.checkpoint.metadata['method']} checkpoint, which does not embed "

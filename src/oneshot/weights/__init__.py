@@ -1,0 +1,74 @@
+"""Encoders shipped inside the package, found by name from any folder (``--encoder omniglot``).
+
+Each entry names its file in this package, its modality, what it was trained on, and the benchmark results
+file that holds its figures (``benchmarks/results/<results>.json`` in the repository). ``oneshot encoders``
+lists them; :func:`resolve_checkpoint` turns a name or a path into a checkpoint path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from oneshot.errors import OneshotError
+
+
+@dataclass(frozen=True)
+class ShippedEncoder:
+    """One checkpoint shipped as package data."""
+
+    name: str
+    file: str
+    modality: str
+    trained_on: str
+    figures: str
+
+
+SHIPPED: dict[str, ShippedEncoder] = {
+    e.name: e
+    for e in (
+        ShippedEncoder(
+            "omniglot", "protonet_conv4_vinyals.safetensors", "image",
+            "ProtoNet Conv-4 on Omniglot's Vinyals train split (28x28 drawings), 24000 episodes, 38 CPU minutes",
+            "test 5w1s 98.83 / 5w5s 99.68 / 20w1s 96.00 / 20w5s 98.94; Lake's 20 runs 95.75 "
+            "(benchmarks/results/protonet_conv4_vinyals.json)",
+        ),
+        ShippedEncoder(
+            "omniglot-lake", "protonet_conv4_lake.safetensors", "image",
+            "ProtoNet Conv-4 on the Lake split's background alphabets minus its 5 validation alphabets (28x28), 12 "
+            "CPU minutes; for galleries calibrated on `--omniglot lake-val`, whose alphabets it never saw",
+            "open-set gallery figures in benchmarks/results/gallery_open_set.json",
+        ),
+    )
+}
+
+
+def shipped_path(name: str) -> Path:
+    """The file of a shipped encoder (a clear error when the installation lacks it)."""
+    entry = SHIPPED[name]
+    path = Path(str(resources.files(__name__).joinpath(entry.file)))
+    if not path.is_file():
+        raise OneshotError(f"the built-in encoder {name!r} ({entry.file}) is missing from this installation: reinstall oneshot-learn")
+    return path
+
+
+def resolve_checkpoint(spec: str | Path) -> Path:
+    """A shipped encoder's name -> its file; anything else (or a name that is also an existing file) is a path."""
+    if str(spec) in SHIPPED and not Path(spec).exists():
+        return shipped_path(str(spec))
+    return Path(spec)
+
+
+def load_omniglot():  # noqa: ANN201 -- the ImageEmbedder type is imported lazily
+    """The shipped Omniglot ProtoNet as a gallery embedder."""
+    from oneshot.modalities.image import ImageEmbedder
+
+    return ImageEmbedder(shipped_path("omniglot"), spec="omniglot")
+
+
+def load_omniglot_lake():  # noqa: ANN201
+    """The shipped Lake-split ProtoNet as a gallery embedder."""
+    from oneshot.modalities.image import ImageEmbedder
+
+    return ImageEmbedder(shipped_path("omniglot-lake"), spec="omniglot-lake")
