@@ -30,17 +30,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from oneshot.checkpoint import git_commit, machine_description, now_iso
 from oneshot.data import load_omniglot
 from oneshot.gallery import Gallery, ImageEmbedder
+from oneshot.provenance import provenance
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -206,8 +204,7 @@ def main() -> None:
             "encoder_fingerprint": enc.fingerprint["tensors_sha256"][:16], "cohort": f"{len(cohort)} background characters, first drawing each",
             "seeds": args.seeds, "targets": args.targets,
             "rule": "kept when, on validation at every target, identify and verify FAR <= target and identify TAR > plain",
-            "levers": rows, "command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "commit": git_commit(),
-            "machine": machine_description(), "load_average_at_start": os.getloadavg(), "date": now_iso()}, indent=2))
+            "levers": rows, **provenance(), "load_average_at_start": os.getloadavg()}, indent=2))
         print(f"wrote {args.out}")
         return
     runs = []
@@ -235,8 +232,7 @@ def main() -> None:
                     "other drawings + all 20 drawings of 500 never-enrolled characters; thresholds calibrated on the Lake "
                     "validation alphabets for a 100-class gallery",
         "summary": summary, "runs": runs,
-        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "commit": git_commit(),
-        "machine": machine_description(), "load_average_at_start": os.getloadavg(), "date": now_iso(),
+        **provenance(), "load_average_at_start": os.getloadavg(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

@@ -33,18 +33,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from oneshot.checkpoint import git_commit, machine_description, now_iso
 from oneshot.gallery import Gallery, IndexSettings
 from oneshot.gallery.index import TemplateIndex
+from oneshot.provenance import provenance
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULT = ROOT / "benchmarks" / "results" / "gallery_scale.json"
@@ -215,8 +213,7 @@ def main() -> None:
 
     row: dict = {"data": args.data, "dim": args.dim, "n": args.n, "k": args.k, "faiss": faiss.__version__,
                  "threads": faiss.omp_get_max_threads(),
-                 "command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "commit": git_commit(),
-                 "machine": machine_description(), "load_average_at_start": os.getloadavg(), "date": now_iso()}
+                 **provenance(), "load_average_at_start": os.getloadavg()}
     t0 = time.perf_counter()
     templates, row["data_info"] = make_data(args.data, args.dim, args.n, args.encoder, args.data_dir)
     source, queries = make_queries(templates, args.queries)

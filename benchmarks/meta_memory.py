@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import resource
-import shlex
 import subprocess
 import sys
 import time
@@ -108,8 +107,11 @@ def main() -> None:
         method, ways = args.one.split(":")
         print(json.dumps(one(method, int(ways), args.queries, args.steps, args.warmup, device)))
         return
-    from oneshot.checkpoint import git_commit, machine_description, now_iso
+    from oneshot.provenance import provenance
 
+    record = provenance()
+    if args.commit:
+        record["commit"] = args.commit
     rows = []
     for ways in args.ways:
         for method in args.methods:
@@ -128,10 +130,7 @@ def main() -> None:
             print(f"{ways}-way: MAML / FOMAML time {by['maml']['seconds_per_meta_step'] / by['fomaml']['seconds_per_meta_step']:.2f}x, "
                   f"peak memory {by['maml']['peak_memory_bytes'] / by['fomaml']['peak_memory_bytes']:.2f}x")
     result = {
-        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
-        "commit": args.commit or git_commit(),
-        "date": now_iso(),
-        "machine": machine_description(),
+        **record,
         "load_average": os.getloadavg(),
         "rows": rows,
     }

@@ -45,11 +45,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from oneshot.checkpoint import git_commit, machine_description, now_iso
 from oneshot.data.omniglot import load_omniglot
 from oneshot.encoders import build_encoder
 from oneshot.methods import build_method
 from oneshot.methods.base import Episode
+from oneshot.provenance import provenance
 from oneshot.runtime import autocast, resolve_precision, to_layout, tune_cpu_allocator
 from oneshot.training import TrainConfig, train
 
@@ -247,10 +247,7 @@ def main() -> None:
         ),
         "measurements": runs,
         "episodes_per_measurement": args.episodes,
-        "command": command,
-        "commit": git_commit(),
-        "date": now_iso(),
-        "machine": machine_description(),
+        **provenance(command),
     }
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"throughput_{args.method}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

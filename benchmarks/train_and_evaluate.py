@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import shutil
-import sys
 import time
 from pathlib import Path
 
-from oneshot.checkpoint import git_commit, machine_description, now_iso
 from oneshot.experiment import STANDARD_SHAPES, evaluate_checkpoint, train_model
-from oneshot.training import TrainConfig
+from oneshot.provenance import command_line, provenance
+from oneshot.training import TrainConfig, TrainProgress
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,7 +72,7 @@ def main() -> None:
     p.add_argument("--variant", action="append", default=[], help="also evaluate with method option KEY=VALUE; repeat")
     args = p.parse_args()
     method_options = parse_options(args.option)
-    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    command = command_line()
     cfg = TrainConfig(
         episodes=args.episodes, ways=args.ways, shots=args.shots, queries=args.queries, lr=args.lr,
         lr_step=args.lr_step, lr_gamma=args.lr_gamma, eval_every=args.eval_every, val_episodes=args.val_episodes,
@@ -85,16 +83,17 @@ def main() -> None:
     ckpt = out_dir / f"{args.name}.safetensors"
     t0 = time.perf_counter()
 
-    def report(e: int, stats: dict) -> None:
-        if e % 250 == 0:
-            print(f"episode {e}: loss {stats['loss']:.4f} best val {stats['best_val']:.4f} ({time.perf_counter() - t0:.0f}s)", flush=True)
+    def report(p: TrainProgress) -> None:
+        if p.episode % 250 == 0:
+            print(f"episode {p.episode}: loss {p.loss:.4f} train acc {p.train_accuracy:.4f} best val {p.best_val:.4f} "
+                  f"({time.perf_counter() - t0:.0f}s)", flush=True)
 
     tr = train_model(args.method, cfg, ckpt, split=args.split, data_dir=args.data_dir, command=command, on_progress=report,
                      method_options=method_options)
     wall = time.perf_counter() - t0
     print(f"trained {tr.episodes_run} episodes in {tr.train_seconds:.0f}s ({tr.images_per_second:.0f} images/s); best val {tr.best_val_accuracy:.4f} at {tr.best_episode}", flush=True)
     ev = evaluate_checkpoint(ckpt, STANDARD_SHAPES, episodes=args.test_episodes, seed=0, lake_runs=(args.split == "vinyals" or args.split == "lake"), data_dir=args.data_dir,
-                             verification=args.verification, verification_pairs=args.verification_pairs)
+                             verification=args.verification, verification_pairs=args.verification_pairs).to_dict()
     for r in ev["results"]:
         print(f"{r['ways']}-way {r['shots']}-shot: {100 * r['accuracy']:.2f} +- {100 * r['ci95']:.2f}")
     if "lake_runs" in ev:
@@ -108,7 +107,7 @@ def main() -> None:
         row = {"options": opts}
         for part in ("val", "test"):
             res = evaluate_checkpoint(ckpt, STANDARD_SHAPES, episodes=args.test_episodes, seed=0, part=part,
-                                      data_dir=args.data_dir, method_options=opts)
+                                      data_dir=args.data_dir, method_options=opts).to_dict()
             row[part] = res["results"]
             print(f"variant {item} on {part}: " + ", ".join(f"{r['ways']}w{r['shots']}s {100 * r['accuracy']:.2f}" for r in res["results"]))
         variants.append(row)
@@ -118,10 +117,7 @@ def main() -> None:
         "method_options": ev.get("method_options", method_options),
         "encoder": "conv4",
         "split": args.split,
-        "command": command,
-        "commit": git_commit(),
-        "date": now_iso(),
-        "machine": machine_description(),
+        **provenance(command),
         "training": {
             "config": cfg.__dict__,
             "episodes_run": tr.episodes_run,

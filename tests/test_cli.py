@@ -1,12 +1,10 @@
 """The CLI as a user runs it: JSON output, tables, and one-line errors with a non-zero exit."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image

@@ -1,6 +1,4 @@
 import io
-import os
-import shutil
 import zipfile
 from pathlib import Path
 

@@ -3,7 +3,7 @@ import torch.nn.functional as F
 
 from oneshot.encoders import Conv4
 from oneshot.methods import Episode, ProtoNet
-from oneshot.methods.protonet import prototypes, squared_euclidean
+from oneshot.methods.base import prototypes, squared_euclidean
 
 
 def brute_force_protonet_loss(z_support, support_labels, z_query, query_labels, ways):

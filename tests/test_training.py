@@ -2,11 +2,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from oneshot.checkpoint import load_checkpoint
+from oneshot.checkpoint import load_checkpoint, resume_path
 from oneshot.encoders import Conv4
 from oneshot.evaluation import evaluate
 from oneshot.methods import ProtoNet
-from oneshot.training import TrainConfig, resume_path, train
+from oneshot.training import TrainConfig, train
 
 META = {"encoder": "conv4", "encoder_options": {"in_channels": 1}, "preprocessing": {"size": 28, "channels": 1, "invert": True}, "data": {"dataset": "omniglot", "split": "vinyals"}}
 

@@ -5,16 +5,17 @@ the method and its options, the encoder and its options, the preprocessing, the 
 split, the training command, seed and commit, and a SHA-256 of the tensors. Loading rebuilds the method
 from the metadata and refuses a file whose tensors do not match it (wrong method, wrong shapes, edited or
 truncated bytes). Nothing is unpickled.
+
+Beside it, the *resume* format (``<checkpoint>.resume``, written at every validation): a safetensors file with
+the model's and the optimiser's tensors and the training loop's state as JSON, so an interrupted run
+continues exactly where it stopped.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import platform
-import subprocess
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,55 +24,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from oneshot.data.images import Preprocessing
-from oneshot.data.paths import atomic_write_bytes
 from oneshot.encoders import build_encoder
 from oneshot.errors import OneshotError
+from oneshot.files import atomic_write_bytes
 from oneshot.methods import Method, build_method
 
 FORMAT = "oneshot-checkpoint"
 FORMAT_VERSION = 1
-
-
-def git_commit() -> str:
-    """The current commit of the source tree, or ``"unknown"`` outside a git checkout."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).parent,
-            capture_output=True, text=True, timeout=5,
-        )
-        if out.returncode == 0:
-            return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return "unknown"
-
-
-def machine_description() -> dict[str, Any]:
-    """Where a number was measured: CPU, cores, accelerator, library versions."""
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -190,3 +149,45 @@ def load_checkpoint(
         raise OneshotError(f"{path}: weights do not match the {meta['method']}/{meta['encoder']} model its metadata describes ({first})") from None
     method.to(device).eval()
     return Checkpoint(method, meta)
+
+
+# ------------------------------------------------------------------------------------------- resume files
+def resume_path(checkpoint: Path) -> Path:
+    """The resume file beside a checkpoint: ``<checkpoint>.resume``."""
+    return checkpoint.with_name(checkpoint.name + ".resume")
+
+
+def save_resume(path: Path, method: Method, opt: torch.optim.Optimizer, sched: Any, state: dict[str, Any]) -> None:
+    """Write the resume file: model tensors (``model.*``), optimiser state tensors (``opt.<param>.<name>``)
+    and, in the safetensors header's ``resume`` entry, ``state`` plus the optimiser's param groups and the
+    scheduler's state as JSON. Written atomically."""
+    tensors = {f"model.{k}": v for k, v in state_tensors(method).items()}
+    opt_state = opt.state_dict()
+    for pid, pstate in opt_state["state"].items():
+        for key, value in pstate.items():
+            tensors[f"opt.{pid}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous().clone()
+    meta = dict(state, param_groups=opt_state["param_groups"], scheduler=sched.state_dict())
+    atomic_write_bytes(path, save(tensors, metadata={"resume": json.dumps(meta)}))
+
+
+def load_resume(path: Path, method: Method, opt: torch.optim.Optimizer, sched: Any) -> dict[str, Any]:
+    """Restore ``method``, ``opt`` and ``sched`` from a resume file; returns the saved loop state."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads(f.metadata()["resume"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, KeyError, ValueError) as exc:
+        raise OneshotError(f"resume state {path} is unreadable ({exc}): delete it to start afresh") from None
+    model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        method.load_state_dict(model, strict=True)
+    except RuntimeError:
+        raise OneshotError(f"resume state {path} belongs to another model: delete it or change --out") from None
+    opt_state: dict[str, Any] = {"state": {}, "param_groups": meta.pop("param_groups")}
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, pid, name = key.split(".", 2)
+            opt_state["state"].setdefault(int(pid), {})[name] = value
+    opt.load_state_dict(opt_state)
+    sched.load_state_dict(meta.pop("scheduler"))
+    return meta

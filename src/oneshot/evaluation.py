@@ -1,21 +1,23 @@
 """The one evaluation path: N-way K-shot accuracy with a 95% confidence interval, and Lake's official runs.
 
 Methods that embed each input independently are evaluated from embeddings computed once for the whole
-split; adaptive methods run episode by episode. Either way the episodes come from the same seeded sampler,
-so every method sees exactly the same tasks and a checkpoint always prints the same number.
+split (:func:`split_embeddings`, the one place that asks); the others are asked to classify each episode
+(``Method.classify``, which manages its own gradients). Either way the episodes come from the same seeded
+sampler, so every method sees exactly the same tasks and a checkpoint always prints the same number.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
+from oneshot.data.imageset import ImageSet
 from oneshot.data.omniglot import LakeRun
 from oneshot.data.samplers import EpisodeSampler
-from oneshot.data.store import ImageSet
 from oneshot.methods.base import Method
 from oneshot.runtime import autocast, to_layout, tune_cpu_allocator
 
@@ -68,6 +70,12 @@ def embed_all(
     return torch.cat(out)
 
 
+def split_embeddings(method: Method, images: torch.Tensor, device: torch.device, precision: str = "fp32") -> torch.Tensor | None:
+    """Embeddings (N, D) of a whole split when ``method`` embeds inputs independently (so episodes can be
+    scored from them), else None (the method must see each episode's inputs)."""
+    return embed_all(method, images, device, precision) if method.embeds_independently else None
+
+
 @torch.no_grad()
 def evaluate(
     method: Method,
@@ -80,12 +88,12 @@ def evaluate(
     device: torch.device | str = "cpu",
     precision: str = "fp32",
     embeddings: torch.Tensor | None = None,
-    progress=None,
+    progress: Callable[[int], None] | None = None,
 ) -> EvalResult:
     """Mean accuracy and 95% CI of ``method`` over ``episodes`` seeded N-way K-shot episodes of ``data``.
 
     Args:
-        embeddings: precomputed (N, D) embeddings of ``data`` (reused across episode shapes).
+        embeddings: precomputed (N, D) embeddings of ``data`` (:func:`split_embeddings`, reused across shapes).
         progress: optional callable ``advance(n)`` for a progress bar.
     """
     device = torch.device(device)
@@ -95,36 +103,42 @@ def evaluate(
     method.eval()
     support_labels = torch.arange(ways, device=device).repeat_interleave(shots)
     query_labels = torch.arange(ways, device=device).repeat_interleave(queries)
+    z = embeddings if embeddings is not None else split_embeddings(method, data.images, device, precision)
     accs = np.empty(episodes)
-    if method.embeds_independently:
-        z = embeddings if embeddings is not None else embed_all(method, data.images, device, precision)
-        for e, ep in enumerate(sampler):
-            s = z[torch.from_numpy(ep.support).to(device)]
-            q = z[torch.from_numpy(ep.query).to(device)]
-            pred = method.classify_embeddings(s, support_labels, q, ways).argmax(1)
-            accs[e] = (pred == query_labels).float().mean().item()
-            if progress:
-                progress(1)
-    else:
-        for e, ep in enumerate(sampler):
-            s = to_layout(data.gather(ep.support, device), True)
-            q = to_layout(data.gather(ep.query, device), True)
-            with torch.enable_grad(), autocast(device, precision):
+    for e, ep in enumerate(sampler):
+        if z is not None:
+            s, q = z[torch.from_numpy(ep.support).to(device)], z[torch.from_numpy(ep.query).to(device)]
+            logits = method.classify_embeddings(s, support_labels, q, ways)
+        else:
+            s, q = to_layout(data.gather(ep.support, device), True), to_layout(data.gather(ep.query, device), True)
+            with autocast(device, precision):
                 logits = method.classify(s, support_labels, q, ways)
-            accs[e] = (logits.argmax(1) == query_labels).float().mean().item()
-            if progress:
-                progress(1)
+        accs[e] = (logits.argmax(1) == query_labels).float().mean().item()
+        if progress:
+            progress(1)
     mean, ci = mean_ci95(accs)
     return EvalResult(mean, ci, ways, shots, queries, episodes, seed, accs.tolist())
 
 
+@dataclass
+class LakeRunsResult:
+    """Lake et al.'s 20 runs: ``accuracy`` (1 - mean error), ``ci95`` over runs, and each run's error rate."""
+
+    accuracy: float
+    ci95: float
+    runs: int
+    errors: list[float]
+
+    def summary(self) -> dict:
+        return asdict(self)
+
+
 @torch.no_grad()
-def evaluate_lake_runs(method: Method, runs: list[LakeRun], device: torch.device | str = "cpu") -> dict:
+def evaluate_lake_runs(method: Method, runs: list[LakeRun], device: torch.device | str = "cpu") -> LakeRunsResult:
     """Lake et al.'s 20 within-alphabet 20-way 1-shot runs, scored as in the original benchmark.
 
     Each of the 20 test drawings of a run is assigned to one of the run's 20 training drawings; a run's
     error rate is the fraction assigned wrongly, and the score is the mean over the 20 runs.
-    Returns ``accuracy`` (1 - mean error), ``ci95`` over runs, and the per-run ``errors``.
     """
     device = torch.device(device)
     method.eval()
@@ -132,10 +146,7 @@ def evaluate_lake_runs(method: Method, runs: list[LakeRun], device: torch.device
     for run in runs:
         s = run.support.to(device).float().div_(255.0)
         q = run.queries.to(device).float().div_(255.0)
-        labels = torch.arange(s.shape[0], device=device)
-        with torch.enable_grad() if not method.embeds_independently else torch.no_grad():
-            logits = method.classify(s, labels, q, s.shape[0])
-        pred = logits.argmax(1).cpu()
-        errors.append(float((pred != run.targets).float().mean()))
+        logits = method.classify(s, torch.arange(s.shape[0], device=device), q, s.shape[0])
+        errors.append(float((logits.argmax(1).cpu() != run.targets).float().mean()))
     acc, ci = mean_ci95([1 - e for e in errors])
-    return {"accuracy": acc, "ci95": ci, "runs": len(runs), "errors": errors}
+    return LakeRunsResult(acc, ci, len(runs), errors)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +12,15 @@ import torch
 
 from oneshot.checkpoint import load_checkpoint
 from oneshot.data.images import Preprocessing
+from oneshot.data.imageset import ImageSet
 from oneshot.data.omniglot import load_lake_runs, load_omniglot
-from oneshot.data.store import ImageSet
 from oneshot.encoders import build_encoder, embedding_dim
 from oneshot.errors import OneshotError
-from oneshot.evaluation import EvalResult, embed_all, evaluate, evaluate_lake_runs
+from oneshot.evaluation import EvalResult, LakeRunsResult, evaluate, evaluate_lake_runs, split_embeddings
 from oneshot.methods import METHODS, build_method
 from oneshot.runtime import select_device
-from oneshot.training import TrainConfig, TrainResult, train
+from oneshot.training import TrainConfig, TrainProgress, TrainResult, train
+from oneshot.verification import VerificationResult
 
 STANDARD_SHAPES = [(5, 1), (5, 5), (20, 1), (20, 5)]
 
@@ -97,7 +99,7 @@ def train_model(
     command: str = "",
     resume: bool = False,
     preprocessing: Preprocessing | None = None,
-    on_progress: Callable[[int, dict[str, float]], None] | None = None,
+    on_progress: Callable[[TrainProgress], None] | None = None,
 ) -> TrainResult:
     """Load the train and val parts, build ``method`` on ``encoder``, and run the training loop."""
     from oneshot.data.images import stats_envelope
@@ -132,6 +134,41 @@ def train_model(
     return train(model, train_data, val_data, config, out, metadata, resume=resume, on_progress=on_progress)
 
 
+@dataclass
+class CheckpointEvaluation:
+    """What :func:`evaluate_checkpoint` measured (accuracies are fractions in [0, 1]).
+
+    Attributes:
+        results: one :class:`EvalResult` per (ways, shots) shape, in the order asked.
+        lake_runs: Lake's 20 runs when asked; verification: same/different-pair metrics when asked, with
+            ``curves`` naming the ROC / DET pictures drawn ({"roc_png": path, "det_png": path}).
+    """
+
+    checkpoint: str
+    method: str
+    method_options: dict[str, Any]
+    dataset: str
+    split: str
+    part: str
+    results: list[EvalResult]
+    lake_runs: LakeRunsResult | None = None
+    verification: VerificationResult | None = None
+    curves: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document benchmarks store and ``oneshot evaluate --json`` prints."""
+        out: dict[str, Any] = {"checkpoint": self.checkpoint, "method": self.method, "method_options": self.method_options,
+                               "dataset": self.dataset, "split": self.split, "part": self.part,
+                               "results": [r.summary() for r in self.results]}
+        if self.lake_runs is not None:
+            out["lake_runs"] = self.lake_runs.summary()
+        if self.verification is not None:
+            out["verification"] = dict(self.verification.summary(), **self.curves)
+        out["seconds"] = self.seconds
+        return out
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     shapes: list[tuple[int, int]],
@@ -152,26 +189,20 @@ def evaluate_checkpoint(
     det_png: str | Path | None = None,
     folder: str | Path | None = None,
     preprocessing: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> CheckpointEvaluation:
     """Evaluate a checkpoint on N-way K-shot episodes of a split part (and optionally Lake's runs).
 
     ``folder`` evaluates on a user's own labelled folder (one sub-folder of images per class) instead of the
     checkpoint's dataset; ``preprocessing`` overrides fields of the checkpoint's preprocessing (e.g.
     ``{"invert": False}``).
 
-    The split defaults to the one the checkpoint was trained on. Returns a JSON-ready dict with one entry
-    per shape under ``results`` and ``lake_runs`` when asked.
+    The split defaults to the one the checkpoint was trained on.
 
     ``method_options`` change options of the rebuilt method (those that do not change its tensors).
     ``verification`` adds same/different-pair metrics (AUC, EER, TAR at FAR 1e-2 and 1e-3) over
     ``verification_pairs`` seeded pairs of the same split part under ``verification``, and draws the ROC and
     DET curves to ``roc_png`` / ``det_png`` when given.
     """
-    if verification or roc_png or det_png:
-        from oneshot.verification import SIMILARITIES
-
-        if similarity not in SIMILARITIES:
-            raise OneshotError(f"unknown similarity {similarity!r}; choose one of {', '.join(SIMILARITIES)}")
     dev = select_device(device)
     ck = load_checkpoint(checkpoint, device=dev, method_options=method_options)
     prep = ck.preprocessing
@@ -200,29 +231,19 @@ def evaluate_checkpoint(
 
         warnings.warn(msg, InputWarning, stacklevel=2)
     t0 = time.perf_counter()
-    z = embed_all(ck.method, data.images, dev) if ck.method.embeds_independently else None
-    results: list[EvalResult] = []
-    for ways, shots in shapes:
-        results.append(evaluate(ck.method, data, ways, shots, queries, episodes, seed, dev, embeddings=z, progress=progress))
-    out: dict[str, Any] = {
-        "checkpoint": str(checkpoint),
-        "method": ck.metadata["method"],
-        "method_options": ck.method.options(),
-        "dataset": dataset,
-        "split": split,
-        "part": part,
-        "results": [r.summary() for r in results],
-    }
+    z = split_embeddings(ck.method, data.images, dev)
+    res = CheckpointEvaluation(
+        str(checkpoint), ck.metadata["method"], ck.method.options(), dataset, split, part,
+        [evaluate(ck.method, data, ways, shots, queries, episodes, seed, dev, embeddings=z, progress=progress) for ways, shots in shapes])
     if lake_runs:
-        out["lake_runs"] = evaluate_lake_runs(ck.method, load_lake_runs(prep.size, data_dir), dev)
+        res.lake_runs = evaluate_lake_runs(ck.method, load_lake_runs(prep.size, data_dir), dev)
     if verification or roc_png or det_png:
         from oneshot.verification import evaluate_verification, plot_det, plot_roc
 
-        ver = evaluate_verification(ck.method, data, verification_pairs, seed, similarity, dev, embeddings=z)
-        out["verification"] = ver.summary()
+        res.verification = evaluate_verification(ck.method, data, verification_pairs, seed, similarity, dev, embeddings=z)
         if roc_png:
-            out["verification"]["roc_png"] = str(plot_roc(ver, roc_png))
+            res.curves["roc_png"] = str(plot_roc(res.verification, roc_png))
         if det_png:
-            out["verification"]["det_png"] = str(plot_det(ver, det_png))
-    out["seconds"] = time.perf_counter() - t0
-    return out
+            res.curves["det_png"] = str(plot_det(res.verification, det_png))
+    res.seconds = time.perf_counter() - t0
+    return res

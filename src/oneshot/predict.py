@@ -86,13 +86,7 @@ def predict(ck: Checkpoint, support: SupportSet, queries: list[Path], device: to
     dev = torch.device(device)
     s = to_layout(support.images.to(dev).float().div_(255), True)
     qx = to_layout(q.to(dev).float().div_(255), True)
-    method = ck.method.eval()
-    ways = len(support.class_names)
-    if method.embeds_independently:
-        logits = method.classify(s, support.labels.to(dev), qx, ways)
-    else:
-        with torch.enable_grad():
-            logits = method.classify(s, support.labels.to(dev), qx, ways).detach()
+    logits = ck.method.eval().classify(s, support.labels.to(dev), qx, len(support.class_names))
     probs = logits.float().softmax(1)
     out = []
     for i, path in enumerate(queries):

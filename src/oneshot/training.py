@@ -2,30 +2,30 @@
 
 Adam with a step learning-rate schedule, validation episodes every ``eval_every`` episodes, the best
 checkpoint kept on validation accuracy (never on test), early stopping after ``patience`` validations
-without improvement, and resume from a state file written at every validation. Uses CUDA when present,
+without improvement, and resume from a state file written at every validation (its format is in
+:mod:`oneshot.checkpoint`, beside the checkpoint format). The sampler says how many tasks a batch holds;
+``Method.loss`` returns the loss and the query logits, which become a logged training accuracy. Uses CUDA when present,
 bfloat16 autocast where the hardware supports it, channels-last layout for convolutions.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save
 
-from oneshot.checkpoint import git_commit, machine_description, now_iso, save_checkpoint, state_tensors
-from oneshot.data.paths import atomic_write_bytes
-from oneshot.data.store import ImageSet
-from oneshot.errors import OneshotError
+from oneshot.checkpoint import load_resume, resume_path, save_checkpoint, save_resume
+from oneshot.data.imageset import ImageSet
+from oneshot.data.samplers import EpisodeIndices
 from oneshot.evaluation import evaluate
 from oneshot.methods.base import Episode, Method, TrainShape
+from oneshot.provenance import provenance
 from oneshot.runtime import autocast, resolve_precision, select_device, to_layout, tune_cpu_allocator
 
 
@@ -93,40 +93,131 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def resume_path(checkpoint: Path) -> Path:
-    return checkpoint.with_name(checkpoint.name + ".resume")
+@dataclass
+class TrainState:
+    """Where a run stands; saved in the resume file at every validation and restored from it.
+
+    Attributes:
+        episode: training steps done.
+        best, best_ci, best_episode: the best validation accuracy (-1 before the first), its CI, and when.
+        bad_evals: validations since the last improvement.
+        history: one entry per validation (episode, val_accuracy, val_ci95, loss, train_accuracy).
+        seconds, images: training time (validation excluded) and images seen.
+    """
+
+    episode: int = 0
+    best: float = -1.0
+    best_ci: float = 0.0
+    best_episode: int = 0
+    bad_evals: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    images: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainState":
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
-def _save_resume(path: Path, method: Method, opt: torch.optim.Optimizer, sched, state: dict[str, Any]) -> None:
-    tensors = {f"model.{k}": v for k, v in state_tensors(method).items()}
-    opt_state = opt.state_dict()
-    for pid, pstate in opt_state["state"].items():
-        for key, value in pstate.items():
-            tensors[f"opt.{pid}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous().clone()
-    meta = dict(state, param_groups=opt_state["param_groups"], scheduler=sched.state_dict())
-    atomic_write_bytes(path, save(tensors, metadata={"resume": json.dumps(meta)}))
+@dataclass(frozen=True)
+class TrainProgress:
+    """What a progress callback is told after every step.
+
+    Attributes:
+        episode: steps done.
+        loss, train_accuracy: running averages (weight 0.95 on the past) of the training loss and of the
+            accuracy of the step's query logits.
+        best_val: the best validation accuracy so far, -1 before the first validation.
+    """
+
+    episode: int
+    loss: float
+    train_accuracy: float
+    best_val: float
 
 
-def _load_resume(path: Path, method: Method, opt: torch.optim.Optimizer, sched) -> dict[str, Any]:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads(f.metadata()["resume"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, KeyError, ValueError) as exc:
-        raise OneshotError(f"resume state {path} is unreadable ({exc}): delete it to start afresh") from None
-    model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    try:
-        method.load_state_dict(model, strict=True)
-    except RuntimeError:
-        raise OneshotError(f"resume state {path} belongs to another model: delete it or change --out") from None
-    opt_state: dict[str, Any] = {"state": {}, "param_groups": meta.pop("param_groups")}
-    for key, value in tensors.items():
-        if key.startswith("opt."):
-            _, pid, name = key.split(".", 2)
-            opt_state["state"].setdefault(int(pid), {})[name] = value
-    opt.load_state_dict(opt_state)
-    sched.load_state_dict(meta.pop("scheduler"))
-    return meta
+class _Running:
+    """Exponential moving averages of a value (NaN before the first)."""
+
+    def __init__(self) -> None:
+        self.value = math.nan
+
+    def update(self, x: float) -> float:
+        self.value = x if math.isnan(self.value) else 0.95 * self.value + 0.05 * x
+        return self.value
+
+
+class _Run:
+    """One training run's fixed parts: the method, data, optimiser, where checkpoints and resume state go."""
+
+    def __init__(self, method: Method, train_data: ImageSet, val_data: ImageSet, config: TrainConfig, out: Path,
+                 metadata: dict[str, Any]) -> None:
+        self.method, self.train_data, self.val_data, self.config, self.out = method, train_data, val_data, config, out
+        self.metadata = metadata
+        self.device = select_device(config.device)
+        self.precision = resolve_precision(config.precision, self.device)
+        self.opt = torch.optim.Adam(method.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.sched = torch.optim.lr_scheduler.StepLR(self.opt, step_size=max(1, config.lr_step), gamma=config.lr_gamma)
+        self.loss, self.accuracy = _Running(), _Running()
+        from oneshot.data.augment import Augment
+
+        self.augment = Augment.from_dict(config.augment)
+
+    def episode(self, ep: EpisodeIndices, tasks: int, shape: TrainShape, number: int) -> Episode:
+        """The gathered batch of ``tasks`` episodes (task-major, see ``Episode.tasks``); training episode
+        ``number`` (1-based) seeds its augmentation, so a resumed run augments exactly as an unbroken one."""
+        dev = self.device
+        support_labels = torch.arange(shape.ways, device=dev).repeat_interleave(shape.shots)
+        query_labels = torch.arange(shape.ways, device=dev).repeat_interleave(shape.queries)
+        if tasks > 1:
+            support_labels, query_labels = support_labels.repeat(tasks), query_labels.repeat(tasks)
+        idx = torch.from_numpy(np.concatenate([ep.support, ep.query]))
+        x = self.train_data.gather(idx, dev)
+        if self.augment is not None:
+            x = self.augment(x, torch.Generator().manual_seed(self.config.seed * 1_000_003 + number))
+        x = to_layout(x, self.config.channels_last)
+        n = ep.support.size
+        return Episode(x[:n], support_labels, x[n:], query_labels, shape.ways, shape.shots,
+                       torch.from_numpy(ep.classes).to(dev), tasks=tasks)
+
+    def step(self, episode: Episode) -> None:
+        """One optimiser step on ``episode``; updates the running loss and training accuracy."""
+        with autocast(self.device, self.precision):
+            out = self.method.loss(episode)
+        self.opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        self.opt.step()
+        self.sched.step()
+        self.loss.update(out.loss.item())
+        target = out.labels if out.labels is not None else episode.query_labels
+        self.accuracy.update((out.logits.detach().argmax(1) == target).float().mean().item())
+
+    def validate(self, state: TrainState) -> bool:
+        """Validate, keep the checkpoint if best, write the resume state; True to stop early."""
+        cfg = self.config
+        own = getattr(self.val_data, "validate", None)  # data with its own validation protocol (molecule assays)
+        res = (own(self.method, self.device) if own is not None else
+               evaluate(self.method, self.val_data, cfg.val_ways, cfg.val_shots, cfg.val_queries, cfg.val_episodes, cfg.val_seed,
+                        self.device))
+        state.history.append({"episode": state.episode, "val_accuracy": res.accuracy, "val_ci95": res.ci95,
+                              "loss": self.loss.value, "train_accuracy": self.accuracy.value})
+        if res.accuracy > state.best:
+            state.best, state.best_ci, state.best_episode, state.bad_evals = res.accuracy, res.ci95, state.episode, 0
+            meta = dict(self.metadata)
+            meta["training"] = dict(
+                self.metadata.get("training", {}), config=asdict(cfg), episodes_trained=state.episode,
+                val_accuracy=res.accuracy, val_ci95=res.ci95, val_shape=f"{cfg.val_ways}-way {cfg.val_shots}-shot",
+                device=str(self.device), precision=self.precision,
+            )
+            meta.setdefault("seed", cfg.seed)
+            record = provenance(self.metadata.get("training", {}).get("command") or None)
+            meta.update(commit=record["commit"], created=record["date"], provenance=record)
+            save_checkpoint(self.out, self.method, meta)
+        else:
+            state.bad_evals += 1
+        save_resume(resume_path(self.out), self.method, self.opt, self.sched, asdict(state))
+        self.method.train()
+        return bool(cfg.patience and state.bad_evals >= cfg.patience)
 
 
 def train(
@@ -137,121 +228,63 @@ def train(
     out: str | Path,
     metadata: dict[str, Any],
     resume: bool = False,
-    on_progress: Callable[[int, dict[str, float]], None] | None = None,
+    on_progress: Callable[[TrainProgress], None] | None = None,
 ) -> TrainResult:
     """Train ``method`` on episodes of ``train_data``, keep the best checkpoint on ``val_data`` at ``out``.
 
     Args:
         metadata: extra checkpoint metadata (encoder, preprocessing, data, command); training facts are added.
         resume: continue from ``out``'s resume state if present.
-        on_progress: called after each episode with (episodes done, latest stats) for progress bars.
+        on_progress: called after each step with a :class:`TrainProgress`, for progress bars.
     """
     out = Path(out)
     device = select_device(config.device)
-    precision = resolve_precision(config.precision, device)
     if device.type == "cpu":
         tune_cpu_allocator()
     torch.manual_seed(config.seed)
     method.to(device)
     if config.channels_last:
         method.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(method.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, config.lr_step), gamma=config.lr_gamma)
-    state: dict[str, Any] = {"episode": 0, "best": -1.0, "best_ci": 0.0, "best_episode": 0, "bad_evals": 0, "history": [], "seconds": 0.0, "images": 0}
-    rpath = resume_path(out)
-    if resume and rpath.is_file():
-        state.update(_load_resume(rpath, method, opt, sched))
+    run = _Run(method, train_data, val_data, config, out, metadata)
+    state = TrainState()
+    if resume and resume_path(out).is_file():
+        state = TrainState.from_dict(load_resume(resume_path(out), method, run.opt, run.sched))
     shape = TrainShape(config.ways, config.shots, config.queries)
-    sampler = method.training_sampler(train_data, shape, config.episodes, config.seed, state["episode"])
-    support_labels = torch.arange(shape.ways, device=device).repeat_interleave(shape.shots)
-    query_labels = torch.arange(shape.ways, device=device).repeat_interleave(shape.queries)
-    n_support = shape.ways * shape.shots
-
-    def validate(episode: int) -> bool:
-        """Validate, keep the checkpoint if best; returns True to stop early."""
-        own = getattr(val_data, "validate", None)  # data with its own validation protocol (molecule assays)
-        res = (own(method, device) if own is not None else
-               evaluate(method, val_data, config.val_ways, config.val_shots, config.val_queries, config.val_episodes, config.val_seed, device))
-        state["history"].append({"episode": episode, "val_accuracy": res.accuracy, "val_ci95": res.ci95, "loss": running_loss})
-        if res.accuracy > state["best"]:
-            state.update(best=res.accuracy, best_ci=res.ci95, best_episode=episode, bad_evals=0)
-            meta = dict(metadata)
-            meta["training"] = dict(
-                metadata.get("training", {}), config=asdict(config), episodes_trained=episode,
-                val_accuracy=res.accuracy, val_ci95=res.ci95,
-                val_shape=f"{config.val_ways}-way {config.val_shots}-shot",
-                device=str(device), precision=precision,
-            )
-            meta.setdefault("seed", config.seed)
-            meta["commit"] = git_commit()
-            meta["created"] = now_iso()
-            save_checkpoint(out, method, meta)
-        else:
-            state["bad_evals"] += 1
-        state["episode"] = episode
-        _save_resume(rpath, method, opt, sched, state)
-        method.train()
-        return bool(config.patience and state["bad_evals"] >= config.patience)
-
-    from oneshot.data.augment import Augment
-
-    augment = Augment.from_dict(config.augment)
+    sampler = method.training_sampler(train_data, shape, config.episodes, config.seed, state.episode)
     method.train()
-    running_loss = float("nan")
     stopped = False
     tick = time.perf_counter()
     for ep in sampler:
-        e = state["episode"] + 1
-        idx = torch.from_numpy(np.concatenate([ep.support, ep.query]))
-        x = train_data.gather(idx, device)
-        if augment is not None:
-            x = augment(x, torch.Generator().manual_seed(config.seed * 1_000_003 + e))
-        x = to_layout(x, config.channels_last)
-        classes = torch.from_numpy(ep.classes).to(device)
-        if ep.support.size == n_support:
-            episode = Episode(x[:n_support], support_labels, x[n_support:], query_labels, shape.ways, shape.shots, classes)
-        else:  # a meta-batch of T tasks, task-major (see Episode.tasks)
-            tasks = ep.support.size // n_support
-            episode = Episode(
-                x[: ep.support.size], support_labels.repeat(tasks), x[ep.support.size :], query_labels.repeat(tasks),
-                shape.ways, shape.shots, classes, tasks=tasks,
-            )
-        with autocast(device, precision):
-            loss, logits = method.loss(episode)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        state["episode"] = e
-        state["images"] += int(idx.numel())
-        value = loss.item()
-        running_loss = value if running_loss != running_loss else 0.95 * running_loss + 0.05 * value
+        episode = run.episode(ep, sampler.tasks, shape, state.episode + 1)
+        run.step(episode)
+        state.episode += 1
+        state.images += int(ep.support.size + ep.query.size)
         if on_progress:
-            on_progress(e, {"loss": running_loss, "best_val": state["best"]})
-        over_budget = config.max_minutes > 0 and state["seconds"] + time.perf_counter() - tick > 60 * config.max_minutes
-        if e % config.eval_every == 0 or e == config.episodes or over_budget:
-            state["seconds"] += time.perf_counter() - tick
-            stopped = validate(e)
+            on_progress(TrainProgress(state.episode, run.loss.value, run.accuracy.value, state.best))
+        over_budget = config.max_minutes > 0 and state.seconds + time.perf_counter() - tick > 60 * config.max_minutes
+        if state.episode % config.eval_every == 0 or state.episode == config.episodes or over_budget:
+            state.seconds += time.perf_counter() - tick
+            stopped = run.validate(state)
             tick = time.perf_counter()
             if stopped or over_budget:
                 stopped = True
                 break
     else:
-        state["seconds"] += time.perf_counter() - tick
-        if state["best"] < 0:  # zero episodes requested, or resumed at the end: still leave a checkpoint
-            validate(state["episode"])
-    secs = max(state["seconds"], 1e-9)
+        state.seconds += time.perf_counter() - tick
+        if state.best < 0:  # zero episodes requested, or resumed at the end: still leave a checkpoint
+            run.validate(state)
+    secs = max(state.seconds, 1e-9)
     return TrainResult(
         checkpoint=str(out),
-        best_val_accuracy=state["best"],
-        best_val_ci95=state["best_ci"],
-        best_episode=state["best_episode"],
-        episodes_run=state["episode"],
+        best_val_accuracy=state.best,
+        best_val_ci95=state.best_ci,
+        best_episode=state.best_episode,
+        episodes_run=state.episode,
         stopped_early=stopped,
         train_seconds=secs,
-        images_per_second=state["images"] / secs,
-        episodes_per_second=state["episode"] / secs,
+        images_per_second=state.images / secs,
+        episodes_per_second=state.episode / secs,
         device=str(device),
-        precision=precision,
-        history=state["history"],
+        precision=run.precision,
+        history=state.history,
     )

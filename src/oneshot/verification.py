@@ -13,6 +13,7 @@ otherwise); ``cosine`` and ``neg-sqdist`` force one of the generic ones.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,12 +21,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from oneshot.data.store import ImageSet
+from oneshot.choices import check_choice
+from oneshot.data.imageset import ImageSet
 from oneshot.errors import OneshotError
 from oneshot.evaluation import embed_all
 from oneshot.methods.base import Method
 
-SIMILARITIES = ("auto", "cosine", "neg-sqdist")
+#: Pair similarities by name: (method, a (P, D), b (P, D)) -> scores (P,), higher = more likely the same class.
+SIMILARITIES: dict[str, Callable[[Method, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "auto": lambda method, a, b: method.pair_score(a, b).float(),
+    "cosine": lambda method, a, b: F.cosine_similarity(a.float(), b.float(), dim=1),
+    "neg-sqdist": lambda method, a, b: -(a.float() - b.float()).pow(2).sum(1),
+}
 
 
 def sample_pairs(class_indices: list[np.ndarray], pairs: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -41,7 +48,6 @@ def sample_pairs(class_indices: list[np.ndarray], pairs: int, seed: int = 0) -> 
         raise OneshotError("verification needs at least 2 images in every class")
     rng = np.random.default_rng(seed)
     n_same = pairs // 2
-    n_diff = pairs - n_same
     a = np.empty(pairs, dtype=np.int64)
     b = np.empty(pairs, dtype=np.int64)
     classes = rng.integers(0, len(class_indices), n_same)
@@ -124,14 +130,8 @@ class VerificationResult:
 
 
 def pair_similarity(method: Method, a: torch.Tensor, b: torch.Tensor, similarity: str) -> torch.Tensor:
-    """Scores (P,) of embedding pairs (P, D) under ``similarity`` (one of :data:`SIMILARITIES`)."""
-    if similarity == "auto":
-        return method.pair_score(a, b).float()
-    if similarity == "cosine":
-        return F.cosine_similarity(a.float(), b.float(), dim=1)
-    if similarity == "neg-sqdist":
-        return -(a.float() - b.float()).pow(2).sum(1)
-    raise OneshotError(f"unknown similarity {similarity!r}; choose one of {', '.join(SIMILARITIES)}")
+    """Scores (P,) of embedding pairs (P, D) under ``similarity`` (a key of :data:`SIMILARITIES`)."""
+    return SIMILARITIES[check_choice("verification", "similarity", similarity, SIMILARITIES)](method, a, b)
 
 
 def metrics(scores: np.ndarray, same: np.ndarray, seed: int = 0, similarity: str = "given") -> VerificationResult:
@@ -161,8 +161,6 @@ def evaluate_verification(
     Args:
         embeddings: precomputed (N, D) embeddings of ``data`` (reused from the accuracy evaluation).
     """
-    if similarity not in SIMILARITIES:
-        raise OneshotError(f"unknown similarity {similarity!r}; choose one of {', '.join(SIMILARITIES)}")
     device = torch.device(device)
     a, b, same = sample_pairs(data.class_indices, pairs, seed)
     z = embeddings if embeddings is not None else embed_all(method, data.images, device)
@@ -204,8 +202,9 @@ def plot_det(result: VerificationResult, path: str | Path, title: str = "") -> P
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from statistics import NormalDist
+
+    import matplotlib.pyplot as plt
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 RIGHT, WRONG = "#1a9850", "#d73027"
@@ -79,23 +78,6 @@ def plot_episodes(episodes: list[EpisodePicture], path: str | Path, invert: bool
         if ep.title:
             axes[2 * i, 0].annotate(ep.title, (0, 1.45), xycoords="axes fraction", fontsize=9, weight="bold")
     fig.suptitle("One-shot episodes: one drawing per class (top), queries and predictions (bottom)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_training_history(history: list[dict[str, float]], path: str | Path) -> Path:
-    """Validation accuracy and training loss against episodes."""
-    path = Path(path)
-    ep = np.array([h["episode"] for h in history])
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(ep, [100 * h["val_accuracy"] for h in history], marker="o", label="validation accuracy (%)")
-    ax.set_xlabel("episode")
-    ax.set_ylabel("validation accuracy (%)")
-    ax2 = ax.twinx()
-    ax2.plot(ep, [h["loss"] for h in history], color="grey", alpha=0.6, label="training loss")
-    ax2.set_ylabel("training loss")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -2,8 +2,8 @@
 
 from oneshot.data.folder import load_image_folder
 from oneshot.data.images import Preprocessing
+from oneshot.data.imageset import ImageSet
 from oneshot.data.omniglot import load_lake_runs, load_omniglot
 from oneshot.data.samplers import EpisodeIndices, EpisodeSampler
-from oneshot.data.store import ImageSet
 
 __all__ = ["EpisodeIndices", "EpisodeSampler", "ImageSet", "Preprocessing", "load_image_folder", "load_lake_runs", "load_omniglot"]

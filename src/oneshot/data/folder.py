@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from oneshot.data.images import Preprocessing, decode_image, image_files_in
-from oneshot.data.store import ImageSet
+from oneshot.data.imageset import ImageSet
 from oneshot.errors import OneshotError
 
 

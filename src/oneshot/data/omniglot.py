@@ -29,9 +29,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from oneshot.data.images import Preprocessing, decode_image
-from oneshot.data.paths import RemoteFile, atomic_write_bytes, cache_dir, locate_files
-from oneshot.data.store import ImageSet
+from oneshot.data.imageset import ImageSet
+from oneshot.data.paths import RemoteFile, cache_dir, locate_files
 from oneshot.errors import OneshotError
+from oneshot.files import atomic_write_bytes
 
 OFFICIAL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
 SPLITS_URL = "https://raw.githubusercontent.com/jakesnell/prototypical-networks/master/data/omniglot/splits/vinyals"

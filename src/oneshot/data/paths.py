@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from oneshot.errors import OneshotError
+from oneshot.files import atomic_path
 
 
 def cache_dir() -> Path:
@@ -63,31 +63,27 @@ def file_digest(path: Path, algorithm: str) -> str:
 
 
 def download(remote: RemoteFile, folder: Path) -> Path:
-    """Download ``remote`` into ``folder``, verify its checksum, and move it into place atomically.
+    """Download ``remote`` into ``folder``, verify its checksum, and move it into place atomically
+    (:func:`oneshot.files.atomic_path`).
 
     A file whose checksum does not match is deleted and reported; nothing half-written is left behind.
     """
-    folder.mkdir(parents=True, exist_ok=True)
     target = folder / remote.name
     algorithm, expected = remote.checksum.split(":", 1)
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{remote.name}.", suffix=".part")
-    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(remote.url, timeout=60) as response:
-            shutil.copyfileobj(response, out, length=1 << 20)
-        actual = file_digest(tmp, algorithm)
-        if actual != expected:
-            raise OneshotError(
-                f"downloaded {remote.name} from {remote.url} but its {algorithm} is {actual}, expected "
-                f"{expected}; the download is corrupt or the file changed upstream -- try again or place a "
-                f"good copy in {folder}"
-            )
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:
+            with open(tmp, "wb") as out, urllib.request.urlopen(remote.url, timeout=60) as response:
+                shutil.copyfileobj(response, out, length=1 << 20)
+            actual = file_digest(tmp, algorithm)
+            if actual != expected:
+                raise OneshotError(
+                    f"downloaded {remote.name} from {remote.url} but its {algorithm} is {actual}, expected "
+                    f"{expected}; the download is corrupt or the file changed upstream -- try again or place a "
+                    f"good copy in {folder}"
+                )
         return target
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         raise OneshotError(f"could not download {remote.url} ({exc})") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def locate_files(
@@ -134,18 +130,3 @@ def locate_files(
             + ", ".join(str(s) for s in searched)
         )
     return found
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -1,4 +1,4 @@
-"""Seeded samplers that yield indices into an :class:`~oneshot.data.store.ImageSet`.
+"""Seeded samplers that yield indices into an :class:`~oneshot.data.imageset.ImageSet`.
 
 Episode ``e`` of a sampler with seed ``s`` is drawn from ``numpy.random.default_rng((s, e))``, so any
 episode can be reproduced on its own: evaluation is identical across runs and methods, and a resumed
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -30,6 +31,17 @@ class EpisodeIndices:
     classes: np.ndarray
 
 
+class IndexSampler(Protocol):
+    """What the training loop iterates: index batches, each holding ``tasks`` episodes (concatenated
+    task-major: all supports, then all queries, then all classes), ``len()`` batches still to come."""
+
+    tasks: int
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[EpisodeIndices]: ...
+
+
 class EpisodeSampler:
     """N-way K-shot episodes with Q queries per class; no class twice in an episode, no image both support and query.
 
@@ -43,16 +55,10 @@ class EpisodeSampler:
         start: index of the first episode (to resume).
     """
 
-    def __init__(
-        self,
-        class_indices: list[np.ndarray],
-        ways: int,
-        shots: int,
-        queries: int,
-        episodes: int,
-        seed: int = 0,
-        start: int = 0,
-    ) -> None:
+    tasks = 1  # one episode per batch (see IndexSampler)
+
+    def __init__(self, class_indices: list[np.ndarray], ways: int, shots: int, queries: int, episodes: int,
+                 seed: int = 0, start: int = 0) -> None:
         if ways < 1 or shots < 1 or queries < 0 or episodes < 0:
             raise OneshotError(f"ways and shots must be >= 1 and queries >= 0 (got {ways}-way {shots}-shot {queries} queries)")
         if ways > len(class_indices):

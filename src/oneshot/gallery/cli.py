@@ -25,6 +25,11 @@ EncoderOpt = Annotated[Optional[str], typer.Option("--encoder", help=f"{ENCODER_
 TextOpt = Annotated[Optional[list[str]], typer.Option("--text", help="Text gallery: the text itself (repeat for several).")]
 
 
+def Cosine(what: str) -> object:  # noqa: N802  (an option type, named like one)
+    """An optional cosine-threshold option's type, its help naming ``what`` threshold it sets."""
+    return Annotated[Optional[float], typer.Option(help=f"{what} threshold (cosine).")]
+
+
 def _open(path: Path, encoder: Optional[str] = None):
     from oneshot.gallery import Gallery
 
@@ -319,11 +324,7 @@ def calibrate(
 
 
 @command(app)
-def threshold(
-    gallery: GalleryPath,
-    identify: Annotated[Optional[float], typer.Option(help="Identify threshold (cosine).")] = None,
-    verify: Annotated[Optional[float], typer.Option(help="Verify threshold (cosine).")] = None,
-) -> None:
+def threshold(gallery: GalleryPath, identify: Cosine("Identify") = None, verify: Cosine("Verify") = None) -> None:
     """Set thresholds by hand (recorded as manual); prefer `calibrate`."""
     if identify is None and verify is None:
         raise OneshotError("give --identify and/or --verify")

@@ -37,12 +37,7 @@ from oneshot.gallery.index_cache import IndexCache
 from oneshot.gallery.quality import fill_report
 from oneshot.gallery.results import ClassInfo, EnrolReport, Identification, Match, Verification
 from oneshot.modalities import Embedder, Example, check_vectors, fingerprint_id, fingerprint_modality, load_embedder
-
-
-def _now() -> str:
-    from oneshot.checkpoint import now_iso
-
-    return now_iso()
+from oneshot.provenance import now_iso
 
 
 class Gallery:
@@ -103,7 +98,7 @@ class Gallery:
         else:
             if not create:
                 raise OneshotError(f"gallery {path} does not exist: create it with `oneshot gallery create`")
-            st = ClassStore.create(path, new_gallery_meta(enc, dim, store, name, _now()))
+            st = ClassStore.create(path, new_gallery_meta(enc, dim, store, name, now_iso()))
         g = cls(st, None)
         if enc is not None:
             g._encoder = check_embedder(path, g.fingerprint, enc)
@@ -179,7 +174,7 @@ class Gallery:
     def _write(self, items: list[Prepared]) -> list[tuple[int, bool, int]]:
         """Write enrolments in one transaction: (class id, created, total examples) per item."""
         with self.store.write() as tx:
-            return write_enrolments(tx, items, self.dim, _now())
+            return write_enrolments(tx, items, self.dim, now_iso())
 
     def _augment(self, prep: Prepared, augment: int | None) -> Prepared:
         """Add ``augment`` synthetic examples per real one from the encoder's generator (:mod:`oneshot.generative`).
@@ -296,7 +291,7 @@ class Gallery:
         if confirm and res.accepted and row.adapt_rate > 0:
             floor = th if row.adapt_min_score is None else max(th, row.adapt_min_score)
             if score >= floor:
-                res.adapted = adaptation.adapt(self.store, row.id, q[0], row.metadata.get("adapt_max_drift", 0.8), self.dim, _now())
+                res.adapted = adaptation.adapt(self.store, row.id, q[0], row.metadata.get("adapt_max_drift", 0.8), self.dim, now_iso())
         return res
 
     def set_adaptation(self, label: str, rate: float, *, min_score: float | None = None, max_drift: float = 0.8) -> None:
@@ -321,7 +316,7 @@ class Gallery:
         """Rename a class (its id, template and examples stay)."""
         old, new = check_label(old), check_label(new)
         with self.store.write() as tx:
-            tx.rename(old, new, _now())
+            tx.rename(old, new, now_iso())
 
     def list(self) -> list[ClassInfo]:
         """All classes, in enrolment order."""
@@ -392,7 +387,7 @@ class Gallery:
         with self.store.write() as tx:
             tx.set_meta("threshold", {
                 "identify": identify if identify is not None else cur["identify"],
-                "verify": verify if verify is not None else cur["verify"], "source": "manual", "set": _now()})
+                "verify": verify if verify is not None else cur["verify"], "source": "manual", "set": now_iso()})
 
     # ================================================================== calibration
     def calibrate(self, embeddings: np.ndarray, labels: np.ndarray, *, target_far: float = 1e-3,
@@ -419,7 +414,7 @@ class Gallery:
         if rec["domain"]["mismatch"]:
             rec["notes"].append(f"{100 * unlike_fraction:.0f}% of the calibration inputs look unlike the images the "
                                 f"encoder ({enc_domain}) was trained on: these thresholds may not hold for its domain")
-        rec["date"] = _now()
+        rec["date"] = now_iso()
         with self.store.write() as tx:
             tx.set_meta("calibration", rec)
             tx.set_meta("threshold", {"identify": rec["identify_threshold"], "verify": rec["verify_threshold"],
@@ -455,7 +450,7 @@ class Gallery:
         enc = load_embedder(encoder)
         if self.fingerprint.get("kind") == "vectors":
             raise OneshotError(f"gallery {self.path} holds precomputed vectors with no inputs: it cannot be re-embedded")
-        n = transfer.reembed(self.store, enc, self.index_cache.epoch, batch, _now())
+        n = transfer.reembed(self.store, enc, self.index_cache.epoch, batch, now_iso())
         self._encoder, self.fingerprint, self.dim = enc, enc.fingerprint, enc.dim
         self.index_cache.reset(enc.dim, self.index_cache.epoch + 1, self.settings, index_class(enc.fingerprint))
         self.index_cache.discard()
@@ -475,4 +470,4 @@ class Gallery:
         Returns:
             The number of classes imported or merged.
         """
-        return transfer.import_classes(self.store, source, self.fingerprint, self.dim, on_conflict, _now())
+        return transfer.import_classes(self.store, source, self.fingerprint, self.dim, on_conflict, now_iso())

@@ -1,47 +1,77 @@
-"""One-shot methods: each a :class:`~oneshot.methods.base.Method` registered by name in :data:`METHODS`."""
+"""One-shot methods: each a :class:`~oneshot.methods.base.Method` registered by name in :data:`METHODS`.
+
+The registry names each method's class as ``"module:Class"`` and imports it on first use, so listing the
+methods (``oneshot train --help``, option checks at the command line's edge) does not load PyTorch. Add a
+method with one line in :data:`REGISTRY`.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
+from oneshot.choices import check_choice
 from oneshot.errors import OneshotError
-from oneshot.methods.base import Episode, Method, TrainShape
-from oneshot.methods.baseline import Baseline
-from oneshot.methods.contrastive import Contrastive
-from oneshot.methods.maml import FOMAML, MAML
-from oneshot.methods.margin import MarginSoftmax
-from oneshot.methods.matching import MatchingNet
-from oneshot.methods.memory import MemoryLearner
-from oneshot.methods.protonet import ProtoNet
-from oneshot.methods.reptile import Reptile
-from oneshot.methods.siamese import Siamese
-from oneshot.methods.simclr import SimCLR
-from oneshot.methods.triplet import Triplet
 
-METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (ProtoNet, Siamese, Contrastive, Triplet, MatchingNet, Baseline)
+if TYPE_CHECKING:
+    from torch import nn
+
+    from oneshot.methods.base import Method
+
+#: Method name -> "module:Class" (the metric family first, then meta-learning and memory; docs/methods.md).
+REGISTRY: dict[str, str] = {
+    "protonet": "oneshot.methods.protonet:ProtoNet",
+    "siamese": "oneshot.methods.siamese:Siamese",
+    "contrastive": "oneshot.methods.contrastive:Contrastive",
+    "triplet": "oneshot.methods.triplet:Triplet",
+    "matching": "oneshot.methods.matching:MatchingNet",
+    "baseline": "oneshot.methods.baseline:Baseline",
+    "maml": "oneshot.methods.maml:MAML",
+    "fomaml": "oneshot.methods.maml:FOMAML",
+    "reptile": "oneshot.methods.reptile:Reptile",
+    "memory": "oneshot.methods.memory:MemoryLearner",
+    # Self-supervised pretraining (issue 15) and open-set margins (issue 16).
+    "simclr": "oneshot.methods.simclr:SimCLR",
+    "margin": "oneshot.methods.margin:MarginSoftmax",
 }
-# Meta-learning and memory (issue 4).
-METHODS.update({cls.name: cls for cls in (MAML, FOMAML, Reptile, MemoryLearner)})
-# Self-supervised pretraining (issue 15).
-METHODS[SimCLR.name] = SimCLR
-# Open-set margins (issue 16).
-METHODS[MarginSoftmax.name] = MarginSoftmax
+
+
+class _Classes(Mapping[str, "type[Method]"]):
+    """The registry as a read-only mapping name -> class, importing each class when it is first looked up."""
+
+    def __getitem__(self, name: str) -> type[Method]:
+        module, _, cls = REGISTRY[name].partition(":")
+        return getattr(importlib.import_module(module), cls)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(REGISTRY)
+
+    def __len__(self) -> int:
+        return len(REGISTRY)
+
+
+METHODS: Mapping[str, type[Method]] = _Classes()
 
 
 def build_method(name: str, encoder: nn.Module, **options: Any) -> Method:
     """Instantiate the method registered as ``name`` around ``encoder``."""
-    if name not in METHODS:
-        raise OneshotError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    cls = METHODS[check_choice("oneshot", "method", name, REGISTRY)]
     try:
-        return METHODS[name](encoder, **options)
+        return cls(encoder, **options)
     except TypeError as exc:
         raise OneshotError(f"bad options for method {name}: {exc}") from None
 
 
-__all__ = [
-    "FOMAML", "MAML", "METHODS", "MarginSoftmax", "Baseline", "MemoryLearner", "Reptile", "Contrastive", "Episode", "MatchingNet", "Method", "ProtoNet", "Siamese", "SimCLR", "TrainShape",
-    "Triplet", "build_method",
-]
+_EXPORTS = {
+    "Episode": "oneshot.methods.base", "LossOutput": "oneshot.methods.base", "Method": "oneshot.methods.base",
+    "TrainShape": "oneshot.methods.base",
+    **{ref.partition(":")[2]: ref.partition(":")[0] for ref in REGISTRY.values()},
+}
+__all__ = ["METHODS", "REGISTRY", "build_method", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'oneshot.methods' has no attribute {name!r}")

@@ -1,26 +1,67 @@
 """The interface every one-shot method implements, so training and evaluation never branch on a method's name.
 
 A method is an ``nn.Module`` that owns its encoder. Training calls :meth:`Method.training_sampler` for
-index batches and :meth:`Method.loss` on the gathered batch; evaluation calls :meth:`Method.embed` plus
-:meth:`Method.classify_embeddings` when :attr:`Method.embeds_independently` (the test set is embedded once),
-or :meth:`Method.classify` episode by episode otherwise (adaptive methods).
+index batches and :meth:`Method.loss` on the gathered batch. Everything else uses two entry points:
+:meth:`Method.embed` ("embed these inputs") and :meth:`Method.classify` ("classify this episode"), which
+adaptive methods implement with whatever gradients they need, so callers simply run them under ``no_grad``.
+Methods that embed inputs independently (:attr:`Method.embeds_independently`) also score an episode from
+embeddings (:meth:`Method.classify_embeddings`), which lets evaluation embed a test set once; the default
+rule is the nearest prototype (Snell et al. 2017), which metric methods override only where they differ.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from oneshot.data.samplers import EpisodeSampler
-from oneshot.data.store import ImageSet
+from oneshot.data.imageset import ImageSet
+from oneshot.data.samplers import EpisodeSampler, IndexSampler
 
 
 def full_precision(z: torch.Tensor) -> torch.Tensor:
     """Upcast bfloat16/float16 tensors (from autocast) to float32; float32 and float64 pass unchanged."""
     return z.float() if z.dtype in (torch.bfloat16, torch.float16) else z
+
+
+def prototypes(embeddings: torch.Tensor, labels: torch.Tensor, ways: int) -> torch.Tensor:
+    """Class means: embeddings (S, D), labels (S,) in [0, ways) -> (ways, D)."""
+    sums = torch.zeros(ways, embeddings.shape[1], dtype=embeddings.dtype, device=embeddings.device)
+    sums.index_add_(0, labels, embeddings)
+    counts = torch.bincount(labels, minlength=ways).clamp_min(1).to(embeddings.dtype)
+    return sums / counts[:, None]
+
+
+def squared_euclidean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise squared distances: (Q, D), (N, D) -> (Q, N), computed as |a|^2 - 2ab + |b|^2."""
+    return (a.pow(2).sum(1, keepdim=True) - 2 * a @ b.T + b.pow(2).sum(1)[None]).clamp_min(0)
+
+
+def nearest_prototype(support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
+    """The nearest-prototype rule (Snell et al., "Prototypical Networks for Few-shot Learning", NeurIPS 2017):
+    logits (Q, N) = -||query - c_k||^2, c_k the mean of class k's support embeddings (S, D); query (Q, D)."""
+    return -squared_euclidean(full_precision(query), prototypes(full_precision(support), support_labels, ways))
+
+
+@dataclass
+class LossOutput:
+    """What :meth:`Method.loss` gives the training loop: the scalar loss to back-propagate and the (N*Q, N)
+    query logits (task-major for T tasks: (T*N*Q, N)) that the loop turns into a logged training accuracy;
+    ``labels`` are the logits' targets when they are not the episode's query labels (e.g. SimCLR's positive
+    views). Unpacks as ``loss, logits``."""
+
+    loss: torch.Tensor
+    logits: torch.Tensor
+    labels: torch.Tensor | None = None
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return iter((self.loss, self.logits))
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return (self.loss, self.logits)[i]
 
 
 @dataclass
@@ -63,8 +104,9 @@ class TrainShape:
 class Method(nn.Module):
     """Base class of one-shot methods.
 
-    Subclasses set :attr:`name`, implement :meth:`loss` and :meth:`classify_embeddings` (metric methods)
-    or override :meth:`classify` (adaptive methods), and list their options in :meth:`options`.
+    Subclasses set :attr:`name`, implement :meth:`loss`, override :meth:`classify_embeddings` when their
+    rule is not the nearest prototype (metric methods) or :meth:`classify` (adaptive methods), and list their
+    options in :meth:`options`.
     """
 
     name: ClassVar[str] = ""
@@ -94,24 +136,33 @@ class Method(nn.Module):
         """(B, C, H, W) -> (B, D) embeddings, in float32 at least (half-precision autocast outputs are upcast)."""
         return full_precision(self.encoder(x))
 
-    def training_sampler(self, data: ImageSet, shape: TrainShape, episodes: int, seed: int, start: int) -> EpisodeSampler:
-        """The sampler of training batches; episodic by default, or the data's own ``episode_sampler`` (e.g.
-        2-way episodes within one assay for molecules, :mod:`oneshot.data.assays`)."""
+    def training_sampler(self, data: ImageSet, shape: TrainShape, episodes: int, seed: int, start: int) -> IndexSampler:
+        """The sampler of training batches (it says how many tasks a batch holds); episodic by default, or the
+        data's own ``episode_sampler`` (e.g. 2-way episodes within one assay for molecules, :mod:`oneshot.data.assays`)."""
         own = getattr(data, "episode_sampler", None)
         if own is not None:
             return own(shape, episodes, seed, start)
         return EpisodeSampler(data.class_indices, shape.ways, shape.shots, shape.queries, episodes, seed, start)
 
-    def loss(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training loss on one episode: returns (scalar loss, (N*Q, N) logits for accuracy)."""
+    def loss(self, episode: Episode) -> LossOutput:
+        """Training loss on one episode (or T stacked tasks) and its query logits."""
         raise NotImplementedError
 
     def classify_embeddings(
         self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, ways: int
     ) -> torch.Tensor:
-        """Logits (Q, N) from support embeddings (S, D) with labels (S,) in [0, N) and query embeddings (Q, D)."""
-        raise NotImplementedError
+        """Logits (Q, N) from support embeddings (S, D) with labels (S,) in [0, N) and query embeddings (Q, D):
+        the nearest-prototype rule unless a method overrides it."""
+        return nearest_prototype(support, support_labels, query, ways)
+
+    def episode_logits(self, z: torch.Tensor, episode: Episode) -> torch.Tensor:
+        """Query logits (N*Q, N) of a single-task episode from the embeddings z (N*K + N*Q, D) of its support
+        then query inputs (one forward pass over the whole episode)."""
+        n = episode.support.shape[0]
+        return self.classify_embeddings(z[:n], episode.support_labels, z[n:], episode.ways)
 
     def classify(self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
-        """Logits (Q, N) for query inputs given labelled support inputs."""
+        """"Classify this episode": logits (Q, N) for query inputs (Q, C, H, W) given labelled support inputs
+        (S, C, H, W) with labels (S,) in [0, N). Callers run it under ``no_grad``; a method that adapts to the
+        support set enables the gradients it needs itself."""
         return self.classify_embeddings(self.embed(support), support_labels, self.embed(query), ways)

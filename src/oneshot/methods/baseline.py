@@ -29,11 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oneshot.data.store import ImageSet
+from oneshot.choices import check_choice
+from oneshot.data.imageset import ImageSet
+from oneshot.encoders import embedding_dim
 from oneshot.errors import OneshotError
-from oneshot.methods.base import Episode, Method
-from oneshot.methods.pairs import check_choice, episode_images, infer_dim
-from oneshot.methods.protonet import prototypes, squared_euclidean
+from oneshot.methods.base import Episode, LossOutput, Method, nearest_prototype, prototypes
+from oneshot.methods.pairs import episode_images
 
 HEADS = ("linear", "cosine")
 TEST_TIME = ("simpleshot", "cosine", "finetune")
@@ -92,7 +93,7 @@ class Baseline(Method):
         self.test_time = check_choice("baseline", "test_time", test_time, TEST_TIME)
         self.scale, self.finetune_steps, self.finetune_lr = float(scale), int(finetune_steps), float(finetune_lr)
         self.input_shape = [int(v) for v in input_shape]
-        dim = infer_dim(encoder, self.input_shape)
+        dim = embedding_dim(encoder, tuple(self.input_shape))
         self.classifier = nn.Linear(dim, self.num_classes) if self.head == "linear" else CosineHead(dim, self.num_classes, self.scale)
         self.register_buffer("base_mean", torch.zeros(dim))
         self.register_buffer("base_batches", torch.zeros((), dtype=torch.long))
@@ -112,9 +113,7 @@ class Baseline(Method):
     ) -> torch.Tensor:
         support, query = support.float().detach(), query.float().detach()
         if self.test_time == "simpleshot":
-            s = F.normalize(support - self.base_mean, dim=1)
-            q = F.normalize(query - self.base_mean, dim=1)
-            return -squared_euclidean(q, prototypes(s, support_labels, ways))
+            return self.simpleshot(support, support_labels, query, ways)
         with torch.enable_grad():
             if self.test_time == "cosine":
                 head: nn.Module = CosineHead(support.shape[1], ways, self.scale).to(support.device)
@@ -126,7 +125,12 @@ class Baseline(Method):
             finetune_head(head, support, support_labels, self.finetune_steps, self.finetune_lr)
         return head(query).detach()
 
-    def loss(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
+    def simpleshot(self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
+        """SimpleShot's rule: nearest prototype of features centred on the base-class mean and L2-normalised."""
+        s = F.normalize(support - self.base_mean, dim=1)
+        return nearest_prototype(s, support_labels, F.normalize(query - self.base_mean, dim=1), ways)
+
+    def loss(self, episode: Episode) -> LossOutput:
         if episode.classes is None:
             raise OneshotError("baseline training needs episode.classes (dataset class ids)")
         x, labels = episode_images(episode)
@@ -138,6 +142,5 @@ class Baseline(Method):
             momentum = max(1.0 / float(self.base_batches), 0.01)
             self.base_mean.lerp_(z.mean(0).float(), momentum)
             s = episode.support.shape[0]
-            s_z, q_z = F.normalize(z[:s] - self.base_mean, dim=1), F.normalize(z[s:] - self.base_mean, dim=1)
-            logits = -squared_euclidean(q_z, prototypes(s_z, episode.support_labels, episode.ways))
-        return loss, logits
+            logits = self.simpleshot(z[:s], episode.support_labels, z[s:], episode.ways)
+        return LossOutput(loss, logits)

@@ -4,7 +4,7 @@ Learning an Invariant Mapping", CVPR 2006).
 For a pair at embedding distance ``d = ||f(x1) - f(x2)||``: ``L = y d^2 / 2 + (1 - y) max(0, m - d)^2 / 2``
 with y = 1 for same-class pairs: same-class pairs are pulled together, different-class pairs pushed apart
 until they are at least the margin m apart. Pairs are the balanced pairs of
-:func:`~oneshot.methods.pairs.balanced_pairs`; one-shot classification is nearest class mean.
+:func:`~oneshot.methods.pairs.balanced_pairs`; one-shot classification is the interface's nearest prototype.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oneshot.methods.base import Episode, Method
+from oneshot.methods.base import Episode, LossOutput, Method
 from oneshot.methods.pairs import episode_pairs
-from oneshot.methods.protonet import prototypes, squared_euclidean
 
 
 def contrastive_loss(a: torch.Tensor, b: torch.Tensor, same: torch.Tensor, margin: float) -> torch.Tensor:
@@ -50,16 +49,9 @@ class Contrastive(Method):
         z = self.encoder(x).float()
         return F.normalize(z, dim=1) if self.normalize else z
 
-    def classify_embeddings(
-        self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, ways: int
-    ) -> torch.Tensor:
-        return -squared_euclidean(query.float(), prototypes(support.float(), support_labels, ways))
-
-    def loss(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(self, episode: Episode) -> LossOutput:
         x, a, b, same = episode_pairs(episode)
         z = self.embed(x)
-        loss = contrastive_loss(z[a], z[b], same, self.margin)
-        n = episode.support.shape[0]
         with torch.no_grad():
-            logits = self.classify_embeddings(z[:n], episode.support_labels, z[n:], episode.ways)
-        return loss, logits
+            logits = self.episode_logits(z, episode)
+        return LossOutput(contrastive_loss(z[a], z[b], same, self.margin), logits)

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.func import grad
 
-from oneshot.methods.base import Episode
+from oneshot.methods.base import Episode, LossOutput
 from oneshot.methods.meta import FastWeightMethod, FastWeights, sgd_step, split_tasks
 
 
@@ -87,7 +87,7 @@ class MAML(FastWeightMethod):
             fast = sgd_step(fast, g, self.inner_lr)
         return fast
 
-    def loss(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(self, episode: Episode) -> LossOutput:
         """Mean query loss over the T tasks after inner adaptation; logits (T*N*Q, N)."""
         params = self.meta_parameters()
         losses, logits = [], []
@@ -96,7 +96,7 @@ class MAML(FastWeightMethod):
             out = self.functional_logits(fast, xq)
             losses.append(torch.nn.functional.cross_entropy(out, yq))
             logits.append(out.detach())
-        return torch.stack(losses).mean(), torch.cat(logits)
+        return LossOutput(torch.stack(losses).mean(), torch.cat(logits))
 
     def classify(self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
         """Adapt on the support set (``test_steps`` steps), then logits (Q, N) of the query set."""

@@ -28,7 +28,7 @@ from torch import nn
 
 from oneshot.data.store import ImageSet
 from oneshot.errors import OneshotError
-from oneshot.methods.base import Episode, Method
+from oneshot.methods.base import Episode, LossOutput, Method
 from oneshot.methods.pairs import check_choice, episode_images, infer_dim
 from oneshot.methods.protonet import prototypes
 
@@ -112,7 +112,7 @@ class MarginSoftmax(Method):
         protos = F.normalize(prototypes(F.normalize(support.float(), dim=1), support_labels, ways), dim=1)
         return self.scale * F.normalize(query.float(), dim=1) @ protos.T
 
-    def loss(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(self, episode: Episode) -> LossOutput:
         if episode.classes is None:
             raise OneshotError("margin training needs episode.classes (dataset class ids)")
         x, labels = episode_images(episode)
@@ -123,4 +123,4 @@ class MarginSoftmax(Method):
         with torch.no_grad():
             s = episode.support.shape[0]
             logits = self.classify_embeddings(z[:s], episode.support_labels, z[s:], episode.ways)
-        return loss, logits
+        return LossOutput(loss, logits)

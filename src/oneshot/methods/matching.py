@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oneshot.data.store import ImageSet
-from oneshot.methods.base import Episode, Method
-from oneshot.methods.pairs import infer_dim
+from oneshot.data.imageset import ImageSet
+from oneshot.encoders import embedding_dim
+from oneshot.methods.base import Episode, LossOutput, Method
 
 
 def attention_log_probs(
@@ -91,7 +91,7 @@ class MatchingNet(Method):
         self.input_shape = [int(v) for v in input_shape]
         self.embeds_independently = not self.fce  # with FCE, f and g depend on the episode
         if self.fce:
-            dim = infer_dim(encoder, self.input_shape)
+            dim = embedding_dim(encoder, tuple(self.input_shape))
             self.support_lstm = nn.LSTM(dim, dim, batch_first=True, bidirectional=True)
             self.query_lstm = AttentionLSTM(dim, self.steps)
 
@@ -120,8 +120,6 @@ class MatchingNet(Method):
             support, query = self.context(support, query)
         return attention_log_probs(query, support, support_labels, ways, self.scale)
 
-    def loss(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
-        n = episode.support.shape[0]
-        z = self.embed(torch.cat([episode.support, episode.query]))
-        logits = self.classify_embeddings(z[:n], episode.support_labels, z[n:], episode.ways)
-        return F.nll_loss(logits, episode.query_labels), logits
+    def loss(self, episode: Episode) -> LossOutput:
+        logits = self.episode_logits(self.embed(torch.cat([episode.support, episode.query])), episode)
+        return LossOutput(F.nll_loss(logits, episode.query_labels), logits)

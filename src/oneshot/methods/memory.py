@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from oneshot.errors import OneshotError
-from oneshot.methods.base import Episode, Method, full_precision
+from oneshot.methods.base import Episode, LossOutput, Method, full_precision
 
 
 class KeyValueMemory:
@@ -144,16 +144,8 @@ class MemoryLearner(Method):
 
     name = "memory"
 
-    def __init__(
-        self,
-        encoder: nn.Module,
-        embedding_dim: int = 64,
-        key_dim: int = 64,
-        memory_size: int = 512,
-        choose_k: int = 256,
-        margin: float = 0.1,
-        key_gradients: bool = False,
-    ) -> None:
+    def __init__(self, encoder: nn.Module, embedding_dim: int = 64, key_dim: int = 64, memory_size: int = 512,
+                 choose_k: int = 256, margin: float = 0.1, key_gradients: bool = False) -> None:
         super().__init__(encoder)
         self.embedding_dim, self.key_dim, self.memory_size = int(embedding_dim), int(key_dim), int(memory_size)
         self.choose_k, self.margin, self.key_gradients = int(choose_k), float(margin), bool(key_gradients)
@@ -186,7 +178,7 @@ class MemoryLearner(Method):
         mem = self._episode_memory(self.keys_of(support).detach(), support_labels)
         return mem.class_scores(self.keys_of(query), ways)
 
-    def loss(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(self, episode: Episode) -> LossOutput:
         """Mean memory loss of the queries against a memory holding the episode's support set; scores (N*Q, N)."""
         n_support = episode.support.shape[0]
         z = self.embed(torch.cat([episode.support, episode.query]))  # one pass: batch norm over the episode
@@ -194,4 +186,4 @@ class MemoryLearner(Method):
         s_keys = keys[:n_support] if self.key_gradients else keys[:n_support].detach()
         mem = self._episode_memory(s_keys, episode.support_labels)
         q = keys[n_support:]
-        return mem.loss(q, episode.query_labels).mean(), mem.class_scores(q.detach(), episode.ways)
+        return LossOutput(mem.loss(q, episode.query_labels).mean(), mem.class_scores(q.detach(), episode.ways))

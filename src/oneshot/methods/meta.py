@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, replace_all_batch_norm_modules_
 
-from oneshot.data.samplers import EpisodeIndices, EpisodeSampler
-from oneshot.data.store import ImageSet
+from oneshot.choices import check_choice
+from oneshot.data.imageset import ImageSet
+from oneshot.data.samplers import EpisodeIndices, EpisodeSampler, IndexSampler
 from oneshot.errors import OneshotError
 from oneshot.methods.base import Episode, Method, TrainShape
 
@@ -52,7 +53,7 @@ class MetaBatchSampler:
 
     def __init__(self, base: EpisodeSampler, tasks: int) -> None:
         if tasks < 1:
-            raise OneshotError(f"meta-batch size must be >= 1 (got {tasks})")
+            raise OneshotError(f"meta-batch size must be >= 1 (got {tasks})")  # ``tasks``: see IndexSampler
         self.base, self.tasks = base, tasks
 
     def __len__(self) -> int:
@@ -103,8 +104,7 @@ class FastWeightMethod(Method):
 
     def __init__(self, encoder: nn.Module, head: str = "zero", ways: int = 5, embedding_dim: int = 64, meta_batch: int = 1) -> None:
         super().__init__(encoder)
-        if head not in HEADS:
-            raise OneshotError(f"unknown head {head!r}: use {' or '.join(HEADS)}")
+        check_choice(self.name, "head", head, HEADS)
         replace_all_batch_norm_modules_(self.encoder)
         self.head_kind, self.ways, self.embedding_dim, self.meta_batch = head, int(ways), int(embedding_dim), int(meta_batch)
         if head == "learned":
@@ -114,7 +114,7 @@ class FastWeightMethod(Method):
     def options(self) -> dict[str, Any]:
         return {"head": self.head_kind, "ways": self.ways, "embedding_dim": self.embedding_dim, "meta_batch": self.meta_batch}
 
-    def training_sampler(self, data: ImageSet, shape: TrainShape, episodes: int, seed: int, start: int):
+    def training_sampler(self, data: ImageSet, shape: TrainShape, episodes: int, seed: int, start: int) -> IndexSampler:
         base = EpisodeSampler(data.class_indices, shape.ways, shape.shots, shape.queries, episodes, seed, start)
         return base if self.meta_batch == 1 else MetaBatchSampler(base, self.meta_batch)
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the pair and triplet methods: all images of an episode, balanced pairs, dimensions.
+"""Helpers shared by the pair and triplet methods: all images of an episode, balanced pairs.
 
 Pair methods (Siamese, contrastive) and triplet methods learn from every image of a training episode, support
 and query alike: an episode of N classes with K shots and Q queries is N classes x M = K + Q examples (a
@@ -8,11 +8,8 @@ are exactly as seeded as the episode sampler (resume and reruns see the same pai
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
-from oneshot.encoders import embedding_dim
 from oneshot.errors import OneshotError
 from oneshot.methods.base import Episode
 
@@ -67,15 +64,3 @@ def episode_pairs(episode: Episode) -> tuple[torch.Tensor, torch.Tensor, torch.T
     grid = class_grid(episode.ways, episode.shots, queries, x.device)
     a, b, same = balanced_pairs(grid)
     return x, a, b, same
-
-
-def infer_dim(encoder: torch.nn.Module, input_shape: Sequence[int]) -> int:
-    """Embedding size D of ``encoder`` on inputs (C, H, W)."""
-    return embedding_dim(encoder, tuple(int(v) for v in input_shape))
-
-
-def check_choice(method: str, option: str, value: str, choices: Sequence[str]) -> str:
-    """``value`` if it is one of ``choices``; otherwise a :class:`OneshotError` (never a silent default)."""
-    if value not in choices:
-        raise OneshotError(f"{method}: unknown {option} {value!r}; choose one of {', '.join(choices)}")
-    return value

@@ -24,12 +24,11 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import grad
 
-from oneshot.errors import OneshotError
-from oneshot.methods.base import Episode
+from oneshot.choices import check_choice
+from oneshot.methods.base import Episode, LossOutput
 from oneshot.methods.meta import FastWeightMethod, FastWeights, sgd_step, split_tasks
 
 INNER_OPTIMIZERS = ("sgd", "adam")
@@ -48,8 +47,7 @@ def inner_train(
 
     Adam is written out (Kingma & Ba 2015, with bias correction); Nichol et al. use beta1 = 0 in the inner loop.
     """
-    if optimizer not in INNER_OPTIMIZERS:
-        raise OneshotError(f"unknown inner optimizer {optimizer!r}: use {' or '.join(INNER_OPTIMIZERS)}")
+    check_choice("reptile", "inner optimizer", optimizer, INNER_OPTIMIZERS)
     fast = {k: v.detach() for k, v in fast.items()}
     m = {k: torch.zeros_like(v) for k, v in fast.items()}
     v2 = {k: torch.zeros_like(v) for k, v in fast.items()}
@@ -108,8 +106,7 @@ class Reptile(FastWeightMethod):
         embedding_dim: int = 64,
     ) -> None:
         super().__init__(encoder, head=head, ways=ways, embedding_dim=embedding_dim, meta_batch=meta_batch)
-        if inner_optimizer not in INNER_OPTIMIZERS:
-            raise OneshotError(f"unknown inner optimizer {inner_optimizer!r}: use {' or '.join(INNER_OPTIMIZERS)}")
+        check_choice(self.name, "inner optimizer", inner_optimizer, INNER_OPTIMIZERS)
         self.inner_steps, self.inner_lr, self.test_steps = int(inner_steps), float(inner_lr), int(test_steps)
         self.inner_optimizer, self.train_on_query = inner_optimizer, bool(train_on_query)
 
@@ -124,7 +121,7 @@ class Reptile(FastWeightMethod):
         fast = self.initial_fast_weights({k: v.detach() for k, v in params.items()}, ways, x)
         return inner_train(fast, lambda w: self.task_loss(w, x, y), steps, self.inner_lr, self.inner_optimizer)
 
-    def loss(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(self, episode: Episode) -> LossOutput:
         """The Reptile surrogate over the T tasks (gradient theta - mean phi_i); logits (T*N*Q, N) of the adapted models."""
         params = self.meta_parameters()
         adapted, logits = [], []
@@ -134,7 +131,7 @@ class Reptile(FastWeightMethod):
             adapted.append(phi)
             with torch.no_grad():
                 logits.append(self.functional_logits(phi, xq))
-        return reptile_surrogate(params, adapted), torch.cat(logits)
+        return LossOutput(reptile_surrogate(params, adapted), torch.cat(logits))
 
     def classify(self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
         """Train on the support set for ``test_steps`` steps, then logits (Q, N) of the query set."""

@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oneshot.data.store import ImageSet
-from oneshot.methods.base import Episode, Method
-from oneshot.methods.pairs import episode_pairs, infer_dim
+from oneshot.data.imageset import ImageSet
+from oneshot.encoders import embedding_dim
+from oneshot.methods.base import Episode, LossOutput, Method
+from oneshot.methods.pairs import episode_pairs
 
 
 def class_max(scores: torch.Tensor, labels: torch.Tensor, ways: int) -> torch.Tensor:
@@ -40,7 +41,7 @@ class Siamese(Method):
     def __init__(self, encoder: nn.Module, input_shape: Sequence[int] = (1, 28, 28)) -> None:
         super().__init__(encoder)
         self.input_shape = [int(v) for v in input_shape]
-        dim = infer_dim(encoder, self.input_shape)
+        dim = embedding_dim(encoder, tuple(self.input_shape))
         self.distance = nn.Linear(dim, 1)  # alpha (1, D), bias b
         # Start as a scaled negative L1 distance (same-probability falling with distance) rather than random
         # signs (5-way validation accuracy after 150 short episodes: 88% against 65% with the default init).
@@ -67,11 +68,9 @@ class Siamese(Method):
         scores = self.pair_logits(query[:, None, :], support[None, :, :])  # (Q, S)
         return class_max(scores, support_labels, ways)
 
-    def loss(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(self, episode: Episode) -> LossOutput:
         x, a, b, same = episode_pairs(episode)
         z = self.embed(x)
-        loss = F.binary_cross_entropy_with_logits(self.pair_logits(z[a], z[b]), same)
-        n = episode.support.shape[0]
         with torch.no_grad():
-            logits = self.classify_embeddings(z[:n], episode.support_labels, z[n:], episode.ways)
-        return loss, logits
+            logits = self.episode_logits(z, episode)
+        return LossOutput(F.binary_cross_entropy_with_logits(self.pair_logits(z[a], z[b]), same), logits)

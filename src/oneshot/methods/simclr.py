@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from oneshot.data.augment import Augment
-from oneshot.methods.base import Episode, Method, full_precision
+from oneshot.methods.base import Episode, LossOutput, Method, full_precision
 from oneshot.methods.protonet import prototypes
 
 
@@ -56,7 +56,7 @@ class SimCLR(Method):
     def pair_score(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return F.cosine_similarity(a.float(), b.float(), dim=1)
 
-    def loss(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(self, episode: Episode) -> LossOutput:
         x = torch.cat([episode.support, episode.query]).float()
         assert self.augment is not None
         self._step += 1
@@ -67,4 +67,4 @@ class SimCLR(Method):
         sim = z @ z.T / self.tau
         sim.fill_diagonal_(float("-inf"))
         target = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
-        return F.cross_entropy(sim, target), sim[:b, b:]
+        return LossOutput(F.cross_entropy(sim, target), sim[:b, b:], torch.arange(b, device=z.device))

@@ -13,7 +13,7 @@ K examples (an episode; with ``queries=0`` a pure P x K batch) and triplets are 
 - ``batch-hard`` (Hermans, Beyer & Leibe 2017): per anchor, its farthest positive and closest negative.
 - ``all``: every valid triplet; the loss averages over the triplets that violate the margin.
 
-One-shot classification: nearest class mean of the normalised embeddings.
+One-shot classification: the interface's nearest prototype, on the normalised embeddings.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oneshot.methods.base import Episode, Method
-from oneshot.methods.pairs import check_choice, episode_images
-from oneshot.methods.protonet import prototypes, squared_euclidean
+from oneshot.choices import check_choice
+from oneshot.methods.base import Episode, LossOutput, Method
+from oneshot.methods.pairs import episode_images
 
 MINING = ("semihard", "batch-hard", "all")
 
@@ -109,18 +109,11 @@ class Triplet(Method):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.encoder(x).float(), dim=1)
 
-    def classify_embeddings(
-        self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, ways: int
-    ) -> torch.Tensor:
-        return -squared_euclidean(query.float(), prototypes(support.float(), support_labels, ways))
-
-    def loss(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(self, episode: Episode) -> LossOutput:
         x, labels = episode_images(episode)
         z = self.embed(x)
         dist = (z[:, None, :] - z[None, :, :]).pow(2).sum(-1)  # (B, B), exact (no cancellation error at d = 0)
         a, p, n = mine_triplets(dist, labels, self.mining)
-        loss = triplet_loss(dist, a, p, n, self.margin, average_active=self.mining == "all")
-        s = episode.support.shape[0]
         with torch.no_grad():
-            logits = self.classify_embeddings(z[:s], episode.support_labels, z[s:], episode.ways)
-        return loss, logits
+            logits = self.episode_logits(z, episode)
+        return LossOutput(triplet_loss(dist, a, p, n, self.margin, average_active=self.mining == "all"), logits)

@@ -73,16 +73,14 @@ class ImageEmbedder:
         }
 
     def _embed(self, images: np.ndarray) -> np.ndarray:
-        """uint8 (B, C, H, W) -> float32 (B, D)."""
+        """uint8 (B, C, H, W) -> float32 (B, D), through the method's one embedding entry point."""
         import torch
 
-        out = []
-        method = self.checkpoint.method.eval()
-        with torch.no_grad():
-            for i in range(0, len(images), self.batch_size):
-                x = torch.from_numpy(images[i:i + self.batch_size]).to(self.device).float().div_(255)
-                out.append(method.embed(x).float().cpu().numpy())
-        return np.concatenate(out).astype(np.float32, copy=False)
+        from oneshot.evaluation import embed_all
+
+        z = embed_all(self.checkpoint.method, torch.from_numpy(images), torch.device(self.device),
+                      batch_size=self.batch_size, channels_last=False)
+        return z.cpu().numpy().astype(np.float32, copy=False)
 
     def read(self, example: str | Path | bytes | Inline) -> RawInput:
         return read_image_example(example)
