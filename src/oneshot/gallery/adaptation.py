@@ -12,6 +12,7 @@ import numpy as np
 from oneshot.errors import OneshotError
 from oneshot.gallery.class_store import ClassStore, from_blob
 from oneshot.gallery.examples import check_label, unit
+from oneshot.modalities import fingerprint_id
 
 MAX_ADAPT_RATE = 0.5
 
@@ -25,10 +26,14 @@ def set_adaptation(store: ClassStore, label: str, rate: float, min_score: float 
         tx.set_adaptation(row.id, float(rate), min_score, dict(row.metadata, adapt_max_drift=float(max_drift)))
 
 
-def adapt(store: ClassStore, class_id: int, query: np.ndarray, max_drift: float, dim: int, now: str) -> bool:
+def adapt(store: ClassStore, class_id: int, query: np.ndarray, max_drift: float, dim: int, now: str,
+          fingerprint: str | None = None) -> bool:
     """Move a class's template toward a confirmed unit query (D,); False when the class is gone or the step
-    would drift too far (nothing is written then)."""
+    would drift too far (nothing is written then). ``fingerprint``: the id of the encoder that embedded the
+    query; when the gallery was re-embedded with another one meanwhile, nothing is written (an error)."""
     with store.write() as tx:
+        if fingerprint is not None and fingerprint_id(store.get_meta("fingerprint")) != fingerprint:
+            raise OneshotError("the gallery was re-embedded with another encoder meanwhile: nothing was adapted; reopen it")
         label = store.labels_of([class_id]).get(class_id)
         if label is None:
             return False

@@ -171,7 +171,16 @@ class Gallery:
     def _write(self, items: list[Prepared]) -> list[tuple[int, bool, int]]:
         """Write enrolments in one transaction: (class id, created, total examples) per item."""
         with self.store.write() as tx:
+            self._check_not_reembedded()
             return write_enrolments(tx, items, self.dim, _now())
+
+    def _check_not_reembedded(self) -> None:
+        """Inside a write transaction: refuse to write vectors of this gallery's encoder when another process
+        re-embedded the gallery with another one since they were computed (nothing is written)."""
+        now = self.store.get_meta("fingerprint")
+        if fingerprint_id(now) != fingerprint_id(self.fingerprint):
+            raise OneshotError(f"gallery {self.path} was re-embedded with encoder {fingerprint_id(now)} while this "
+                               "enrolment was being prepared: nothing was written; reopen the gallery and enrol again")
 
     def enrol(self, label: str, examples: Sequence[Example] | np.ndarray, *, metadata: dict[str, Any] | None = None,
               check: bool = True) -> EnrolReport:
@@ -266,7 +275,8 @@ class Gallery:
         if confirm and res.accepted and row.adapt_rate > 0:
             floor = th if row.adapt_min_score is None else max(th, row.adapt_min_score)
             if score >= floor:
-                res.adapted = adaptation.adapt(self.store, row.id, q[0], row.metadata.get("adapt_max_drift", 0.8), self.dim, _now())
+                res.adapted = adaptation.adapt(self.store, row.id, q[0], row.metadata.get("adapt_max_drift", 0.8), self.dim, _now(),
+                                               fingerprint_id(self.fingerprint))
         return res
 
     def set_adaptation(self, label: str, rate: float, *, min_score: float | None = None, max_drift: float = 0.8) -> None:
@@ -378,7 +388,7 @@ class Gallery:
             raise OneshotError(f"gallery {self.path} holds precomputed vectors with no inputs: it cannot be re-embedded")
         n = transfer.reembed(self.store, enc, self.index_cache.epoch, batch, _now())
         self._encoder, self.fingerprint, self.dim = enc, enc.fingerprint, enc.dim
-        self.index_cache.reset(enc.dim, self.index_cache.epoch + 1, self.settings)
+        self.index_cache.reset(enc.dim, int(self.store.get_meta("epoch", 0)), self.settings)
         self.index_cache.discard()
         return n
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from oneshot.errors import OneshotError
-from oneshot.gallery.class_store import ClassStore
+from oneshot.gallery.class_store import ClassStore, ExampleRow
 from oneshot.gallery.enrolment import Prepared, write_enrolments
 from oneshot.gallery.examples import class_template
 from oneshot.modalities import Embedder, check_vectors, fingerprint_id
@@ -17,32 +17,56 @@ from oneshot.modalities.base import read_file
 CONFLICT_POLICIES = ("error", "skip", "merge")
 
 
-def reembed(store: ClassStore, enc: Embedder, epoch: int, batch: int, now: str) -> int:
-    """Re-embed every stored input (or path) with ``enc`` and rebuild every template, in one transaction;
-    records the new fingerprint, dim and spec, clears the thresholds and bumps the epoch to ``epoch + 1``.
-    Returns the number of examples re-embedded."""
-    rows = store.all_examples()
-    missing = [r for r in rows if r.input is None and r.input_path is None]
-    if missing:
-        raise OneshotError(f"{len(missing)} examples have neither a stored input nor a path (e.g. {missing[0].source!r}): "
-                           "they cannot be re-embedded; forget their classes or re-enrol them")
-    new_vecs = np.zeros((len(rows), enc.dim), np.float32)
+def _embed_rows(enc: Embedder, rows: list[ExampleRow], batch: int) -> np.ndarray:
+    """The new embeddings (N, D) of stored examples ``rows`` (their input bytes, else their file)."""
+    out = np.zeros((len(rows), enc.dim), np.float32)
     for s in range(0, len(rows), batch):
         part = rows[s:s + batch]
         data = [r.input if r.input is not None else read_file(r.input_path).data for r in part]  # type: ignore[arg-type]
         names = [r.source or r.input_path or "<stored>" for r in part]
-        new_vecs[s:s + len(part)] = check_vectors(enc.embed(data, names), enc.dim, "embedding")
-    by_class: dict[int, list[int]] = {}
-    for j, r in enumerate(rows):
-        by_class.setdefault(r.class_id, []).append(j)
+        out[s:s + len(part)] = check_vectors(enc.embed(data, names), enc.dim, "embedding")
+    return out
+
+
+def _check_inputs(rows: list[ExampleRow]) -> None:
+    missing = [r for r in rows if r.input is None and r.input_path is None]
+    if missing:
+        raise OneshotError(f"{len(missing)} examples have neither a stored input nor a path (e.g. {missing[0].source!r}): "
+                           "they cannot be re-embedded; forget their classes or re-enrol them")
+
+
+def reembed(store: ClassStore, enc: Embedder, epoch: int, batch: int, now: str) -> int:
+    """Re-embed every stored input (or path) with ``enc`` and rebuild every template, in one transaction;
+    records the new fingerprint, dim and spec, clears the thresholds and bumps the epoch to ``epoch + 1``.
+    Returns the number of examples re-embedded.
+
+    Atomic with respect to concurrent writers: the bulk of the embedding runs outside the write lock (writers
+    are not held up for minutes), then, holding the lock (``BEGIN IMMEDIATE``: other writers queue), the
+    examples enrolled meanwhile are embedded too and every template is rebuilt from the examples present at
+    commit -- so no example keeps the old encoder's embedding under the new fingerprint. Writers that
+    embedded with the old encoder and commit after this are refused by :meth:`Gallery._write`."""
+    with store.read():
+        rows = store.all_examples()
+    _check_inputs(rows)
+    done = dict(zip((r.id for r in rows), _embed_rows(enc, rows, batch)))
     with store.write() as tx:
-        tx.replace_embeddings([r.id for r in rows], new_vecs, {cid: class_template(new_vecs[js]) for cid, js in by_class.items()}, now)
+        current = store.all_examples()  # the examples as they are now, with the write lock held
+        _check_inputs(current)
+        late = [r for r in current if r.id not in done]
+        if late:
+            done.update(zip((r.id for r in late), _embed_rows(enc, late, batch)))
+        new_vecs = np.stack([done[r.id] for r in current]) if current else np.zeros((0, enc.dim), np.float32)
+        by_class: dict[int, list[int]] = {}
+        for j, r in enumerate(current):
+            by_class.setdefault(r.class_id, []).append(j)
+        tx.replace_embeddings([r.id for r in current], new_vecs,
+                              {cid: class_template(new_vecs[js]) for cid, js in by_class.items()}, now)
         tx.set_meta("fingerprint", enc.fingerprint)
         tx.set_meta("dim", enc.dim)
         tx.set_meta("encoder_path", enc.spec)
         tx.set_meta("threshold", None)
-        tx.set_meta("epoch", epoch + 1)
-    return len(rows)
+        tx.set_meta("epoch", int(store.get_meta("epoch", epoch)) + 1)
+    return len(current)
 
 
 def export(store: ClassStore, dest: str | Path) -> Path:
