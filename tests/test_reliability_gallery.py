@@ -56,3 +56,94 @@ def test_enrolment_prepared_before_a_reembed_is_refused(tmp_path):
     with Gallery.open(path, HashEmbedder(2)) as g:
         assert [c.label for c in g.list()] == ["a"]
         np.testing.assert_allclose(np.frombuffer(_stored(g)[0][2], np.float32), HashEmbedder(2).vector(b"a"), atol=1e-6)
+
+
+def _vector_gallery(path, labels, seed, dim=8):
+    vecs = np.random.default_rng(seed).normal(size=(len(labels), dim)).astype(np.float32)
+    with Gallery.open(path, dim=dim) as g:
+        g.enrol_vectors(labels, vecs)
+        g.identify(vecs[:1])  # builds the index; close() saves <path>.faiss
+    return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+
+
+def _answers_correctly(path, labels, vecs):
+    with Gallery.open(path, create=False) as g:
+        res = g.identify(vecs, k=2)
+    assert [r.label for r in res] == list(labels)
+    assert all(c.score <= 1.0001 for r in res for c in r.candidates)
+
+
+def test_index_cache_of_another_gallery_is_not_trusted(tmp_path):
+    """A gallery file replaced by another of the same size: the old cache must not answer for it (failed on the
+    old code: wrong labels and scores above 1)."""
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    _vector_gallery(a, [f"a{i}" for i in range(20)], 0)
+    vb = _vector_gallery(b, [f"b{i}" for i in range(20)], 1)
+    assert a.stat().st_size == b.stat().st_size and (tmp_path / "a.db.faiss").is_file()
+    a.write_bytes(b.read_bytes())  # a.db.faiss stays: another gallery's cache now sits beside it
+    _answers_correctly(a, [f"b{i}" for i in range(20)], vb)
+
+
+def test_export_is_another_gallery_for_the_cache(tmp_path):
+    a = tmp_path / "a.db"
+    v = _vector_gallery(a, [f"c{i}" for i in range(10)], 0)
+    with Gallery.open(a) as g:
+        g.export(tmp_path / "copy.db")
+        g.forget("c3")
+    (tmp_path / "copy.db.faiss").write_bytes((tmp_path / "a.db.faiss").read_bytes())
+    _answers_correctly(tmp_path / "copy.db", [f"c{i}" for i in range(10)], v)
+
+
+@pytest.mark.parametrize("damage", ["flip", "header", "sizes", "truncate", "append"])
+def test_damaged_index_cache_is_rebuilt(tmp_path, damage):
+    import json
+    import struct
+
+    path = tmp_path / "g.db"
+    labels = [f"c{i}" for i in range(30)]
+    v = _vector_gallery(path, labels, 0)
+    cache = tmp_path / "g.db.faiss"
+    data = bytearray(cache.read_bytes())
+    rng = np.random.default_rng(0)
+    if damage == "flip":
+        for pos in rng.integers(200, len(data), 20):
+            data[pos] ^= 0xFF
+    elif damage == "header":  # an edited header field, the checksum left as it was
+        n = struct.unpack("<Q", data[22:30])[0]
+        head = json.loads(bytes(data[46:46 + n]))
+        head["max_id"] = 1
+        new = json.dumps(head).encode().ljust(n)[:n]
+        data[46:46 + n] = new
+    elif damage == "sizes":
+        data[30:38] = struct.pack("<Q", 1 << 60)
+    elif damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        data += b"\0" * 100
+    cache.write_bytes(bytes(data))
+    _answers_correctly(path, labels, v)
+
+
+def test_index_cache_that_cannot_be_written_says_why_and_reads_work(tmp_path, monkeypatch):
+    import errno
+
+    import oneshot.gallery.index as index_mod
+    from oneshot.errors import OneshotWarning
+
+    path = tmp_path / "g.db"
+    labels = [f"c{i}" for i in range(5)]
+    v = _vector_gallery(path, labels, 0)
+    (tmp_path / "g.db.faiss").unlink()
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(index_mod, "atomic_write_bytes", full)
+    before = path.read_bytes()
+    with pytest.warns(OneshotWarning, match="no space left"):
+        _answers_correctly(path, labels, v)
+    with pytest.warns(OneshotWarning), Gallery.open(path, create=False) as g:
+        with pytest.raises(OneshotError, match="no space left"):
+            g.save_index()
+    assert not (tmp_path / "g.db.faiss").exists()
+    assert path.read_bytes() == before

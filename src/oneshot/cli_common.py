@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional, TypeVar
 
@@ -14,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from oneshot.errors import OneshotError
+from oneshot.errors import OneshotError, OneshotWarning
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,7 +32,16 @@ def user_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", OneshotWarning)
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    for w in caught:
+                        if issubclass(w.category, OneshotWarning):
+                            typer.echo(f"warning: {w.message}", err=True)
+                        else:
+                            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
         except OneshotError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None

@@ -8,3 +8,21 @@ non-zero; programming errors still raise ordinary exceptions with tracebacks.
 
 class OneshotError(Exception):
     """A user-facing error: its message is one line that says what went wrong and what to do."""
+
+
+class OneshotWarning(UserWarning):
+    """Something the user should know that did not stop the work (e.g. the index cache could not be saved:
+    the gallery is fine, the next open rebuilds the cache). The CLI prints it as ``warning: ...``."""
+
+
+def os_reason(exc: OSError) -> str:
+    """What an operating-system error means for the user: ``no space left on the device``, ``read-only file
+    system``, ``permission denied`` ... (falls back on the system's own words)."""
+    import errno
+
+    reasons = {
+        errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+        errno.EROFS: "read-only file system", errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+        errno.EISDIR: "it is a folder", errno.ENOENT: "the folder does not exist", errno.ENOTDIR: "a parent is not a folder",
+    }
+    return reasons.get(exc.errno or 0, exc.strerror or str(exc))

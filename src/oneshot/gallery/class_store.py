@@ -69,15 +69,17 @@ class ClassStore:
     :meth:`create`; read with the methods below (inside :meth:`read` for one consistent snapshot), write
     inside :meth:`write`."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, writable: bool = True) -> None:
         self.path = path
         self.conn = conn
+        #: False when the file could only be opened read-only (read-only file system, no permission).
+        self.writable = writable
 
     # ---------------------------------------------------------------- opening
     @classmethod
     def open(cls, path: str | Path) -> "ClassStore":
         """Open an existing gallery after checking, read-only, that it is one we can use."""
-        return cls(Path(path), store_file.open_checked(Path(path)))
+        return cls(Path(path), *store_file.open_checked(Path(path)))
 
     @classmethod
     def create(cls, path: str | Path, meta: dict[str, Any]) -> "ClassStore":
@@ -88,24 +90,33 @@ class ClassStore:
     def close(self) -> None:
         self.conn.close()
 
-    def backup_to(self, dest: Path) -> None:
-        """Write a consistent copy of the whole file to ``dest``, atomically."""
-        store_file.backup(self.conn, dest)
+    def backup_to(self, dest: Path, gallery_id: str) -> None:
+        """Write a consistent copy of the whole file to ``dest``, atomically, under a new ``gallery_id``."""
+        store_file.backup(self.conn, dest, gallery_id)
 
     # ---------------------------------------------------------------- transactions
     @contextlib.contextmanager
     def write(self) -> Iterator["Transaction"]:
         """One write transaction (``BEGIN IMMEDIATE``: writers queue, readers are never blocked); the change
         log entries of the template writes made in it are appended just before it commits."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        if not self.writable:
+            raise OneshotError(f"gallery {self.path} is on a read-only file system or not writable by you: reads work, "
+                               "writes need a writable copy (`oneshot gallery export`); nothing was written")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise store_file.write_error(self.path, exc) from None
         tx = Transaction(self)
         try:
             yield tx
             tx.log_changes()
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+            self.conn.execute("COMMIT")
+        except BaseException as exc:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise store_file.write_error(self.path, exc) from None
             raise
-        self.conn.execute("COMMIT")
 
     @contextlib.contextmanager
     def read(self) -> Iterator["ClassStore"]:

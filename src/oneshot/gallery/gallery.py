@@ -20,15 +20,16 @@ Example::
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from oneshot.errors import OneshotError
+from oneshot.errors import OneshotError, OneshotWarning, os_reason
 from oneshot.gallery import adaptation, calibration, transfer
-from oneshot.gallery.binding import check_embedder, load_recorded, new_gallery_meta
+from oneshot.gallery.binding import check_embedder, load_recorded, new_gallery_id, new_gallery_meta
 from oneshot.gallery.class_store import ClassStore, from_blob
 from oneshot.gallery.enrolment import Prepared, one_vector_each, prepare, write_enrolments
 from oneshot.gallery.examples import as_list, check_label, embed_examples
@@ -57,7 +58,8 @@ class Gallery:
         self.fingerprint: dict[str, Any] = meta["fingerprint"]
         self.store_mode: str = meta.get("store", "inputs")
         self.settings = IndexSettings.from_dict(meta.get("index"))
-        self.index_cache = IndexCache(self.path.with_name(self.path.name + ".faiss"), self.dim, int(meta.get("epoch", 0)), self.settings)
+        self.index_cache = IndexCache(self.path.with_name(self.path.name + ".faiss"), self.dim, int(meta.get("epoch", 0)),
+                                      self.settings, meta.get("gallery_id"))
 
     # ================================================================== opening
     @classmethod
@@ -116,10 +118,17 @@ class Gallery:
         return self._encoder
 
     def close(self) -> None:
-        """Save the index cache when it moved on since it was loaded, then close the database."""
+        """Save the index cache when it moved on since it was loaded, then close the database.
+
+        The cache is only a cache: when it cannot be written (a full disk, a read-only file system) the gallery
+        is unaffected, a :class:`~oneshot.errors.OneshotWarning` says why, and the next open rebuilds it."""
         try:
-            if self.index_cache.unsaved:
-                self.save_index()
+            if self.index_cache.unsaved and self.store.writable:
+                self._save_index()
+        except (OSError, OneshotError) as exc:
+            why = os_reason(exc) if isinstance(exc, OSError) else str(exc)
+            warnings.warn(f"the index cache {self.index_path} was not saved ({why}); the gallery is unchanged "
+                          "and the cache is rebuilt on the next open", OneshotWarning, stacklevel=2)
         finally:
             self.store.close()
 
@@ -135,8 +144,21 @@ class Gallery:
         return self.index_cache.path
 
     def save_index(self) -> None:
-        """Write the index cache (atomically) with its epoch and generation."""
+        """Write the index cache (atomically) with its epoch, generation and the gallery's id; a
+        :class:`OneshotError` saying why when it cannot be written (no space, read-only, permissions)."""
+        try:
+            self._save_index()
+        except OSError as exc:
+            raise OneshotError(f"cannot write the index cache {self.index_path} ({os_reason(exc)}): "
+                               "the gallery is unchanged; free space or use a writable folder") from None
+
+    def _save_index(self) -> None:
         self._index()
+        if self.index_cache.gallery_id is None:  # a gallery made before ids existed gets one now
+            gid = new_gallery_id()
+            with self.store.write() as tx:
+                tx.set_meta("gallery_id", gid)
+            self.index_cache.gallery_id = gid
         self.index_cache.save()
 
     def _index(self) -> TemplateIndex:

@@ -11,13 +11,15 @@ Two kinds, chosen by gallery size:
 New classes always have ids above every id already indexed (AUTOINCREMENT), so an update can tell in O(1)
 whether an id may be in the index (``id <= max_id``) and pure additions never pay for a removal.
 
-The index file holds a small JSON header (kind, dim, epoch, generation, max id, tombstones) and the
-serialised FAISS indexes; it is written atomically and, when its epoch or dim differ from the gallery or it
-does not load, it is ignored and rebuilt.
+The index file holds a small JSON header (kind, dim, epoch, generation, the id of the gallery it belongs to, max
+id, tombstones, a SHA-256 of the rest) and the serialised FAISS indexes; it is written atomically and, when it
+belongs to another gallery, fails its checksum, or its epoch or dim differ from the gallery, it is ignored and
+rebuilt.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ import numpy as np
 from oneshot.files import atomic_write_bytes
 
 FILE_MAGIC = b"ONESHOT-GALLERY-INDEX\x00"
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2  # 2: gallery id and checksum in the header (format 1 files are rebuilt)
 
 
 @dataclass
@@ -166,42 +168,62 @@ class TemplateIndex:
         return scores.astype(np.float32), ids
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: Path, epoch: int, generation: int) -> None:
-        """Write the index atomically and durably (:func:`oneshot.files.atomic_write_bytes`) with its epoch and generation."""
+    def save(self, path: Path, epoch: int, generation: int, gallery_id: str) -> None:
+        """Write the index atomically and durably (:func:`oneshot.files.atomic_write_bytes`) with its epoch,
+        generation, the id of the gallery it belongs to and a SHA-256 of everything after the header."""
+        main = faiss.serialize_index(self.main).tobytes()
+        delta = faiss.serialize_index(self.delta).tobytes()
         header = json.dumps({
             "format": INDEX_FORMAT, "kind": self.kind, "dim": self.dim, "epoch": epoch, "generation": generation,
-            "max_id": self.max_id, "tombstones": sorted(self.tombstones),
+            "gallery_id": gallery_id, "max_id": self.max_id, "tombstones": sorted(self.tombstones),
+            "sha256": _body_digest(main, delta),
         }).encode()
-        main = faiss.serialize_index(self.main)
-        delta = faiss.serialize_index(self.delta)
-        atomic_write_bytes(path, b"".join([FILE_MAGIC, struct.pack("<QQQ", len(header), main.nbytes, delta.nbytes), header,
-                                            main.tobytes(), delta.tobytes()]))
+        atomic_write_bytes(path, b"".join([FILE_MAGIC, struct.pack("<QQQ", len(header), len(main), len(delta)), header,
+                                            main, delta]))
 
     @classmethod
-    def load(cls, path: Path, settings: IndexSettings) -> tuple["TemplateIndex", int, int] | None:
-        """(index, epoch, generation) from ``path``, or None when missing, damaged or foreign."""
+    def load(cls, path: Path, settings: IndexSettings, gallery_id: str) -> tuple["TemplateIndex", int, int] | None:
+        """(index, epoch, generation) from ``path``, or None when missing, damaged (checksum, sizes, header
+        fields), foreign (another gallery's id) or of another format -- the caller then rebuilds it."""
         try:
+            size = path.stat().st_size
             with open(path, "rb") as f:
                 if f.read(len(FILE_MAGIC)) != FILE_MAGIC:
                     return None
                 n_header, n_main, n_delta = struct.unpack("<QQQ", f.read(24))
+                if len(FILE_MAGIC) + 24 + n_header + n_main + n_delta != size:
+                    return None  # sizes that do not add up: never read (or allocate) what the header claims
                 header = json.loads(f.read(n_header))
-                main = np.frombuffer(f.read(n_main), dtype=np.uint8)
-                delta = np.frombuffer(f.read(n_delta), dtype=np.uint8)
-            if header.get("format") != INDEX_FORMAT or len(main) != n_main or len(delta) != n_delta:
+                main = f.read(n_main)
+                delta = f.read(n_delta)
+            if not isinstance(header, dict) or header.get("format") != INDEX_FORMAT:
+                return None
+            if header.get("gallery_id") != gallery_id or header.get("sha256") != _body_digest(main, delta):
+                return None
+            kind, dim, max_id, tomb = header["kind"], header["dim"], header["max_id"], header["tombstones"]
+            epoch, gen = header["epoch"], header["generation"]
+            if kind not in ("exact", "hnsw") or not all(type(v) is int for v in (dim, max_id, epoch, gen)):
+                return None
+            if not isinstance(tomb, list) or not all(type(i) is int for i in tomb):
                 return None
             index = cls.__new__(cls)
-            index.dim = int(header["dim"])
-            index.kind = header["kind"]
-            index.settings = settings
-            index.max_id = int(header["max_id"])
-            index.tombstones = set(int(i) for i in header["tombstones"])
-            index.main = faiss.deserialize_index(main)
-            index.delta = faiss.deserialize_index(delta)
+            index.dim, index.kind, index.settings, index.max_id = dim, kind, settings, max_id
+            index.tombstones = set(tomb)
+            index.main = faiss.deserialize_index(np.frombuffer(main, dtype=np.uint8))
+            index.delta = faiss.deserialize_index(np.frombuffer(delta, dtype=np.uint8))
             if index.main.d != index.dim or index.delta.d != index.dim:
                 return None
             if index.kind == "hnsw":
                 faiss.downcast_index(index.main.index).hnsw.efSearch = settings.ef_search
-            return index, int(header["epoch"]), int(header["generation"])
-        except (OSError, ValueError, KeyError, RuntimeError, struct.error, json.JSONDecodeError):
+            return index, epoch, gen
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError, struct.error, json.JSONDecodeError):
             return None
+
+
+def _body_digest(main: bytes, delta: bytes) -> str:
+    """SHA-256 of an index file's serialised indexes (what its header's ``sha256`` covers)."""
+    h = hashlib.sha256()
+    h.update(struct.pack("<QQ", len(main), len(delta)))
+    h.update(main)
+    h.update(delta)
+    return h.hexdigest()

@@ -4,8 +4,9 @@
 the templates it was built from, whether it changed since it was saved -- and the catch-up: before every
 search it re-reads only the classes the change log names after its generation (inside the caller's read
 snapshot); after many changes, when its size disagrees with the store or when its kind no longer fits the
-size, it is rebuilt from the store. A saved file with another epoch or dim, or one that does not load, is
-ignored.
+size, it is rebuilt from the store. A saved file of another gallery (its id), with another epoch or dim, a
+failed checksum, or one that does not load, is ignored and rebuilt; a gallery without an id (made before ids
+existed) never loads a file until one is saved.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ class IndexCache:
         generation: the store generation the index reflects.
     """
 
-    def __init__(self, path: Path, dim: int, epoch: int, settings: IndexSettings) -> None:
+    def __init__(self, path: Path, dim: int, epoch: int, settings: IndexSettings, gallery_id: str | None) -> None:
         self.path = path
+        self.gallery_id = gallery_id
         self.index: TemplateIndex | None = None
         self.generation = 0
         self._saved_generation = -1
@@ -57,7 +59,7 @@ class IndexCache:
         if self.index is not None and self.generation == gen:
             return self.index  # nothing changed since the last search
         n = store.count()
-        if self.index is None and self.path.is_file():
+        if self.index is None and self.gallery_id and self.path.is_file():
             self._load(gen)
         if self.index is not None and self.generation < gen:
             self._catch_up(store, gen, n)
@@ -71,7 +73,8 @@ class IndexCache:
 
     def _load(self, gen: int) -> None:
         """Adopt the saved index when it is of this epoch and dim and not ahead of the store."""
-        loaded = TemplateIndex.load(self.path, self.settings)
+        assert self.gallery_id is not None
+        loaded = TemplateIndex.load(self.path, self.settings, self.gallery_id)
         if loaded is not None:
             idx, f_epoch, f_gen = loaded
             if f_epoch == self.epoch and idx.dim == self.dim and f_gen <= gen:
@@ -90,8 +93,8 @@ class IndexCache:
 
     def save(self) -> None:
         """Write the index file (atomically) with its epoch and generation; the index must be current."""
-        assert self.index is not None
-        self.index.save(self.path, self.epoch, self.generation)
+        assert self.index is not None and self.gallery_id is not None
+        self.index.save(self.path, self.epoch, self.generation, self.gallery_id)
         self._saved_generation = self.generation
 
     def discard(self) -> None:

@@ -22,6 +22,7 @@ file is left exactly as it was.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import struct
 from pathlib import Path
@@ -74,24 +75,77 @@ def connect(path: Path, mode: str) -> sqlite3.Connection:
     return conn
 
 
-def open_checked(path: Path) -> sqlite3.Connection:
-    """A read-write WAL connection to an existing gallery, after checking it read-only."""
+def open_checked(path: Path) -> tuple[sqlite3.Connection, bool]:
+    """A WAL connection to an existing gallery, after checking it read-only, and whether it can write.
+
+    On a read-only file system (or a file or folder this user cannot write) the gallery opens read-only:
+    reads work, writes are refused with a message saying why (see :func:`write_error`)."""
     if not path.is_file():
         raise OneshotError(f"gallery {path} does not exist: create it with `oneshot gallery create`")
     _check_file(path)
     try:
-        ro = connect(path, "ro")
+        ro = _connect_ro(path)
         try:
             _check_tables(path, ro)
-        finally:
+        except BaseException:
             ro.close()
-        conn = connect(path, "rw")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA foreign_keys = ON")
+            raise
+        if _read_only_fs(path):
+            return ro, False
+        try:
+            conn = connect(path, "rw")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.OperationalError:
+            return ro, False  # cannot write here: serve reads from the read-only connection
+        ro.close()
     except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.OperationalError) and _disk_full(path):
+            raise OneshotError(f"cannot open gallery {path}: no space left on the device (SQLite needs room for its "
+                               "-wal and -shm files); free some space") from None
         raise OneshotError(f"gallery {path} is corrupt or not a gallery ({exc}): restore it from an export") from None
+    return conn, True
+
+
+def _disk_full(path: Path) -> bool:
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < (1 << 20)
+
+
+def _read_only_fs(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _connect_ro(path: Path) -> sqlite3.Connection:
+    """A read-only connection; on a read-only file system an ``immutable`` one (nothing can change the file
+    there, and a WAL database otherwise needs to create its ``-shm`` file to be read)."""
+    if _read_only_fs(path):
+        conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+    else:
+        conn = connect(path, "ro")
+    conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
     return conn
+
+
+def write_error(path: Path, exc: sqlite3.Error) -> OneshotError:
+    """The one-line error for a write SQLite refused (full disk, read-only, locked ...); nothing was written."""
+    text = str(exc)
+    if "full" in text:
+        why = "no space left on the device: free some space and run it again"
+    elif "readonly" in text or "read-only" in text:
+        why = "the gallery or its folder is read-only: use a writable copy (`oneshot gallery export`)"
+    elif "locked" in text or "busy" in text:
+        why = "another process held the gallery for more than a minute: try again"
+    else:
+        why = f"{text}: check the disk and the file"
+    return OneshotError(f"cannot write gallery {path} ({why}); nothing was written")
 
 
 def create_file(path: Path, meta: dict[str, Any]) -> None:
@@ -121,12 +175,16 @@ def create_file(path: Path, meta: dict[str, Any]) -> None:
                 Path(f"{tmp}{side}").unlink(missing_ok=True)
 
 
-def backup(conn: sqlite3.Connection, dest: Path) -> None:
-    """Write a consistent copy of the database behind ``conn`` to ``dest`` (atomically; SQLite's backup API)."""
+def backup(conn: sqlite3.Connection, dest: Path, gallery_id: str) -> None:
+    """Write a consistent copy of the database behind ``conn`` to ``dest`` (atomically; SQLite's backup API),
+    under a new ``gallery_id`` (a copy is another gallery: it must not adopt the original's index cache)."""
     with atomic_path(dest) as tmp:
         out = sqlite3.connect(tmp)
         try:
             conn.backup(out)
+            out.execute("INSERT INTO meta VALUES ('gallery_id', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                        (json.dumps(gallery_id),))
+            out.commit()
             out.execute("PRAGMA journal_mode = DELETE")
         finally:
             out.close()

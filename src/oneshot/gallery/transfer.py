@@ -3,6 +3,7 @@ importing another gallery's classes. Each is all or nothing (one transaction, or
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +75,7 @@ def export(store: ClassStore, dest: str | Path) -> Path:
     dest = Path(dest)
     if dest.exists():
         raise OneshotError(f"{dest} already exists: choose a new file for the export")
-    store.backup_to(dest)
+    store.backup_to(dest, uuid.uuid4().hex)
     return dest
 
 
