@@ -147,3 +147,84 @@ def test_index_cache_that_cannot_be_written_says_why_and_reads_work(tmp_path, mo
             g.save_index()
     assert not (tmp_path / "g.db.faiss").exists()
     assert path.read_bytes() == before
+
+
+def _bad_source(tmp_path, name, edit):
+    """A vector gallery of two good classes and one class made bad by ``edit(conn)`` (raw SQL, as an attacker)."""
+    import sqlite3
+
+    path = tmp_path / name
+    with Gallery.open(path, dim=8) as g:
+        g.enrol_vectors(["ok1", "ok2", "bad"], np.eye(8)[:3])
+    conn = sqlite3.connect(path)
+    edit(conn)
+    conn.commit()
+    conn.close()
+    return path
+
+
+NAN = np.full(8, np.nan, np.float32).tobytes()
+
+
+@pytest.mark.parametrize("edit", [
+    "UPDATE examples SET embedding = ? WHERE class_id = 3",
+    "UPDATE examples SET embedding = zeroblob(32) WHERE class_id = 3",
+    "UPDATE examples SET embedding = zeroblob(12) WHERE class_id = 3",
+    "UPDATE examples SET embedding = 'text' WHERE class_id = 3",
+    "UPDATE classes SET label = 'a' || char(27) || '[31mred' WHERE id = 3",
+    "UPDATE classes SET label = 'two' || char(10) || 'lines' WHERE id = 3",
+    "UPDATE classes SET label = printf('%.5000c', 'x') WHERE id = 3",
+    "UPDATE classes SET label = 'ev' || char(8238) || 'il' WHERE id = 3",
+    "UPDATE classes SET metadata = '{not json' WHERE id = 3",
+    "UPDATE classes SET metadata = '[1, 2]' WHERE id = 3",
+])
+def test_import_validates_every_row_all_or_nothing(tmp_path, edit):
+    src = _bad_source(tmp_path, "src.db", lambda c: c.execute(edit, (NAN,)) if "?" in edit else c.execute(edit))
+    dest = tmp_path / "dest.db"
+    with Gallery.open(dest, dim=8) as g:
+        g.enrol_vectors(["mine"], np.ones((1, 8)))
+    from gallery_util import snapshot
+
+    before = snapshot(dest)
+    with Gallery.open(dest) as g:
+        with pytest.raises(OneshotError):
+            g.import_from(src, on_conflict="merge")
+    assert snapshot(dest) == before
+
+
+def test_import_into_itself_is_refused(tmp_path):
+    from gallery_util import snapshot
+
+    path = tmp_path / "g.db"
+    with Gallery.open(path, dim=8) as g:
+        g.enrol_vectors(["a", "b"], np.eye(8)[:2])
+    before = snapshot(path)
+    with Gallery.open(path) as g:
+        with pytest.raises(OneshotError, match="this gallery"):
+            g.import_from(path, on_conflict="merge")
+        with pytest.raises(OneshotError, match="this gallery"):
+            g.import_from(tmp_path / "." / "g.db", on_conflict="merge")
+    import shutil
+
+    shutil.copy(path, tmp_path / "copy.db")
+    with Gallery.open(path) as g:
+        with pytest.raises(OneshotError, match="same file"):
+            g.import_from(tmp_path / "copy.db", on_conflict="merge")
+    assert snapshot(path) == before
+
+
+@pytest.mark.parametrize("label", ["a\u200bb", "ab\u202e", "x\ny", "\x1b[31mred", " lead", "trail ", "a\u00a0b", "x" * 257, ""])
+def test_invisible_or_ambiguous_labels_are_refused(tmp_path, label):
+    with Gallery.open(tmp_path / "g.db", dim=8) as g:
+        with pytest.raises(OneshotError):
+            g.enrol(label, np.ones(8))
+        assert len(g) == 0
+
+
+def test_labels_are_nfc_normalised(tmp_path):
+    with Gallery.open(tmp_path / "g.db", dim=8) as g:
+        g.enrol("Zo\u00eb", np.ones(8), check=False)          # composed
+        g.enrol("Zoe\u0308", np.eye(8)[0], check=False)       # decomposed: the same label
+        assert [(c.label, c.n_examples) for c in g.list()] == [("Zo\u00eb", 2)]
+        g.forget("Zoe\u0308")
+        assert len(g) == 0

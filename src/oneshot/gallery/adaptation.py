@@ -11,7 +11,7 @@ import numpy as np
 
 from oneshot.errors import OneshotError
 from oneshot.gallery.class_store import ClassStore, from_blob
-from oneshot.gallery.examples import check_label, unit
+from oneshot.gallery.examples import label_key, unit
 from oneshot.modalities import fingerprint_id
 
 MAX_ADAPT_RATE = 0.5
@@ -22,7 +22,7 @@ def set_adaptation(store: ClassStore, label: str, rate: float, min_score: float 
     if not 0 <= rate <= MAX_ADAPT_RATE:
         raise OneshotError(f"adaptation rate {rate} must be between 0 (off) and {MAX_ADAPT_RATE}")
     with store.write() as tx:
-        row = store.class_by_label(check_label(label))
+        row = store.class_by_label(label_key(label))
         tx.set_adaptation(row.id, float(rate), min_score, dict(row.metadata, adapt_max_drift=float(max_drift)))
 
 

@@ -35,10 +35,20 @@ def to_blob(v: np.ndarray) -> bytes:
 
 def from_blob(b: bytes, dim: int) -> np.ndarray:
     """(D,) float32 vector from its blob; a wrong length means a damaged row."""
+    if not isinstance(b, bytes):
+        raise OneshotError(f"gallery row holds a {type(b).__name__} where a vector belongs: the gallery is damaged")
     v = np.frombuffer(b, dtype=np.float32)
     if v.shape != (dim,):
         raise OneshotError(f"gallery row holds a {v.size}-value vector, expected {dim}: the gallery is damaged")
     return v
+
+
+def _json_or_none(text: Any) -> Any:
+    """A JSON column's value, or None when it does not parse (the caller says what is damaged)."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return None
 
 
 @dataclass
@@ -234,7 +244,7 @@ class ClassStore:
             ex = self.conn.execute("SELECT embedding, input, input_path, source FROM examples WHERE class_id = ? ORDER BY id",
                                    (cid,)).fetchall()
             if ex:
-                yield label, json.loads(meta), [(from_blob(e[0], dim), *e[1:]) for e in ex]
+                yield label, _json_or_none(meta), [(from_blob(e[0], dim), *e[1:]) for e in ex]
 
 
 class Transaction:

@@ -32,7 +32,7 @@ from oneshot.gallery import adaptation, calibration, transfer
 from oneshot.gallery.binding import check_embedder, load_recorded, new_gallery_id, new_gallery_meta
 from oneshot.gallery.class_store import ClassStore, from_blob
 from oneshot.gallery.enrolment import Prepared, one_vector_each, prepare, write_enrolments
-from oneshot.gallery.examples import as_list, check_label, embed_examples
+from oneshot.gallery.examples import as_list, check_label, embed_examples, label_key
 from oneshot.gallery.index import IndexSettings, TemplateIndex
 from oneshot.gallery.index_cache import IndexCache
 from oneshot.gallery.quality import fill_report
@@ -288,7 +288,7 @@ class Gallery:
         th = self.thresholds()["verify"]
         if th is None:
             raise OneshotError(f"gallery {self.path} has no verify threshold: run `oneshot gallery calibrate` or set one")
-        row = self.store.class_by_label(check_label(label))
+        row = self.store.class_by_label(label_key(label))
         q = self.embed([query] if not isinstance(query, np.ndarray) else query)
         if len(q) != 1:
             raise OneshotError("verify takes one query")
@@ -315,13 +315,13 @@ class Gallery:
     def forget(self, label: str) -> int:
         """Remove a class and its examples; returns how many examples were removed."""
         with self.store.write() as tx:
-            row = self.store.class_by_label(check_label(label))
+            row = self.store.class_by_label(label_key(label))
             tx.delete_class(row.id)
         return int(row.n_examples)
 
     def rename(self, old: str, new: str) -> None:
         """Rename a class (its id, template and examples stay)."""
-        old, new = check_label(old), check_label(new)
+        old, new = label_key(old), check_label(new)
         with self.store.write() as tx:
             tx.rename(old, new, _now())
 

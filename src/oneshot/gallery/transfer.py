@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from oneshot.errors import OneshotError
 from oneshot.gallery.class_store import ClassStore, ExampleRow
 from oneshot.gallery.enrolment import Prepared, write_enrolments
-from oneshot.gallery.examples import class_template
+from oneshot.gallery.examples import check_label, class_template
 from oneshot.modalities import Embedder, check_vectors, fingerprint_id
 from oneshot.modalities.base import read_file
 
@@ -86,14 +87,20 @@ def import_classes(store: ClassStore, source: str | Path, fingerprint: dict, dim
     examples to the existing class). Returns the number of classes imported or merged."""
     if on_conflict not in CONFLICT_POLICIES:
         raise OneshotError(f"unknown conflict policy {on_conflict!r}: choose error, skip or merge")
+    source = Path(source)
+    if source.exists() and source.resolve() == store.path.resolve():
+        raise OneshotError(f"{source} is this gallery: importing a gallery into itself would double every class")
     src = ClassStore.open(source)
     try:
+        if src.get_meta("gallery_id") is not None and src.get_meta("gallery_id") == store.get_meta("gallery_id"):
+            raise OneshotError(f"{source} is this gallery (a copy of the same file): importing it would double "
+                               "every class; import an export instead")
         fp = src.get_meta("fingerprint")
-        if fingerprint_id(fp) != fingerprint_id(fingerprint):
-            raise OneshotError(f"{source} was built with encoder {fingerprint_id(fp)}, this gallery with "
-                               f"{fingerprint_id(fingerprint)}: re-embed one of them first")
-        items = [Prepared(label, np.stack([e[0] for e in ex]), [e[1] for e in ex], [e[2] for e in ex],
-                          [e[3] or "imported" for e in ex], meta) for label, meta, ex in src.class_examples(dim)]
+        if not isinstance(fp, dict) or fingerprint_id(fp) != fingerprint_id(fingerprint):
+            raise OneshotError(f"{source} was built with another encoder than this gallery "
+                               f"({fingerprint_id(fingerprint)}): re-embed one of them first")
+        with src.read():
+            items = [_checked_class(source, label, meta, ex, dim) for label, meta, ex in src.class_examples(dim)]
     finally:
         src.close()
     with store.write() as tx:
@@ -106,3 +113,25 @@ def import_classes(store: ClassStore, source: str | Path, fingerprint: dict, dim
         if items:
             write_enrolments(tx, items, dim, now)
     return len(items)
+
+
+def _checked_class(source: Path, label: Any, meta: Any, examples: list[tuple], dim: int) -> Prepared:
+    """One imported class validated as ``enrol`` validates it: label (NFC, no invisible characters), finite
+    non-zero embeddings of the gallery's size (re-normalised), JSON-object metadata, bytes / text columns of
+    the right types. Any failure is a :class:`OneshotError` naming the class; nothing has been written yet."""
+    try:
+        label = check_label(label)
+    except OneshotError as exc:
+        raise OneshotError(f"{source} holds a class label this gallery refuses ({exc}); nothing was imported") from None
+    if not isinstance(meta, dict):
+        raise OneshotError(f"class {label!r} of {source} has malformed metadata: nothing was imported; fix or forget it there")
+    vecs = check_vectors(np.stack([e[0] for e in examples]), dim, f"class {label!r} of {source}")
+    inputs, paths, sources = [], [], []
+    for _, inp, path, src in examples:
+        if not (inp is None or isinstance(inp, bytes)) or not (path is None or isinstance(path, str)) \
+                or not (src is None or isinstance(src, str)):
+            raise OneshotError(f"class {label!r} of {source} has a damaged example row: nothing was imported")
+        inputs.append(inp)
+        paths.append(path)
+        sources.append(src or "imported")
+    return Prepared(label, vecs, inputs, paths, sources, meta or None)
