@@ -228,3 +228,42 @@ def test_labels_are_nfc_normalised(tmp_path):
         assert [(c.label, c.n_examples) for c in g.list()] == [("Zo\u00eb", 2)]
         g.forget("Zoe\u0308")
         assert len(g) == 0
+
+
+def test_enrol_folder_with_a_bad_image_in_the_last_class_writes_nothing(tmp_path):
+    """Failed on the old code: the first classes were committed before the bad image stopped the command."""
+    from gallery_util import file_digest, make_checkpoint, write_pngs
+    from typer.testing import CliRunner
+
+    from oneshot.cli import app
+
+    ckpt = make_checkpoint(tmp_path / "enc.safetensors", 0)
+    imgs = (np.random.default_rng(0).random((6, 1, 28, 28)) * 255).astype(np.uint8)
+    people = tmp_path / "people"
+    for i, name in enumerate(["a", "b", "c"]):
+        write_pngs(people / name, imgs[2 * i:2 * i + 2])
+    (people / "c" / "zz_bad.png").write_bytes(b"\x89PNG not really")
+    gal = tmp_path / "g.db"
+    runner = CliRunner()
+    assert runner.invoke(app, ["gallery", "create", str(gal), "--encoder", str(ckpt)]).exit_code == 0
+    before = file_digest(gal)
+    res = runner.invoke(app, ["gallery", "enrol", str(gal), "--folder", str(people)])
+    assert res.exit_code == 2 and res.output.startswith("error:") and "Traceback" not in res.output
+    assert file_digest(gal) == before
+    with Gallery.open(gal) as g:
+        assert len(g) == 0
+
+
+@pytest.mark.parametrize("args", [["--approx-above", "-1"], ["--store", "everything"], ["--encoder", "no-such-encoder"]])
+def test_failed_create_leaves_no_file(tmp_path, args):
+    from gallery_util import make_checkpoint
+    from typer.testing import CliRunner
+
+    from oneshot.cli import app
+
+    ckpt = make_checkpoint(tmp_path / "enc.safetensors", 0)
+    gal = tmp_path / "g.db"
+    cmd = ["gallery", "create", str(gal)] + (["--encoder", str(ckpt)] if "--encoder" not in args else []) + args
+    res = CliRunner().invoke(app, cmd)
+    assert res.exit_code == 2 and "error:" in res.output, res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["enc.safetensors"]

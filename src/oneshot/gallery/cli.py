@@ -43,8 +43,13 @@ def create(
 
     if gallery.exists():
         raise OneshotError(f"{gallery} already exists: use it, or choose another path")
-    with Gallery.open(gallery, encoder=encoder, store=store, approx_above=approx_above) as g:
-        info = g.info()
+    try:
+        with Gallery.open(gallery, encoder=encoder, store=store, approx_above=approx_above) as g:
+            info = g.info()
+    except BaseException:
+        for leftover in (gallery, Path(f"{gallery}.faiss"), Path(f"{gallery}-wal"), Path(f"{gallery}-shm")):
+            leftover.unlink(missing_ok=True)  # a failed create leaves nothing behind
+        raise
     if as_json:
         echo_json(info)
     else:
@@ -71,10 +76,8 @@ def enrol(
         if not label or not files:
             raise OneshotError("give a LABEL and at least one example file (or --folder with one sub-folder per class)")
         jobs = [(label, files)]
-    reports = []
-    with _open(gallery, encoder) as g:
-        for lab, fs in jobs:
-            reports.append(g.enrol(lab, list(fs)).to_dict())
+    with _open(gallery, encoder) as g:  # every class read and checked first, then one transaction
+        reports = [r.to_dict() for r in g.enrol_batch([(lab, list(fs)) for lab, fs in jobs])]
     if as_json:
         echo_json({"gallery": str(gallery), "enrolments": reports})
         return

@@ -33,7 +33,7 @@ from oneshot.gallery.binding import check_embedder, load_recorded, new_gallery_i
 from oneshot.gallery.class_store import ClassStore, from_blob
 from oneshot.gallery.enrolment import Prepared, one_vector_each, prepare, write_enrolments
 from oneshot.gallery.examples import as_list, check_label, embed_examples, label_key
-from oneshot.gallery.index import IndexSettings, TemplateIndex
+from oneshot.gallery.index import IndexSettings, TemplateIndex, check_index_settings
 from oneshot.gallery.index_cache import IndexCache
 from oneshot.gallery.quality import fill_report
 from oneshot.gallery.results import ClassInfo, EnrolReport, Identification, Match, Verification
@@ -91,6 +91,7 @@ class Gallery:
             name: fingerprint name of a vector gallery (no encoder).
         """
         path = Path(path)
+        check_index_settings(approx_above, ef_search)  # before anything is created
         enc = None if encoder is None else load_embedder(encoder)
         if path.exists():
             st = ClassStore.open(path)
@@ -225,6 +226,23 @@ class Gallery:
         _, report.created, report.n_examples = self._write([prep])[0]
         return report
 
+    def enrol_batch(self, items: Sequence[tuple[str, Sequence[Example] | np.ndarray]], *, check: bool = True) -> list[EnrolReport]:
+        """Enrol several classes all or nothing: every example of every class is read, validated and embedded
+        first, then all are written in one transaction (a bad example in the last class writes nothing).
+        Quality reports compare each class with the gallery as it was before the batch."""
+        preps = [self._prepare(label, examples) for label, examples in items]
+        reports = []
+        for prep in preps:
+            own = self.store.class_id(prep.label)
+            previous = self.store.example_vectors(own, self.dim) if own is not None else np.zeros((0, self.dim), np.float32)
+            report = EnrolReport(prep.label, own is None, len(prep.vectors), len(previous) + len(prep.vectors))
+            if check:
+                fill_report(report, prep.vectors, previous, own, self.thresholds()["verify"], self._index(), self.store.labels_of)
+            reports.append(report)
+        for report, (_, created, n) in zip(reports, self._write(preps)):
+            report.created, report.n_examples = created, n
+        return reports
+
     def enrol_many(self, items: Iterable[tuple[str, Sequence[Example] | np.ndarray]], *, batch: int = 1000) -> int:
         """Bulk enrolment without quality checks: ``batch`` enrolments per transaction (each enrolment is
         still wholly present or absent). Returns the number of enrolments written."""
@@ -352,13 +370,10 @@ class Gallery:
 
     def set_index_settings(self, *, approx_above: int | None = None, ef_search: int | None = None) -> None:
         """Change when (``approx_above`` classes) and how (``ef_search``) the gallery searches approximately."""
+        check_index_settings(approx_above, ef_search)
         if approx_above is not None:
-            if approx_above < 0:
-                raise OneshotError("approx_above must be >= 0")
             self.settings.approx_above = int(approx_above)
         if ef_search is not None:
-            if ef_search < 1:
-                raise OneshotError("ef_search must be >= 1")
             self.settings.ef_search = int(ef_search)
         with self.store.write() as tx:
             tx.set_meta("index", self.settings.to_dict())
