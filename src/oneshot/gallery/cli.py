@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from oneshot.cli_common import Json, command, echo_json
+from oneshot.cli_common import Json, check_range, command, echo_json
 from oneshot.errors import OneshotError
 
 app = typer.Typer(no_args_is_help=True, help="A persistent gallery: enrol classes from one example, identify, verify.",
@@ -35,7 +35,7 @@ def create(
     gallery: GalleryPath,
     encoder: Annotated[str, typer.Option("--encoder", help=f"{ENCODER_HELP} the gallery will use.")],
     store: Annotated[str, typer.Option(help="What to keep of each example: inputs (bytes, for reembed), paths, or none.")] = "inputs",
-    approx_above: Annotated[Optional[int], typer.Option(help="Search approximately (HNSW) above this many classes.")] = None,
+    approx_above: Annotated[Optional[int], typer.Option(help="Search approximately (HNSW) above this many classes, in [0, 2147483648].")] = None,
     as_json: Json = False,
 ) -> None:
     """Create an empty gallery bound to an encoder checkpoint."""
@@ -94,11 +94,12 @@ def enrol(
 def identify(
     gallery: GalleryPath,
     queries: Annotated[list[Path], typer.Argument(help="Query files.")],
-    k: Annotated[int, typer.Option("-k", help="How many candidate classes to show.")] = 3,
+    k: Annotated[int, typer.Option("-k", help="How many candidate classes to show (>= 1).")] = 3,
     encoder: EncoderOpt = None,
     as_json: Json = False,
 ) -> None:
     """Top-k classes for each query, or "unknown" when the best score is below the gallery's threshold."""
+    check_range("k", k, 1)
     with _open(gallery, encoder) as g:
         res = g.identify(list(queries), k=k)
     rows = [dict(r.to_dict(), query=str(q)) for q, r in zip(queries, res)]
@@ -188,15 +189,18 @@ def calibrate(
     gallery: GalleryPath,
     folder: Annotated[Optional[Path], typer.Option(help="Validation classes: one sub-folder of examples per class, none of them enrolled.")] = None,
     omniglot: Annotated[Optional[str], typer.Option(help="Use Omniglot validation classes instead: lake-val (the Lake split's validation alphabets).")] = None,
-    far: Annotated[float, typer.Option(help="Target false-accept rate.")] = 1e-3,
-    gallery_size: Annotated[Optional[int], typer.Option(help="Gallery size the identify threshold is for (default: the current size).")] = None,
-    trials: Annotated[int, typer.Option(help="Random gallery/stranger splits simulated.")] = 20,
+    far: Annotated[float, typer.Option(help="Target false-accept rate, in (0, 1).")] = 1e-3,
+    gallery_size: Annotated[Optional[int], typer.Option(help="Gallery size the identify threshold is for (>= 1; default: the current size).")] = None,
+    trials: Annotated[int, typer.Option(help="Random gallery/stranger splits simulated, in [1, 100000].")] = 20,
     seed: Annotated[int, typer.Option(help="Seed of the simulated splits.")] = 0,
     data_dir: Annotated[Optional[Path], typer.Option(help="Dataset folder for --omniglot (else $ONESHOT_DATA).")] = None,
     encoder: EncoderOpt = None,
     as_json: Json = False,
 ) -> None:
     """Measure genuine and impostor scores on validation classes; set thresholds for a target false-accept rate."""
+    check_range("far", far, 0, 1, low_open=True, high_open=True)
+    check_range("gallery_size", gallery_size, 1)
+    check_range("trials", trials, 1, 100000)
     with _open(gallery, encoder) as g:
         if (folder is None) == (omniglot is None):
             raise OneshotError("give exactly one of --folder DIR or --omniglot lake-val")
@@ -230,10 +234,12 @@ def calibrate(
 @command(app)
 def threshold(
     gallery: GalleryPath,
-    identify: Annotated[Optional[float], typer.Option(help="Identify threshold (cosine).")] = None,
-    verify: Annotated[Optional[float], typer.Option(help="Verify threshold (cosine).")] = None,
+    identify: Annotated[Optional[float], typer.Option(help="Identify threshold (cosine, in [-1, 1]).")] = None,
+    verify: Annotated[Optional[float], typer.Option(help="Verify threshold (cosine, in [-1, 1]).")] = None,
 ) -> None:
     """Set thresholds by hand (recorded as manual); prefer `calibrate`."""
+    check_range("identify", identify, -1, 1)
+    check_range("verify", verify, -1, 1)
     if identify is None and verify is None:
         raise OneshotError("give --identify and/or --verify")
     with _open(gallery) as g:
@@ -246,11 +252,14 @@ def threshold(
 def adapt(
     gallery: GalleryPath,
     label: Annotated[str, typer.Argument(help="The class.")],
-    rate: Annotated[float, typer.Option(help="Rate in (0, 0.5]; 0 turns adaptation off.")],
-    min_score: Annotated[Optional[float], typer.Option(help="Only confirmed matches scoring at least this adapt.")] = None,
-    max_drift: Annotated[float, typer.Option(help="Keep at least this cosine to the enrolled examples' prototype.")] = 0.8,
+    rate: Annotated[float, typer.Option(help="Rate in [0, 0.5]; 0 turns adaptation off.")],
+    min_score: Annotated[Optional[float], typer.Option(help="Only confirmed matches scoring at least this adapt (cosine, in [-1, 1]).")] = None,
+    max_drift: Annotated[float, typer.Option(help="Keep at least this cosine to the enrolled examples' prototype, in [-1, 1].")] = 0.8,
 ) -> None:
     """Turn template adaptation on or off for one class (off by default)."""
+    check_range("rate", rate, 0, 0.5)
+    check_range("min_score", min_score, -1, 1)
+    check_range("max_drift", max_drift, -1, 1)
     with _open(gallery) as g:
         g.set_adaptation(label, rate, min_score=min_score, max_drift=max_drift)
     typer.echo(f"adaptation of {label!r}: " + (f"rate {rate:g}" if rate else "off"))

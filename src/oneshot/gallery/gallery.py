@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from oneshot.errors import OneshotError, OneshotWarning, os_reason
+from oneshot.ranges import in_range
 from oneshot.gallery import adaptation, calibration, transfer
 from oneshot.gallery.binding import check_embedder, load_recorded, new_gallery_id, new_gallery_meta
 from oneshot.gallery.class_store import ClassStore, from_blob
@@ -284,8 +285,7 @@ class Gallery:
 
     def identify(self, queries: Sequence[Example] | np.ndarray, k: int = 5) -> list[Identification]:
         """Top-k classes for each query, and "unknown" (``label`` None) when the best is below the threshold."""
-        if k < 1:
-            raise OneshotError("k must be at least 1")
+        in_range("k", k, 1)
         scores, ids = self.search(queries, k)
         names = self.store.labels_of(ids.ravel())
         th = self.thresholds()["identify"]
@@ -327,6 +327,9 @@ class Gallery:
             min_score: only matches scoring at least this adapt (default: the verify threshold).
             max_drift: the adapted template keeps at least this cosine to its enrolled examples' prototype.
         """
+        in_range("adaptation rate", rate, 0, adaptation.MAX_ADAPT_RATE)
+        in_range("min_score", min_score, -1, 1)
+        in_range("max_drift", max_drift, -1, 1)
         adaptation.set_adaptation(self.store, label, rate, min_score, max_drift)
 
     # ================================================================== management
@@ -381,9 +384,8 @@ class Gallery:
 
     def set_threshold(self, *, identify: float | None = None, verify: float | None = None) -> None:
         """Set thresholds by hand (recorded as ``manual``; the calibration record is kept for reference)."""
-        for v in (identify, verify):
-            if v is not None and not -1 <= v <= 1:
-                raise OneshotError(f"threshold {v} is not a cosine similarity: give a value in [-1, 1]")
+        for name, v in (("identify threshold", identify), ("verify threshold", verify)):
+            in_range(name, v, -1, 1)
         cur = self.thresholds()
         with self.store.write() as tx:
             tx.set_meta("threshold", {
@@ -395,6 +397,9 @@ class Gallery:
                   gallery_size: int | None = None, trials: int = 20, seed: int = 0, source: str = "") -> dict[str, Any]:
         """Set both thresholds for ``target_far`` from validation embeddings (N, D) with labels (N,) of classes
         not in the gallery; stores and returns the calibration record (chosen rate, measured rates, counts)."""
+        in_range("target_far", target_far, 0, 1, low_open=True, high_open=True)
+        in_range("gallery_size", gallery_size, 1)
+        in_range("trials", trials, 1, 100000)
         x = check_vectors(embeddings, self.dim, "calibration embeddings")
         size = gallery_size if gallery_size is not None else max(1, len(self))
         rec = calibration.calibrate(x, np.asarray(labels), target_far, size, trials, seed)
