@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# The CPU build of torch first, so no dependency can pull a CUDA build.
 	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[dev,text,molecules,serve]"
+	$(PY) -m pip install --quiet -e ".[dev,text,molecules,serve,faces]"
 	touch $(STAMP)
 
 venv: $(STAMP)

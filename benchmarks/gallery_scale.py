@@ -14,6 +14,13 @@ Data:
 Queries: 1000 enrolled templates plus Gaussian noise (cosine ~0.9 to their template), i.e. new examples of
 enrolled classes. Recall@1 is the fraction of queries whose approximate top-1 equals the exact top-1.
 
+``--candidates`` instead compares every approximate index kind in one run (exact, HNSW, HNSW over 8-bit
+scalar codes, IVF-Flat, IVF-SQ8 and IVF-PQ, the quantised ones with and without exact re-ranking), each
+over a sweep of its search-time knob: memory against the raw float32 vectors, recall@1 against exact
+search, single-query p50/p99 latency. It writes ``benchmarks/results/gallery_memory.json``::
+
+    nice -n 10 env OMP_NUM_THREADS=1 python benchmarks/gallery_scale.py --data real --dim 64 --n 1000000 --candidates
+
 Steps: (1) enrol all templates through ``Gallery.enrol_vectors`` (SQLite, 10,000 enrolments per
 transaction): enrol throughput and database bytes/template; (2) build the exact and the HNSW index from the
 templates; (3) per index: single-query latency p50/p99 (``Gallery.identify``-equivalent raw index search, and
@@ -41,6 +48,17 @@ from oneshot.gallery.index import TemplateIndex
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULT = ROOT / "benchmarks" / "results" / "gallery_scale.json"
+MEMORY_RESULT = ROOT / "benchmarks" / "results" / "gallery_memory.json"
+
+# (name, IndexSettings overrides, sweep knob, sweep values); quantised kinds are built with re-ranking on and
+# also measured with it off (``refine_factor`` 0), whose memory leaves out the float copies.
+CANDIDATES = [
+    ("ivf_flat", {"approx_kind": "ivf_flat"}, "nprobe", [16, 32, 64, 128]),
+    ("ivf_sq8", {"approx_kind": "ivf_sq8", "refine_factor": 4}, "nprobe", [16, 32, 64, 128]),
+    ("ivf_pq16", {"approx_kind": "ivf_pq", "pq_m": 16, "refine_factor": 8}, "nprobe", [32, 64, 128]),
+    ("hnsw_sq8", {"approx_kind": "hnsw_sq8", "refine_factor": 4}, "ef_search", [128, 256, 512]),
+    ("hnsw", {"approx_kind": "hnsw"}, "ef_search", [128, 256]),
+]
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -125,6 +143,55 @@ def batch_throughput(search, q: np.ndarray, batch: int, max_seconds: float) -> d
     return {"batch": batch, "queries": done, "seconds": dt, "queries_per_second": done / dt}
 
 
+def measure_candidates(args: argparse.Namespace, row: dict, templates: np.ndarray, queries: np.ndarray) -> None:
+    """Every candidate index kind on the same templates and queries; rewrites MEMORY_RESULT after each one."""
+    ids = np.arange(1, args.n + 1, dtype=np.int64)
+    raw = templates.nbytes
+    exact = TemplateIndex.build(args.dim, ids, templates, IndexSettings(approx_above=10**12))
+    _, ex_ids = exact.search(queries, args.k)
+    n_single = min(args.single, max(20, int(2e8 / (args.n * args.dim))))
+    row["candidates"] = {"exact": {"memory_vs_raw": exact.nbytes() / raw, "bytes_per_template": exact.nbytes() / args.n,
+                                   "sweep": {"-": {"recall_at_1": 1.0,
+                                                   "single": latency(lambda q: exact.search(q, args.k), queries, n_single)}}}}
+    del exact
+    print(f"  exact: p50 {row['candidates']['exact']['sweep']['-']['single']['p50_ms']:.3f} ms", flush=True)
+    for name, overrides, knob, values in CANDIDATES:
+        if args.only and name not in args.only:
+            continue
+        settings = IndexSettings(approx_above=0, hnsw_m=args.hnsw_m, ef_construction=args.ef_construction, **overrides)
+        t0 = time.perf_counter()
+        index = TemplateIndex.build(args.dim, ids, templates, settings)
+        build = time.perf_counter() - t0
+        vectors = index.vectors
+        modes = [("refine", settings.refine_factor), ("no refine", 0)] if vectors is not None else [("", 0)]
+        for mode, factor in modes:
+            index.vectors = vectors if factor else None
+            settings.refine_factor = factor or settings.refine_factor
+            label = f"{name} + refine x{factor}" if factor else (f"{name}, no refine" if mode else name)
+            out = {"kind": settings.approx_kind, "settings": settings.to_dict(), "refine_factor": factor,
+                   "build_seconds": build, "bytes_per_template": index.nbytes() / args.n,
+                   "memory_vs_raw": index.nbytes() / raw, "knob": knob, "sweep": {}}
+            for v in values:
+                setattr(settings, knob, v)
+                if knob == "ef_search":
+                    faiss_hnsw = __import__("faiss").downcast_index(index.main.index)
+                    faiss_hnsw.hnsw.efSearch = v
+                _, a_ids = index.search(queries, args.k)
+                r = {"recall_at_1": float(np.mean(a_ids[:, 0] == ex_ids[:, 0])),
+                     "recall_at_k": float(np.mean([len(set(a) & set(b)) / args.k for a, b in zip(a_ids, ex_ids)])),
+                     "single": latency(lambda q: index.search(q, args.k), queries, args.single)}
+                out["sweep"][str(v)] = r
+                print(f"  {label} {knob}={v}: {out['memory_vs_raw']:.2f}x raw, recall@1 {r['recall_at_1']:.4f}, "
+                      f"p50 {r['single']['p50_ms']:.3f} ms, p99 {r['single']['p99_ms']:.3f} ms", flush=True)
+            row["candidates"][label] = out
+        index.vectors = vectors
+        del index
+        MEMORY_RESULT.write_text(json.dumps(row, indent=2))
+    row["goal"] = {"memory_vs_raw_at_most": 1.5, "recall_at_1_at_least": 0.99, "p50_ms_below": 2.0}
+    MEMORY_RESULT.write_text(json.dumps(row, indent=2))
+    print(f"wrote {MEMORY_RESULT}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", choices=["random", "real"], required=True)
@@ -140,6 +207,8 @@ def main() -> None:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "oneshot_gallery_scale")
     p.add_argument("--skip-gallery", action="store_true", help="index only (no SQLite enrolment)")
+    p.add_argument("--candidates", action="store_true", help="compare every index kind (writes gallery_memory.json)")
+    p.add_argument("--only", nargs="*", default=[], help="with --candidates: only these candidate names")
     args = p.parse_args()
 
     import faiss
@@ -156,6 +225,9 @@ def main() -> None:
     row["raw_bytes_per_template"] = raw_bytes / args.n
     print(f"{args.data} d={args.dim} n={args.n}: data ready in {row['data_seconds']:.1f}s", flush=True)
 
+    if args.candidates:
+        measure_candidates(args, row, templates, queries)
+        return
     labels = [f"t{i}" for i in range(args.n)]
     if not args.skip_gallery:
         shutil.rmtree(args.workdir, ignore_errors=True)

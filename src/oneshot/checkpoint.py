@@ -191,7 +191,19 @@ class Checkpoint:
 
     @property
     def preprocessing(self) -> Preprocessing:
-        return Preprocessing.from_dict(self.metadata["preprocessing"])
+        return Preprocessing.from_dict(self.metadata.get("preprocessing"))
+
+    @property
+    def input_envelope(self) -> dict[str, Any] | None:
+        """Range of training inputs' pixel statistics (:func:`oneshot.data.images.checkpoint_envelope`)."""
+        from oneshot.data.images import checkpoint_envelope
+
+        return checkpoint_envelope(self.metadata)
+
+    @property
+    def domain(self) -> str:
+        """What the encoder was trained on, e.g. ``omniglot``, ``att_faces``, ``neu_det``."""
+        return str((self.metadata.get("data") or {}).get("dataset", "omniglot"))
 
 
 def state_tensors(method: Method) -> dict[str, torch.Tensor]:
@@ -256,6 +268,10 @@ def load_checkpoint(
     """
     path = Path(path)
     meta = read_metadata(path)
+    try:
+        Preprocessing.from_dict(meta.get("preprocessing"))
+    except OneshotError as exc:
+        raise OneshotError(f"{path} has invalid preprocessing metadata ({exc}): re-download or retrain it") from None
     if expect_method is not None and meta["method"] != expect_method:
         raise OneshotError(f"{path} is a {meta['method']} checkpoint, not {expect_method}")
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 import warnings
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional, TypeVar
@@ -27,22 +28,26 @@ Device = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), c
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
 
 
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """oneshot's own warnings (a text truncated to the encoder's limit, inputs unlike the encoder's training
+    data, extreme upscaling) as one ``warning: ...`` line on stderr; others as Python prints them."""
+    if issubclass(category, OneshotWarning):
+        typer.echo(f"warning: {message}", err=True)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def user_errors(fn: F) -> F:
-    """Print a :class:`OneshotError` as one line on stderr and exit with status 2 (no traceback)."""
+    """Print a :class:`OneshotError` as one line on stderr and exit with status 2 (no traceback); print each
+    :class:`OneshotWarning` (e.g. :class:`~oneshot.data.images.InputWarning`) as one ``warning: ...`` line."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            with warnings.catch_warnings(record=True) as caught:
+            with warnings.catch_warnings():
                 warnings.simplefilter("always", OneshotWarning)
-                try:
-                    return fn(*args, **kwargs)
-                finally:
-                    for w in caught:
-                        if issubclass(w.category, OneshotWarning):
-                            typer.echo(f"warning: {w.message}", err=True)
-                        else:
-                            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+                warnings.showwarning = show_warning
+                return fn(*args, **kwargs)
         except OneshotError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None

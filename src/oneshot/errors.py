@@ -11,8 +11,9 @@ class OneshotError(Exception):
 
 
 class OneshotWarning(UserWarning):
-    """Something the user should know that did not stop the work (e.g. the index cache could not be saved:
-    the gallery is fine, the next open rebuilds the cache). The CLI prints it as ``warning: ...``."""
+    """Something a user should know that does not stop the work (e.g. a text truncated to the encoder's limit);
+    the CLI prints it as one ``warning: ...`` line on stderr."""
+
 
 
 def os_reason(exc: OSError) -> str:

@@ -23,17 +23,64 @@ from oneshot.training import TrainConfig, TrainResult, train
 STANDARD_SHAPES = [(5, 1), (5, 5), (20, 1), (20, 5)]
 
 
-def load_split(dataset: str, split: str, part: str, size: int, data_dir: str | Path | None) -> ImageSet:
-    """A part of a dataset split; only Omniglot for now, or a class-per-folder directory via ``dataset='folder:PATH'``."""
+DATASETS = ("omniglot", "att_faces", "neu")
+#: The training and validation parts of each dataset's protocol.
+TRAIN_PARTS = {"omniglot": ("train", "val"), "att_faces": ("train", "val"), "neu": ("pool", "val")}
+
+
+def dataset_preprocessing(dataset: str, size: int, prep: Preprocessing | None = None) -> Preprocessing:
+    """The preprocessing a dataset is read with: ``prep`` when given, else the dataset's own at ``size``."""
+    if prep is not None:
+        return prep
+    if dataset == "att_faces":
+        from oneshot.data.archives import FACES_PREPROCESSING
+
+        return FACES_PREPROCESSING.with_overrides(size=size)
+    if dataset == "neu":
+        from oneshot.data.archives import NEU_PREPROCESSING
+
+        return NEU_PREPROCESSING.with_overrides(size=size)
+    if dataset.startswith("folder:"):
+        return Preprocessing(size=size, channels=1, invert=False)
+    return Preprocessing(size=size, channels=1, invert=True)
+
+
+def load_split(dataset: str, split: str, part: str, size: int, data_dir: str | Path | None,
+               prep: Preprocessing | None = None) -> ImageSet:
+    """A part of a dataset split: Omniglot (``split`` vinyals or lake), ``att_faces`` (train / val / trainval / test,
+    see :func:`oneshot.data.archives.faces_split`), ``neu`` (pool / val / test, :func:`~oneshot.data.archives.neu_split`),
+    or a class-per-folder directory via ``dataset='folder:PATH'``."""
+    prep = dataset_preprocessing(dataset, size, prep)
     if dataset == "omniglot":
+        if prep != Preprocessing(size=size, channels=1, invert=True):
+            raise OneshotError("Omniglot is read with its own preprocessing (grey, inverted, stretched)")
         return load_omniglot(split, part, size, data_dir)
+    if dataset == "att_faces":
+        from oneshot.data.archives import faces_split
+
+        return faces_split(part, prep, data_dir)
+    if dataset == "neu":
+        from oneshot.data.archives import neu_split
+
+        return neu_split(part, prep, data_dir)
     if dataset.startswith("folder:"):
         from oneshot.data.folder import load_image_folder
 
-        return load_image_folder(dataset[len("folder:"):], Preprocessing(size=size, channels=1, invert=False))
-    from oneshot.errors import OneshotError
+        return load_image_folder(dataset[len("folder:"):], prep)
+    raise OneshotError(f"unknown dataset {dataset!r}: use one of {', '.join(DATASETS)}")
 
-    raise OneshotError(f"unknown dataset {dataset!r}: use omniglot")
+
+def check_episode_shapes(data: ImageSet, shapes: list[tuple[int, int]], queries: int, what: str) -> None:
+    """Refuse, before any work, episode shapes the data cannot supply (too many ways, shots + queries)."""
+    counts = sorted(len(ix) for ix in data.class_indices)
+    for ways, shots in shapes:
+        if ways > data.num_classes:
+            raise OneshotError(f"{what} has {data.num_classes} classes, too few for {ways}-way episodes: lower --ways")
+        enough = [c for c in counts if c >= shots + queries]
+        if len(enough) < ways:
+            most = max(0, counts[-ways] - shots) if len(counts) >= ways else 0
+            raise OneshotError(f"{ways}-way {shots}-shot episodes with {queries} queries need {shots + queries} images in "
+                               f"{ways} classes; {what} has {len(enough)} such classes: use --queries {most} or fewer")
 
 
 def train_model(
@@ -49,28 +96,39 @@ def train_model(
     data_dir: str | Path | None = None,
     command: str = "",
     resume: bool = False,
+    preprocessing: Preprocessing | None = None,
     on_progress: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Load the train and val parts, build ``method`` on ``encoder``, and run the training loop."""
-    train_part = "train"
-    train_data = load_split(dataset, split, train_part, size, data_dir)
-    val_data = load_split(dataset, split, "val", size, data_dir)
+    from oneshot.data.images import stats_envelope
+
+    prep = dataset_preprocessing(dataset, size, preprocessing)
+    train_part, val_part = TRAIN_PARTS.get(dataset, ("train", "val"))
+    train_data = load_split(dataset, split, train_part, size, data_dir, prep)
+    val_data = load_split(dataset, split, val_part, size, data_dir, prep)
     torch.manual_seed(config.seed)
-    enc_opts = dict(encoder_options or {"in_channels": 1})
+    enc_opts = dict(encoder_options or {"in_channels": prep.channels})
+    if encoder.startswith("resnet") and "mean" not in enc_opts:
+        # Input standardisation from the training images (part of the encoder, stored in the checkpoint).
+        px = train_data.images.float().div(255)
+        enc_opts.update(mean=round(float(px.mean()), 4), std=round(float(px.std()), 4))
     enc = build_encoder(encoder, **enc_opts)
     # Data-dependent options (e.g. the number of base classes) first; the user's options override them.
     data_options = METHODS[method].options_for_data(train_data) if method in METHODS else {}
+    if method == "simclr":
+        data_options["feature_dim"] = embedding_dim(enc, (prep.channels, prep.size, prep.size))
     model = build_method(method, enc, **{**data_options, **(method_options or {})})
-    prep = Preprocessing(size=size, channels=1, invert=True)
     metadata = {
         "encoder": encoder,
         "encoder_options": enc_opts,
         "preprocessing": prep.to_dict(),
         "embedding_dim": embedding_dim(enc, (prep.channels, prep.size, prep.size)),
-        "data": {"dataset": dataset, "split": split, "train_part": train_part, "val_part": "val"},
+        "data": {"dataset": dataset, "split": split, "train_part": train_part, "val_part": val_part},
         "training": {"command": command},
         "seed": config.seed,
     }
+    if dataset != "omniglot":  # Omniglot checkpoints keep their metadata as before (checkpoint_envelope knows it)
+        metadata["input_envelope"] = stats_envelope(train_data.images.numpy())
     return train(model, train_data, val_data, config, out, metadata, resume=resume, on_progress=on_progress)
 
 
@@ -92,8 +150,14 @@ def evaluate_checkpoint(
     similarity: str = "auto",
     roc_png: str | Path | None = None,
     det_png: str | Path | None = None,
+    folder: str | Path | None = None,
+    preprocessing: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on N-way K-shot episodes of a split part (and optionally Lake's runs).
+
+    ``folder`` evaluates on a user's own labelled folder (one sub-folder of images per class) instead of the
+    checkpoint's dataset; ``preprocessing`` overrides fields of the checkpoint's preprocessing (e.g.
+    ``{"invert": False}``).
 
     The split defaults to the one the checkpoint was trained on. Returns a JSON-ready dict with one entry
     per shape under ``results`` and ``lake_runs`` when asked.
@@ -114,7 +178,27 @@ def evaluate_checkpoint(
     data_meta = ck.metadata.get("data", {})
     dataset = data_meta.get("dataset", "omniglot")
     split = split or data_meta.get("split", "vinyals")
-    data = load_split(dataset, split, part, prep.size, data_dir)
+    if preprocessing:
+        prep = prep.with_overrides(**preprocessing)
+    if folder is not None:
+        from oneshot.data.folder import load_image_folder
+
+        if lake_runs:
+            raise OneshotError("--lake-runs scores Omniglot's runs; it cannot be combined with --folder")
+        data = load_image_folder(folder, prep)
+        dataset, split, part = f"folder {folder}", "user", "all"
+        check_episode_shapes(data, shapes, queries, str(folder))
+    else:
+        data = load_split(dataset, split, part, prep.size, data_dir, None if dataset == "omniglot" else prep)
+    from oneshot.data.images import domain_warning
+
+    msg = domain_warning(data.images[:2000].numpy(), ck.input_envelope, f"{Path(checkpoint).name} ({ck.domain})")
+    if msg:
+        import warnings
+
+        from oneshot.data.images import InputWarning
+
+        warnings.warn(msg, InputWarning, stacklevel=2)
     t0 = time.perf_counter()
     z = embed_all(ck.method, data.images, dev) if ck.method.embeds_independently else None
     results: list[EvalResult] = []

@@ -10,7 +10,7 @@ import torch
 
 from oneshot.checkpoint import Checkpoint
 from oneshot.data.folder import list_class_folders, load_image_files
-from oneshot.data.images import Preprocessing, decode_image, is_image_file
+from oneshot.data.images import Preprocessing, decode_image, image_files_in
 from oneshot.errors import OneshotError
 from oneshot.runtime import to_layout
 
@@ -32,7 +32,7 @@ def load_support(folder: str | Path, prep: Preprocessing) -> SupportSet:
     if not folder.is_dir():
         raise OneshotError(f"support folder {folder} does not exist")
     subdirs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    files_here = sorted(p for p in folder.iterdir() if is_image_file(p))
+    files_here = image_files_in(folder) if not subdirs else []
     if subdirs:
         classes = list_class_folders(folder)
         pairs = [(name, f) for name, fs in classes.items() for f in fs]
@@ -53,7 +53,7 @@ def query_files(paths: list[Path]) -> list[Path]:
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if is_image_file(f))
+            found = image_files_in(p, recursive=True)
             if not found:
                 raise OneshotError(f"query folder {p} holds no images")
             out.extend(found)
@@ -67,10 +67,22 @@ def query_files(paths: list[Path]) -> list[Path]:
 
 
 @torch.no_grad()
-def predict(ck: Checkpoint, support: SupportSet, queries: list[Path], device: torch.device | str = "cpu") -> list[dict]:
-    """For each query file: predicted class, its probability (softmax over the method's logits) and logit."""
-    prep = ck.preprocessing
+def predict(ck: Checkpoint, support: SupportSet, queries: list[Path], device: torch.device | str = "cpu",
+            prep: Preprocessing | None = None) -> list[dict]:
+    """For each query file: predicted class, its probability (softmax over the method's logits) and logit.
+
+    ``prep`` overrides the checkpoint's preprocessing (it must be the one the support set was decoded with).
+    Warns (:class:`~oneshot.data.images.InputWarning`) when the inputs look unlike the encoder's training images.
+    """
+    import warnings
+
+    from oneshot.data.images import InputWarning, domain_warning
+
+    prep = prep or ck.preprocessing
     q = load_image_files(queries, prep)
+    msg = domain_warning(torch.cat([support.images, q]).numpy(), ck.input_envelope, f"the checkpoint ({ck.domain})")
+    if msg:
+        warnings.warn(msg, InputWarning, stacklevel=2)
     dev = torch.device(device)
     s = to_layout(support.images.to(dev).float().div_(255), True)
     qx = to_layout(q.to(dev).float().div_(255), True)

@@ -48,6 +48,8 @@ class TrainConfig:
         channels_last: channels-last memory layout for image batches.
         max_minutes: wall-clock budget for training (validation excluded); 0 = none. When it runs out the
             loop validates once more and stops.
+        augment: :class:`~oneshot.data.augment.Augment` settings applied to every training batch (None: none);
+            episode ``e``'s transformations are seeded by ``(seed, e)``, so resume stays exact.
     """
 
     episodes: int = 20000
@@ -70,6 +72,7 @@ class TrainConfig:
     precision: str = "auto"
     channels_last: bool = True
     max_minutes: float = 0.0
+    augment: dict[str, Any] | None = None
 
 
 @dataclass
@@ -166,7 +169,9 @@ def train(
 
     def validate(episode: int) -> bool:
         """Validate, keep the checkpoint if best; returns True to stop early."""
-        res = evaluate(method, val_data, config.val_ways, config.val_shots, config.val_queries, config.val_episodes, config.val_seed, device)
+        own = getattr(val_data, "validate", None)  # data with its own validation protocol (molecule assays)
+        res = (own(method, device) if own is not None else
+               evaluate(method, val_data, config.val_ways, config.val_shots, config.val_queries, config.val_episodes, config.val_seed, device))
         state["history"].append({"episode": episode, "val_accuracy": res.accuracy, "val_ci95": res.ci95, "loss": running_loss})
         if res.accuracy > state["best"]:
             state.update(best=res.accuracy, best_ci=res.ci95, best_episode=episode, bad_evals=0)
@@ -188,6 +193,9 @@ def train(
         method.train()
         return bool(config.patience and state["bad_evals"] >= config.patience)
 
+    from oneshot.data.augment import Augment
+
+    augment = Augment.from_dict(config.augment)
     method.train()
     running_loss = float("nan")
     stopped = False
@@ -195,7 +203,10 @@ def train(
     for ep in sampler:
         e = state["episode"] + 1
         idx = torch.from_numpy(np.concatenate([ep.support, ep.query]))
-        x = to_layout(train_data.gather(idx, device), config.channels_last)
+        x = train_data.gather(idx, device)
+        if augment is not None:
+            x = augment(x, torch.Generator().manual_seed(config.seed * 1_000_003 + e))
+        x = to_layout(x, config.channels_last)
         classes = torch.from_numpy(ep.classes).to(device)
         if ep.support.size == n_support:
             episode = Episode(x[:n_support], support_labels, x[n_support:], query_labels, shape.ways, shape.shots, classes)

@@ -7,13 +7,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from oneshot.data.images import Preprocessing, decode_image, is_image_file
+from oneshot.data.images import Preprocessing, decode_image, image_files_in
 from oneshot.data.store import ImageSet
 from oneshot.errors import OneshotError
 
 
 def list_class_folders(root: str | Path) -> dict[str, list[Path]]:
     """``{class name: [image files]}`` for each sub-folder of ``root`` (sorted, hidden files skipped).
+
+    Files are images by their content, not their suffix; files that are not images are skipped, and a class
+    folder holding only such files is an error naming them.
 
     Raises :class:`OneshotError` when ``root`` is missing, has no class folders, or a class folder holds no image.
     """
@@ -25,7 +28,7 @@ def list_class_folders(root: str | Path) -> dict[str, list[Path]]:
         raise OneshotError(f"{root} has no class folders: make one sub-folder per class and put its images in it")
     found: dict[str, list[Path]] = {}
     for folder in classes:
-        files = sorted(p for p in folder.iterdir() if is_image_file(p))
+        files = image_files_in(folder)  # by content: any suffix; a folder of only unreadable files names them
         if not files:
             raise OneshotError(f"class folder {folder} holds no image: add at least one image or remove the folder")
         found[folder.name] = files

@@ -12,9 +12,12 @@ import torch
 from torch import nn
 
 from oneshot.encoders.conv4 import Conv4
+from oneshot.encoders.molecule_mlp import MoleculeMLP
+from oneshot.encoders.resnet12 import ResNet12, resnet12_small
 from oneshot.errors import OneshotError
 
-ENCODERS: dict[str, Callable[..., nn.Module]] = {"conv4": Conv4}
+ENCODERS: dict[str, Callable[..., nn.Module]] = {"conv4": Conv4, "resnet12": ResNet12, "resnet12_small": resnet12_small}
+ENCODERS["molecule_mlp"] = MoleculeMLP
 
 
 def build_encoder(name: str, **options: object) -> nn.Module:
@@ -37,4 +40,4 @@ def embedding_dim(encoder: nn.Module, input_shape: tuple[int, int, int]) -> int:
     return d
 
 
-__all__ = ["Conv4", "ENCODERS", "build_encoder", "embedding_dim"]
+__all__ = ["Conv4", "ENCODERS", "MoleculeMLP", "ResNet12", "resnet12_small", "build_encoder", "embedding_dim"]

@@ -19,6 +19,7 @@ Every number is stored with the counts it rests on, so a threshold is never a ma
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -42,7 +43,8 @@ def _summary(scores: np.ndarray) -> dict[str, Any]:
 
 
 def calibrate(embeddings: np.ndarray, labels: np.ndarray, target_far: float, gallery_size: int,
-              trials: int = 20, seed: int = 0) -> dict[str, Any]:
+              trials: int = 20, seed: int = 0, score: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+              identify_method: str = "auto") -> dict[str, Any]:
     """Thresholds for ``target_far`` and the rates they give on the validation data.
 
     Args:
@@ -52,6 +54,11 @@ def calibrate(embeddings: np.ndarray, labels: np.ndarray, target_far: float, gal
         gallery_size: G, the number of classes the identification threshold is for.
         trials: random gallery/stranger splits for the identification simulation.
         seed: seed of the template and split choices.
+        score: ``score(queries (Q, D), templates (T, D)) -> (Q, T)``; default cosine (inner product). A
+            cohort normalisation (:class:`oneshot.gallery.normalise.CohortNorm`) plugs in here.
+        identify_method: ``auto`` (simulate, extrapolate when the gallery is over half the validation
+            classes), ``simulated`` (always simulate with at most half the classes enrolled) or
+            ``extrapolated`` (always from pairwise impostor scores).
 
     Returns:
         A JSON-ready record: ``verify_threshold``, ``identify_threshold``, measured rates, score summaries.
@@ -64,6 +71,11 @@ def calibrate(embeddings: np.ndarray, labels: np.ndarray, target_far: float, gal
     if len(classes) < 4:
         raise OneshotError(f"calibration needs at least 4 validation classes with 2+ examples each, got {len(classes)}: "
                            "give more validation classes")
+    if identify_method not in ("auto", "simulated", "extrapolated"):
+        raise OneshotError(f"unknown identify calibration {identify_method!r}: choose auto, simulated or extrapolated")
+    if score is None:
+        def score(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            return a @ b.T
     rng = np.random.default_rng(seed)
     members = {int(c): np.flatnonzero(labels == c) for c in classes}
     x = np.asarray(embeddings, dtype=np.float32)
@@ -72,7 +84,7 @@ def calibrate(embeddings: np.ndarray, labels: np.ndarray, target_far: float, gal
     tmpl_idx = np.array([rng.choice(members[int(c)]) for c in classes])
     keep = np.isin(labels, classes) & ~np.isin(np.arange(len(labels)), tmpl_idx)
     q_idx = np.flatnonzero(keep)
-    s = x[q_idx] @ x[tmpl_idx].T  # (Q, C)
+    s = score(x[q_idx], x[tmpl_idx])  # (Q, C)
     own = np.searchsorted(classes, labels[q_idx])
     genuine = s[np.arange(len(q_idx)), own]
     mask = np.ones_like(s, dtype=bool)
@@ -90,16 +102,16 @@ def calibrate(embeddings: np.ndarray, labels: np.ndarray, target_far: float, gal
         t_idx = np.array([rng.choice(members[int(classes[c])]) for c in enrolled])
         templates = x[t_idx]
         stranger_idx = np.concatenate([members[int(classes[c])] for c in strangers])
-        imp_best.append((x[stranger_idx] @ templates.T).max(1))
+        imp_best.append(score(x[stranger_idx], templates).max(1))
         g_idx = np.concatenate([np.setdiff1d(members[int(classes[c])], t_idx) for c in enrolled])
-        gs = x[g_idx] @ templates.T
+        gs = score(x[g_idx], templates)
         truth = np.searchsorted(np.sort(enrolled), np.searchsorted(classes, labels[g_idx]))
         order = np.argsort(enrolled)
         gs = gs[:, order]
         gen_best.append(gs.max(1))
         gen_correct.append(gs.argmax(1) == truth)
     imp_best_a, gen_best_a, gen_correct_a = map(np.concatenate, (imp_best, gen_best, gen_correct))
-    extrapolated = gallery_size > G
+    extrapolated = identify_method == "extrapolated" or (identify_method == "auto" and gallery_size > G)
     if extrapolated:
         per_pair = 1.0 - (1.0 - target_far) ** (1.0 / gallery_size)
         t_identify = threshold_for_far(impostor, per_pair)

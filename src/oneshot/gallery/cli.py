@@ -7,7 +7,7 @@ user mistakes into ``error: ...`` with exit status 2.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -22,6 +22,7 @@ app = typer.Typer(no_args_is_help=True, help="A persistent gallery: enrol classe
 GalleryPath = Annotated[Path, typer.Argument(help="The gallery file (SQLite).")]
 ENCODER_HELP = "A built-in encoder name, a checkpoint file (.safetensors) or a model folder"
 EncoderOpt = Annotated[Optional[str], typer.Option("--encoder", help=f"{ENCODER_HELP}; default: the one the gallery was created with.")]
+TextOpt = Annotated[Optional[list[str]], typer.Option("--text", help="Text gallery: the text itself (repeat for several).")]
 
 
 def _open(path: Path, encoder: Optional[str] = None):
@@ -30,12 +31,46 @@ def _open(path: Path, encoder: Optional[str] = None):
     return Gallery.open(path, encoder=encoder, create=False)
 
 
+SmilesOpt = Annotated[Optional[list[str]], typer.Option("--smiles", help="A molecule as SMILES (repeatable); for molecule galleries.")]
+CsvOpt = Annotated[Optional[Path], typer.Option("--csv", help="A CSV of molecules, one per row (see --smiles-column, --label-column).")]
+SmilesColumn = Annotated[str, typer.Option(help="The --csv column holding SMILES.")]
+SaltsOpt = Annotated[str, typer.Option(help="Molecules of several fragments (salts): largest (keep the largest fragment) or refuse.")]
+
+
+def _molecules(g, smiles: Optional[list[str]], csv_path: Optional[Path], column: str, label_column: Optional[str],
+               salts: str) -> list[tuple[Any, str, Optional[str]]]:
+    """--smiles values and --csv rows as (Inline example, where, label); every one checked before anything is stored."""
+    from oneshot.modalities import Inline
+    from oneshot.modalities.molecule.smiles import SALT_POLICIES
+
+    if salts not in SALT_POLICIES:
+        raise OneshotError(f"unknown --salts {salts!r}: choose one of {', '.join(SALT_POLICIES)}")
+    rows: list[tuple[str, str, Optional[str]]] = [(v, f"--smiles {v[:40]!r}", None) for v in smiles or []]
+    if csv_path is not None:
+        from oneshot.data.molecules import read_smiles_column
+
+        rows += read_smiles_column(csv_path, column, label_column)
+    enc = g.encoder
+    if hasattr(enc, "salts"):
+        enc.salts = salts
+    out = []
+    for value, where, label in rows:
+        example = Inline(value, "molecule")
+        try:
+            enc.read(example)
+        except OneshotError as exc:
+            raise OneshotError(f"{where}: {exc}; nothing was stored") from None
+        out.append((example, where, label))
+    return out
+
+
 @command(app)
 def create(
     gallery: GalleryPath,
     encoder: Annotated[str, typer.Option("--encoder", help=f"{ENCODER_HELP} the gallery will use.")],
     store: Annotated[str, typer.Option(help="What to keep of each example: inputs (bytes, for reembed), paths, or none.")] = "inputs",
-    approx_above: Annotated[Optional[int], typer.Option(help="Search approximately (HNSW) above this many classes, in [0, 2147483648].")] = None,
+    approx_above: Annotated[Optional[int], typer.Option(help="Search approximately above this many classes, in [0, 2147483648].")] = None,
+    index: Annotated[Optional[str], typer.Option(help="Approximate index kind: hnsw (default), hnsw_sq8, ivf_flat, ivf_sq8 (least memory at 1e6 with recall@1 >= 0.99, docs/gallery.md), ivf_pq.")] = None,
     as_json: Json = False,
 ) -> None:
     """Create an empty gallery bound to an encoder checkpoint."""
@@ -44,7 +79,7 @@ def create(
     if gallery.exists():
         raise OneshotError(f"{gallery} already exists: use it, or choose another path")
     try:
-        with Gallery.open(gallery, encoder=encoder, store=store, approx_above=approx_above) as g:
+        with Gallery.open(gallery, encoder=encoder, store=store, approx_above=approx_above, approx_kind=index) as g:
             info = g.info()
     except BaseException:
         for leftover in (gallery, Path(f"{gallery}.faiss"), Path(f"{gallery}-wal"), Path(f"{gallery}-shm")):
@@ -62,13 +97,48 @@ def enrol(
     label: Annotated[Optional[str], typer.Argument(help="Class label (omit with --folder).")] = None,
     files: Annotated[Optional[list[Path]], typer.Argument(help="One or more example files of the class.")] = None,
     folder: Annotated[Optional[Path], typer.Option(help="Enrol every sub-folder of this folder as a class named after it.")] = None,
+    text: TextOpt = None,
+    description: Annotated[Optional[str], typer.Option(help="Text gallery: what the class means (enrolled as one more example).")] = None,
+    from_file: Annotated[Optional[Path], typer.Option(help="Text gallery: a CSV/TSV/JSON lines file (label, text[, description]) "
+                                                      "enrolling many classes, or a file with one example of LABEL per line.")] = None,
+    smiles: SmilesOpt = None,
+    csv: CsvOpt = None,
+    smiles_column: SmilesColumn = "smiles",
+    label_column: Annotated[Optional[str], typer.Option(help="The --csv column naming each row's class (else LABEL for all rows).")] = None,
+    salts: SaltsOpt = "largest",
+    augment: Annotated[Optional[int], typer.Option(min=0, max=100, help="Synthetic examples per example from the encoder's generator (0: none; default: on only where validation showed it helps, docs/images.md).")] = None,
     encoder: EncoderOpt = None,
     as_json: Json = False,
 ) -> None:
     """Enrol a class from one or more examples (an existing label is refined), with a quality report."""
     from oneshot.data.folder import list_class_folders
 
-    if folder is not None:
+    if smiles or csv is not None:
+        if folder is not None or files:
+            raise OneshotError("give molecules (--smiles/--csv) or files, not both")
+        if label is None and label_column is None:
+            raise OneshotError("give a LABEL for the molecules, or --label-column with --csv")
+        with _open(gallery, encoder) as g:
+            mols = _molecules(g, smiles, csv, smiles_column, label_column, salts)
+            groups: dict[str, list] = {}
+            for example, where, lab in mols:
+                lab = lab if label_column else label
+                if not lab:
+                    raise OneshotError(f"{where} has an empty label: fill in the {label_column} column; nothing was stored")
+                groups.setdefault(lab, []).append(example)
+            reports = [r.to_dict() for r in g.enrol_batch([(lab, exs, None) for lab, exs in groups.items()])]
+        _print_enrolments(gallery, reports, as_json)
+        return
+    metas: list = []
+    if text or description is not None or from_file is not None:
+        from oneshot.modalities.text.enrol import text_jobs
+
+        if folder is not None:
+            raise OneshotError("give either --folder or text examples, not both")
+        tj = text_jobs(label, text, description, from_file)
+        jobs = [(lab, ex) for lab, ex, _ in tj] + ([(label, list(files))] if files else [])  # type: ignore[list-item]
+        metas = [m for _, _, m in tj]
+    elif folder is not None:
         if label is not None:
             raise OneshotError("give either LABEL FILES... or --folder, not both")
         jobs = list(list_class_folders(folder).items())
@@ -77,7 +147,12 @@ def enrol(
             raise OneshotError("give a LABEL and at least one example file (or --folder with one sub-folder per class)")
         jobs = [(label, files)]
     with _open(gallery, encoder) as g:  # every class read and checked first, then one transaction
-        reports = [r.to_dict() for r in g.enrol_batch([(lab, list(fs)) for lab, fs in jobs])]
+        batch = [(lab, list(fs), metas[i] if i < len(metas) else None) for i, (lab, fs) in enumerate(jobs)]
+        reports = [r.to_dict() for r in g.enrol_batch(batch, augment=augment)]
+    _print_enrolments(gallery, reports, as_json)
+
+
+def _print_enrolments(gallery: Path, reports: list[dict], as_json: bool) -> None:
     if as_json:
         echo_json({"gallery": str(gallery), "enrolments": reports})
         return
@@ -93,16 +168,31 @@ def enrol(
 @command(app)
 def identify(
     gallery: GalleryPath,
-    queries: Annotated[list[Path], typer.Argument(help="Query files.")],
+    queries: Annotated[Optional[list[Path]], typer.Argument(help="Query files.")] = None,
     k: Annotated[int, typer.Option("-k", help="How many candidate classes to show (>= 1).")] = 3,
+    text: TextOpt = None,
+    smiles: SmilesOpt = None,
+    csv: CsvOpt = None,
+    smiles_column: SmilesColumn = "smiles",
+    salts: SaltsOpt = "largest",
     encoder: EncoderOpt = None,
     as_json: Json = False,
 ) -> None:
     """Top-k classes for each query, or "unknown" when the best score is below the gallery's threshold."""
     check_range("k", k, 1)
+    items: list = list(queries or [])
+    if text:
+        from oneshot.modalities.text.enrol import text_queries
+
+        items += text_queries(text)
     with _open(gallery, encoder) as g:
-        res = g.identify(list(queries), k=k)
-    rows = [dict(r.to_dict(), query=str(q)) for q, r in zip(queries, res)]
+        if smiles or csv is not None:
+            mols = _molecules(g, smiles, csv, smiles_column, None, salts)
+            items += [m[0] for m in mols]
+        if not items:
+            raise OneshotError("give at least one query: files, --text \"...\" (text galleries) or --smiles / --csv (molecule galleries)")
+        res = g.identify(items, k=k)
+    rows = [dict(r.to_dict(), query=getattr(q, "value", str(q))) for q, r in zip(items, res)]
     if as_json:
         echo_json({"gallery": str(gallery), "results": rows})
         return
@@ -214,10 +304,13 @@ def calibrate(
             enc = g.encoder
             if not hasattr(enc, "embed_images"):
                 raise OneshotError("--omniglot needs an image checkpoint encoder")
+            if getattr(enc, "domain", "omniglot") != "omniglot":
+                raise OneshotError(f"the gallery's encoder was trained on {enc.domain}, not handwriting: an Omniglot "  # type: ignore[attr-defined]
+                                   "threshold would be meaningless; calibrate with --folder on validation classes of its domain")
             val = load_omniglot("lake", "val", enc.preprocessing.size, data_dir)  # type: ignore[attr-defined]
             x = enc.embed_images(val.images.numpy())  # type: ignore[attr-defined]
             rec = g.calibrate(x, val.labels.numpy(), target_far=far, gallery_size=gallery_size, trials=trials,
-                              seed=seed, source="omniglot lake val")
+                              seed=seed, source="omniglot lake val", domain="omniglot")
     if as_json:
         echo_json(rec)
         return

@@ -34,7 +34,7 @@ from oneshot.gallery.binding import check_embedder, load_recorded, new_gallery_i
 from oneshot.gallery.class_store import ClassStore, from_blob
 from oneshot.gallery.enrolment import Prepared, one_vector_each, prepare, write_enrolments
 from oneshot.gallery.examples import as_list, check_label, embed_examples, label_key
-from oneshot.gallery.index import IndexSettings, TemplateIndex, check_index_settings
+from oneshot.gallery.index import IndexSettings, TemplateIndex, check_index_settings, index_class, pair_similarity
 from oneshot.gallery.index_cache import IndexCache
 from oneshot.gallery.quality import fill_report
 from oneshot.gallery.results import ClassInfo, EnrolReport, Identification, Match, Verification
@@ -59,8 +59,8 @@ class Gallery:
         self.fingerprint: dict[str, Any] = meta["fingerprint"]
         self.store_mode: str = meta.get("store", "inputs")
         self.settings = IndexSettings.from_dict(meta.get("index"))
-        self.index_cache = IndexCache(self.path.with_name(self.path.name + ".faiss"), self.dim, int(meta.get("epoch", 0)),
-                                      self.settings, meta.get("gallery_id"))
+        self.index_cache = IndexCache(self.path.with_name(self.path.name + ".faiss"), self.dim, int(meta.get("epoch", 0)), self.settings,
+                                      index_class(self.fingerprint), meta.get("gallery_id"))
 
     # ================================================================== opening
     @classmethod
@@ -75,6 +75,7 @@ class Gallery:
         approx_above: int | None = None,
         ef_search: int | None = None,
         name: str = "vectors",
+        approx_kind: str | None = None,
     ) -> "Gallery":
         """Open the gallery at ``path``, creating it when missing (and ``create``).
 
@@ -90,9 +91,15 @@ class Gallery:
             approx_above: search approximately (HNSW) above this many classes (saved with the gallery).
             ef_search: HNSW search beam width (saved with the gallery).
             name: fingerprint name of a vector gallery (no encoder).
+            approx_kind: which approximate index (``hnsw``, ``hnsw_sq8``, ``ivf_flat``, ``ivf_sq8``, ``ivf_pq``;
+                saved with the gallery; see :mod:`oneshot.gallery.index`).
         """
         path = Path(path)
         check_index_settings(approx_above, ef_search)  # before anything is created
+        from oneshot.gallery.index import APPROX_KINDS
+
+        if approx_kind is not None and approx_kind not in APPROX_KINDS:  # before anything is created
+            raise OneshotError(f"unknown index kind {approx_kind!r}: choose one of {', '.join(APPROX_KINDS)}")
         enc = None if encoder is None else load_embedder(encoder)
         if path.exists():
             st = ClassStore.open(path)
@@ -103,8 +110,8 @@ class Gallery:
         g = cls(st, None)
         if enc is not None:
             g._encoder = check_embedder(path, g.fingerprint, enc)
-        if approx_above is not None or ef_search is not None:
-            g.set_index_settings(approx_above=approx_above, ef_search=ef_search)
+        if approx_above is not None or ef_search is not None or approx_kind is not None:
+            g.set_index_settings(approx_above=approx_above, ef_search=ef_search, approx_kind=approx_kind)
         return g
 
     @property
@@ -175,7 +182,7 @@ class Gallery:
         meta = self.store.all_meta()
         self.dim, self.fingerprint = int(meta["dim"]), meta["fingerprint"]
         self.settings = IndexSettings.from_dict(meta.get("index"))
-        self.index_cache.reset(self.dim, int(meta.get("epoch", 0)), self.settings)
+        self.index_cache.reset(self.dim, int(meta.get("epoch", 0)), self.settings, index_class(self.fingerprint))
         if self._encoder is not None and fingerprint_id(self._encoder.fingerprint) != fingerprint_id(self.fingerprint):
             self._encoder = None
             raise OneshotError(f"gallery {self.path} was re-embedded with another encoder meanwhile: reopen it with that encoder")
@@ -205,9 +212,28 @@ class Gallery:
         if fingerprint_id(now) != fingerprint_id(self.fingerprint):
             raise OneshotError(f"gallery {self.path} was re-embedded with encoder {fingerprint_id(now)} while this "
                                "enrolment was being prepared: nothing was written; reopen the gallery and enrol again")
+    def _augment(self, prep: Prepared, augment: int | None) -> Prepared:
+        """Add ``augment`` synthetic examples per real one from the encoder's generator (:mod:`oneshot.generative`).
+
+        ``None`` means the generator's validated default: on (8 per example) only when validation said it helps."""
+        gen = getattr(self._encoder or (self.encoder if self.modality != "vectors" else None), "generator", None)
+        if augment is None:
+            augment = 8 if gen is not None and gen.helps else 0
+        if isinstance(augment, bool) or not isinstance(augment, int) or not 0 <= augment <= 100:
+            raise OneshotError(f"augment={augment!r}: give a whole number of synthetic examples from 0 to 100")
+        if augment == 0:
+            return prep
+        if gen is None:
+            raise OneshotError("this gallery's encoder has no generator (a <checkpoint>.generator.safetensors beside it): "
+                               "enrol without augment, or fit one with benchmarks/generative_augmentation.py")
+        synth = gen.sample(prep.vectors, augment, seed=0).reshape(-1, self.dim)
+        synth = check_vectors(synth, self.dim, "synthetic examples")
+        n = len(synth)
+        return Prepared(prep.label, np.concatenate([prep.vectors, synth]), prep.inputs + [None] * n,
+                         prep.paths + [None] * n, prep.sources + ["synthetic"] * n, prep.metadata)
 
     def enrol(self, label: str, examples: Sequence[Example] | np.ndarray, *, metadata: dict[str, Any] | None = None,
-              check: bool = True) -> EnrolReport:
+              check: bool = True, augment: int | None = None) -> EnrolReport:
         """Enrol ``label`` from one or more examples (files, bytes or embeddings); an existing label is refined.
 
         The whole enrolment is one transaction: it is wholly present or wholly absent.
@@ -217,8 +243,10 @@ class Gallery:
             examples: one or more examples; embeddings are (D,) each or (n, D).
             metadata: JSON-able details to keep with the class (replaces earlier metadata).
             check: compute the quality report's warnings (one search).
+            augment: synthetic examples generated per real example by the encoder's generator (0: none; None: the
+                generator's validated default, docs/images.md). They are stored as vectors (source ``synthetic``).
         """
-        prep = self._prepare(label, examples, metadata)
+        prep = self._augment(self._prepare(label, examples, metadata), augment)
         own = self.store.class_id(prep.label)
         previous = self.store.example_vectors(own, self.dim) if own is not None else np.zeros((0, self.dim), np.float32)
         report = EnrolReport(prep.label, own is None, len(prep.vectors), len(previous) + len(prep.vectors))
@@ -227,11 +255,13 @@ class Gallery:
         _, report.created, report.n_examples = self._write([prep])[0]
         return report
 
-    def enrol_batch(self, items: Sequence[tuple[str, Sequence[Example] | np.ndarray]], *, check: bool = True) -> list[EnrolReport]:
-        """Enrol several classes all or nothing: every example of every class is read, validated and embedded
-        first, then all are written in one transaction (a bad example in the last class writes nothing).
-        Quality reports compare each class with the gallery as it was before the batch."""
-        preps = [self._prepare(label, examples) for label, examples in items]
+    def enrol_batch(self, items: Sequence[tuple[str, Sequence[Example] | np.ndarray, dict[str, Any] | None]], *,
+                    check: bool = True, augment: int | None = None) -> list[EnrolReport]:
+        """Enrol several classes all or nothing: (label, examples, metadata or None) each. Every example of
+        every class is read, validated and embedded first, then all are written in one transaction (a bad
+        example in the last class writes nothing). Quality reports compare each class with the gallery as it
+        was before the batch."""
+        preps = [self._augment(self._prepare(label, examples, metadata), augment) for label, examples, metadata in items]
         reports = []
         for prep in preps:
             own = self.store.class_id(prep.label)
@@ -310,7 +340,7 @@ class Gallery:
         q = self.embed([query] if not isinstance(query, np.ndarray) else query)
         if len(q) != 1:
             raise OneshotError("verify takes one query")
-        score = float(q[0] @ from_blob(row.template, self.dim))
+        score = pair_similarity(self.fingerprint, q[0], from_blob(row.template, self.dim))
         res = Verification(label, score, score >= th, th)
         if confirm and res.accepted and row.adapt_rate > 0:
             floor = th if row.adapt_min_score is None else max(th, row.adapt_min_score)
@@ -369,11 +399,37 @@ class Gallery:
         if cal and len(self) and not (cal["gallery_size"] / 2 <= len(self) <= cal["gallery_size"] * 2):
             info["warning"] = (f"calibrated for {cal['gallery_size']} classes, the gallery now has {len(self)}: "
                                "the identify false-accept rate has changed; run calibrate again")
+        if cal and (cal.get("domain") or {}).get("mismatch"):
+            info["warning"] = (info.get("warning", "") + ("; " if "warning" in info else "") +
+                               f"calibrated on {cal['domain']['data']}, which looks unlike the encoder's "
+                               f"{cal['domain']['encoder']} training images: calibrate on data of that domain")
         return info
 
-    def set_index_settings(self, *, approx_above: int | None = None, ef_search: int | None = None) -> None:
-        """Change when (``approx_above`` classes) and how (``ef_search``) the gallery searches approximately."""
+    def set_index_settings(
+        self, *, approx_above: int | None = None, ef_search: int | None = None, approx_kind: str | None = None,
+        nprobe: int | None = None, refine_factor: int | None = None,
+    ) -> None:
+        """Change when (``approx_above`` classes) and how (``approx_kind``, ``ef_search``, ``nprobe``,
+        ``refine_factor``) the gallery searches approximately; the index is rebuilt on next use if its kind changed."""
+        from oneshot.gallery.index import APPROX_KINDS
+
         check_index_settings(approx_above, ef_search)
+
+        if approx_kind is not None and approx_kind not in APPROX_KINDS:
+            raise OneshotError(f"unknown index kind {approx_kind!r}: choose one of {', '.join(APPROX_KINDS)}")
+        if approx_kind == "ivf_pq" and self.dim % self.settings.pq_m:
+            raise OneshotError(f"ivf_pq needs a dimension divisible by {self.settings.pq_m}, the gallery's is {self.dim}: "
+                               "choose ivf_sq8")
+        for label, v, low in (("nprobe", nprobe, 1), ("refine_factor", refine_factor, 0), ("approx_above", approx_above, 0),
+                              ("ef_search", ef_search, 1)):
+            if v is not None and v < low:
+                raise OneshotError(f"{label} must be >= {low}")
+        if approx_kind is not None:
+            self.settings.approx_kind = approx_kind
+        if nprobe is not None:
+            self.settings.nprobe = int(nprobe)
+        if refine_factor is not None:
+            self.settings.refine_factor = int(refine_factor)
         if approx_above is not None:
             self.settings.approx_above = int(approx_above)
         if ef_search is not None:
@@ -384,7 +440,7 @@ class Gallery:
 
     def set_threshold(self, *, identify: float | None = None, verify: float | None = None) -> None:
         """Set thresholds by hand (recorded as ``manual``; the calibration record is kept for reference)."""
-        for name, v in (("identify threshold", identify), ("verify threshold", verify)):
+        for name, v in (("identify threshold (a cosine similarity)", identify), ("verify threshold (a cosine similarity)", verify)):
             in_range(name, v, -1, 1)
         cur = self.thresholds()
         with self.store.write() as tx:
@@ -394,9 +450,19 @@ class Gallery:
 
     # ================================================================== calibration
     def calibrate(self, embeddings: np.ndarray, labels: np.ndarray, *, target_far: float = 1e-3,
-                  gallery_size: int | None = None, trials: int = 20, seed: int = 0, source: str = "") -> dict[str, Any]:
+                  gallery_size: int | None = None, trials: int = 20, seed: int = 0, source: str = "",
+                  domain: str | None = None, unlike_fraction: float | None = None) -> dict[str, Any]:
         """Set both thresholds for ``target_far`` from validation embeddings (N, D) with labels (N,) of classes
-        not in the gallery; stores and returns the calibration record (chosen rate, measured rates, counts)."""
+        not in the gallery; stores and returns the calibration record (chosen rate, measured rates, counts).
+
+        ``domain`` names what the calibration data is (``omniglot``, ``att_faces`` ...): a named domain other than
+        the encoder's training domain is refused (a handwriting threshold is meaningless for faces).
+        ``unlike_fraction`` is the fraction of calibration inputs whose pixels look unlike the encoder's training
+        images; above one half the record says so and :meth:`info` warns."""
+        enc_domain = self._encoder_domain()
+        if domain is not None and enc_domain is not None and domain != enc_domain:
+            raise OneshotError(f"calibration data is {domain} but the gallery's encoder was trained on {enc_domain}: "
+                               f"calibrate on validation classes of {enc_domain} (e.g. --folder DIR)")
         in_range("target_far", target_far, 0, 1, low_open=True, high_open=True)
         in_range("gallery_size", gallery_size, 1)
         in_range("trials", trials, 1, 100000)
@@ -404,6 +470,12 @@ class Gallery:
         size = gallery_size if gallery_size is not None else max(1, len(self))
         rec = calibration.calibrate(x, np.asarray(labels), target_far, size, trials, seed)
         rec["source"] = source
+        rec["domain"] = {"data": domain or source or "embeddings", "encoder": enc_domain,
+                         "unlike_encoder_inputs": unlike_fraction,
+                         "mismatch": bool(unlike_fraction is not None and unlike_fraction > 0.5)}
+        if rec["domain"]["mismatch"]:
+            rec["notes"].append(f"{100 * unlike_fraction:.0f}% of the calibration inputs look unlike the images the "
+                                f"encoder ({enc_domain}) was trained on: these thresholds may not hold for its domain")
         rec["date"] = _now()
         with self.store.write() as tx:
             tx.set_meta("calibration", rec)
@@ -418,7 +490,19 @@ class Gallery:
         classes = list_class_folders(folder)
         files = [(c, f) for c, (_, fs) in enumerate(classes.items()) for f in fs]
         x = self.embed([f for _, f in files])
-        return self.calibrate(x, np.array([c for c, _ in files]), source=str(folder), **kwargs)
+        unlike = None
+        if hasattr(self.encoder, "unlike_fraction"):
+            unlike = self.encoder.unlike_fraction([self.encoder.read(f).data for _, f in files])  # type: ignore[attr-defined]
+        return self.calibrate(x, np.array([c for c, _ in files]), source=str(folder), unlike_fraction=unlike, **kwargs)
+
+    def _encoder_domain(self) -> str | None:
+        """The training domain of the gallery's encoder (``omniglot``, ``att_faces`` ...) when it records one."""
+        if self.modality == "vectors":
+            return None
+        try:
+            return getattr(self.encoder, "domain", None)
+        except OneshotError:
+            return None
 
     # ================================================================== re-embedding, export, import
     def reembed(self, encoder: str | Path | Embedder, *, batch: int = 512) -> int:
@@ -430,7 +514,7 @@ class Gallery:
             raise OneshotError(f"gallery {self.path} holds precomputed vectors with no inputs: it cannot be re-embedded")
         n = transfer.reembed(self.store, enc, self.index_cache.epoch, batch, _now())
         self._encoder, self.fingerprint, self.dim = enc, enc.fingerprint, enc.dim
-        self.index_cache.reset(enc.dim, int(self.store.get_meta("epoch", 0)), self.settings)
+        self.index_cache.reset(enc.dim, int(self.store.get_meta("epoch", 0)), self.settings, index_class(enc.fingerprint))
         self.index_cache.discard()
         return n
 

@@ -11,11 +11,13 @@ from oneshot.methods.base import Episode, Method, TrainShape
 from oneshot.methods.baseline import Baseline
 from oneshot.methods.contrastive import Contrastive
 from oneshot.methods.maml import FOMAML, MAML
+from oneshot.methods.margin import MarginSoftmax
 from oneshot.methods.matching import MatchingNet
 from oneshot.methods.memory import MemoryLearner
 from oneshot.methods.protonet import ProtoNet
 from oneshot.methods.reptile import Reptile
 from oneshot.methods.siamese import Siamese
+from oneshot.methods.simclr import SimCLR
 from oneshot.methods.triplet import Triplet
 
 METHODS: dict[str, type[Method]] = {
@@ -23,6 +25,10 @@ METHODS: dict[str, type[Method]] = {
 }
 # Meta-learning and memory (issue 4).
 METHODS.update({cls.name: cls for cls in (MAML, FOMAML, Reptile, MemoryLearner)})
+# Self-supervised pretraining (issue 15).
+METHODS[SimCLR.name] = SimCLR
+# Open-set margins (issue 16).
+METHODS[MarginSoftmax.name] = MarginSoftmax
 
 
 def build_method(name: str, encoder: nn.Module, **options: Any) -> Method:
@@ -36,6 +42,6 @@ def build_method(name: str, encoder: nn.Module, **options: Any) -> Method:
 
 
 __all__ = [
-    "FOMAML", "MAML", "METHODS", "Baseline", "MemoryLearner", "Reptile", "Contrastive", "Episode", "MatchingNet", "Method", "ProtoNet", "Siamese", "TrainShape",
+    "FOMAML", "MAML", "METHODS", "MarginSoftmax", "Baseline", "MemoryLearner", "Reptile", "Contrastive", "Episode", "MatchingNet", "Method", "ProtoNet", "Siamese", "SimCLR", "TrainShape",
     "Triplet", "build_method",
 ]

@@ -95,7 +95,11 @@ class Method(nn.Module):
         return full_precision(self.encoder(x))
 
     def training_sampler(self, data: ImageSet, shape: TrainShape, episodes: int, seed: int, start: int) -> EpisodeSampler:
-        """The sampler of training batches; episodic by default."""
+        """The sampler of training batches; episodic by default, or the data's own ``episode_sampler`` (e.g.
+        2-way episodes within one assay for molecules, :mod:`oneshot.data.assays`)."""
+        own = getattr(data, "episode_sampler", None)
+        if own is not None:
+            return own(shape, episodes, seed, start)
         return EpisodeSampler(data.class_indices, shape.ways, shape.shots, shape.queries, episodes, seed, start)
 
     def loss(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:

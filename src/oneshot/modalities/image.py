@@ -35,7 +35,8 @@ class ImageEmbedder:
 
     modality = MODALITY
 
-    def __init__(self, path: str | Path, device: str = "cpu", batch_size: int = 256, spec: str | None = None) -> None:
+    def __init__(self, path: str | Path, device: str = "cpu", batch_size: int = 256, spec: str | None = None,
+                 preprocessing: dict[str, Any] | None = None) -> None:
         from oneshot.checkpoint import load_checkpoint
 
         self.path = Path(path)
@@ -46,7 +47,16 @@ class ImageEmbedder:
                                "inputs independently: a gallery needs an embedding method such as protonet")
         self.device = device
         self.batch_size = batch_size
-        self.preprocessing = self.checkpoint.preprocessing
+        # Overrides (e.g. {"invert": False} for white-on-black drawings) change the fingerprint, as they change vectors.
+        self.preprocessing = self.checkpoint.preprocessing.with_overrides(**(preprocessing or {}))
+        if preprocessing:
+            self.spec = None  # a path alone would reload the stored preprocessing
+        self.input_envelope = self.checkpoint.input_envelope
+        from oneshot.generative import Generator, generator_path
+
+        gpath = generator_path(self.path)
+        self.generator = Generator.load(gpath) if gpath.is_file() else None
+        self.domain = self.checkpoint.domain
         meta = self.checkpoint.metadata
         probe = np.zeros((1, self.preprocessing.channels, self.preprocessing.size, self.preprocessing.size), np.uint8)
         self.dim = int(self._embed(probe).shape[1])
@@ -81,7 +91,29 @@ class ImageEmbedder:
         from oneshot.data.images import decode_image
 
         images = np.stack([decode_image(b, self.preprocessing, name=n) for b, n in zip(inputs, names)])
+        self.warn_if_unlike_training(images)
         return self._embed(images)
+
+    def warn_if_unlike_training(self, images: np.ndarray) -> str | None:
+        """Warn (:class:`~oneshot.data.images.InputWarning`) when a preprocessed batch (B, C, H, W) looks unlike the
+        encoder's training images; returns the message or None."""
+        import warnings
+
+        from oneshot.data.images import InputWarning, domain_warning
+
+        msg = domain_warning(images, self.input_envelope, f"{self.path.name} ({self.domain})")
+        if msg:
+            warnings.warn(msg, InputWarning, stacklevel=3)
+        return msg
+
+    def unlike_fraction(self, inputs: Sequence[bytes]) -> float | None:
+        """Fraction of raw image inputs whose preprocessed pixels fall outside the training envelope (None: unknown)."""
+        from oneshot.data.images import decode_image, out_of_envelope
+
+        if self.input_envelope is None or not inputs:
+            return None
+        images = np.stack([decode_image(b, self.preprocessing) for b in inputs])
+        return float(out_of_envelope(images, self.input_envelope).mean())
 
     def embed_images(self, images: np.ndarray) -> np.ndarray:
         """Already preprocessed uint8 images (B, C, H, W) -> float32 (B, D) (benchmarks, calibration)."""

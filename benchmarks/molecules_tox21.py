@@ -1,0 +1,284 @@
+"""Molecules: the Tox21 few-shot protocol, ClinTox one-shot search, and 10^6-fingerprint Tanimoto search.
+
+Writes (each with command, commit, machine, date):
+    benchmarks/results/molecules_tox21.json   learned model vs Tanimoto nearest-support vs random forest,
+                                              1+/1- and 10+/10- supports, per test assay and over the three
+    benchmarks/results/molecules_clintox.json enrol one approved + one failed drug in a gallery, rank the rest
+    benchmarks/results/molecules_search.json  exact top-10 Tanimoto over 10^6 random fingerprints at Tox21's
+                                              per-bit density: FAISS-popcount index, NumPy popcount, RDKit Bulk
+
+Protocol (docs/molecules.md): train on NR-AR, NR-AR-LBD, NR-Aromatase, NR-ER, NR-ER-LBD, NR-PPAR-gamma,
+SR-ATAD5; validate (model selection) on the held-out training assays NR-AhR and SR-ARE; test on SR-HSE,
+SR-MMP, SR-p53. Support draw d of assay t: ``default_rng((seed, t, d))``; queries: every other labelled
+compound; ROC-AUC per draw.
+
+    python benchmarks/molecules_tox21.py                      # everything: 100 draws per assay and shot
+    python benchmarks/molecules_tox21.py --rf-draws 20 ...    # fewer draws for the random forest rows
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from oneshot.checkpoint import git_commit, load_checkpoint, machine_description, now_iso
+from oneshot.data.assays import (
+    AssayResult,
+    assay_auc,
+    assay_rows,
+    draw_support,
+    prototype_scorer,
+    roc_auc,
+)
+from oneshot.data.molecules import TOX21_TEST, TOX21_TRAIN, load_clintox, load_tox21
+from oneshot.evaluation import mean_ci95
+from oneshot.gallery.tanimoto import TanimotoIndex, pack_bits, popcounts, tanimoto
+from oneshot.modalities.molecule.train import TOX21_VAL, featurise, train_molecule_model
+from oneshot.training import TrainConfig
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PUBLISHED = {  # ROC-AUC %, 10-shot / 1-shot, mean over SR-HSE, SR-MMP, SR-p53 (as quoted in issue 14)
+    "Siamese": (80.40, 65.00), "ProtoNet": (74.98, 65.58), "MAML": (80.21, 75.74), "IterRefLSTM": (81.10, 80.97),
+    "Meta-MGNN": (82.97, 82.13), "Pre-PAR": (84.93, 83.01), "PG-DERN": (85.25, 84.12),
+}
+
+
+def provenance() -> dict:
+    return {"command": "python " + shlex.join(sys.argv), "commit": git_commit(), "machine": machine_description(),
+            "date": now_iso(), "torch": torch.__version__}
+
+
+def summarise(results: list[AssayResult]) -> dict:
+    per = {r.task: {"mean": r.mean, "ci95": r.ci95, "draws": len(r.aucs)} for r in results}
+    mean, ci = mean_ci95([a for r in results for a in r.aucs])
+    return {"per_assay": per, "mean": float(np.mean([r.mean for r in results])), "pooled_mean": mean, "ci95": ci}
+
+
+def tanimoto_scorer(packed: np.ndarray):
+    """Nearest-support Tanimoto: max similarity to the actives minus max similarity to the inactives."""
+    counts = popcounts(packed)
+
+    def score(s, sl, q, d):
+        t = tanimoto(packed[q], packed[s], counts[s])
+        return t[:, sl == 1].max(1) - t[:, sl == 0].max(1)
+
+    return score
+
+
+def rf_scorer(bits: np.ndarray, trees: int):
+    """A random forest (scikit-learn) fitted on the support set's ECFP4 bits; P(active)."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    bits = np.ascontiguousarray(bits, dtype=np.float32)  # the dtype scikit-learn's trees use: no copy per draw
+
+    def score(s, sl, q, d):
+        rf = RandomForestClassifier(n_estimators=trees, random_state=d, n_jobs=1).fit(bits[s], sl)
+        return rf.predict_proba(bits[q])[:, 1]
+
+    return score
+
+
+def run_tox21(args: argparse.Namespace) -> None:
+    tox = load_tox21(args.data_dir, on_invalid="skip")
+    x = featurise(tox)
+    bits = x[:, :2048].astype(np.uint8)
+    packed = pack_bits(bits)
+    train_tasks = [t for t in TOX21_TRAIN if t not in TOX21_VAL]
+    out: dict = {"provenance": provenance(), "split": {"train": train_tasks, "validation": list(TOX21_VAL), "test": list(TOX21_TEST)},
+                 "skipped_rows": [{"file": f, "line": n, "smiles": s} for f, n, s in tox.skipped],
+                 "molecules": len(tox.smiles), "published": PUBLISHED, "shots": {}}
+    for shots in args.shots:
+        ckpt = Path(args.models_dir) / f"molecule_protonet_tox21_{shots}shot.safetensors"
+        train_info = None
+        if not args.skip_train:
+            cfg = TrainConfig(episodes=args.episodes, ways=2, shots=shots, queries=args.queries, lr=args.lr,
+                              lr_step=max(1, args.episodes), eval_every=args.eval_every, val_shots=shots, patience=args.patience,
+                              seed=0, precision="fp32", channels_last=False, device="cpu", max_minutes=args.max_minutes)
+            t0 = time.perf_counter()
+            res = train_molecule_model(tox, train_tasks, TOX21_VAL, cfg, ckpt, features=x,
+                                       metadata={"command": "python " + shlex.join(sys.argv)})
+            train_info = {"seconds_wall": time.perf_counter() - t0, "train_seconds": res.train_seconds,
+                          "episodes": res.episodes_run, "best_episode": res.best_episode,
+                          "val_auc": res.best_val_accuracy, "val_ci95": res.best_val_ci95, "history": res.history}
+            Path(str(ckpt) + ".resume").unlink(missing_ok=True)
+            print(f"{shots}-shot: trained {res.episodes_run} episodes in {res.train_seconds:.0f} s, best val AUC "
+                  f"{res.best_val_accuracy:.4f} at {res.best_episode}", flush=True)
+        ck = load_checkpoint(ckpt)
+        from oneshot.data.assays import MoleculeSet
+
+        z = MoleculeSet(x, tox, TOX21_TEST).embed(ck.method)
+        rows: dict = {}
+        for name, scorer, draws in (("learned", prototype_scorer(z), args.draws), ("tanimoto", tanimoto_scorer(packed), args.draws),
+                                    ("random_forest", rf_scorer(bits, args.trees), args.rf_draws)):
+            t0 = time.perf_counter()
+            results = [assay_auc(tox, t, scorer, shots, draws, args.seed) for t in TOX21_TEST]
+            rows[name] = dict(summarise(results), seconds=time.perf_counter() - t0, draws_per_assay=draws)
+            print(f"{shots}-shot {name}: " + ", ".join(f"{t} {r.mean:.4f}" for t, r in zip(TOX21_TEST, results))
+                  + f" | mean {rows[name]['mean']:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        out["shots"][str(shots)] = {"checkpoint": str(ckpt),
+                                    "training": train_info or ck.metadata.get("training"), "rows": rows,
+                                    "trees": args.trees}
+    (RESULTS / "molecules_tox21.json").write_text(json.dumps(out, indent=1))
+
+
+def run_clintox(args: argparse.Namespace) -> None:
+    """One approved + one failed drug enrolled in a gallery (as a user would), the rest ranked by the score
+    gap approved - failed; ROC-AUC of FDA approval over ``draws`` seeded pairs."""
+    from oneshot.gallery import Gallery
+    from oneshot.modalities import load_embedder
+
+    ct = load_clintox(args.data_dir, on_invalid="skip")
+    task = "FDA_APPROVED"
+    neg, pos = assay_rows(ct, task, 1)
+    encoders = {"ecfp (Tanimoto)": "ecfp"}
+    ckpt = Path(args.models_dir) / "molecule_protonet_tox21_1shot.safetensors"
+    if ckpt.is_file():
+        encoders["learned (cosine)"] = str(ckpt)
+    out: dict = {"provenance": provenance(), "task": task, "approved": len(pos), "failed": len(neg),
+                 "skipped_rows": [{"file": f, "line": n, "smiles": s} for f, n, s in ct.skipped], "rows": {}}
+    smiles = [s.encode() for s in ct.smiles]
+    for name, spec in encoders.items():
+        enc = load_embedder(spec)
+        emb = enc.embed([enc.read(s.decode()).data for s in smiles], [f"line {n}" for n in ct.lines])
+        aucs = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for d in range(args.draws):
+                s, sl, q, ql = draw_support(neg, pos, 1, args.seed, ct.task(task), d)
+                with Gallery.open(Path(tmp) / f"g{d}.gallery", enc, store="none") as g:
+                    g.enrol("approved", emb[s[sl == 1]])
+                    g.enrol("failed", emb[s[sl == 0]])
+                    scores, ids = g.search(emb[q], k=2)
+                    names = g._labels(ids.ravel())
+                lab = np.vectorize(names.get)(ids)
+                gap = np.where(lab[:, 0] == "approved", scores[:, 0] - scores[:, 1], scores[:, 1] - scores[:, 0])
+                aucs.append(roc_auc(ql, gap))
+        mean, ci = mean_ci95(aucs)
+        out["rows"][name] = {"mean": mean, "ci95": ci, "draws": len(aucs)}
+        print(f"clintox {name}: {mean:.4f} ± {ci:.4f}", flush=True)
+    (RESULTS / "molecules_clintox.json").write_text(json.dumps(out, indent=1))
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_search(args: argparse.Namespace) -> None:
+    """Exact top-10 Tanimoto over N random fingerprints drawn bit by bit at Tox21's ECFP4 bit frequencies."""
+    from rdkit import DataStructs
+
+    tox = load_tox21(args.data_dir, on_invalid="skip")
+    freq = featurise(tox, descriptors=False).mean(0)
+    n, nq, k = args.search_n, args.search_queries, 10
+    rng = np.random.default_rng(args.seed)
+    rss0 = peak_rss_mib()
+    packed = np.empty((n, 256), np.uint8)
+    for s in range(0, n, 50000):
+        m = min(50000, n - s)
+        packed[s:s + m] = pack_bits(rng.random((m, 2048), dtype=np.float32) < freq)
+    counts = popcounts(packed)
+    index = TanimotoIndex(2048, None)  # type: ignore[arg-type]
+    index.ids, index.packed, index.counts, index.max_id = np.arange(1, n + 1), packed, counts, n
+    queries = pack_bits(rng.random((nq, 2048), dtype=np.float32) < freq)
+    unpacked_q = np.unpackbits(queries, axis=1, bitorder="little")[:, :2048].astype(np.float32)
+    index.search(unpacked_q[:1], k)  # warm-up
+    lat = []
+    results = []
+    for i in range(nq):
+        t = time.perf_counter()
+        sc, ids = index.search(unpacked_q[i:i + 1], k)
+        lat.append(time.perf_counter() - t)
+        results.append((sc[0], ids[0]))
+    rss_index = peak_rss_mib()
+
+    words = packed.view(np.uint64)
+    qwords = queries.view(np.uint64)
+    lat_np = []
+    for i in range(min(nq, args.baseline_queries)):
+        t = time.perf_counter()
+        inter = np.empty(n, np.int32)
+        for s in range(0, n, 4096):
+            np.bitwise_count(words[s:s + 4096] & qwords[i]).sum(1, dtype=np.int32, out=inter[s:s + 4096])
+        qc = int(np.bitwise_count(qwords[i]).sum())
+        tani = inter / np.maximum(counts + qc - inter, 1).astype(np.float32)
+        np.argpartition(-tani, k)[:k]
+        lat_np.append(time.perf_counter() - t)
+
+    t = time.perf_counter()
+    fps = []
+    for row in packed:
+        bv = DataStructs.ExplicitBitVect(2048)
+        bv.SetBitsFromList(np.flatnonzero(np.unpackbits(row, bitorder="little")).tolist())
+        fps.append(bv)
+    rdkit_build = time.perf_counter() - t
+    lat_rd, agree = [], 0
+    for i in range(min(nq, args.baseline_queries)):
+        qv = DataStructs.ExplicitBitVect(2048)
+        qv.SetBitsFromList(np.flatnonzero(unpacked_q[i]).tolist())
+        t = time.perf_counter()
+        sims = np.asarray(DataStructs.BulkTanimotoSimilarity(qv, fps))
+        top = np.argpartition(-sims, k)[:k]
+        top = top[np.argsort(-sims[top])]
+        lat_rd.append(time.perf_counter() - t)
+        agree += int(np.allclose(np.sort(sims[top])[::-1], results[i][0], atol=1e-6))
+    rss_rdkit = peak_rss_mib()
+
+    def stats(v: list[float]) -> dict:
+        a = np.array(v) * 1000
+        return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)), "queries": len(a)}
+
+    out = {"provenance": provenance(), "fingerprints": n, "bits": 2048, "k": k,
+           "mean_bits_set": float(counts.mean()), "tox21_mean_bits_set": float(freq.sum()),
+           "threads": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "torch": torch.get_num_threads()},
+           "index": dict(stats(lat), bytes=index.nbytes(), bytes_per_fingerprint=index.nbytes() / n,
+                         peak_rss_mib_after=rss_index, peak_rss_mib_before=rss0),
+           "numpy_popcount": stats(lat_np),
+           "rdkit_bulk": dict(stats(lat_rd), build_seconds=rdkit_build, peak_rss_mib_after=rss_rdkit),
+           "top10_scores_identical_to_rdkit": f"{agree}/{len(lat_rd)}",
+           "goal_p50_ms": 50}
+    print(json.dumps({k: out[k] for k in ("index", "numpy_popcount", "rdkit_bulk", "top10_scores_identical_to_rdkit")}), flush=True)
+    (RESULTS / "molecules_search.json").write_text(json.dumps(out, indent=1))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--parts", nargs="+", default=["tox21", "clintox", "search"], choices=["tox21", "clintox", "search"])
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--models-dir", default="models")
+    p.add_argument("--shots", type=int, nargs="+", default=[1, 10])
+    p.add_argument("--episodes", type=int, default=2000)
+    p.add_argument("--queries", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--eval-every", type=int, default=10, help="episodes between validations (the best is kept)")
+    p.add_argument("--patience", type=int, default=15, help="stop after this many validations without improvement")
+    p.add_argument("--max-minutes", type=float, default=12.0, help="training budget per model")
+    p.add_argument("--skip-train", action="store_true", help="evaluate the checkpoints in --models-dir")
+    p.add_argument("--draws", type=int, default=100)
+    p.add_argument("--rf-draws", type=int, default=100)
+    p.add_argument("--trees", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--search-n", type=int, default=1_000_000)
+    p.add_argument("--search-queries", type=int, default=200)
+    p.add_argument("--baseline-queries", type=int, default=20)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    RESULTS.mkdir(exist_ok=True)
+    if "tox21" in args.parts:
+        run_tox21(args)
+    if "clintox" in args.parts:
+        run_clintox(args)
+    if "search" in args.parts:
+        run_search(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""The NEU steel-defect protocol: self-supervised pretraining on an unlabelled pool, then 6-way 1-shot and 5-shot
+episodes drawn only from the remaining images (see :func:`oneshot.data.archives.neu_split`).
+
+Baselines on the same episodes: raw pixels (nearest prototype), the same encoder with random weights, and the
+Omniglot encoder (its own 28 x 28 inverted preprocessing, as a user would apply it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from oneshot.data.archives import neu_split
+from oneshot.data.images import Preprocessing
+from oneshot.data.store import ImageSet
+from oneshot.encoders import build_encoder
+from oneshot.evaluation import embed_all, evaluate
+from oneshot.methods import build_method
+from oneshot.methods.base import Method
+
+SHAPES = ((6, 1), (6, 5))
+
+
+def score(method: Method, test: ImageSet, episodes: int, seed: int = 0) -> dict[str, Any]:
+    z = embed_all(method, test.images, torch.device("cpu"))
+    out = {}
+    for ways, shots in SHAPES:
+        r = evaluate(method, test, ways, shots, 15, episodes, seed, embeddings=z)
+        out[f"{ways}w{shots}s"] = {"accuracy": r.accuracy, "ci95": r.ci95, "episodes": episodes}
+    return out
+
+
+def run_defects(checkpoint: str | Path, episodes: int = 1000, omniglot_checkpoint: str | Path | None = None,
+                data_dir: str | Path | None = None) -> dict[str, Any]:
+    """Every row of the NEU table for one self-supervised checkpoint."""
+    from oneshot.checkpoint import load_checkpoint
+    from oneshot.protocols.baselines import raw_pixels
+
+    ck = load_checkpoint(checkpoint)
+    prep: Preprocessing = ck.preprocessing
+    test = neu_split("test", prep, data_dir)
+    rows: dict[str, Any] = {"self_supervised": score(ck.method, test, episodes)}
+    torch.manual_seed(0)
+    rand = build_method(ck.metadata["method"], build_encoder(ck.metadata["encoder"], **ck.metadata["encoder_options"]),
+                        **ck.metadata.get("method_options", {})).eval()
+    rows["random_weights"] = score(rand, test, episodes)
+    rows["raw_pixels"] = score(raw_pixels(), test, episodes)
+    if omniglot_checkpoint:
+        om = load_checkpoint(omniglot_checkpoint)
+        rows["omniglot_encoder"] = score(om.method, neu_split("test", om.preprocessing, data_dir), episodes)
+    return {"checkpoint": str(checkpoint), "preprocessing": prep.to_dict(), "test_images": len(test),
+            "pool_images": 1200, "methods": rows}
