@@ -140,10 +140,16 @@ class ClassStore:
     # ---------------------------------------------------------------- meta and counts
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return default if row is None else json.loads(row[0])
+        return default if row is None else self._meta_value(key, row[0])
 
     def all_meta(self) -> dict[str, Any]:
-        return {k: json.loads(v) for k, v in self.conn.execute("SELECT key, value FROM meta")}
+        return {k: self._meta_value(k, v) for k, v in self.conn.execute("SELECT key, value FROM meta")}
+
+    def _meta_value(self, key: str, text: Any) -> Any:
+        try:
+            return json.loads(text)
+        except (TypeError, ValueError):
+            raise OneshotError(f"gallery {self.path} has a damaged meta entry {key!r}: restore it from an export") from None
 
     def generation(self) -> int:
         """The gallery's generation: the last change-log sequence number (0 when empty)."""
@@ -174,7 +180,7 @@ class ClassStore:
                                 "WHERE label = ?", (label,)).fetchone()
         if row is None:
             raise OneshotError(f"no class {label!r} in gallery {self.path}: see `oneshot gallery list`")
-        return ClassRow(*row[:5], json.loads(row[5]))
+        return ClassRow(*row[:5], _json_or_none(row[5]) or {})
 
     def class_id(self, label: str) -> int | None:
         row = self.conn.execute("SELECT id FROM classes WHERE label = ?", (label,)).fetchone()
@@ -223,7 +229,7 @@ class ClassStore:
         """(id, label, n_examples, adapt_rate, adaptations, created, updated, metadata dict) per class, by id."""
         rows = self.conn.execute(
             "SELECT id, label, n_examples, adapt_rate, adaptations, created, updated, metadata FROM classes ORDER BY id")
-        return [(*r[:7], json.loads(r[7])) for r in rows]
+        return [(*r[:7], _json_or_none(r[7]) or {}) for r in rows]
 
     # ---------------------------------------------------------------- examples
     def example_vectors(self, class_id: int, dim: int) -> np.ndarray:

@@ -54,7 +54,16 @@ class Gallery:
         self.store = store
         self.path = store.path
         self._encoder = encoder
-        meta = store.all_meta()
+        try:
+            meta = store.all_meta()
+            if not isinstance(meta.get("fingerprint"), dict) or type(meta.get("dim")) is not int or meta["dim"] < 1:
+                raise ValueError("fingerprint or dim")
+        except OneshotError:
+            store.close()
+            raise
+        except (ValueError, TypeError, KeyError) as exc:
+            store.close()
+            raise OneshotError(f"gallery {self.path} has damaged meta ({exc}): restore it from an export") from None
         self.dim = int(meta["dim"])
         self.fingerprint: dict[str, Any] = meta["fingerprint"]
         self.store_mode: str = meta.get("store", "inputs")
@@ -357,7 +366,7 @@ class Gallery:
             min_score: only matches scoring at least this adapt (default: the verify threshold).
             max_drift: the adapted template keeps at least this cosine to its enrolled examples' prototype.
         """
-        in_range("adaptation rate", rate, 0, adaptation.MAX_ADAPT_RATE)
+        in_range("adaptation rate (between 0, off, and the maximum)", rate, 0, adaptation.MAX_ADAPT_RATE)
         in_range("min_score", min_score, -1, 1)
         in_range("max_drift", max_drift, -1, 1)
         adaptation.set_adaptation(self.store, label, rate, min_score, max_drift)

@@ -72,7 +72,17 @@ def connect(path: Path, mode: str) -> sqlite3.Connection:
     conn = sqlite3.connect(f"file:{path}?mode={mode}", uri=True, isolation_level=None, timeout=60.0,
                            check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 60000")
+    conn.text_factory = _text  # a damaged text cell reads with U+FFFD, never as a UnicodeDecodeError
     return conn
+
+
+def _one_line(x: object, limit: int = 200) -> str:
+    """SQLite's words for a problem, on one line (its messages and ``quick_check`` verdicts may span several)."""
+    return " ".join(str(x).split())[:limit]
+
+
+def _text(b: bytes) -> str:
+    return b.decode("utf-8", "replace")
 
 
 def open_checked(path: Path) -> tuple[sqlite3.Connection, bool]:
@@ -104,7 +114,7 @@ def open_checked(path: Path) -> tuple[sqlite3.Connection, bool]:
         if isinstance(exc, sqlite3.OperationalError) and _disk_full(path):
             raise OneshotError(f"cannot open gallery {path}: no space left on the device (SQLite needs room for its "
                                "-wal and -shm files); free some space") from None
-        raise OneshotError(f"gallery {path} is corrupt or not a gallery ({exc}): restore it from an export") from None
+        raise OneshotError(f"gallery {path} is corrupt or not a gallery ({_one_line(exc)}): restore it from an export") from None
     return conn, True
 
 
@@ -128,6 +138,7 @@ def _connect_ro(path: Path) -> sqlite3.Connection:
     there, and a WAL database otherwise needs to create its ``-shm`` file to be read)."""
     if _read_only_fs(path):
         conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+        conn.text_factory = _text
     else:
         conn = connect(path, "ro")
     conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
@@ -216,7 +227,11 @@ def _check_tables(path: Path, ro: sqlite3.Connection) -> None:
     if not {"schema_version", "meta", "classes", "examples", "changes"} <= tables:
         raise OneshotError(f"{path} is an SQLite database but not a oneshot gallery: give the right file")
     fmt = ro.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
-    if fmt is None or json.loads(fmt[0]) != FORMAT:
+    try:
+        fmt_value = None if fmt is None else json.loads(fmt[0])
+    except (TypeError, ValueError):
+        fmt_value = None
+    if fmt_value != FORMAT:
         raise OneshotError(f"{path} is an SQLite database but not a oneshot gallery: give the right file")
     row = ro.execute("SELECT version FROM schema_version").fetchone()
     version = int(row[0]) if row else 0
@@ -229,4 +244,4 @@ def _check_tables(path: Path, ro: sqlite3.Connection) -> None:
     if path.stat().st_size <= QUICK_CHECK_MAX_BYTES:
         verdict = ro.execute("PRAGMA quick_check(1)").fetchone()[0]
         if verdict != "ok":
-            raise OneshotError(f"gallery {path} is corrupt ({verdict}): restore it from an export")
+            raise OneshotError(f"gallery {path} is corrupt ({_one_line(verdict)}): restore it from an export")
