@@ -130,12 +130,19 @@ class ClassStore:
 
     @contextlib.contextmanager
     def read(self) -> Iterator["ClassStore"]:
-        """One consistent snapshot for several reads."""
-        self.conn.execute("BEGIN")
+        """One consistent snapshot for several reads; damage SQLite finds on the way (a malformed page, an
+        undecodable cell) becomes a one-line :class:`OneshotError`."""
         try:
-            yield self
-        finally:
-            self.conn.execute("COMMIT")
+            self.conn.execute("BEGIN")
+            try:
+                yield self
+            finally:
+                self.conn.execute("COMMIT")
+        except (UnicodeDecodeError, sqlite3.DatabaseError) as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise
+            raise OneshotError(f"gallery {self.path} is damaged ({' '.join(str(exc).split())[:120]}): "
+                               "restore it from an export") from None
 
     # ---------------------------------------------------------------- meta and counts
     def get_meta(self, key: str, default: Any = None) -> Any:

@@ -55,7 +55,8 @@ class Gallery:
         self.path = store.path
         self._encoder = encoder
         try:
-            meta = store.all_meta()
+            with store.read():
+                meta = store.all_meta()
             if not isinstance(meta.get("fingerprint"), dict) or type(meta.get("dim")) is not int or meta["dim"] < 1:
                 raise ValueError("fingerprint or dim")
         except OneshotError:

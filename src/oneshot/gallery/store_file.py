@@ -110,7 +110,7 @@ def open_checked(path: Path) -> tuple[sqlite3.Connection, bool]:
         except sqlite3.OperationalError:
             return ro, False  # cannot write here: serve reads from the read-only connection
         ro.close()
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
         if isinstance(exc, sqlite3.OperationalError) and _disk_full(path):
             raise OneshotError(f"cannot open gallery {path}: no space left on the device (SQLite needs room for its "
                                "-wal and -shm files); free some space") from None
