@@ -488,26 +488,6 @@ def gallery_levers_table() -> str:
     return "\n".join(lines)
 
 
-TABLES = {
-    "faces": faces_table,
-    "defects": defects_table,
-    "generative": generative_table,
-    "methods": methods_table,
-    "throughput": throughput_table,
-    "meta_cost": meta_cost_table,
-    "gallery_open_set": gallery_open_set_table,
-    "gallery_scale": gallery_scale_table,
-    "text_clinc150": text_clinc150_table,
-    "molecules_tox21": molecules_tox21_table,
-    "molecules_clintox": molecules_clintox_table,
-    "molecules_search": molecules_search_table,
-    "serve_load": serve_load_table,
-    "gallery_memory": gallery_memory_table,
-    "gallery_levers": gallery_levers_table,
-    "reliability": reliability_table,
-}
-
-
 def reliability_table() -> str:
     """Outcomes of the reliability probe (``reliability.json``, issue 11): every trial refused clearly or answered
     correctly; tracebacks, wrong answers and changed stored files must be zero."""
@@ -527,6 +507,26 @@ def reliability_table() -> str:
     lines.append("")
     lines.append(f"`{r['command']}` at {r['commit'][:12]}, {r['date']}, {r['trials']} trials per file kind, seed {r['seed']}.")
     return "\n".join(lines)
+
+
+TABLES = {
+    "faces": faces_table,
+    "defects": defects_table,
+    "generative": generative_table,
+    "methods": methods_table,
+    "throughput": throughput_table,
+    "meta_cost": meta_cost_table,
+    "gallery_open_set": gallery_open_set_table,
+    "gallery_scale": gallery_scale_table,
+    "text_clinc150": text_clinc150_table,
+    "molecules_tox21": molecules_tox21_table,
+    "molecules_clintox": molecules_clintox_table,
+    "molecules_search": molecules_search_table,
+    "serve_load": serve_load_table,
+    "gallery_memory": gallery_memory_table,
+    "gallery_levers": gallery_levers_table,
+    "reliability": reliability_table,
+}
 
 
 def render(text: str) -> str:
