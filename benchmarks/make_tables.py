@@ -4,7 +4,8 @@ Each table sits in README.md between ``<!-- table:NAME -->`` and ``<!-- /table:N
 between the two markers is replaced, nothing else is touched. Tables: ``methods`` (every
 ``*_conv4_vinyals.json``: accuracy with 95% CI per shape, Lake's runs, EER, training budget and speed,
 published figures), ``throughput`` (``throughput_protonet.json``), ``meta_cost`` (``meta_step_cost*.json``, one per device),
-``gallery_open_set`` and ``gallery_scale`` (``gallery_*.json``), ``text_clinc150`` (``text_clinc150.json``),
+``gallery_open_set`` and ``gallery_scale`` (``gallery_*.json``), ``text_clinc150`` (``text_clinc150.json`` and,
+for the whole-encoder row, ``text_clinc150_body.json``),
 ``molecules_*`` (``molecules_*.json``), ``serve_load`` (``serve_load.json``), ``faces``, ``defects`` and
 ``generative`` (``faces_att.json``, ``defects_neu.json``, ``generative_augmentation.json``), ``gallery_memory`` (``gallery_memory.json``) and
 ``gallery_levers`` (``gallery_open_set_levers*.json``).
@@ -197,8 +198,8 @@ def text_clinc150_table() -> str:
              "Accuracy % ± 95% CI (number of seeded support draws from `train`); queries: all 4,500 in-scope `test` utterances "
              "(50-way rows: the novel intents' 1,500). \"tuned\" = the SetFit-style contrastive head trained on the support "
              "itself (settings chosen on `val`), its training time per draw in brackets (contended CPU).", ""]
-    body = {row["shots"]: row["tuned_body"] for row in ((load("text_clinc150_body") or {}).get("protocol1") or {}).get("rows", [])
-            if "tuned_body" in row}
+    body = {row["shots"]: dict(row["tuned_body"], frozen_same=row["frozen"]["values"][:row["tuned_body"]["n"]])
+            for row in ((load("text_clinc150_body") or {}).get("protocol1") or {}).get("rows", []) if "tuned_body" in row}
     if "protocol1" in r:
         lines += ["| 150-way | frozen, nearest template | tuned (head) | published (5 / 10-shot) |", "|---|---|---|---|"]
         for row in r["protocol1"]["rows"]:
@@ -208,7 +209,9 @@ def text_clinc150_table() -> str:
             tuned = _pc(row["tuned_head"]) + (f" [{sec:.0f} s]" if sec is not None else "")
             if "tuned_body" in row:
                 tb = row["tuned_body"]
-                tuned += f"; whole encoder, {tb['epochs']} epochs: {_pc(tb)} [{tb['fine_tune_seconds_mean']:.0f} s]"
+                same = tb.get("frozen_same") or []
+                vs = f", frozen on the same draw{'s' if len(same) > 1 else ''} {100 * sum(same) / len(same):.2f}" if same else ""
+                tuned += f"; whole encoder, {tb['epochs']} epochs: {_pc(tb)} [{tb['fine_tune_seconds_mean']:.0f} s{vs}]"
             lines.append(f"| {row['shots']}-shot | {_pc(row['frozen'])} | {tuned} | {row.get('published') or '-'} |")
         lines.append("")
     if "protocol2" in r:
@@ -267,7 +270,7 @@ def molecules_tox21_table() -> str:
     for shots, block in sorted(r["shots"].items(), key=lambda kv: int(kv[0])):
         t = block["training"] or {}
         if "train_seconds" in t:
-            train.append(f"{shots}-shot model: {t['train_seconds'] / 60:.1f} CPU-min, {t['episodes']} episodes "
+            train.append(f"{shots}-shot model: {t['train_seconds'] / 60:.1f} min training (validation excluded), {t['episodes']} episodes "
                          f"(best validation ROC-AUC {100 * t['val_auc']:.2f} at episode {t['best_episode']})")
     prov = r["provenance"]
     return ("\n".join(lines) + f"\n\nTraining (2 shared CPU cores): {'; '.join(train) or 'see the results file'}. "

@@ -94,7 +94,8 @@ def run_tox21(args: argparse.Namespace) -> None:
     bits = x[:, :2048].astype(np.uint8)
     packed = pack_bits(bits)
     train_tasks = [t for t in TOX21_TRAIN if t not in TOX21_VAL]
-    out: dict = {"provenance": provenance(), "split": {"train": train_tasks, "validation": list(TOX21_VAL), "test": list(TOX21_TEST)},
+    split = {"train": train_tasks, "validation": list(TOX21_VAL), "test": list(TOX21_TEST)}
+    out: dict = {"provenance": provenance(), "split": split,
                  "skipped_rows": [{"file": f, "line": n, "smiles": s} for f, n, s in tox.skipped],
                  "molecules": len(tox.smiles), "published": PUBLISHED, "shots": {}}
     for shots in args.shots:
@@ -118,12 +119,13 @@ def run_tox21(args: argparse.Namespace) -> None:
 
         z = MoleculeSet(x, tox, TOX21_TEST).embed(ck.method)
         rows: dict = {}
-        for name, scorer, draws in (("learned", prototype_scorer(z), args.draws), ("tanimoto", tanimoto_scorer(packed), args.draws),
+        for name, scorer, draws in (("learned", prototype_scorer(z), args.draws),
+                                    ("tanimoto", tanimoto_scorer(packed), args.draws),
                                     ("random_forest", rf_scorer(bits, args.trees), args.rf_draws)):
             t0 = time.perf_counter()
             results = [assay_auc(tox, t, scorer, shots, draws, args.seed) for t in TOX21_TEST]
             rows[name] = dict(summarise(results), seconds=time.perf_counter() - t0, draws_per_assay=draws)
-            print(f"{shots}-shot {name}: " + ", ".join(f"{t} {r.mean:.4f}" for t, r in zip(TOX21_TEST, results))
+            print(f"{shots}-shot {name}: " + ", ".join(f"{t} {r.mean:.4f}" for t, r in zip(TOX21_TEST, results, strict=True))
                   + f" | mean {rows[name]['mean']:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
         out["shots"][str(shots)] = {"checkpoint": str(ckpt),
                                     "training": train_info or ck.metadata.get("training"), "rows": rows,
@@ -245,7 +247,8 @@ def run_search(args: argparse.Namespace) -> None:
            "rdkit_bulk": dict(stats(lat_rd), build_seconds=rdkit_build, peak_rss_mib_after=rss_rdkit),
            "top10_scores_identical_to_rdkit": f"{agree}/{len(lat_rd)}",
            "goal_p50_ms": 50}
-    print(json.dumps({k: out[k] for k in ("index", "numpy_popcount", "rdkit_bulk", "top10_scores_identical_to_rdkit")}), flush=True)
+    keys = ("index", "numpy_popcount", "rdkit_bulk", "top10_scores_identical_to_rdkit")
+    print(json.dumps({k: out[k] for k in keys}), flush=True)
     (RESULTS / "molecules_search.json").write_text(json.dumps(out, indent=1))
 
 

@@ -190,6 +190,8 @@ def test_gallery_augment_adds_synthetic_examples_or_says_why_not(tmp_path):
 
     buf = io.BytesIO()
     Image.fromarray(np.where(rng.random((28, 28)) > 0.9, 0, 255).astype(np.uint8)).save(buf, "PNG")
+    assert enc.generator is not None and not enc.generator.helps  # shipped beside the checkpoint; off by default
+    enc.generator = None
     with Gallery.open(tmp_path / "g.gallery", encoder=enc) as g:
         with pytest.raises(OneshotError, match="no generator"):
             g.enrol("a", [buf.getvalue()], augment=3)

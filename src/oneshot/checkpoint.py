@@ -269,7 +269,8 @@ def load_checkpoint(
     path = Path(path)
     meta = read_metadata(path)
     try:
-        Preprocessing.from_dict(meta.get("preprocessing"))
+        if meta.get("modality", "image") == "image":  # molecule checkpoints featurise SMILES, no image preprocessing
+            Preprocessing.from_dict(meta.get("preprocessing"))
     except OneshotError as exc:
         raise OneshotError(f"{path} has invalid preprocessing metadata ({exc}): re-download or retrain it") from None
     if expect_method is not None and meta["method"] != expect_method:

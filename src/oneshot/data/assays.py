@@ -186,6 +186,7 @@ class MoleculeSet:
         from oneshot.evaluation import EvalResult, mean_ci95
 
         scorer = prototype_scorer(self.embed(method, device))
-        aucs = [a for t in self.tasks for a in assay_auc(self.table, t, scorer, self.val_shots, self.val_draws, self.val_seed).aucs]
+        aucs = [a for t in self.tasks
+                for a in assay_auc(self.table, t, scorer, self.val_shots, self.val_draws, self.val_seed).aucs]
         mean, ci = mean_ci95(aucs)
         return EvalResult(mean, ci, 2, self.val_shots, 0, len(aucs), self.val_seed, aucs)

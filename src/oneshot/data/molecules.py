@@ -92,7 +92,8 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
     return [h.strip() for h in rows[0]], rows[1:]
 
 
-def parse_all(smiles: list[str], where: list[str], on_invalid: str = "error", salts: str = "largest") -> tuple[list[Any], list[int]]:
+def parse_all(smiles: list[str], where: list[str], on_invalid: str = "error", salts: str = "largest"
+              ) -> tuple[list[Any], list[int]]:
     """Parse SMILES; returns (molecules, indices of the invalid ones). ``on_invalid``: error or skip."""
     from oneshot.modalities.molecule.smiles import parse_smiles
 

@@ -54,6 +54,9 @@ class IndexCache:
         self.path = path
         #: the id of the gallery this cache belongs to (meta ``gallery_id``); None: never load a file.
         self.gallery_id = gallery_id
+        #: The index class: :class:`TemplateIndex` (cosine), or what the gallery's fingerprint declares
+        #: (:func:`oneshot.gallery.index.index_class`, e.g. the exact Tanimoto index of ECFP galleries).
+        self.kind: type = TemplateIndex
         self.index: TemplateIndex | None = None
         self.generation = 0
         self._saved_generation = -1

@@ -115,6 +115,7 @@ class TanimotoIndex:
     :class:`~oneshot.gallery.index.TemplateIndex`. ``templates`` are gallery vectors (N, D); bits are ``> 0``."""
 
     kind = "tanimoto"
+    vectors = None  # no separate float vectors for re-ranking: the search is exact
 
     def __init__(self, dim: int, settings: IndexSettings) -> None:
         self.dim = dim
