@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from oneshot.checkpoint import git_commit, machine_description, now_iso, read_metadata
+from oneshot.checkpoint import read_metadata
+from oneshot.provenance import git_commit, machine_description, now_iso
 from oneshot.protocols.faces import run_faces
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -29,9 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from oneshot.checkpoint import git_commit, load_checkpoint, machine_description, now_iso
+from oneshot.checkpoint import load_checkpoint
+from oneshot.provenance import git_commit, machine_description, now_iso
 from oneshot.data.augment import Augment
-from oneshot.data.store import ImageSet
+from oneshot.data.imageset import ImageSet
 from oneshot.evaluation import embed_all, mean_ci95
 from oneshot.experiment import load_split
 from oneshot.generative import Generator, choose, episode_accuracy, generator_path

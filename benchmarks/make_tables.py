@@ -491,6 +491,27 @@ def gallery_levers_table() -> str:
     return "\n".join(lines)
 
 
+def reliability_table() -> str:
+    """Outcomes of the reliability probe (``reliability.json``, issue 11): every trial refused clearly or answered
+    correctly; tracebacks, wrong answers and changed stored files must be zero."""
+    r = json.loads((RESULTS / "reliability.json").read_text())
+    names = {"checkpoint_files": "checkpoint files: bytes flipped, header edited, truncated",
+             "index_cache_files": "index cache: bytes flipped, truncated, sizes edited, another gallery's file",
+             "gallery_files": "gallery files: bytes flipped",
+             "imports": "imports: NaN / zero / short vectors, escape / newline / 5000-char / bidi / zero-width labels, bad meta; into itself",
+             "cli_options": "CLI options the issue lists (out of range, NaN, bad paths)"}
+    lines = ["| what was tried | trials | refused (one-line error, files unchanged) | correct answer | anything else |",
+             "|---|---:|---:|---:|---|"]
+    for key, label in names.items():
+        c = r["results"].get(key, {})
+        other = {k: v for k, v in c.items() if k not in ("refused", "correct")}
+        lines.append(f"| {label} | {sum(c.values())} | {c.get('refused', 0)} | {c.get('correct', 0)} | "
+                     f"{', '.join(f'{k}: {v}' for k, v in other.items()) or 'none'} |")
+    lines.append("")
+    lines.append(f"`{r['command']}` at {r['commit'][:12]}, {r['date']}, {r['trials']} trials per file kind, seed {r['seed']}.")
+    return "\n".join(lines)
+
+
 TABLES = {
     "faces": faces_table,
     "defects": defects_table,
@@ -507,6 +528,7 @@ TABLES = {
     "serve_load": serve_load_table,
     "gallery_memory": gallery_memory_table,
     "gallery_levers": gallery_levers_table,
+    "reliability": reliability_table,
 }
 
 

@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from oneshot.checkpoint import git_commit, load_checkpoint, machine_description, now_iso
+from oneshot.checkpoint import load_checkpoint
+from oneshot.provenance import git_commit, machine_description, now_iso
 from oneshot.data.assays import (
     AssayResult,
     assay_auc,

@@ -39,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from oneshot.checkpoint import git_commit, machine_description, now_iso  # noqa: E402
+from oneshot.provenance import git_commit, machine_description, now_iso  # noqa: E402
 
 ENCODER = "omniglot-lake"  # the shipped ProtoNet Conv-4, src/oneshot/weights/protonet_conv4_lake.safetensors
 RESULT = ROOT / "benchmarks" / "results" / "serve_load.json"

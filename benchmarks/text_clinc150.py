@@ -35,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from oneshot.checkpoint import git_commit, machine_description, now_iso
+from oneshot.provenance import git_commit, machine_description, now_iso
 from oneshot.data.clinc150 import base_novel_split, intent_description, load_clinc150
 from oneshot.modalities.text.intents import (
     calibrate_oos_threshold,

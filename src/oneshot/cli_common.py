@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from oneshot.errors import OneshotError, OneshotWarning
+from oneshot.ranges import in_range
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -105,3 +106,32 @@ def parse_options(items: list[str]) -> dict:
 def echo_json(obj: object) -> None:
     """Print one JSON object on stdout (values JSON does not know are printed as strings)."""
     typer.echo(json.dumps(obj, default=str))
+
+
+def check_range(name: str, value: float | int | None, low: float | None = None, high: float | None = None, *,
+                low_open: bool = False, high_open: bool = False) -> None:
+    """Refuse, before any work, option ``--name`` outside its range (see :func:`oneshot.ranges.in_range`)."""
+    in_range(f"--{name.replace('_', '-')}", value, low, high, low_open=low_open, high_open=high_open)
+
+
+def check_output_file(name: str, path: Path) -> None:
+    """Refuse, before any work, an output file path that is a folder or whose folder cannot be written."""
+    import os
+    import tempfile
+
+    if path.is_dir():
+        raise OneshotError(f"--{name} {path} is a folder: give a file name (e.g. {path / 'model.safetensors'})")
+    folder = path.parent if str(path.parent) else Path(".")
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OneshotError(f"--{name} {path}: {probe} is not a folder: choose another path")
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".oneshot-probe-"):
+            pass
+    except OSError as exc:
+        from oneshot.errors import os_reason
+
+        raise OneshotError(f"--{name} {path} cannot be written ({os_reason(exc)}): choose a writable place") from None
+    del os

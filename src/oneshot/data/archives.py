@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save
 
 from oneshot.data.images import Preprocessing, decode_image, open_image
 from oneshot.data.paths import RemoteFile, atomic_write_bytes, cache_dir, locate_files
-from oneshot.data.store import ImageSet
+from oneshot.data.imageset import ImageSet
 from oneshot.errors import OneshotError
 
 CACHE_FORMAT = 1

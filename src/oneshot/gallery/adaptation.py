@@ -11,7 +11,8 @@ import numpy as np
 
 from oneshot.errors import OneshotError
 from oneshot.gallery.class_store import ClassStore, from_blob
-from oneshot.gallery.examples import check_label, unit
+from oneshot.gallery.examples import label_key, unit
+from oneshot.modalities import fingerprint_id
 
 MAX_ADAPT_RATE = 0.5
 
@@ -21,14 +22,18 @@ def set_adaptation(store: ClassStore, label: str, rate: float, min_score: float 
     if not 0 <= rate <= MAX_ADAPT_RATE:
         raise OneshotError(f"adaptation rate {rate} must be between 0 (off) and {MAX_ADAPT_RATE}")
     with store.write() as tx:
-        row = store.class_by_label(check_label(label))
+        row = store.class_by_label(label_key(label))
         tx.set_adaptation(row.id, float(rate), min_score, dict(row.metadata, adapt_max_drift=float(max_drift)))
 
 
-def adapt(store: ClassStore, class_id: int, query: np.ndarray, max_drift: float, dim: int, now: str) -> bool:
+def adapt(store: ClassStore, class_id: int, query: np.ndarray, max_drift: float, dim: int, now: str,
+          fingerprint: str | None = None) -> bool:
     """Move a class's template toward a confirmed unit query (D,); False when the class is gone or the step
-    would drift too far (nothing is written then)."""
+    would drift too far (nothing is written then). ``fingerprint``: the id of the encoder that embedded the
+    query; when the gallery was re-embedded with another one meanwhile, nothing is written (an error)."""
     with store.write() as tx:
+        if fingerprint is not None and fingerprint_id(store.get_meta("fingerprint")) != fingerprint:
+            raise OneshotError("the gallery was re-embedded with another encoder meanwhile: nothing was adapted; reopen it")
         label = store.labels_of([class_id]).get(class_id)
         if label is None:
             return False

@@ -7,6 +7,7 @@ precomputed vectors and records a ``vectors`` fingerprint.
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,12 @@ def new_gallery_meta(enc: Embedder | None, dim: int | None, store: str, name: st
     fp = enc.fingerprint if enc is not None else vector_fingerprint(int(dim), name)  # type: ignore[arg-type]
     return {"fingerprint": fp, "dim": int(fp["dim"]), "store": store, "index": IndexSettings().to_dict(),
             "encoder_path": enc.spec if enc is not None else None,
-            "threshold": None, "calibration": None, "created": now}
+            "threshold": None, "calibration": None, "created": now, "gallery_id": new_gallery_id()}
+
+
+def new_gallery_id() -> str:
+    """A random id binding a gallery file to its index cache (a copy made by ``export`` gets a new one)."""
+    return uuid.uuid4().hex
 
 
 def check_embedder(path: Path, fingerprint: dict[str, Any], enc: Embedder) -> Embedder:

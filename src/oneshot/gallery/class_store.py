@@ -35,10 +35,20 @@ def to_blob(v: np.ndarray) -> bytes:
 
 def from_blob(b: bytes, dim: int) -> np.ndarray:
     """(D,) float32 vector from its blob; a wrong length means a damaged row."""
+    if not isinstance(b, bytes):
+        raise OneshotError(f"gallery row holds a {type(b).__name__} where a vector belongs: the gallery is damaged")
     v = np.frombuffer(b, dtype=np.float32)
     if v.shape != (dim,):
         raise OneshotError(f"gallery row holds a {v.size}-value vector, expected {dim}: the gallery is damaged")
     return v
+
+
+def _json_or_none(text: Any) -> Any:
+    """A JSON column's value, or None when it does not parse (the caller says what is damaged)."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return None
 
 
 @dataclass
@@ -69,15 +79,17 @@ class ClassStore:
     :meth:`create`; read with the methods below (inside :meth:`read` for one consistent snapshot), write
     inside :meth:`write`."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, writable: bool = True) -> None:
         self.path = path
         self.conn = conn
+        #: False when the file could only be opened read-only (read-only file system, no permission).
+        self.writable = writable
 
     # ---------------------------------------------------------------- opening
     @classmethod
     def open(cls, path: str | Path) -> "ClassStore":
         """Open an existing gallery after checking, read-only, that it is one we can use."""
-        return cls(Path(path), store_file.open_checked(Path(path)))
+        return cls(Path(path), *store_file.open_checked(Path(path)))
 
     @classmethod
     def create(cls, path: str | Path, meta: dict[str, Any]) -> "ClassStore":
@@ -88,41 +100,63 @@ class ClassStore:
     def close(self) -> None:
         self.conn.close()
 
-    def backup_to(self, dest: Path) -> None:
-        """Write a consistent copy of the whole file to ``dest``, atomically."""
-        store_file.backup(self.conn, dest)
+    def backup_to(self, dest: Path, gallery_id: str) -> None:
+        """Write a consistent copy of the whole file to ``dest``, atomically, under a new ``gallery_id``."""
+        store_file.backup(self.conn, dest, gallery_id)
 
     # ---------------------------------------------------------------- transactions
     @contextlib.contextmanager
     def write(self) -> Iterator["Transaction"]:
         """One write transaction (``BEGIN IMMEDIATE``: writers queue, readers are never blocked); the change
         log entries of the template writes made in it are appended just before it commits."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        if not self.writable:
+            raise OneshotError(f"gallery {self.path} is on a read-only file system or not writable by you: reads work, "
+                               "writes need a writable copy (`oneshot gallery export`); nothing was written")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise store_file.write_error(self.path, exc) from None
         tx = Transaction(self)
         try:
             yield tx
             tx.log_changes()
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+            self.conn.execute("COMMIT")
+        except BaseException as exc:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise store_file.write_error(self.path, exc) from None
             raise
-        self.conn.execute("COMMIT")
 
     @contextlib.contextmanager
     def read(self) -> Iterator["ClassStore"]:
-        """One consistent snapshot for several reads."""
-        self.conn.execute("BEGIN")
+        """One consistent snapshot for several reads; damage SQLite finds on the way (a malformed page, an
+        undecodable cell) becomes a one-line :class:`OneshotError`."""
         try:
-            yield self
-        finally:
-            self.conn.execute("COMMIT")
+            self.conn.execute("BEGIN")
+            try:
+                yield self
+            finally:
+                self.conn.execute("COMMIT")
+        except (UnicodeDecodeError, sqlite3.DatabaseError) as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise
+            raise OneshotError(f"gallery {self.path} is damaged ({' '.join(str(exc).split())[:120]}): "
+                               "restore it from an export") from None
 
     # ---------------------------------------------------------------- meta and counts
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return default if row is None else json.loads(row[0])
+        return default if row is None else self._meta_value(key, row[0])
 
     def all_meta(self) -> dict[str, Any]:
-        return {k: json.loads(v) for k, v in self.conn.execute("SELECT key, value FROM meta")}
+        return {k: self._meta_value(k, v) for k, v in self.conn.execute("SELECT key, value FROM meta")}
+
+    def _meta_value(self, key: str, text: Any) -> Any:
+        try:
+            return json.loads(text)
+        except (TypeError, ValueError):
+            raise OneshotError(f"gallery {self.path} has a damaged meta entry {key!r}: restore it from an export") from None
 
     def generation(self) -> int:
         """The gallery's generation: the last change-log sequence number (0 when empty)."""
@@ -153,7 +187,7 @@ class ClassStore:
                                 "WHERE label = ?", (label,)).fetchone()
         if row is None:
             raise OneshotError(f"no class {label!r} in gallery {self.path}: see `oneshot gallery list`")
-        return ClassRow(*row[:5], json.loads(row[5]))
+        return ClassRow(*row[:5], _json_or_none(row[5]) or {})
 
     def class_id(self, label: str) -> int | None:
         row = self.conn.execute("SELECT id FROM classes WHERE label = ?", (label,)).fetchone()
@@ -202,7 +236,7 @@ class ClassStore:
         """(id, label, n_examples, adapt_rate, adaptations, created, updated, metadata dict) per class, by id."""
         rows = self.conn.execute(
             "SELECT id, label, n_examples, adapt_rate, adaptations, created, updated, metadata FROM classes ORDER BY id")
-        return [(*r[:7], json.loads(r[7])) for r in rows]
+        return [(*r[:7], _json_or_none(r[7]) or {}) for r in rows]
 
     # ---------------------------------------------------------------- examples
     def example_vectors(self, class_id: int, dim: int) -> np.ndarray:
@@ -223,7 +257,7 @@ class ClassStore:
             ex = self.conn.execute("SELECT embedding, input, input_path, source FROM examples WHERE class_id = ? ORDER BY id",
                                    (cid,)).fetchall()
             if ex:
-                yield label, json.loads(meta), [(from_blob(e[0], dim), *e[1:]) for e in ex]
+                yield label, _json_or_none(meta), [(from_blob(e[0], dim), *e[1:]) for e in ex]
 
 
 class Transaction:

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from oneshot.cli_common import Json, command, echo_json
+from oneshot.cli_common import Json, check_range, command, echo_json
 from oneshot.errors import OneshotError
 
 app = typer.Typer(no_args_is_help=True, help="A persistent gallery: enrol classes from one example, identify, verify.",
@@ -74,7 +74,7 @@ def create(
     gallery: GalleryPath,
     encoder: Annotated[str, typer.Option("--encoder", help=f"{ENCODER_HELP} the gallery will use.")],
     store: Annotated[str, typer.Option(help="What to keep of each example: inputs (bytes, for reembed), paths, or none.")] = "inputs",
-    approx_above: Annotated[Optional[int], typer.Option(help="Search approximately (HNSW) above this many classes.")] = None,
+    approx_above: Annotated[Optional[int], typer.Option(help="Search approximately above this many classes, in [0, 2147483648].")] = None,
     index: Annotated[Optional[str], typer.Option(help="Approximate index kind: hnsw (default), hnsw_sq8, ivf_flat, ivf_sq8 (least memory at 1e6 with recall@1 >= 0.99, docs/gallery.md), ivf_pq.")] = None,
     as_json: Json = False,
 ) -> None:
@@ -83,8 +83,13 @@ def create(
 
     if gallery.exists():
         raise OneshotError(f"{gallery} already exists: use it, or choose another path")
-    with Gallery.open(gallery, encoder=encoder, store=store, approx_above=approx_above, approx_kind=index) as g:
-        info = g.info()
+    try:
+        with Gallery.open(gallery, encoder=encoder, store=store, approx_above=approx_above, approx_kind=index) as g:
+            info = g.info()
+    except BaseException:
+        for leftover in (gallery, Path(f"{gallery}.faiss"), Path(f"{gallery}-wal"), Path(f"{gallery}-shm")):
+            leftover.unlink(missing_ok=True)  # a failed create leaves nothing behind
+        raise
     if as_json:
         echo_json(info)
     else:
@@ -126,8 +131,7 @@ def enrol(
                 if not lab:
                     raise OneshotError(f"{where} has an empty label: fill in the {label_column} column; nothing was stored")
                 groups.setdefault(lab, []).append(example)
-            jobs_m = list(groups.items())
-            reports = [g.enrol(lab, exs).to_dict() for lab, exs in jobs_m]
+            reports = [r.to_dict() for r in g.enrol_batch([(lab, exs, None) for lab, exs in groups.items()])]
         _print_enrolments(gallery, reports, as_json)
         return
     metas: list = []
@@ -147,11 +151,9 @@ def enrol(
         if not label or not files:
             raise OneshotError("give a LABEL and at least one example file (or --folder with one sub-folder per class)")
         jobs = [(label, files)]
-    reports = []
-    with _open(gallery, encoder) as g:
-        for i, (lab, fs) in enumerate(jobs):
-            meta = metas[i] if i < len(metas) else None
-            reports.append(g.enrol(lab, list(fs), augment=augment, **({"metadata": meta} if meta else {})).to_dict())
+    with _open(gallery, encoder) as g:  # every class read and checked first, then one transaction
+        batch = [(lab, list(fs), metas[i] if i < len(metas) else None) for i, (lab, fs) in enumerate(jobs)]
+        reports = [r.to_dict() for r in g.enrol_batch(batch, augment=augment)]
     _print_enrolments(gallery, reports, as_json)
 
 
@@ -172,7 +174,7 @@ def _print_enrolments(gallery: Path, reports: list[dict], as_json: bool) -> None
 def identify(
     gallery: GalleryPath,
     queries: Annotated[Optional[list[Path]], typer.Argument(help="Query files.")] = None,
-    k: Annotated[int, typer.Option("-k", help="How many candidate classes to show.")] = 3,
+    k: Annotated[int, typer.Option("-k", help="How many candidate classes to show (>= 1).")] = 3,
     text: TextOpt = None,
     smiles: SmilesOpt = None,
     csv: CsvOpt = None,
@@ -182,6 +184,7 @@ def identify(
     as_json: Json = False,
 ) -> None:
     """Top-k classes for each query, or "unknown" when the best score is below the gallery's threshold."""
+    check_range("k", k, 1)
     items: list = list(queries or [])
     if text:
         from oneshot.modalities.text.enrol import text_queries
@@ -281,15 +284,18 @@ def calibrate(
     gallery: GalleryPath,
     folder: Annotated[Optional[Path], typer.Option(help="Validation classes: one sub-folder of examples per class, none of them enrolled.")] = None,
     omniglot: Annotated[Optional[str], typer.Option(help="Use Omniglot validation classes instead: lake-val (the Lake split's validation alphabets).")] = None,
-    far: Annotated[float, typer.Option(help="Target false-accept rate.")] = 1e-3,
-    gallery_size: Annotated[Optional[int], typer.Option(help="Gallery size the identify threshold is for (default: the current size).")] = None,
-    trials: Annotated[int, typer.Option(help="Random gallery/stranger splits simulated.")] = 20,
+    far: Annotated[float, typer.Option(help="Target false-accept rate, in (0, 1).")] = 1e-3,
+    gallery_size: Annotated[Optional[int], typer.Option(help="Gallery size the identify threshold is for (>= 1; default: the current size).")] = None,
+    trials: Annotated[int, typer.Option(help="Random gallery/stranger splits simulated, in [1, 100000].")] = 20,
     seed: Annotated[int, typer.Option(help="Seed of the simulated splits.")] = 0,
     data_dir: Annotated[Optional[Path], typer.Option(help="Dataset folder for --omniglot (else $ONESHOT_DATA).")] = None,
     encoder: EncoderOpt = None,
     as_json: Json = False,
 ) -> None:
     """Measure genuine and impostor scores on validation classes; set thresholds for a target false-accept rate."""
+    check_range("far", far, 0, 1, low_open=True, high_open=True)
+    check_range("gallery_size", gallery_size, 1)
+    check_range("trials", trials, 1, 100000)
     with _open(gallery, encoder) as g:
         if (folder is None) == (omniglot is None):
             raise OneshotError("give exactly one of --folder DIR or --omniglot lake-val")
@@ -326,6 +332,8 @@ def calibrate(
 @command(app)
 def threshold(gallery: GalleryPath, identify: Cosine("Identify") = None, verify: Cosine("Verify") = None) -> None:
     """Set thresholds by hand (recorded as manual); prefer `calibrate`."""
+    check_range("identify", identify, -1, 1)
+    check_range("verify", verify, -1, 1)
     if identify is None and verify is None:
         raise OneshotError("give --identify and/or --verify")
     with _open(gallery) as g:
@@ -338,11 +346,14 @@ def threshold(gallery: GalleryPath, identify: Cosine("Identify") = None, verify:
 def adapt(
     gallery: GalleryPath,
     label: Annotated[str, typer.Argument(help="The class.")],
-    rate: Annotated[float, typer.Option(help="Rate in (0, 0.5]; 0 turns adaptation off.")],
-    min_score: Annotated[Optional[float], typer.Option(help="Only confirmed matches scoring at least this adapt.")] = None,
-    max_drift: Annotated[float, typer.Option(help="Keep at least this cosine to the enrolled examples' prototype.")] = 0.8,
+    rate: Annotated[float, typer.Option(help="Rate in [0, 0.5]; 0 turns adaptation off.")],
+    min_score: Annotated[Optional[float], typer.Option(help="Only confirmed matches scoring at least this adapt (cosine, in [-1, 1]).")] = None,
+    max_drift: Annotated[float, typer.Option(help="Keep at least this cosine to the enrolled examples' prototype, in [-1, 1].")] = 0.8,
 ) -> None:
     """Turn template adaptation on or off for one class (off by default)."""
+    check_range("rate", rate, 0, 0.5)
+    check_range("min_score", min_score, -1, 1)
+    check_range("max_drift", max_drift, -1, 1)
     with _open(gallery) as g:
         g.set_adaptation(label, rate, min_score=min_score, max_drift=max_drift)
     typer.echo(f"adaptation of {label!r}: " + (f"rate {rate:g}" if rate else "off"))

@@ -7,7 +7,7 @@ too (:func:`class_template`), so enrolment, import and re-embedding agree on the
 
 from __future__ import annotations
 
-import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -16,7 +16,6 @@ import numpy as np
 from oneshot.errors import OneshotError
 from oneshot.modalities import Embedder, Example, Inline, RawInput, check_vectors
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SINGLE = (str, Path, bytes, Inline)
 
 
@@ -31,13 +30,40 @@ def class_template(vectors: np.ndarray) -> np.ndarray:
     return vectors[0] if len(vectors) == 1 else unit(vectors.mean(0))
 
 
+def label_key(label: str) -> str:
+    """A label to look up (forget, rename, verify): NFC form, no other check, so that a label stored before
+    the checks of :func:`check_label` existed can still be named."""
+    if not isinstance(label, str) or not label:
+        raise OneshotError("a class label must be a non-empty string")
+    return unicodedata.normalize("NFC", label)
+
+
+#: The longest label a gallery accepts (characters, after NFC normalisation).
+MAX_LABEL = 256
+
+
 def check_label(label: str) -> str:
-    """A class label stripped of surrounding space; a :class:`OneshotError` for an empty, long or odd one."""
+    """A class label in Unicode NFC form; a :class:`OneshotError` for anything two users could not tell apart.
+
+    Labels that print the same must be the same label: the label is normalised to NFC (so composed and
+    decomposed accents agree) and refused when empty, longer than :data:`MAX_LABEL` characters, with leading
+    or trailing white space, or holding an invisible character -- control characters (newlines, escape
+    sequences), format characters (zero-width spaces and joiners, bidirectional controls such as U+202E),
+    separators other than the plain space, private-use, surrogate or unassigned code points.
+    """
     if not isinstance(label, str) or not label.strip():
         raise OneshotError("a class label must be a non-empty string")
-    label = label.strip()
-    if len(label) > 256 or _CONTROL.search(label):
-        raise OneshotError(f"label {label[:40]!r}... is too long or holds control characters: use a short plain name")
+    label = unicodedata.normalize("NFC", label)
+    if len(label) > MAX_LABEL:
+        raise OneshotError(f"label {label[:40]!r}... has {len(label)} characters: use at most {MAX_LABEL}")
+    if label != label.strip():
+        raise OneshotError(f"label {label!r} starts or ends with white space: remove it")
+    for ch in label:
+        cat = unicodedata.category(ch)
+        if cat[0] == "C" or (cat[0] == "Z" and ch != " "):
+            name = unicodedata.name(ch, "unnamed")
+            raise OneshotError(f"label {label[:40]!r} holds the invisible character U+{ord(ch):04X} ({name}): "
+                               "use printable characters and plain spaces only")
     return label
 
 

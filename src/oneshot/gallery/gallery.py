@@ -20,19 +20,21 @@ Example::
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from oneshot.errors import OneshotError
+from oneshot.errors import OneshotError, OneshotWarning, os_reason
+from oneshot.ranges import in_range
 from oneshot.gallery import adaptation, calibration, transfer
-from oneshot.gallery.binding import check_embedder, load_recorded, new_gallery_meta
+from oneshot.gallery.binding import check_embedder, load_recorded, new_gallery_id, new_gallery_meta
 from oneshot.gallery.class_store import ClassStore, from_blob
 from oneshot.gallery.enrolment import Prepared, one_vector_each, prepare, write_enrolments
-from oneshot.gallery.examples import as_list, check_label, embed_examples
-from oneshot.gallery.index import IndexSettings, TemplateIndex, index_class, pair_similarity
+from oneshot.gallery.examples import as_list, check_label, embed_examples, label_key
+from oneshot.gallery.index import IndexSettings, TemplateIndex, check_index_settings, index_class, pair_similarity
 from oneshot.gallery.index_cache import IndexCache
 from oneshot.gallery.quality import fill_report
 from oneshot.gallery.results import ClassInfo, EnrolReport, Identification, Match, Verification
@@ -47,13 +49,23 @@ class Gallery:
         self.store = store
         self.path = store.path
         self._encoder = encoder
-        meta = store.all_meta()
+        try:
+            with store.read():
+                meta = store.all_meta()
+            if not isinstance(meta.get("fingerprint"), dict) or type(meta.get("dim")) is not int or meta["dim"] < 1:
+                raise ValueError("fingerprint or dim")
+        except OneshotError:
+            store.close()
+            raise
+        except (ValueError, TypeError, KeyError) as exc:
+            store.close()
+            raise OneshotError(f"gallery {self.path} has damaged meta ({exc}): restore it from an export") from None
         self.dim = int(meta["dim"])
         self.fingerprint: dict[str, Any] = meta["fingerprint"]
         self.store_mode: str = meta.get("store", "inputs")
         self.settings = IndexSettings.from_dict(meta.get("index"))
         self.index_cache = IndexCache(self.path.with_name(self.path.name + ".faiss"), self.dim, int(meta.get("epoch", 0)), self.settings,
-                                      index_class(self.fingerprint))
+                                      index_class(self.fingerprint), meta.get("gallery_id"))
 
     # ================================================================== opening
     @classmethod
@@ -88,6 +100,7 @@ class Gallery:
                 saved with the gallery; see :mod:`oneshot.gallery.index`).
         """
         path = Path(path)
+        check_index_settings(approx_above, ef_search)  # before anything is created
         from oneshot.gallery.index import APPROX_KINDS
 
         if approx_kind is not None and approx_kind not in APPROX_KINDS:  # before anything is created
@@ -119,10 +132,17 @@ class Gallery:
         return self._encoder
 
     def close(self) -> None:
-        """Save the index cache when it moved on since it was loaded, then close the database."""
+        """Save the index cache when it moved on since it was loaded, then close the database.
+
+        The cache is only a cache: when it cannot be written (a full disk, a read-only file system) the gallery
+        is unaffected, a :class:`~oneshot.errors.OneshotWarning` says why, and the next open rebuilds it."""
         try:
-            if self.index_cache.unsaved:
-                self.save_index()
+            if self.index_cache.unsaved and self.store.writable:
+                self._save_index()
+        except (OSError, OneshotError) as exc:
+            why = os_reason(exc) if isinstance(exc, OSError) else str(exc)
+            warnings.warn(f"the index cache {self.index_path} was not saved ({why}); the gallery is unchanged "
+                          "and the cache is rebuilt on the next open", OneshotWarning, stacklevel=2)
         finally:
             self.store.close()
 
@@ -138,8 +158,21 @@ class Gallery:
         return self.index_cache.path
 
     def save_index(self) -> None:
-        """Write the index cache (atomically) with its epoch and generation."""
+        """Write the index cache (atomically) with its epoch, generation and the gallery's id; a
+        :class:`OneshotError` saying why when it cannot be written (no space, read-only, permissions)."""
+        try:
+            self._save_index()
+        except OSError as exc:
+            raise OneshotError(f"cannot write the index cache {self.index_path} ({os_reason(exc)}): "
+                               "the gallery is unchanged; free space or use a writable folder") from None
+
+    def _save_index(self) -> None:
         self._index()
+        if self.index_cache.gallery_id is None:  # a gallery made before ids existed gets one now
+            gid = new_gallery_id()
+            with self.store.write() as tx:
+                tx.set_meta("gallery_id", gid)
+            self.index_cache.gallery_id = gid
         self.index_cache.save()
 
     def _index(self) -> TemplateIndex:
@@ -174,8 +207,16 @@ class Gallery:
     def _write(self, items: list[Prepared]) -> list[tuple[int, bool, int]]:
         """Write enrolments in one transaction: (class id, created, total examples) per item."""
         with self.store.write() as tx:
+            self._check_not_reembedded()
             return write_enrolments(tx, items, self.dim, now_iso())
 
+    def _check_not_reembedded(self) -> None:
+        """Inside a write transaction: refuse to write vectors of this gallery's encoder when another process
+        re-embedded the gallery with another one since they were computed (nothing is written)."""
+        now = self.store.get_meta("fingerprint")
+        if fingerprint_id(now) != fingerprint_id(self.fingerprint):
+            raise OneshotError(f"gallery {self.path} was re-embedded with encoder {fingerprint_id(now)} while this "
+                               "enrolment was being prepared: nothing was written; reopen the gallery and enrol again")
     def _augment(self, prep: Prepared, augment: int | None) -> Prepared:
         """Add ``augment`` synthetic examples per real one from the encoder's generator (:mod:`oneshot.generative`).
 
@@ -219,6 +260,25 @@ class Gallery:
         _, report.created, report.n_examples = self._write([prep])[0]
         return report
 
+    def enrol_batch(self, items: Sequence[tuple[str, Sequence[Example] | np.ndarray, dict[str, Any] | None]], *,
+                    check: bool = True, augment: int | None = None) -> list[EnrolReport]:
+        """Enrol several classes all or nothing: (label, examples, metadata or None) each. Every example of
+        every class is read, validated and embedded first, then all are written in one transaction (a bad
+        example in the last class writes nothing). Quality reports compare each class with the gallery as it
+        was before the batch."""
+        preps = [self._augment(self._prepare(label, examples, metadata), augment) for label, examples, metadata in items]
+        reports = []
+        for prep in preps:
+            own = self.store.class_id(prep.label)
+            previous = self.store.example_vectors(own, self.dim) if own is not None else np.zeros((0, self.dim), np.float32)
+            report = EnrolReport(prep.label, own is None, len(prep.vectors), len(previous) + len(prep.vectors))
+            if check:
+                fill_report(report, prep.vectors, previous, own, self.thresholds()["verify"], self._index(), self.store.labels_of)
+            reports.append(report)
+        for report, (_, created, n) in zip(reports, self._write(preps)):
+            report.created, report.n_examples = created, n
+        return reports
+
     def enrol_many(self, items: Iterable[tuple[str, Sequence[Example] | np.ndarray]], *, batch: int = 1000) -> int:
         """Bulk enrolment without quality checks: ``batch`` enrolments per transaction (each enrolment is
         still wholly present or absent). Returns the number of enrolments written."""
@@ -260,8 +320,7 @@ class Gallery:
 
     def identify(self, queries: Sequence[Example] | np.ndarray, k: int = 5) -> list[Identification]:
         """Top-k classes for each query, and "unknown" (``label`` None) when the best is below the threshold."""
-        if k < 1:
-            raise OneshotError("k must be at least 1")
+        in_range("k", k, 1)
         scores, ids = self.search(queries, k)
         names = self.store.labels_of(ids.ravel())
         th = self.thresholds()["identify"]
@@ -282,7 +341,7 @@ class Gallery:
         th = self.thresholds()["verify"]
         if th is None:
             raise OneshotError(f"gallery {self.path} has no verify threshold: run `oneshot gallery calibrate` or set one")
-        row = self.store.class_by_label(check_label(label))
+        row = self.store.class_by_label(label_key(label))
         q = self.embed([query] if not isinstance(query, np.ndarray) else query)
         if len(q) != 1:
             raise OneshotError("verify takes one query")
@@ -291,7 +350,8 @@ class Gallery:
         if confirm and res.accepted and row.adapt_rate > 0:
             floor = th if row.adapt_min_score is None else max(th, row.adapt_min_score)
             if score >= floor:
-                res.adapted = adaptation.adapt(self.store, row.id, q[0], row.metadata.get("adapt_max_drift", 0.8), self.dim, now_iso())
+                res.adapted = adaptation.adapt(self.store, row.id, q[0], row.metadata.get("adapt_max_drift", 0.8), self.dim, now_iso(),
+                                               fingerprint_id(self.fingerprint))
         return res
 
     def set_adaptation(self, label: str, rate: float, *, min_score: float | None = None, max_drift: float = 0.8) -> None:
@@ -302,19 +362,22 @@ class Gallery:
             min_score: only matches scoring at least this adapt (default: the verify threshold).
             max_drift: the adapted template keeps at least this cosine to its enrolled examples' prototype.
         """
+        in_range("adaptation rate (between 0, off, and the maximum)", rate, 0, adaptation.MAX_ADAPT_RATE)
+        in_range("min_score", min_score, -1, 1)
+        in_range("max_drift", max_drift, -1, 1)
         adaptation.set_adaptation(self.store, label, rate, min_score, max_drift)
 
     # ================================================================== management
     def forget(self, label: str) -> int:
         """Remove a class and its examples; returns how many examples were removed."""
         with self.store.write() as tx:
-            row = self.store.class_by_label(check_label(label))
+            row = self.store.class_by_label(label_key(label))
             tx.delete_class(row.id)
         return int(row.n_examples)
 
     def rename(self, old: str, new: str) -> None:
         """Rename a class (its id, template and examples stay)."""
-        old, new = check_label(old), check_label(new)
+        old, new = label_key(old), check_label(new)
         with self.store.write() as tx:
             tx.rename(old, new, now_iso())
 
@@ -355,6 +418,8 @@ class Gallery:
         ``refine_factor``) the gallery searches approximately; the index is rebuilt on next use if its kind changed."""
         from oneshot.gallery.index import APPROX_KINDS
 
+        check_index_settings(approx_above, ef_search)
+
         if approx_kind is not None and approx_kind not in APPROX_KINDS:
             raise OneshotError(f"unknown index kind {approx_kind!r}: choose one of {', '.join(APPROX_KINDS)}")
         if approx_kind == "ivf_pq" and self.dim % self.settings.pq_m:
@@ -380,9 +445,8 @@ class Gallery:
 
     def set_threshold(self, *, identify: float | None = None, verify: float | None = None) -> None:
         """Set thresholds by hand (recorded as ``manual``; the calibration record is kept for reference)."""
-        for v in (identify, verify):
-            if v is not None and not -1 <= v <= 1:
-                raise OneshotError(f"threshold {v} is not a cosine similarity: give a value in [-1, 1]")
+        for name, v in (("identify threshold (a cosine similarity)", identify), ("verify threshold (a cosine similarity)", verify)):
+            in_range(name, v, -1, 1)
         cur = self.thresholds()
         with self.store.write() as tx:
             tx.set_meta("threshold", {
@@ -404,6 +468,9 @@ class Gallery:
         if domain is not None and enc_domain is not None and domain != enc_domain:
             raise OneshotError(f"calibration data is {domain} but the gallery's encoder was trained on {enc_domain}: "
                                f"calibrate on validation classes of {enc_domain} (e.g. --folder DIR)")
+        in_range("target_far", target_far, 0, 1, low_open=True, high_open=True)
+        in_range("gallery_size", gallery_size, 1)
+        in_range("trials", trials, 1, 100000)
         x = check_vectors(embeddings, self.dim, "calibration embeddings")
         size = gallery_size if gallery_size is not None else max(1, len(self))
         rec = calibration.calibrate(x, np.asarray(labels), target_far, size, trials, seed)
@@ -452,7 +519,7 @@ class Gallery:
             raise OneshotError(f"gallery {self.path} holds precomputed vectors with no inputs: it cannot be re-embedded")
         n = transfer.reembed(self.store, enc, self.index_cache.epoch, batch, now_iso())
         self._encoder, self.fingerprint, self.dim = enc, enc.fingerprint, enc.dim
-        self.index_cache.reset(enc.dim, self.index_cache.epoch + 1, self.settings, index_class(enc.fingerprint))
+        self.index_cache.reset(enc.dim, int(self.store.get_meta("epoch", 0)), self.settings, index_class(enc.fingerprint))
         self.index_cache.discard()
         return n
 

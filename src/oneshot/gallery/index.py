@@ -95,6 +95,21 @@ class IndexSettings:
         return cls(**{k: type(getattr(cls, k))(v) for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
+#: The largest ``approx_above`` / ``ef_search`` accepted (far above any gallery this serves).
+MAX_SETTING = 1 << 31
+
+
+def check_index_settings(approx_above: int | None, ef_search: int | None) -> None:
+    """A :class:`OneshotError` for an ``approx_above`` outside [0, 2^31] or an ``ef_search`` outside [1, 2^31]."""
+    from oneshot.errors import OneshotError
+
+    for name, v, low in (("approx_above", approx_above, 0), ("ef_search", ef_search, 1)):
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not low <= v <= MAX_SETTING:
+            raise OneshotError(f"{name} must be a whole number in [{low}, {MAX_SETTING}], not {v!r}")
+
+
 def _exact(dim: int) -> faiss.Index:
     return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
 

@@ -10,10 +10,29 @@ ignored.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
+
+from oneshot.files import atomic_write_bytes
 
 from oneshot.gallery.class_store import ClassStore
 from oneshot.gallery.index import IndexSettings, TemplateIndex
+
+#: Format of the seal file beside the cache.
+SEAL_FORMAT = 1
+
+
+def _file_digest(path: Path) -> tuple[int, str]:
+    """(size, SHA-256 hex) of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+            size += len(block)
+    return size, h.hexdigest()
+
 
 #: Above this many changed classes (or half the gallery) a catch-up rebuilds instead.
 MAX_CATCH_UP = 10000
@@ -30,8 +49,11 @@ class IndexCache:
         generation: the store generation the index reflects.
     """
 
-    def __init__(self, path: Path, dim: int, epoch: int, settings: IndexSettings, kind: type = TemplateIndex) -> None:
+    def __init__(self, path: Path, dim: int, epoch: int, settings: IndexSettings, kind: type = TemplateIndex,
+                 gallery_id: str | None = None) -> None:
         self.path = path
+        #: the id of the gallery this cache belongs to (meta ``gallery_id``); None: never load a file.
+        self.gallery_id = gallery_id
         #: The index class: :class:`TemplateIndex` (cosine), or what the gallery's fingerprint declares
         #: (:func:`oneshot.gallery.index.index_class`, e.g. the exact Tanimoto index of ECFP galleries).
         self.kind: type = TemplateIndex
@@ -63,7 +85,7 @@ class IndexCache:
         if self.index is not None and self.generation == gen:
             return self.index  # nothing changed since the last search
         n = store.count()
-        if self.index is None and self.path.is_file():
+        if self.index is None and self.gallery_id and self.path.is_file():
             self._load(gen)
         if self.index is not None and self.generation < gen:
             self._catch_up(store, gen, n)
@@ -77,7 +99,12 @@ class IndexCache:
 
     def _load(self, gen: int) -> None:
         """Adopt the saved index when it is of this epoch and dim and not ahead of the store."""
-        loaded = self.kind.load(self.path, self.settings)
+        if not self._seal_holds():
+            return
+        try:
+            loaded = self.kind.load(self.path, self.settings)
+        except Exception:  # noqa: BLE001 - a cache that does not load is rebuilt, whatever the reason
+            loaded = None
         if loaded is not None:
             idx, f_epoch, f_gen = loaded
             if f_epoch == self.epoch and idx.dim == self.dim and f_gen <= gen:
@@ -96,11 +123,33 @@ class IndexCache:
 
     def save(self) -> None:
         """Write the index file (atomically) with its epoch and generation; the index must be current."""
-        assert self.index is not None
+        assert self.index is not None and self.gallery_id is not None
         self.index.save(self.path, self.epoch, self.generation)
+        size, digest = _file_digest(self.path)
+        seal = {"format": SEAL_FORMAT, "gallery_id": self.gallery_id, "size": size, "sha256": digest}
+        atomic_write_bytes(self.seal_path, json.dumps(seal).encode())
         self._saved_generation = self.generation
+
+    @property
+    def seal_path(self) -> Path:
+        """``<gallery>.faiss.check``: the id of the gallery the cache file belongs to, its size and SHA-256."""
+        return self.path.with_name(self.path.name + ".check")
+
+    def _seal_holds(self) -> bool:
+        """True when the seal names this gallery and the cache file has exactly the recorded size and digest
+        (checked before the file is parsed, so a damaged, edited or foreign file is never read into an index)."""
+        try:
+            seal = json.loads(self.seal_path.read_bytes()[:4096])
+            if not isinstance(seal, dict) or seal.get("format") != SEAL_FORMAT or seal.get("gallery_id") != self.gallery_id:
+                return False
+            if self.path.stat().st_size != seal.get("size"):
+                return False
+            return _file_digest(self.path)[1] == seal.get("sha256")
+        except (OSError, ValueError):
+            return False
 
     def discard(self) -> None:
         """Drop the index and its file (every template changed)."""
         self.index = None
         self.path.unlink(missing_ok=True)
+        self.seal_path.unlink(missing_ok=True)

@@ -22,6 +22,7 @@ file is left exactly as it was.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import struct
 from pathlib import Path
@@ -71,27 +72,91 @@ def connect(path: Path, mode: str) -> sqlite3.Connection:
     conn = sqlite3.connect(f"file:{path}?mode={mode}", uri=True, isolation_level=None, timeout=60.0,
                            check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 60000")
+    conn.text_factory = _text  # a damaged text cell reads with U+FFFD, never as a UnicodeDecodeError
     return conn
 
 
-def open_checked(path: Path) -> sqlite3.Connection:
-    """A read-write WAL connection to an existing gallery, after checking it read-only."""
+def _one_line(x: object, limit: int = 200) -> str:
+    """SQLite's words for a problem, on one line (its messages and ``quick_check`` verdicts may span several)."""
+    return " ".join(str(x).split())[:limit]
+
+
+def _text(b: bytes) -> str:
+    return b.decode("utf-8", "replace")
+
+
+def open_checked(path: Path) -> tuple[sqlite3.Connection, bool]:
+    """A WAL connection to an existing gallery, after checking it read-only, and whether it can write.
+
+    On a read-only file system (or a file or folder this user cannot write) the gallery opens read-only:
+    reads work, writes are refused with a message saying why (see :func:`write_error`)."""
     if not path.is_file():
         raise OneshotError(f"gallery {path} does not exist: create it with `oneshot gallery create`")
     _check_file(path)
     try:
-        ro = connect(path, "ro")
+        ro = _connect_ro(path)
         try:
             _check_tables(path, ro)
-        finally:
+        except BaseException:
             ro.close()
-        conn = connect(path, "rw")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA foreign_keys = ON")
-    except sqlite3.DatabaseError as exc:
-        raise OneshotError(f"gallery {path} is corrupt or not a gallery ({exc}): restore it from an export") from None
+            raise
+        if _read_only_fs(path):
+            return ro, False
+        try:
+            conn = connect(path, "rw")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.OperationalError:
+            return ro, False  # cannot write here: serve reads from the read-only connection
+        ro.close()
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+        if isinstance(exc, sqlite3.OperationalError) and _disk_full(path):
+            raise OneshotError(f"cannot open gallery {path}: no space left on the device (SQLite needs room for its "
+                               "-wal and -shm files); free some space") from None
+        raise OneshotError(f"gallery {path} is corrupt or not a gallery ({_one_line(exc)}): restore it from an export") from None
+    return conn, True
+
+
+def _disk_full(path: Path) -> bool:
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < (1 << 20)
+
+
+def _read_only_fs(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _connect_ro(path: Path) -> sqlite3.Connection:
+    """A read-only connection; on a read-only file system an ``immutable`` one (nothing can change the file
+    there, and a WAL database otherwise needs to create its ``-shm`` file to be read)."""
+    if _read_only_fs(path):
+        conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+        conn.text_factory = _text
+    else:
+        conn = connect(path, "ro")
+    conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
     return conn
+
+
+def write_error(path: Path, exc: sqlite3.Error) -> OneshotError:
+    """The one-line error for a write SQLite refused (full disk, read-only, locked ...); nothing was written."""
+    text = str(exc)
+    if "full" in text:
+        why = "no space left on the device: free some space and run it again"
+    elif "readonly" in text or "read-only" in text:
+        why = "the gallery or its folder is read-only: use a writable copy (`oneshot gallery export`)"
+    elif "locked" in text or "busy" in text:
+        why = "another process held the gallery for more than a minute: try again"
+    else:
+        why = f"{text}: check the disk and the file"
+    return OneshotError(f"cannot write gallery {path} ({why}); nothing was written")
 
 
 def create_file(path: Path, meta: dict[str, Any]) -> None:
@@ -121,12 +186,16 @@ def create_file(path: Path, meta: dict[str, Any]) -> None:
                 Path(f"{tmp}{side}").unlink(missing_ok=True)
 
 
-def backup(conn: sqlite3.Connection, dest: Path) -> None:
-    """Write a consistent copy of the database behind ``conn`` to ``dest`` (atomically; SQLite's backup API)."""
+def backup(conn: sqlite3.Connection, dest: Path, gallery_id: str) -> None:
+    """Write a consistent copy of the database behind ``conn`` to ``dest`` (atomically; SQLite's backup API),
+    under a new ``gallery_id`` (a copy is another gallery: it must not adopt the original's index cache)."""
     with atomic_path(dest) as tmp:
         out = sqlite3.connect(tmp)
         try:
             conn.backup(out)
+            out.execute("INSERT INTO meta VALUES ('gallery_id', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                        (json.dumps(gallery_id),))
+            out.commit()
             out.execute("PRAGMA journal_mode = DELETE")
         finally:
             out.close()
@@ -158,7 +227,11 @@ def _check_tables(path: Path, ro: sqlite3.Connection) -> None:
     if not {"schema_version", "meta", "classes", "examples", "changes"} <= tables:
         raise OneshotError(f"{path} is an SQLite database but not a oneshot gallery: give the right file")
     fmt = ro.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
-    if fmt is None or json.loads(fmt[0]) != FORMAT:
+    try:
+        fmt_value = None if fmt is None else json.loads(fmt[0])
+    except (TypeError, ValueError):
+        fmt_value = None
+    if fmt_value != FORMAT:
         raise OneshotError(f"{path} is an SQLite database but not a oneshot gallery: give the right file")
     row = ro.execute("SELECT version FROM schema_version").fetchone()
     version = int(row[0]) if row else 0
@@ -171,4 +244,4 @@ def _check_tables(path: Path, ro: sqlite3.Connection) -> None:
     if path.stat().st_size <= QUICK_CHECK_MAX_BYTES:
         verdict = ro.execute("PRAGMA quick_check(1)").fetchone()[0]
         if verdict != "ok":
-            raise OneshotError(f"gallery {path} is corrupt ({verdict}): restore it from an export")
+            raise OneshotError(f"gallery {path} is corrupt ({_one_line(verdict)}): restore it from an export")

@@ -26,10 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oneshot.data.store import ImageSet
+from oneshot.data.imageset import ImageSet
 from oneshot.errors import OneshotError
 from oneshot.methods.base import Episode, LossOutput, Method
-from oneshot.methods.pairs import check_choice, episode_images, infer_dim
+from oneshot.choices import check_choice
+from oneshot.encoders import embedding_dim
+from oneshot.methods.pairs import episode_images
 from oneshot.methods.protonet import prototypes
 
 MARGINS = ("arcface", "cosface")
@@ -90,7 +92,7 @@ class MarginSoftmax(Method):
         self.margin_type = check_choice("margin", "margin_type", margin_type, MARGINS)
         self.margin, self.scale = float(margin), float(scale)
         self.input_shape = [int(v) for v in input_shape]
-        dim = infer_dim(encoder, self.input_shape)
+        dim = embedding_dim(encoder, tuple(self.input_shape))  # type: ignore[arg-type]
         self.weight = nn.Parameter(torch.randn(self.num_classes, dim) * dim**-0.5)
 
     def options(self) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from oneshot.data.store import ImageSet
+from oneshot.data.imageset import ImageSet
 from oneshot.evaluation import evaluate
 from oneshot.methods.protonet import ProtoNet
 

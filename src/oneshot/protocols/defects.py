@@ -14,7 +14,7 @@ import torch
 
 from oneshot.data.archives import neu_split
 from oneshot.data.images import Preprocessing
-from oneshot.data.store import ImageSet
+from oneshot.data.imageset import ImageSet
 from oneshot.encoders import build_encoder
 from oneshot.evaluation import embed_all, evaluate
 from oneshot.methods import build_method

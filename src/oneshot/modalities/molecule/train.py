@@ -17,6 +17,7 @@ import numpy as np
 
 from oneshot.data.assays import MoleculeSet
 from oneshot.data.molecules import AssayTable
+from oneshot.training import TrainProgress
 from oneshot.modalities.molecule.features import molecule_features
 
 #: Training assays held out for validation (model selection) in the Tox21 few-shot split.
@@ -39,7 +40,7 @@ def train_molecule_model(
     encoder_options: dict[str, Any] | None = None,
     metadata: dict[str, Any] | None = None,
     val_draws: int = 20,
-    on_progress: Callable[[int, dict[str, float]], None] | None = None,
+    on_progress: Callable[[TrainProgress], None] | None = None,
 ):
     """Train ProtoNet + MoleculeMLP on assay episodes; the best checkpoint on ``val_tasks`` goes to ``out``.
 

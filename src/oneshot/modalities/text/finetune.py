@@ -188,7 +188,7 @@ def save_finetuned(embedder: TextEmbedder, out: str | Path, *, base: dict[str, A
     import shutil
     import tempfile
 
-    from oneshot.checkpoint import git_commit, machine_description, now_iso
+    from oneshot.provenance import git_commit, machine_description, now_iso
 
     out = Path(out)
     if out.exists() and not (out / PROVENANCE_FILE).is_file():
