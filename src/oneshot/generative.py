@@ -26,8 +26,8 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
-from oneshot.data.paths import atomic_write_bytes
 from oneshot.errors import OneshotError
+from oneshot.files import atomic_write_bytes
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

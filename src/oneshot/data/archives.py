@@ -29,9 +29,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from oneshot.data.images import Preprocessing, decode_image, open_image
-from oneshot.data.paths import RemoteFile, atomic_write_bytes, cache_dir, locate_files
 from oneshot.data.imageset import ImageSet
+from oneshot.data.paths import RemoteFile, cache_dir, locate_files
 from oneshot.errors import OneshotError
+from oneshot.files import atomic_write_bytes
 
 CACHE_FORMAT = 1
 

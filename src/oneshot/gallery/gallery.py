@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 
 from oneshot.errors import OneshotError, OneshotWarning, os_reason
-from oneshot.ranges import in_range
 from oneshot.gallery import adaptation, calibration, transfer
 from oneshot.gallery.binding import check_embedder, load_recorded, new_gallery_id, new_gallery_meta
 from oneshot.gallery.class_store import ClassStore, from_blob
@@ -40,6 +39,7 @@ from oneshot.gallery.quality import fill_report
 from oneshot.gallery.results import ClassInfo, EnrolReport, Identification, Match, Verification
 from oneshot.modalities import Embedder, Example, check_vectors, fingerprint_id, fingerprint_modality, load_embedder
 from oneshot.provenance import now_iso
+from oneshot.ranges import in_range
 
 
 class Gallery:

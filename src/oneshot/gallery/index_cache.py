@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 
 from oneshot.files import atomic_write_bytes
-
 from oneshot.gallery.class_store import ClassStore
 from oneshot.gallery.index import IndexSettings, TemplateIndex
 

@@ -11,8 +11,8 @@ rule is the nearest prototype (Snell et al. 2017), which metric methods override
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch

@@ -26,13 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oneshot.data.imageset import ImageSet
-from oneshot.errors import OneshotError
-from oneshot.methods.base import Episode, LossOutput, Method
 from oneshot.choices import check_choice
+from oneshot.data.imageset import ImageSet
 from oneshot.encoders import embedding_dim
+from oneshot.errors import OneshotError
+from oneshot.methods.base import Episode, LossOutput, Method, prototypes
 from oneshot.methods.pairs import episode_images
-from oneshot.methods.protonet import prototypes
 
 MARGINS = ("arcface", "cosface")
 

@@ -18,8 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from oneshot.data.augment import Augment
-from oneshot.methods.base import Episode, LossOutput, Method, full_precision
-from oneshot.methods.protonet import prototypes
+from oneshot.methods.base import Episode, LossOutput, Method, full_precision, prototypes
 
 
 class SimCLR(Method):

@@ -20,8 +20,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from oneshot.errors import OneshotError
-from oneshot.modalities.base import (Embedder, Example, Inline, RawInput, check_vectors, fingerprint_id,
-                                     fingerprint_modality, vector_fingerprint)
+from oneshot.modalities.base import (
+    Embedder,
+    Example,
+    Inline,
+    RawInput,
+    check_vectors,
+    fingerprint_id,
+    fingerprint_modality,
+    vector_fingerprint,
+)
 
 __all__ = ["BUILTIN", "CHECKPOINT_EMBEDDERS", "FOLDER_EMBEDDERS", "Embedder", "Example", "Inline", "RawInput",
            "check_vectors", "fingerprint_id", "fingerprint_modality", "load_embedder", "vector_fingerprint"]

@@ -19,8 +19,8 @@ import torch
 
 from oneshot.data.archives import ATT, _read_members, faces_split
 from oneshot.data.images import Preprocessing
-from oneshot.data.paths import locate_files
 from oneshot.data.imageset import ImageSet
+from oneshot.data.paths import locate_files
 from oneshot.errors import OneshotError
 from oneshot.evaluation import embed_all, evaluate
 from oneshot.methods.base import Method

@@ -17,8 +17,8 @@ import numpy as np
 
 from oneshot.data.assays import MoleculeSet
 from oneshot.data.molecules import AssayTable
-from oneshot.training import TrainProgress
 from oneshot.modalities.molecule.features import molecule_features
+from oneshot.training import TrainProgress
 
 #: Training assays held out for validation (model selection) in the Tox21 few-shot split.
 TOX21_VAL = ("NR-AhR", "SR-ARE")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from oneshot.data.paths import atomic_write_bytes, cache_dir
+from oneshot.data.paths import cache_dir
+from oneshot.files import atomic_write_bytes
 from oneshot.modalities.base import fingerprint_id
 from oneshot.modalities.text.embedder import TextEmbedder
 
