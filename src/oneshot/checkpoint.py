@@ -255,13 +255,14 @@ def load_checkpoint(
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise OneshotError(f"{path}: weights do not match the {meta['method']}/{meta['encoder']} model its metadata describes ({first})") from None
-    prep = meta["preprocessing"]
-    try:
-        with torch.no_grad():
-            method.eval().embed(torch.zeros(1, prep["channels"], prep["size"], prep["size"]))
-    except (RuntimeError, ValueError) as exc:
-        raise OneshotError(f"{path}: its preprocessing ({prep['channels']}x{prep['size']}x{prep['size']}) does not suit "
-                           f"its {meta['encoder']} encoder ({str(exc).splitlines()[0][:120]}): re-download or retrain it") from None
+    if meta.get("modality", "image") == "image":  # molecule checkpoints featurise SMILES, no image preprocessing
+        prep = meta["preprocessing"]
+        try:
+            with torch.no_grad():
+                method.eval().embed(torch.zeros(1, prep["channels"], prep["size"], prep["size"]))
+        except (RuntimeError, ValueError) as exc:
+            raise OneshotError(f"{path}: its preprocessing ({prep['channels']}x{prep['size']}x{prep['size']}) does not suit "
+                               f"its {meta['encoder']} encoder ({str(exc).splitlines()[0][:120]}): re-download or retrain it") from None
     method.to(device).eval()
     return Checkpoint(method, meta)
 

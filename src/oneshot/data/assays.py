@@ -111,6 +111,8 @@ class AssayEpisodeSampler:
     replacement. ``classes`` is (2,) = (2t, 2t+1) for assay t.
     """
 
+    tasks = 1  # one episode per training step (the IndexSampler protocol)
+
     def __init__(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]], shots: int, queries: int, episodes: int,
                  seed: int = 0, start: int = 0) -> None:
         for t, (neg, pos) in enumerate(pairs):
