@@ -23,6 +23,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 console = Console(stderr=True)
 
+DEFAULT_CHECKPOINT = "omniglot"  # the shipped ProtoNet (oneshot.weights); a path works everywhere a name does
+CHECKPOINT_HELP = "a built-in encoder name (`oneshot encoders`) or a checkpoint file (.safetensors)"
+
 DataDir = Annotated[Optional[Path], typer.Option(help="Folder with the dataset files (else $ONESHOT_DATA, then the user cache, then download).")]
 Device = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu or cuda.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
