@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from oneshot.checkpoint import read_metadata
-from oneshot.provenance import git_commit, machine_description, now_iso
 from oneshot.protocols.defects import run_defects
+from oneshot.provenance import git_commit, machine_description, now_iso
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,15 +42,26 @@ def main() -> None:
     meta = read_metadata(a.checkpoint)
     t = meta.get("training", {})
     res["episodes"] = a.episodes
-    res["training"] = {"minutes": round(t.get("config", {}).get("max_minutes", 0), 1), "episodes": t.get("episodes_trained"),
-                       "val_accuracy": t.get("val_accuracy"), "val_shape": t.get("val_shape"), "command": t.get("command"),
-                       "encoder": meta["encoder"], "encoder_options": meta["encoder_options"], "device": t.get("device")}
+    res["training"] = {
+        "minutes": round(t.get("config", {}).get("max_minutes", 0), 1),
+        "episodes": t.get("episodes_trained"),
+        "val_accuracy": t.get("val_accuracy"),
+        "val_shape": t.get("val_shape"),
+        "command": t.get("command"),
+        "encoder": meta["encoder"],
+        "encoder_options": meta["encoder_options"],
+        "device": t.get("device"),
+    }
     if a.copy_to:
         shutil.copyfile(a.checkpoint, a.copy_to)
         res["checkpoint"] = a.copy_to
-    res.update(command="python " + " ".join(shlex.quote(x) for x in sys.argv), commit=git_commit(),
-               machine=machine_description(), date=now_iso(),
-               note="CPU times measured on 2 cores shared with other jobs (contended)")
+    res.update(
+        command="python " + " ".join(shlex.quote(x) for x in sys.argv),
+        commit=git_commit(),
+        machine=machine_description(),
+        date=now_iso(),
+        note="CPU times measured on 2 cores shared with other jobs (contended)",
+    )
     Path(a.out).write_text(json.dumps(res, indent=2))
     for name, r in res["methods"].items():
         print(f"{name:17s} " + "  ".join(f"{k} {100 * v['accuracy']:.2f} +- {100 * v['ci95']:.2f}" for k, v in r.items()))

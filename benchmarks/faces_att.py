@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from oneshot.checkpoint import read_metadata
-from oneshot.provenance import git_commit, machine_description, now_iso
 from oneshot.protocols.faces import run_faces
+from oneshot.provenance import git_commit, machine_description, now_iso
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,31 +40,49 @@ def main() -> None:
     candidates = []
     for c in a.checkpoints:
         t = read_metadata(c).get("training", {})
-        candidates.append({"checkpoint": c, "val_accuracy": t.get("val_accuracy"), "val_shape": t.get("val_shape"),
-                           "augment": (t.get("config") or {}).get("augment"), "train_command": t.get("command"),
-                           "episodes_trained": t.get("episodes_trained")})
+        candidates.append(
+            {
+                "checkpoint": c,
+                "val_accuracy": t.get("val_accuracy"),
+                "val_shape": t.get("val_shape"),
+                "augment": (t.get("config") or {}).get("augment"),
+                "train_command": t.get("command"),
+                "episodes_trained": t.get("episodes_trained"),
+            }
+        )
     chosen = max(candidates, key=lambda r: r["val_accuracy"])
     t0 = time.perf_counter()
     res = run_faces(chosen["checkpoint"], a.episodes, roc_png=Path(a.out).with_name("faces_att_roc.png"))
     res["evaluation_cpu_seconds"] = round(time.perf_counter() - t0, 1)
     meta = read_metadata(chosen["checkpoint"])
     train = meta.get("training", {})
-    res["training"] = {"minutes": round(train.get("config", {}).get("max_minutes", 0), 1),
-                       "episodes": train.get("episodes_trained"), "device": train.get("device"),
-                       "encoder": meta["encoder"], "encoder_options": meta["encoder_options"]}
+    res["training"] = {
+        "minutes": round(train.get("config", {}).get("max_minutes", 0), 1),
+        "episodes": train.get("episodes_trained"),
+        "device": train.get("device"),
+        "encoder": meta["encoder"],
+        "encoder_options": meta["encoder_options"],
+    }
     if a.copy_to:
         shutil.copyfile(chosen["checkpoint"], a.copy_to)
         res["checkpoint"] = a.copy_to
-    res.update(candidates=candidates, chosen_by="validation accuracy (s17-s20)",
-               command="python " + " ".join(shlex.quote(x) for x in sys.argv), commit=git_commit(),
-               machine=machine_description(), date=now_iso(),
-               note="CPU times measured on 2 cores shared with other jobs (contended)")
+    res.update(
+        candidates=candidates,
+        chosen_by="validation accuracy (s17-s20)",
+        command="python " + " ".join(shlex.quote(x) for x in sys.argv),
+        commit=git_commit(),
+        machine=machine_description(),
+        date=now_iso(),
+        note="CPU times measured on 2 cores shared with other jobs (contended)",
+    )
     Path(a.out).write_text(json.dumps(res, indent=2))
     m = res["methods"]
     for name, r in m.items():
         v = r["verification"]
-        print(f"{name:11s} 20-way 1-shot {100 * r['accuracy']:.2f} +- {100 * r['ci95']:.2f}  EER {100 * v['eer']:.2f}%  "
-              f"TAR@1e-2 {100 * v['tar_at_far_1e-2']:.1f}%  TAR@1e-3 {100 * v['tar_at_far_1e-3']:.1f}%")
+        print(
+            f"{name:11s} 20-way 1-shot {100 * r['accuracy']:.2f} +- {100 * r['ci95']:.2f}  EER {100 * v['eer']:.2f}%  "
+            f"TAR@1e-2 {100 * v['tar_at_far_1e-2']:.1f}%  TAR@1e-3 {100 * v['tar_at_far_1e-3']:.1f}%"
+        )
     print(json.dumps(res["gallery"]))
 
 

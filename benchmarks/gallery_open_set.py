@@ -50,8 +50,9 @@ def write_png(path: Path, img: np.ndarray) -> Path:
     return path
 
 
-def run_seed(seed: int, enc: ImageEmbedder, test, z_test: np.ndarray, val, z_val: np.ndarray, targets: list[float],
-             workdir: Path) -> dict:
+def run_seed(
+    seed: int, enc: ImageEmbedder, test, z_test: np.ndarray, val, z_val: np.ndarray, targets: list[float], workdir: Path
+) -> dict:
     rng = np.random.default_rng(seed)
     labels = test.labels.numpy()
     chars = rng.permutation(test.num_classes)
@@ -61,8 +62,13 @@ def run_seed(seed: int, enc: ImageEmbedder, test, z_test: np.ndarray, val, z_val
     gen_idx = np.concatenate([np.setdiff1d(members[c], [e]) for c, e in zip(enrolled, enrol_idx)])
     imp_idx = np.concatenate([members[c] for c in strangers])
     path = workdir / f"open_set_{seed}.gallery"
-    out: dict = {"seed": seed, "enrolled": 100, "strangers": 500, "genuine_queries": int(len(gen_idx)),
-                 "stranger_queries": int(len(imp_idx))}
+    out: dict = {
+        "seed": seed,
+        "enrolled": 100,
+        "strangers": 500,
+        "genuine_queries": int(len(gen_idx)),
+        "stranger_queries": int(len(imp_idx)),
+    }
     t0 = time.perf_counter()
     with Gallery.open(path, encoder=enc) as g:
         warnings = 0
@@ -81,8 +87,15 @@ def run_seed(seed: int, enc: ImageEmbedder, test, z_test: np.ndarray, val, z_val
         correct = np.array([names[int(i)] == test.class_names[labels[q]] for i, q in zip(gen_ids[:, 0], gen_idx)])
         out["closed_set_accuracy"] = float(correct.mean())
         # Verification pairs: genuine vs own template, strangers vs every enrolled template.
-        tmpl = np.stack([np.frombuffer(g.store.conn.execute("SELECT template FROM classes WHERE label = ?",
-                                                            (test.class_names[c],)).fetchone()[0], np.float32) for c in enrolled])
+        tmpl = np.stack(
+            [
+                np.frombuffer(
+                    g.store.conn.execute("SELECT template FROM classes WHERE label = ?", (test.class_names[c],)).fetchone()[0],
+                    np.float32,
+                )
+                for c in enrolled
+            ]
+        )
         own = {c: j for j, c in enumerate(enrolled)}
         gen_pair = np.einsum("nd,nd->n", z_test[gen_idx], tmpl[[own[labels[q]] for q in gen_idx]])
         imp_pair = (z_test[imp_idx] @ tmpl.T).ravel()
@@ -91,7 +104,8 @@ def run_seed(seed: int, enc: ImageEmbedder, test, z_test: np.ndarray, val, z_val
             rec = g.calibrate(z_val, val.labels.numpy(), target_far=far, gallery_size=100, source="omniglot lake val")
             ti, tv = rec["identify_threshold"], rec["verify_threshold"]
             out["targets"][f"{far:g}"] = {
-                "identify_threshold": ti, "verify_threshold": tv,
+                "identify_threshold": ti,
+                "verify_threshold": tv,
                 "validation_measured": rec["measured"],
                 "identify_far": float(np.mean(imp_scores[:, 0] >= ti)),
                 "identify_tar": float(np.mean(correct & (gen_scores[:, 0] >= ti))),
@@ -112,8 +126,9 @@ LEVERS = [  # (name, normalisation, k, identify calibration)
 ]
 
 
-def run_levers(seeds: list[int], test, z_test: np.ndarray, val, z_val: np.ndarray, cohort: np.ndarray,
-               targets: list[float]) -> list[dict]:
+def run_levers(
+    seeds: list[int], test, z_test: np.ndarray, val, z_val: np.ndarray, cohort: np.ndarray, targets: list[float]
+) -> list[dict]:
     """Each lever on each seed: validation-measured and test rates at each target."""
     from oneshot.gallery.calibration import calibrate
     from oneshot.gallery.normalise import CohortNorm
@@ -128,8 +143,11 @@ def run_levers(seeds: list[int], test, z_test: np.ndarray, val, z_val: np.ndarra
         for far in targets:
             rec = calibrate(z_val, val.labels.numpy(), far, 100, score=norm.scores, identify_method=ident)
             recs[far] = rec
-            row["validation"][f"{far:g}"] = {**rec["measured"], "identify_threshold": rec["identify_threshold"],
-                                              "verify_threshold": rec["verify_threshold"]}
+            row["validation"][f"{far:g}"] = {
+                **rec["measured"],
+                "identify_threshold": rec["identify_threshold"],
+                "verify_threshold": rec["verify_threshold"],
+            }
         for seed in seeds:
             rng = np.random.default_rng(seed)  # the same draws as run_seed
             chars = rng.permutation(test.num_classes)
@@ -148,25 +166,41 @@ def run_levers(seeds: list[int], test, z_test: np.ndarray, val, z_val: np.ndarra
             for far in targets:
                 ti, tv = recs[far]["identify_threshold"], recs[far]["verify_threshold"]
                 r["targets"][f"{far:g}"] = {
-                    "identify_far": float(np.mean(imp_best >= ti)), "identify_tar": float(np.mean(correct & (gen_best >= ti))),
-                    "verify_far": float(np.mean(im >= tv)), "verify_tar": float(np.mean(gen_pair >= tv))}
+                    "identify_far": float(np.mean(imp_best >= ti)),
+                    "identify_tar": float(np.mean(correct & (gen_best >= ti))),
+                    "verify_far": float(np.mean(im >= tv)),
+                    "verify_tar": float(np.mean(gen_pair >= tv)),
+                }
             row["runs"].append(r)
         row["test"] = {"closed_set_accuracy": float(np.mean([r["closed_set_accuracy"] for r in row["runs"]]))}
         for far in targets:
             key = f"{far:g}"
-            row["test"][key] = {m: float(np.mean([r["targets"][key][m] for r in row["runs"]]))
-                                for m in ("identify_far", "identify_tar", "verify_far", "verify_tar")}
+            row["test"][key] = {
+                m: float(np.mean([r["targets"][key][m] for r in row["runs"]]))
+                for m in ("identify_far", "identify_tar", "verify_far", "verify_tar")
+            }
         out.append(row)
         v = row["validation"]
-        print(f"{name}: val " + "; ".join(f"{k_}: id FAR {x['identify_far']:.4f} TAR {x['identify_tar']:.4f} ver TAR {x['verify_tar']:.4f}" for k_, x in v.items())
-              + f" | test closed {row['test']['closed_set_accuracy']:.4f} "
-              + "; ".join(f"{k_}: id FAR {row['test'][k_]['identify_far']:.4f} TAR {row['test'][k_]['identify_tar']:.4f} ver FAR {row['test'][k_]['verify_far']:.5f} TAR {row['test'][k_]['verify_tar']:.4f}" for k_ in v), flush=True)
+        print(
+            f"{name}: val "
+            + "; ".join(
+                f"{k_}: id FAR {x['identify_far']:.4f} TAR {x['identify_tar']:.4f} ver TAR {x['verify_tar']:.4f}"
+                for k_, x in v.items()
+            )
+            + f" | test closed {row['test']['closed_set_accuracy']:.4f} "
+            + "; ".join(
+                f"{k_}: id FAR {row['test'][k_]['identify_far']:.4f} TAR {row['test'][k_]['identify_tar']:.4f} ver FAR {row['test'][k_]['verify_far']:.5f} TAR {row['test'][k_]['verify_tar']:.4f}"
+                for k_ in v
+            ),
+            flush=True,
+        )
     base = out[0]["validation"]
     for row in out:
         v = row["validation"]
         row["kept"] = row is not out[0] and all(
             v[k]["identify_far"] <= float(k) and v[k]["verify_far"] <= float(k) and v[k]["identify_tar"] > base[k]["identify_tar"]
-            for k in v)
+            for k in v
+        )
     return out
 
 
@@ -199,12 +233,23 @@ def main() -> None:
         cohort = enc.embed_images(bg.images[first].numpy())
         cohort /= np.linalg.norm(cohort, axis=1, keepdims=True)
         rows = run_levers(args.seeds, test, z_test, val, z_val, cohort, args.targets)
-        args.out.write_text(json.dumps({
-            "benchmark": "gallery_open_set_levers", "encoder": str(args.encoder),
-            "encoder_fingerprint": enc.fingerprint["tensors_sha256"][:16], "cohort": f"{len(cohort)} background characters, first drawing each",
-            "seeds": args.seeds, "targets": args.targets,
-            "rule": "kept when, on validation at every target, identify and verify FAR <= target and identify TAR > plain",
-            "levers": rows, **provenance(), "load_average_at_start": os.getloadavg()}, indent=2))
+        args.out.write_text(
+            json.dumps(
+                {
+                    "benchmark": "gallery_open_set_levers",
+                    "encoder": str(args.encoder),
+                    "encoder_fingerprint": enc.fingerprint["tensors_sha256"][:16],
+                    "cohort": f"{len(cohort)} background characters, first drawing each",
+                    "seeds": args.seeds,
+                    "targets": args.targets,
+                    "rule": "kept when, on validation at every target, identify and verify FAR <= target and identify TAR > plain",
+                    "levers": rows,
+                    **provenance(),
+                    "load_average_at_start": os.getloadavg(),
+                },
+                indent=2,
+            )
+        )
         print(f"wrote {args.out}")
         return
     runs = []
@@ -212,8 +257,10 @@ def main() -> None:
         for seed in args.seeds:
             runs.append(run_seed(seed, enc, test, z_test, val, z_val, args.targets, Path(tmp)))
             r = runs[-1]
-            line = "  ".join(f"FAR {k}: id FAR {v['identify_far']:.4f} TAR {v['identify_tar']:.4f} | ver FAR {v['verify_far']:.5f} TAR {v['verify_tar']:.4f}"
-                             for k, v in r["targets"].items())
+            line = "  ".join(
+                f"FAR {k}: id FAR {v['identify_far']:.4f} TAR {v['identify_tar']:.4f} | ver FAR {v['verify_far']:.5f} TAR {v['verify_tar']:.4f}"
+                for k, v in r["targets"].items()
+            )
             print(f"seed {seed}: closed-set {r['closed_set_accuracy']:.4f}  {line}", flush=True)
 
     def agg(get) -> dict:
@@ -223,24 +270,32 @@ def main() -> None:
     summary = {"closed_set_accuracy": agg(lambda r: r["closed_set_accuracy"])}
     for far in args.targets:
         k = f"{far:g}"
-        summary[k] = {m: agg(lambda r, m=m: r["targets"][k][m]) for m in
-                      ("identify_far", "identify_tar", "verify_far", "verify_tar", "identify_threshold", "verify_threshold")}
+        summary[k] = {
+            m: agg(lambda r, m=m: r["targets"][k][m])
+            for m in ("identify_far", "identify_tar", "verify_far", "verify_tar", "identify_threshold", "verify_threshold")
+        }
     result = {
-        "benchmark": "gallery_open_set", "encoder": str(args.encoder.relative_to(ROOT) if args.encoder.is_relative_to(ROOT) else args.encoder),
-        "encoder_fingerprint": enc.fingerprint["tensors_sha256"][:16], "embed_seconds": embed_seconds,
+        "benchmark": "gallery_open_set",
+        "encoder": str(args.encoder.relative_to(ROOT) if args.encoder.is_relative_to(ROOT) else args.encoder),
+        "encoder_fingerprint": enc.fingerprint["tensors_sha256"][:16],
+        "embed_seconds": embed_seconds,
         "protocol": "Omniglot evaluation set (Lake split test): 100 characters enrolled from 1 drawing, queries = their 19 "
-                    "other drawings + all 20 drawings of 500 never-enrolled characters; thresholds calibrated on the Lake "
-                    "validation alphabets for a 100-class gallery",
-        "summary": summary, "runs": runs,
-        **provenance(), "load_average_at_start": os.getloadavg(),
+        "other drawings + all 20 drawings of 500 never-enrolled characters; thresholds calibrated on the Lake "
+        "validation alphabets for a 100-class gallery",
+        "summary": summary,
+        "runs": runs,
+        **provenance(),
+        "load_average_at_start": os.getloadavg(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"closed-set accuracy {summary['closed_set_accuracy']['mean']:.4f} +- {summary['closed_set_accuracy']['std']:.4f}")
     for far in args.targets:
         s = summary[f"{far:g}"]
-        print(f"target FAR {far:g}: identify FAR {s['identify_far']['mean']:.4f} TAR {s['identify_tar']['mean']:.4f}; "
-              f"verify FAR {s['verify_far']['mean']:.5f} TAR {s['verify_tar']['mean']:.4f}")
+        print(
+            f"target FAR {far:g}: identify FAR {s['identify_far']['mean']:.4f} TAR {s['identify_tar']['mean']:.4f}; "
+            f"verify FAR {s['verify_far']['mean']:.5f} TAR {s['verify_tar']['mean']:.4f}"
+        )
     print(f"wrote {args.out}")
 
 

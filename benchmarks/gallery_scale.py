@@ -72,8 +72,10 @@ def real_embeddings(encoder: Path, data_dir: str | None) -> np.ndarray:
     cache = Path(tempfile.gettempdir()) / f"oneshot_real_emb_{enc.fingerprint['tensors_sha256'][:16]}.npy"
     if cache.is_file():
         return np.load(cache)
-    parts = [enc.embed_images(load_characters(kind, enc.preprocessing, data_dir).images.numpy())
-             for kind in ("background", "evaluation")]
+    parts = [
+        enc.embed_images(load_characters(kind, enc.preprocessing, data_dir).images.numpy())
+        for kind in ("background", "evaluation")
+    ]
     x = np.concatenate(parts)
     np.save(cache, x)
     return x
@@ -85,7 +87,7 @@ def make_data(kind: str, dim: int, n: int, encoder: Path | None, data_dir: str |
     if kind == "random":
         out = np.empty((n, dim), np.float32)
         for s in range(0, n, 100000):
-            out[s:s + 100000] = unit(rng.standard_normal((min(100000, n - s), dim), dtype=np.float32))
+            out[s : s + 100000] = unit(rng.standard_normal((min(100000, n - s), dim), dtype=np.float32))
         return out, {"kind": "random", "description": "isotropic Gaussian, L2-normalised"}
     if encoder is None:
         raise SystemExit("--data real needs --encoder")
@@ -104,10 +106,14 @@ def make_data(kind: str, dim: int, n: int, encoder: Path | None, data_dir: str |
         z = (mu + rng.standard_normal((m, len(mu))) @ chol.T).astype(np.float32)
         if proj is not None:
             z = z @ proj + 0.1 * scale * rng.standard_normal((m, dim), dtype=np.float32)
-        out[s:s + m] = unit(z)
-    return out, {"kind": "real-derived", "base_embeddings": int(len(base)), "encoder": str(encoder),
-                 "description": "Gaussian fitted to Conv-4 embeddings of all Omniglot drawings" +
-                                (f", mapped 64->{dim} by a random orthonormal matrix + 10% isotropic noise" if proj is not None else "")}
+        out[s : s + m] = unit(z)
+    return out, {
+        "kind": "real-derived",
+        "base_embeddings": int(len(base)),
+        "encoder": str(encoder),
+        "description": "Gaussian fitted to Conv-4 embeddings of all Omniglot drawings"
+        + (f", mapped 64->{dim} by a random orthonormal matrix + 10% isotropic noise" if proj is not None else ""),
+    }
 
 
 def make_queries(templates: np.ndarray, m: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -126,14 +132,18 @@ def latency(search, q: np.ndarray, count: int) -> dict:
         search(q[i % len(q)][None])
         times.append(time.perf_counter() - t0)
     t = np.array(times) * 1000
-    return {"queries": count, "p50_ms": float(np.percentile(t, 50)), "p99_ms": float(np.percentile(t, 99)),
-            "mean_ms": float(t.mean())}
+    return {
+        "queries": count,
+        "p50_ms": float(np.percentile(t, 50)),
+        "p99_ms": float(np.percentile(t, 99)),
+        "mean_ms": float(t.mean()),
+    }
 
 
 def batch_throughput(search, q: np.ndarray, batch: int, max_seconds: float) -> dict:
     done, t0 = 0, time.perf_counter()
     while done < len(q):
-        search(q[done:done + batch])
+        search(q[done : done + batch])
         done += batch
         if time.perf_counter() - t0 > max_seconds:
             break
@@ -148,9 +158,13 @@ def measure_candidates(args: argparse.Namespace, row: dict, templates: np.ndarra
     exact = TemplateIndex.build(args.dim, ids, templates, IndexSettings(approx_above=10**12))
     _, ex_ids = exact.search(queries, args.k)
     n_single = min(args.single, max(20, int(2e8 / (args.n * args.dim))))
-    row["candidates"] = {"exact": {"memory_vs_raw": exact.nbytes() / raw, "bytes_per_template": exact.nbytes() / args.n,
-                                   "sweep": {"-": {"recall_at_1": 1.0,
-                                                   "single": latency(lambda q: exact.search(q, args.k), queries, n_single)}}}}
+    row["candidates"] = {
+        "exact": {
+            "memory_vs_raw": exact.nbytes() / raw,
+            "bytes_per_template": exact.nbytes() / args.n,
+            "sweep": {"-": {"recall_at_1": 1.0, "single": latency(lambda q: exact.search(q, args.k), queries, n_single)}},
+        }
+    }
     del exact
     print(f"  exact: p50 {row['candidates']['exact']['sweep']['-']['single']['p50_ms']:.3f} ms", flush=True)
     for name, overrides, knob, values in CANDIDATES:
@@ -166,21 +180,33 @@ def measure_candidates(args: argparse.Namespace, row: dict, templates: np.ndarra
             index.vectors = vectors if factor else None
             settings.refine_factor = factor or settings.refine_factor
             label = f"{name} + refine x{factor}" if factor else (f"{name}, no refine" if mode else name)
-            out = {"kind": settings.approx_kind, "settings": settings.to_dict(), "refine_factor": factor,
-                   "build_seconds": build, "bytes_per_template": index.nbytes() / args.n,
-                   "memory_vs_raw": index.nbytes() / raw, "knob": knob, "sweep": {}}
+            out = {
+                "kind": settings.approx_kind,
+                "settings": settings.to_dict(),
+                "refine_factor": factor,
+                "build_seconds": build,
+                "bytes_per_template": index.nbytes() / args.n,
+                "memory_vs_raw": index.nbytes() / raw,
+                "knob": knob,
+                "sweep": {},
+            }
             for v in values:
                 setattr(settings, knob, v)
                 if knob == "ef_search":
                     faiss_hnsw = __import__("faiss").downcast_index(index.main.index)
                     faiss_hnsw.hnsw.efSearch = v
                 _, a_ids = index.search(queries, args.k)
-                r = {"recall_at_1": float(np.mean(a_ids[:, 0] == ex_ids[:, 0])),
-                     "recall_at_k": float(np.mean([len(set(a) & set(b)) / args.k for a, b in zip(a_ids, ex_ids)])),
-                     "single": latency(lambda q: index.search(q, args.k), queries, args.single)}
+                r = {
+                    "recall_at_1": float(np.mean(a_ids[:, 0] == ex_ids[:, 0])),
+                    "recall_at_k": float(np.mean([len(set(a) & set(b)) / args.k for a, b in zip(a_ids, ex_ids)])),
+                    "single": latency(lambda q: index.search(q, args.k), queries, args.single),
+                }
                 out["sweep"][str(v)] = r
-                print(f"  {label} {knob}={v}: {out['memory_vs_raw']:.2f}x raw, recall@1 {r['recall_at_1']:.4f}, "
-                      f"p50 {r['single']['p50_ms']:.3f} ms, p99 {r['single']['p99_ms']:.3f} ms", flush=True)
+                print(
+                    f"  {label} {knob}={v}: {out['memory_vs_raw']:.2f}x raw, recall@1 {r['recall_at_1']:.4f}, "
+                    f"p50 {r['single']['p50_ms']:.3f} ms, p99 {r['single']['p99_ms']:.3f} ms",
+                    flush=True,
+                )
             row["candidates"][label] = out
         index.vectors = vectors
         del index
@@ -211,9 +237,16 @@ def main() -> None:
 
     import faiss
 
-    row: dict = {"data": args.data, "dim": args.dim, "n": args.n, "k": args.k, "faiss": faiss.__version__,
-                 "threads": faiss.omp_get_max_threads(),
-                 **provenance(), "load_average_at_start": os.getloadavg()}
+    row: dict = {
+        "data": args.data,
+        "dim": args.dim,
+        "n": args.n,
+        "k": args.k,
+        "faiss": faiss.__version__,
+        "threads": faiss.omp_get_max_threads(),
+        **provenance(),
+        "load_average_at_start": os.getloadavg(),
+    }
     t0 = time.perf_counter()
     templates, row["data_info"] = make_data(args.data, args.dim, args.n, args.encoder, args.data_dir)
     source, queries = make_queries(templates, args.queries)
@@ -235,15 +268,24 @@ def main() -> None:
         g.enrol_vectors(labels, templates, batch=10000)
         dt = time.perf_counter() - t0
         g.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        db_bytes = sum(f.stat().st_size for f in args.workdir.iterdir() if f.name.startswith("scale.gallery") and not f.name.endswith(".faiss"))
-        row["enrol"] = {"seconds": dt, "templates_per_second": args.n / dt, "db_bytes_per_template": db_bytes / args.n,
-                        "transaction": "10000 enrolments"}
+        db_bytes = sum(
+            f.stat().st_size
+            for f in args.workdir.iterdir()
+            if f.name.startswith("scale.gallery") and not f.name.endswith(".faiss")
+        )
+        row["enrol"] = {
+            "seconds": dt,
+            "templates_per_second": args.n / dt,
+            "db_bytes_per_template": db_bytes / args.n,
+            "transaction": "10000 enrolments",
+        }
         print(f"  enrol: {args.n / dt:.0f} templates/s, db {db_bytes / args.n:.0f} B/template", flush=True)
         t0 = time.perf_counter()
         g.identify(queries[:1], k=args.k)  # builds the exact index from SQLite
         row["enrol"]["exact_index_from_sqlite_seconds"] = time.perf_counter() - t0
-        row["identify_api_exact"] = latency(lambda q: g.identify(q, k=args.k), queries,
-                                            min(args.single, max(20, int(2e8 / (args.n * args.dim)))))
+        row["identify_api_exact"] = latency(
+            lambda q: g.identify(q, k=args.k), queries, min(args.single, max(20, int(2e8 / (args.n * args.dim))))
+        )
         print(f"  Gallery.identify (exact): p50 {row['identify_api_exact']['p50_ms']:.3f} ms", flush=True)
         g.close()
         shutil.rmtree(args.workdir, ignore_errors=True)
@@ -256,11 +298,17 @@ def main() -> None:
     build = time.perf_counter() - t0
     n_single = min(args.single, max(20, int(2e8 / (args.n * args.dim))))
     ex_scores, ex_ids = exact.search(queries, args.k)
-    results["exact"] = {"build_seconds": build, "bytes_per_template": exact.nbytes() / args.n,
-                        "memory_vs_raw": exact.nbytes() / raw_bytes,
-                        "single": latency(lambda q: exact.search(q, args.k), queries, n_single),
-                        "batch": batch_throughput(lambda q: exact.search(q, args.k), queries, 1000, 60)}
-    print(f"  exact: p50 {results['exact']['single']['p50_ms']:.3f} ms, batch {results['exact']['batch']['queries_per_second']:.0f} q/s", flush=True)
+    results["exact"] = {
+        "build_seconds": build,
+        "bytes_per_template": exact.nbytes() / args.n,
+        "memory_vs_raw": exact.nbytes() / raw_bytes,
+        "single": latency(lambda q: exact.search(q, args.k), queries, n_single),
+        "batch": batch_throughput(lambda q: exact.search(q, args.k), queries, 1000, 60),
+    }
+    print(
+        f"  exact: p50 {results['exact']['single']['p50_ms']:.3f} ms, batch {results['exact']['batch']['queries_per_second']:.0f} q/s",
+        flush=True,
+    )
     del exact
     # HNSW.
     settings = IndexSettings(approx_above=0, hnsw_m=args.hnsw_m, ef_construction=args.ef_construction)
@@ -268,25 +316,38 @@ def main() -> None:
     hnsw = TemplateIndex.build(args.dim, ids, templates, settings)
     build = time.perf_counter() - t0
     print(f"  hnsw built in {build:.1f}s", flush=True)
-    results["hnsw"] = {"build_seconds": build, "m": args.hnsw_m, "ef_construction": args.ef_construction,
-                       "bytes_per_template": hnsw.nbytes() / args.n, "memory_vs_raw": hnsw.nbytes() / raw_bytes, "ef_search": {}}
+    results["hnsw"] = {
+        "build_seconds": build,
+        "m": args.hnsw_m,
+        "ef_construction": args.ef_construction,
+        "bytes_per_template": hnsw.nbytes() / args.n,
+        "memory_vs_raw": hnsw.nbytes() / raw_bytes,
+        "ef_search": {},
+    }
     for ef in args.ef_search:
         hnsw.settings.ef_search = ef
         _, h_ids = hnsw.search(queries, args.k)
-        r = {"recall_at_1": float(np.mean(h_ids[:, 0] == ex_ids[:, 0])),
-             "recall_at_k": float(np.mean([len(set(a) & set(b)) / args.k for a, b in zip(h_ids, ex_ids)])),
-             "single": latency(lambda q: hnsw.search(q, args.k), queries, args.single),
-             "batch": batch_throughput(lambda q: hnsw.search(q, args.k), queries, 1000, 60)}
+        r = {
+            "recall_at_1": float(np.mean(h_ids[:, 0] == ex_ids[:, 0])),
+            "recall_at_k": float(np.mean([len(set(a) & set(b)) / args.k for a, b in zip(h_ids, ex_ids)])),
+            "single": latency(lambda q: hnsw.search(q, args.k), queries, args.single),
+            "batch": batch_throughput(lambda q: hnsw.search(q, args.k), queries, 1000, 60),
+        }
         results["hnsw"]["ef_search"][str(ef)] = r
-        print(f"  hnsw ef={ef}: recall@1 {r['recall_at_1']:.4f}, p50 {r['single']['p50_ms']:.3f} ms, p99 {r['single']['p99_ms']:.3f} ms, "
-              f"batch {r['batch']['queries_per_second']:.0f} q/s", flush=True)
+        print(
+            f"  hnsw ef={ef}: recall@1 {r['recall_at_1']:.4f}, p50 {r['single']['p50_ms']:.3f} ms, p99 {r['single']['p99_ms']:.3f} ms, "
+            f"batch {r['batch']['queries_per_second']:.0f} q/s",
+            flush=True,
+        )
     row["index"] = results
     row["exact_top1_is_source_template"] = float(np.mean(ex_ids[:, 0] == source + 1))
     key = f"{args.data}-d{args.dim}-n{args.n}"
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     import fcntl
 
-    with open(Path(tempfile.gettempdir()) / "oneshot_gallery_scale.lock", "w") as lock:  # runs of other configurations may finish at once
+    with open(
+        Path(tempfile.gettempdir()) / "oneshot_gallery_scale.lock", "w"
+    ) as lock:  # runs of other configurations may finish at once
         fcntl.flock(lock, fcntl.LOCK_EX)
         all_rows = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
         all_rows[key] = row

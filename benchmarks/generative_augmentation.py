@@ -30,12 +30,12 @@ import numpy as np
 import torch
 
 from oneshot.checkpoint import load_checkpoint
-from oneshot.provenance import git_commit, machine_description, now_iso
 from oneshot.data.augment import Augment
 from oneshot.data.imageset import ImageSet
 from oneshot.evaluation import embed_all, mean_ci95
 from oneshot.experiment import load_split
 from oneshot.generative import Generator, choose, episode_accuracy, generator_path
+from oneshot.provenance import git_commit, machine_description, now_iso
 
 ROOT = Path(__file__).resolve().parent.parent
 AUGMENTS = {
@@ -60,7 +60,7 @@ def augmented(method, images: torch.Tensor, aug: Augment, n: int, seed: int = 0)
     for i in range(n):
         views = []
         for s in range(0, len(images), 4096):
-            x = images[s:s + 4096].float().div(255)
+            x = images[s : s + 4096].float().div(255)
             x = aug(x, torch.Generator().manual_seed(seed * 1000 + i * 100 + s // 4096))
             with torch.no_grad():
                 views.append(method.embed(x).float())
@@ -114,9 +114,18 @@ def run_domain(domain: str, checkpoint: str, n: int, episodes: int, data_dir) ->
     for name in ("geometric", "generative"):
         d, dci = mean_ci95(per[name] - per["none"])
         rows[name]["change_vs_none"] = {"mean": d, "ci95": dci}
-    return {"checkpoint": checkpoint, "ways": ways, "shots": 1, "episodes": episodes, "n": n, "rows": rows,
-            "test_classes": test.num_classes, "validation_classes": val.num_classes,
-            "generator": {"k": gen.k, "alpha": gen.alpha, **gen.info}, "cpu_seconds": round(time.perf_counter() - t0, 1)}
+    return {
+        "checkpoint": checkpoint,
+        "ways": ways,
+        "shots": 1,
+        "episodes": episodes,
+        "n": n,
+        "rows": rows,
+        "test_classes": test.num_classes,
+        "validation_classes": val.num_classes,
+        "generator": {"k": gen.k, "alpha": gen.alpha, **gen.info},
+        "cpu_seconds": round(time.perf_counter() - t0, 1),
+    }
 
 
 def main() -> None:
@@ -142,12 +151,23 @@ def main() -> None:
         if ckpts[d]:
             res[d] = run_domain(d, ckpts[d], a.n, a.episodes, a.data_dir)
             r = res[d]["rows"]
-            print(d, {k: f"{100 * v['accuracy']:.2f} +- {100 * v['ci95']:.2f}" for k, v in r.items()},
-                  "helps on validation:", res[d]["generator"]["helps"], flush=True)
+            print(
+                d,
+                {k: f"{100 * v['accuracy']:.2f} +- {100 * v['ci95']:.2f}" for k, v in r.items()},
+                "helps on validation:",
+                res[d]["generator"]["helps"],
+                flush=True,
+            )
     command = "python " + " ".join(shlex.quote(x) for x in sys.argv)
-    out = {"domains": res, "command": command, "commands": [*commands, command], "commit": git_commit(),
-           "machine": machine_description(), "date": now_iso(),
-           "note": "CPU seconds measured on 2 cores shared with other jobs (contended)"}
+    out = {
+        "domains": res,
+        "command": command,
+        "commands": [*commands, command],
+        "commit": git_commit(),
+        "machine": machine_description(),
+        "date": now_iso(),
+        "note": "CPU seconds measured on 2 cores shared with other jobs (contended)",
+    }
     Path(a.out).write_text(json.dumps(out, indent=2))
 
 

@@ -62,7 +62,9 @@ def methods_table() -> str:
         if episodes != {1000}:
             label += f" ({'/'.join(str(e) for e in sorted(episodes))} test episodes)"
         lines.append(
-            f"| {label} | " + " | ".join(cells) + f" | {lake} | {eer} | {tr['train_seconds'] / 60:.0f} min, {tr['episodes_run']} episodes, {tr['device']} "
+            f"| {label} | "
+            + " | ".join(cells)
+            + f" | {lake} | {eer} | {tr['train_seconds'] / 60:.0f} min, {tr['episodes_run']} episodes, {tr['device']} "
             f"| {tr['images_per_second']:.0f} | {PUBLISHED.get(r['method'], 'none on Omniglot')} | `models/{r['name']}.safetensors` |"
         )
     return "\n".join(lines)
@@ -95,7 +97,10 @@ def throughput_table() -> str:
             f"| oneshot is {r['speedup_over_easyfsl_tuned_allocator']:.2f}x |"
         )
     if "allocator_tuned" in r:
-        lines += ["", f"Allocator tuning (`oneshot.runtime.tune_cpu_allocator`) in the oneshot and raw loops: {r['allocator_tuned']}."]
+        lines += [
+            "",
+            f"Allocator tuning (`oneshot.runtime.tune_cpu_allocator`) in the oneshot and raw loops: {r['allocator_tuned']}.",
+        ]
     return "\n".join(lines)
 
 
@@ -128,7 +133,9 @@ def meta_cost_table() -> str:
                 f"| {m['meta_step_memory_bytes'] / f['meta_step_memory_bytes']:.2f}x |"
             )
         notes.append(f"`{path.name}`: `{r['command']}` at {r['commit'][:8]}, {r['date'][:10]}, torch {machine.get('torch')}")
-    memory = "memory is the rise of the peak (CUDA: `max_memory_allocated`; CPU: peak RSS) over its value before the first meta-step"
+    memory = (
+        "memory is the rise of the peak (CUDA: `max_memory_allocated`; CPU: peak RSS) over its value before the first meta-step"
+    )
     return "\n".join(lines) + "\n\n" + f"Mean seconds per timed meta-step; {memory}. " + "; ".join(notes) + "."
 
 
@@ -194,12 +201,18 @@ def text_clinc150_table() -> str:
     r = load("text_clinc150")
     if r is None:
         return "_not measured yet: run `python benchmarks/text_clinc150.py`_"
-    lines = [f"Encoder all-MiniLM-L6-v2 (22M parameters), 2-core shared CPU, {r['date'][:10]}, commit {r['commit'][:10]}. "
-             "Accuracy % ± 95% CI (number of seeded support draws from `train`); queries: all 4,500 in-scope `test` utterances "
-             "(50-way rows: the novel intents' 1,500). \"tuned\" = the SetFit-style contrastive head trained on the support "
-             "itself (settings chosen on `val`), its training time per draw in brackets (contended CPU).", ""]
-    body = {row["shots"]: dict(row["tuned_body"], frozen_same=row["frozen"]["values"][:row["tuned_body"]["n"]])
-            for row in ((load("text_clinc150_body") or {}).get("protocol1") or {}).get("rows", []) if "tuned_body" in row}
+    lines = [
+        f"Encoder all-MiniLM-L6-v2 (22M parameters), 2-core shared CPU, {r['date'][:10]}, commit {r['commit'][:10]}. "
+        "Accuracy % ± 95% CI (number of seeded support draws from `train`); queries: all 4,500 in-scope `test` utterances "
+        '(50-way rows: the novel intents\' 1,500). "tuned" = the SetFit-style contrastive head trained on the support '
+        "itself (settings chosen on `val`), its training time per draw in brackets (contended CPU).",
+        "",
+    ]
+    body = {
+        row["shots"]: dict(row["tuned_body"], frozen_same=row["frozen"]["values"][: row["tuned_body"]["n"]])
+        for row in ((load("text_clinc150_body") or {}).get("protocol1") or {}).get("rows", [])
+        if "tuned_body" in row
+    }
     if "protocol1" in r:
         lines += ["| 150-way | frozen, nearest template | tuned (head) | published (5 / 10-shot) |", "|---|---|---|---|"]
         for row in r["protocol1"]["rows"]:
@@ -216,39 +229,63 @@ def text_clinc150_table() -> str:
         lines.append("")
     if "protocol2" in r:
         p = r["protocol2"]
-        lines += [f"Novel intents (50 of 150, `base_novel_split(seed=0)`; head tuned on the 100 base intents' {p['base_training_examples']:,} "
-                  "training utterances only):", "", "| 50-way novel | frozen | tuned on base | tuned better in draws |", "|---|---|---|---|"]
+        lines += [
+            f"Novel intents (50 of 150, `base_novel_split(seed=0)`; head tuned on the 100 base intents' {p['base_training_examples']:,} "
+            "training utterances only):",
+            "",
+            "| 50-way novel | frozen | tuned on base | tuned better in draws |",
+            "|---|---|---|---|",
+        ]
         for row in p["rows"]:
-            lines.append(f"| {row['shots']}-shot | {_pc(row['frozen'])} | {_pc(row['tuned_on_base'])} | "
-                         f"{row['tuned_beats_frozen_in_seeds']} of {row['frozen']['n']} |")
+            lines.append(
+                f"| {row['shots']}-shot | {_pc(row['frozen'])} | {_pc(row['tuned_on_base'])} | "
+                f"{row['tuned_beats_frozen_in_seeds']} of {row['frozen']['n']} |"
+            )
         lines.append("")
     if "protocol3" in r:
         p = r["protocol3"]
         w = p["wordings_val"][p["chosen_wording"]]["format"].replace("{}", "<intent name>")
-        lines += [f"Zero-shot, 150-way from intent names alone (wording `{w}` chosen on val): **{100 * p['zero_shot_test_accuracy']:.2f}%**. "
-                  "Description as a prior (it counts as one example):", "", "| 150-way | examples only | description + examples |", "|---|---|---|"]
+        lines += [
+            f"Zero-shot, 150-way from intent names alone (wording `{w}` chosen on val): **{100 * p['zero_shot_test_accuracy']:.2f}%**. "
+            "Description as a prior (it counts as one example):",
+            "",
+            "| 150-way | examples only | description + examples |",
+            "|---|---|---|",
+        ]
         for row in p["rows"]:
             lines.append(f"| {row['shots']}-shot | {_pc(row['examples_only'])} | {_pc(row['description_plus_examples'])} |")
         lines.append("")
     if "protocol4" in r:
         p = r["protocol4"]
-        lines += [f"Out of scope, 150 intents from 5 examples each; threshold calibrated on `val` + `oos_val` only (rule: keep val "
-                  f"in-scope accuracy within {100 * p['max_drop']:.0f} points); scored on `test` + `oos_test` (1,000 OOS):", "",
-                  "| encoder | in-scope acc., no rejection | in-scope acc. | OOS recall | OOS precision |", "|---|---|---|---|---|"]
+        lines += [
+            f"Out of scope, 150 intents from 5 examples each; threshold calibrated on `val` + `oos_val` only (rule: keep val "
+            f"in-scope accuracy within {100 * p['max_drop']:.0f} points); scored on `test` + `oos_test` (1,000 OOS):",
+            "",
+            "| encoder | in-scope acc., no rejection | in-scope acc. | OOS recall | OOS precision |",
+            "|---|---|---|---|---|",
+        ]
         for name, m in p["results"].items():
-            lines.append(f"| {name.replace('_', ' ')} | {_pc(m['no_rejection_accuracy'])} | {_pc(m['in_scope_accuracy'])} | "
-                         f"{_pc(m['oos_recall'])} | {_pc(m['oos_precision'])} |")
+            lines.append(
+                f"| {name.replace('_', ' ')} | {_pc(m['no_rejection_accuracy'])} | {_pc(m['in_scope_accuracy'])} | "
+                f"{_pc(m['oos_recall'])} | {_pc(m['oos_precision'])} |"
+            )
         lines.append("")
     if "protocol5" in r:
         p = r["protocol5"]
-        rates = " and ".join(f"{v:.0f} sentences/s with {k} torch thread{'s' if k != '1' else ''}"
-                             for k, v in p.get("sentences_per_second_by_threads", {}).items()) \
+        rates = (
+            " and ".join(
+                f"{v:.0f} sentences/s with {k} torch thread{'s' if k != '1' else ''}"
+                for k, v in p.get("sentences_per_second_by_threads", {}).items()
+            )
             or f"{p['sentences_per_second_batch64']:.0f} sentences/s"
+        )
         load_avg = p.get("load_average", [None])[0]
-        lines.append(f"Speed (the shared 2-core CPU, load average {load_avg:.0f} while measured): {rates} (batch 64); in a text gallery "
-                     f"of {p['gallery_classes'] - p['latency_repeats']:,} classes, enrolling one sentence takes p50 {p['enrol_ms_p50']:.0f} ms "
-                     f"(p90 {p['enrol_ms_p90']:.0f}) and identifying one p50 {p['identify_ms_p50']:.0f} ms (p90 {p['identify_ms_p90']:.0f}), "
-                     "embedding included.")
+        lines.append(
+            f"Speed (the shared 2-core CPU, load average {load_avg:.0f} while measured): {rates} (batch 64); in a text gallery "
+            f"of {p['gallery_classes'] - p['latency_repeats']:,} classes, enrolling one sentence takes p50 {p['enrol_ms_p50']:.0f} ms "
+            f"(p90 {p['enrol_ms_p90']:.0f}) and identifying one p50 {p['identify_ms_p50']:.0f} ms (p90 {p['identify_ms_p90']:.0f}), "
+            "embedding included."
+        )
     return "\n".join(lines).rstrip()
 
 
@@ -258,25 +295,34 @@ def molecules_tox21_table() -> str:
     if r is None:
         return "_not yet run: `python benchmarks/molecules_tox21.py`_"
     assays = r["split"]["test"]
-    lines = ["| support | scorer | " + " | ".join(assays) + " | mean of the three ± 95% CI | draws per assay |",
-             "|---|---|" + "---|" * (len(assays) + 2)]
+    lines = [
+        "| support | scorer | " + " | ".join(assays) + " | mean of the three ± 95% CI | draws per assay |",
+        "|---|---|" + "---|" * (len(assays) + 2),
+    ]
     for shots, block in sorted(r["shots"].items(), key=lambda kv: int(kv[0])):
         for name, row in block["rows"].items():
             cells = [f"{100 * row['per_assay'][a]['mean']:.2f} ± {100 * row['per_assay'][a]['ci95']:.2f}" for a in assays]
-            lines.append(f"| {shots}+/{shots}- | {name.replace('_', ' ')} | " + " | ".join(cells)
-                         + f" | **{100 * row['mean']:.2f}** ± {100 * row['ci95']:.2f} | {row['draws_per_assay']} |")
+            lines.append(
+                f"| {shots}+/{shots}- | {name.replace('_', ' ')} | "
+                + " | ".join(cells)
+                + f" | **{100 * row['mean']:.2f}** ± {100 * row['ci95']:.2f} | {row['draws_per_assay']} |"
+            )
     pub = " · ".join(f"{k} {v[0]:.2f} / {v[1]:.2f}" for k, v in r["published"].items())
     train = []
     for shots, block in sorted(r["shots"].items(), key=lambda kv: int(kv[0])):
         t = block["training"] or {}
         if "train_seconds" in t:
-            train.append(f"{shots}-shot model: {t['train_seconds'] / 60:.1f} min training (validation excluded), {t['episodes']} episodes "
-                         f"(best validation ROC-AUC {100 * t['val_auc']:.2f} at episode {t['best_episode']})")
+            train.append(
+                f"{shots}-shot model: {t['train_seconds'] / 60:.1f} min training (validation excluded), {t['episodes']} episodes "
+                f"(best validation ROC-AUC {100 * t['val_auc']:.2f} at episode {t['best_episode']})"
+            )
     prov = r["provenance"]
-    return ("\n".join(lines) + f"\n\nTraining (2 shared CPU cores): {'; '.join(train) or 'see the results file'}. "
-            f"{r['molecules']} molecules ({len(r['skipped_rows'])} rows RDKit cannot parse are listed in the results file). "
-            f"Published on the same split (10-shot / 1-shot): {pub}. "
-            f"`molecules_tox21.json`: `{prov['command']}` at {prov['commit'][:10]}, {prov['date'][:10]}.")
+    return (
+        "\n".join(lines) + f"\n\nTraining (2 shared CPU cores): {'; '.join(train) or 'see the results file'}. "
+        f"{r['molecules']} molecules ({len(r['skipped_rows'])} rows RDKit cannot parse are listed in the results file). "
+        f"Published on the same split (10-shot / 1-shot): {pub}. "
+        f"`molecules_tox21.json`: `{prov['command']}` at {prov['commit'][:10]}, {prov['date'][:10]}."
+    )
 
 
 def molecules_clintox_table() -> str:
@@ -287,28 +333,34 @@ def molecules_clintox_table() -> str:
     for name, row in r["rows"].items():
         lines.append(f"| {name} | {100 * row['mean']:.2f} ± {100 * row['ci95']:.2f} | {row['draws']} |")
     prov = r["provenance"]
-    return ("\n".join(lines) + f"\n\n{r['approved']} approved and {r['failed']} failed drugs; each draw enrols one of each "
-            f"and ranks the other {r['approved'] + r['failed'] - 2} by score(approved) - score(failed). "
-            f"`{prov['command']}` at {prov['commit'][:10]}, {prov['date'][:10]}.")
+    return (
+        "\n".join(lines) + f"\n\n{r['approved']} approved and {r['failed']} failed drugs; each draw enrols one of each "
+        f"and ranks the other {r['approved'] + r['failed'] - 2} by score(approved) - score(failed). "
+        f"`{prov['command']}` at {prov['commit'][:10]}, {prov['date'][:10]}."
+    )
 
 
 def molecules_search_table() -> str:
     r = load("molecules_search")
     if r is None:
         return "_not yet run: `python benchmarks/molecules_tox21.py --parts search`_"
-    rows = [("oneshot Tanimoto index (FAISS popcount over packed bits)", r["index"]),
-            ("NumPy bitwise_count over packed uint64", r["numpy_popcount"]),
-            ("RDKit BulkTanimotoSimilarity + argpartition", r["rdkit_bulk"])]
+    rows = [
+        ("oneshot Tanimoto index (FAISS popcount over packed bits)", r["index"]),
+        ("NumPy bitwise_count over packed uint64", r["numpy_popcount"]),
+        ("RDKit BulkTanimotoSimilarity + argpartition", r["rdkit_bulk"]),
+    ]
     lines = ["| exact top-10 Tanimoto | p50 ms | p99 ms | queries |", "|---|---|---|---|"]
     for name, s in rows:
         lines.append(f"| {name} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['queries']} |")
     prov = r["provenance"]
-    return ("\n".join(lines) + f"\n\n{r['fingerprints']:,} random 2048-bit fingerprints drawn bit by bit at Tox21's ECFP4 bit "
-            f"frequencies ({r['mean_bits_set']:.1f} bits set on average); index memory {r['index']['bytes'] / 2**20:.0f} MiB "
-            f"({r['index']['bytes_per_fingerprint']:.0f} bytes per fingerprint); RDKit needed {r['rdkit_bulk']['build_seconds']:.0f} s "
-            f"to build its bit vectors. Top-10 scores identical to RDKit's: {r['top10_scores_identical_to_rdkit']}. "
-            f"Goal p50 <= {r['goal_p50_ms']} ms. One thread, shared 2-core machine. "
-            f"`{prov['command']}` at {prov['commit'][:10]}, {prov['date'][:10]}.")
+    return (
+        "\n".join(lines) + f"\n\n{r['fingerprints']:,} random 2048-bit fingerprints drawn bit by bit at Tox21's ECFP4 bit "
+        f"frequencies ({r['mean_bits_set']:.1f} bits set on average); index memory {r['index']['bytes'] / 2**20:.0f} MiB "
+        f"({r['index']['bytes_per_fingerprint']:.0f} bytes per fingerprint); RDKit needed {r['rdkit_bulk']['build_seconds']:.0f} s "
+        f"to build its bit vectors. Top-10 scores identical to RDKit's: {r['top10_scores_identical_to_rdkit']}. "
+        f"Goal p50 <= {r['goal_p50_ms']} ms. One thread, shared 2-core machine. "
+        f"`{prov['command']}` at {prov['commit'][:10]}, {prov['date'][:10]}."
+    )
 
 
 def serve_load_table() -> str:
@@ -334,23 +386,32 @@ def serve_load_table() -> str:
         return "-" if d.get("p50") is None else f"{d['p50']:.0f} / {d['p99']:.0f}"
 
     for mode in r["modes"]:
-        lines.append(f"| {'on' if mode['batching'] else 'off'} | {mode['requests_per_s']:.1f} | {mode['identify_per_s']:.1f} | "
-                     f"{ms(mode['identify_ms'])} | {ms(mode['enrol_ms'])} | {mode['errors']} | "
-                     f"{mode.get('server_cpu_ms_per_request', float('nan')):.1f} | {mode['server_peak_rss_mib']:.0f} |")
+        lines.append(
+            f"| {'on' if mode['batching'] else 'off'} | {mode['requests_per_s']:.1f} | {mode['identify_per_s']:.1f} | "
+            f"{ms(mode['identify_ms'])} | {ms(mode['enrol_ms'])} | {mode['errors']} | "
+            f"{mode.get('server_cpu_ms_per_request', float('nan')):.1f} | {mode['server_peak_rss_mib']:.0f} |"
+        )
     on = [x for x in r["modes"] if x["batching"]]
     off = [x for x in r["modes"] if not x["batching"]]
     if on and off and off[0]["identify_per_s"] > 0:
-        lines += ["", f"Batching: {on[0]['identify_per_s'] / off[0]['identify_per_s']:.2f}x the identify throughput of the same load without it."]
+        lines += [
+            "",
+            f"Batching: {on[0]['identify_per_s'] / off[0]['identify_per_s']:.2f}x the identify throughput of the same load without it.",
+        ]
     if on and "server_cpu_ms_per_request" in on[0]:
         c = on[0]
-        lines.append(f"With batching the server used {c['server_cpu_ms_per_request']:.1f} ms of CPU per request and the load "
-                     f"generator {c['client_cpu_ms_per_request']:.1f} ms, while the server got {100 * c['server_cpu_share_of_wall']:.0f}% "
-                     "of one core: the rates above are bounded by the CPU other jobs left, not by the service.")
+        lines.append(
+            f"With batching the server used {c['server_cpu_ms_per_request']:.1f} ms of CPU per request and the load "
+            f"generator {c['client_cpu_ms_per_request']:.1f} ms, while the server got {100 * c['server_cpu_share_of_wall']:.0f}% "
+            "of one core: the rates above are bounded by the CPU other jobs left, not by the service."
+        )
     goal = on[0] if on else None
     if goal is not None:
         met = goal["identify_per_s"] >= 300 and (goal["identify_ms"]["p99"] or 1e9) < 100
-        lines.append(f"Goal (issue 12): at least 300 identify/s with p99 under 100 ms: **{'met' if met else 'not met'}** in this run "
-                     f"({goal['identify_per_s']:.0f}/s, p99 {goal['identify_ms']['p99']:.0f} ms).")
+        lines.append(
+            f"Goal (issue 12): at least 300 identify/s with p99 under 100 ms: **{'met' if met else 'not met'}** in this run "
+            f"({goal['identify_per_s']:.0f}/s, p99 {goal['identify_ms']['p99']:.0f} ms)."
+        )
     return "\n".join(lines)
 
 
@@ -363,34 +424,48 @@ def faces_table() -> str:
     if r is None:
         return "_not measured yet: run `python benchmarks/faces_att.py`_"
     t = r["training"]
-    names = {"trained": f"ProtoNet, {t['encoder']} (trained {t['minutes']:g} CPU min, {t['episodes']} episodes)",
-             "raw_pixels": "raw pixels, nearest neighbour",
-             "eigenfaces": f"eigenfaces (PCA on s1-s20, k={r['methods']['eigenfaces'].get('components')} chosen on validation)",
-             "dlib_face": "dlib-face: pretrained by dlib on ~3M faces, not trained here (92x92 RGB crop)"}
+    names = {
+        "trained": f"ProtoNet, {t['encoder']} (trained {t['minutes']:g} CPU min, {t['episodes']} episodes)",
+        "raw_pixels": "raw pixels, nearest neighbour",
+        "eigenfaces": f"eigenfaces (PCA on s1-s20, k={r['methods']['eigenfaces'].get('components')} chosen on validation)",
+        "dlib_face": "dlib-face: pretrained by dlib on ~3M faces, not trained here (92x92 RGB crop)",
+    }
     prep = r["preprocessing"]
-    lines = [f"Test people s21-s40 (never seen in training); input {prep['size']}x{prep['size']} grey, "
-             f"{prep.get('resize', 'stretch')}; {r['methods']['trained']['episodes']} seeded episodes (9 queries per person); "
-             f"verification on all 19,900 test pairs (cosine). {r['date'][:10]}, commit {r['commit'][:10]}, evaluation "
-             f"{r['evaluation_cpu_seconds']:.0f} s CPU (contended 2 cores). ROC: `benchmarks/results/faces_att_roc.png`.",
-             "", "| method | 20-way 1-shot % | EER % | TAR @ FAR 1e-2 | TAR @ FAR 1e-3 |", "|---|---|---|---|---|"]
+    lines = [
+        f"Test people s21-s40 (never seen in training); input {prep['size']}x{prep['size']} grey, "
+        f"{prep.get('resize', 'stretch')}; {r['methods']['trained']['episodes']} seeded episodes (9 queries per person); "
+        f"verification on all 19,900 test pairs (cosine). {r['date'][:10]}, commit {r['commit'][:10]}, evaluation "
+        f"{r['evaluation_cpu_seconds']:.0f} s CPU (contended 2 cores). ROC: `benchmarks/results/faces_att_roc.png`.",
+        "",
+        "| method | 20-way 1-shot % | EER % | TAR @ FAR 1e-2 | TAR @ FAR 1e-3 |",
+        "|---|---|---|---|---|",
+    ]
     for key, row in r["methods"].items():
         if "verification" not in row:
             continue
         v = row["verification"]
-        lines.append(f"| {names.get(key, key)} | {_pm(row)} | {100 * v['eer']:.2f} | {100 * v['tar_at_far_1e-2']:.1f}% | "
-                     f"{100 * v['tar_at_far_1e-3']:.1f}% |")
+        lines.append(
+            f"| {names.get(key, key)} | {_pm(row)} | {100 * v['eer']:.2f} | {100 * v['tar_at_far_1e-2']:.1f}% | "
+            f"{100 * v['tar_at_far_1e-3']:.1f}% |"
+        )
     g = r["gallery"]
-    lines += ["", f"Gallery flow: {g['enrolled']} test people enrolled from one photo each (their other "
-              f"{g['rates'][0]['genuine_queries']} photos identified), {g['strangers']} test people as strangers "
-              f"({g['rates'][0]['stranger_queries']} photos), thresholds calibrated on the training people s1-s20 only:", "",
-              "| encoder | closed-set accuracy | target FAR | threshold | accepted and right | strangers accepted |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"Gallery flow: {g['enrolled']} test people enrolled from one photo each (their other "
+        f"{g['rates'][0]['genuine_queries']} photos identified), {g['strangers']} test people as strangers "
+        f"({g['rates'][0]['stranger_queries']} photos), thresholds calibrated on the training people s1-s20 only:",
+        "",
+        "| encoder | closed-set accuracy | target FAR | threshold | accepted and right | strangers accepted |",
+        "|---|---|---|---|---|---|",
+    ]
     for label, key in (("trained ProtoNet", "gallery"), ("dlib-face (pretrained)", "gallery_dlib_face")):
         if key not in r:
             continue
         for x in r[key]["rates"]:
-            lines.append(f"| {label} | {100 * r[key]['closed_set_accuracy']:.1f}% | {x['target_far']:g} | "
-                         f"{x['identify_threshold']:.4f} | {100 * x['tar']:.1f}% | {100 * x['stranger_far']:.1f}% |")
+            lines.append(
+                f"| {label} | {100 * r[key]['closed_set_accuracy']:.1f}% | {x['target_far']:g} | "
+                f"{x['identify_threshold']:.4f} | {100 * x['tar']:.1f}% | {100 * x['stranger_far']:.1f}% |"
+            )
     lines += ["", "Goal of issue 15: 20-way 1-shot ≥ 97%, EER ≤ 3%."]
     return "\n".join(lines)
 
@@ -400,18 +475,28 @@ def defects_table() -> str:
     if r is None:
         return "_not measured yet: run `python benchmarks/defects_neu.py`_"
     t = r["training"]
-    names = {"self_supervised": f"SimCLR on the unlabelled pool, {t['encoder']} ({t['minutes']:g} CPU min, {t['episodes']} steps)",
-             "random_weights": "same encoder, random weights", "raw_pixels": "raw pixels, nearest prototype",
-             "omniglot_encoder": "Omniglot ProtoNet (Conv-4, its own 28x28 inverted preprocessing)"}
-    lines = [f"Episodes drawn only from the {r['test_images']} test images; the {r['pool_images']}-image pretraining pool "
-             f"(labels never read) and the 200 validation images that chose the checkpoint are disjoint from them. "
-             f"Input 32x32 grey; 15 queries per class, {r['episodes']} seeded episodes; CPU minutes are wall-clock on 2 "
-             f"contended cores. {r['date'][:10]}, commit {r['commit'][:10]}.",
-             "", "| method | 6-way 1-shot % | 6-way 5-shot % |", "|---|---|---|"]
+    names = {
+        "self_supervised": f"SimCLR on the unlabelled pool, {t['encoder']} ({t['minutes']:g} CPU min, {t['episodes']} steps)",
+        "random_weights": "same encoder, random weights",
+        "raw_pixels": "raw pixels, nearest prototype",
+        "omniglot_encoder": "Omniglot ProtoNet (Conv-4, its own 28x28 inverted preprocessing)",
+    }
+    lines = [
+        f"Episodes drawn only from the {r['test_images']} test images; the {r['pool_images']}-image pretraining pool "
+        f"(labels never read) and the 200 validation images that chose the checkpoint are disjoint from them. "
+        f"Input 32x32 grey; 15 queries per class, {r['episodes']} seeded episodes; CPU minutes are wall-clock on 2 "
+        f"contended cores. {r['date'][:10]}, commit {r['commit'][:10]}.",
+        "",
+        "| method | 6-way 1-shot % | 6-way 5-shot % |",
+        "|---|---|---|",
+    ]
     for key, row in r["methods"].items():
         lines.append(f"| {names.get(key, key)} | {_pm(row['6w1s'])} | {_pm(row['6w5s'])} |")
-    lines += ["", "Published on NEU (other protocols, for orientation): 1-shot 70.53%, 5-shot 92.86% (EMD metric learning, "
-              "Zhang et al. 2022). Goal of issue 15: 1-shot ≥ 75%, 5-shot ≥ 93%."]
+    lines += [
+        "",
+        "Published on NEU (other protocols, for orientation): 1-shot 70.53%, 5-shot 92.86% (EMD metric learning, "
+        "Zhang et al. 2022). Goal of issue 15: 1-shot ≥ 75%, 5-shot ≥ 93%.",
+    ]
     return "\n".join(lines)
 
 
@@ -419,20 +504,25 @@ def generative_table() -> str:
     r = load("generative_augmentation")
     if r is None:
         return "_not measured yet: run `python benchmarks/generative_augmentation.py`_"
-    lines = ["Accuracy % ± 95% CI over the same seeded 1-shot test episodes; change = paired difference to no augmentation "
-             f"(± its 95% CI); n = 8 extra examples per support example; nearest prototype by cosine (so 'none' differs "
-             f"slightly from the tables above); Omniglot on a seeded 300 of its 1692 test classes for the CPU budget. "
-             f"{r['date'][:10]}, commit {r['commit'][:10]}.", "",
-             "| domain | shape | none | geometric (pixels) | change | generative (embeddings) | change | generator on by default (validation) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "Accuracy % ± 95% CI over the same seeded 1-shot test episodes; change = paired difference to no augmentation "
+        f"(± its 95% CI); n = 8 extra examples per support example; nearest prototype by cosine (so 'none' differs "
+        f"slightly from the tables above); Omniglot on a seeded 300 of its 1692 test classes for the CPU budget. "
+        f"{r['date'][:10]}, commit {r['commit'][:10]}.",
+        "",
+        "| domain | shape | none | geometric (pixels) | change | generative (embeddings) | change | generator on by default (validation) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for d, x in r["domains"].items():
         rows = x["rows"]
         ch = {k: rows[k]["change_vs_none"] for k in ("geometric", "generative")}
         val = x["generator"]["validation"]
-        lines.append(f"| {d} | {x['ways']}-way 1-shot, {x.get('test_classes', '?')} test classes | {_pm(rows['none'])} | {_pm(rows['geometric'])} | "
-                     f"{100 * ch['geometric']['mean']:+.2f} ± {100 * ch['geometric']['ci95']:.2f} | {_pm(rows['generative'])} | "
-                     f"{100 * ch['generative']['mean']:+.2f} ± {100 * ch['generative']['ci95']:.2f} | "
-                     f"{'yes' if x['generator']['helps'] else 'no'} ({x['generator']['chosen']}: {100 * val[x['generator']['chosen']]:.2f} vs none {100 * val['none']:.2f}) |")
+        lines.append(
+            f"| {d} | {x['ways']}-way 1-shot, {x.get('test_classes', '?')} test classes | {_pm(rows['none'])} | {_pm(rows['geometric'])} | "
+            f"{100 * ch['geometric']['mean']:+.2f} ± {100 * ch['geometric']['ci95']:.2f} | {_pm(rows['generative'])} | "
+            f"{100 * ch['generative']['mean']:+.2f} ± {100 * ch['generative']['ci95']:.2f} | "
+            f"{'yes' if x['generator']['helps'] else 'no'} ({x['generator']['chosen']}: {100 * val[x['generator']['chosen']]:.2f} vs none {100 * val['none']:.2f}) |"
+        )
     return "\n".join(lines)
 
 
@@ -456,12 +546,17 @@ def gallery_memory_table() -> str:
         sweeps = list(c["sweep"].items())
         ok = [t for t in sweeps if t[1]["recall_at_1"] >= goal["recall_at_1_at_least"]]
         knob, best = ok[0] if ok else max(sweeps, key=lambda t: t[1]["recall_at_1"])
-        met = (c["memory_vs_raw"] <= goal["memory_vs_raw_at_most"] and best["recall_at_1"] >= goal["recall_at_1_at_least"]
-               and best["single"]["p50_ms"] < goal["p50_ms_below"])
+        met = (
+            c["memory_vs_raw"] <= goal["memory_vs_raw_at_most"]
+            and best["recall_at_1"] >= goal["recall_at_1_at_least"]
+            and best["single"]["p50_ms"] < goal["p50_ms_below"]
+        )
         setting = "-" if knob == "-" else f"{c['knob']} {knob}"
         build = f"{c['build_seconds']:.0f}" if "build_seconds" in c else "-"
-        lines.append(f"| {name} | {setting} | {c['memory_vs_raw']:.2f}x | {best['recall_at_1']:.3f} | "
-                     f"{best['single']['p50_ms']:.2f} / {best['single']['p99_ms']:.1f} | {build} | {'**yes**' if met else 'no'} |")
+        lines.append(
+            f"| {name} | {setting} | {c['memory_vs_raw']:.2f}x | {best['recall_at_1']:.3f} | "
+            f"{best['single']['p50_ms']:.2f} / {best['single']['p99_ms']:.1f} | {build} | {'**yes**' if met else 'no'} |"
+        )
     return "\n".join(lines)
 
 
@@ -487,7 +582,8 @@ def gallery_levers_table() -> str:
                 f"| {enc} | {row['lever']} | {v['0.01']['identify_tar']:.3f} / {v['0.001']['identify_tar']:.3f} | "
                 f"{100 * t['closed_set_accuracy']:.1f}% | {t['0.01']['identify_far']:.4f} / {t['0.01']['identify_tar']:.3f} | "
                 f"{t['0.001']['identify_far']:.4f} / {t['0.001']['identify_tar']:.3f} | {t['0.01']['verify_far']:.4f} / {t['0.01']['verify_tar']:.3f} | "
-                f"{'yes' if row['kept'] else ('baseline' if row['normalisation'] == 'none' and row['identify_calibration'] == 'auto' else 'no')} |")
+                f"{'yes' if row['kept'] else ('baseline' if row['normalisation'] == 'none' and row['identify_calibration'] == 'auto' else 'no')} |"
+            )
     return "\n".join(lines)
 
 
@@ -495,18 +591,24 @@ def reliability_table() -> str:
     """Outcomes of the reliability probe (``reliability.json``, issue 11): every trial refused clearly or answered
     correctly; tracebacks, wrong answers and changed stored files must be zero."""
     r = json.loads((RESULTS / "reliability.json").read_text())
-    names = {"checkpoint_files": "checkpoint files: bytes flipped, header edited, truncated",
-             "index_cache_files": "index cache: bytes flipped, truncated, sizes edited, another gallery's file",
-             "gallery_files": "gallery files: bytes flipped",
-             "imports": "imports: NaN / zero / short vectors, escape / newline / 5000-char / bidi / zero-width labels, bad meta; into itself",
-             "cli_options": "CLI options the issue lists (out of range, NaN, bad paths)"}
-    lines = ["| what was tried | trials | refused (one-line error, files unchanged) | correct answer | anything else |",
-             "|---|---:|---:|---:|---|"]
+    names = {
+        "checkpoint_files": "checkpoint files: bytes flipped, header edited, truncated",
+        "index_cache_files": "index cache: bytes flipped, truncated, sizes edited, another gallery's file",
+        "gallery_files": "gallery files: bytes flipped",
+        "imports": "imports: NaN / zero / short vectors, escape / newline / 5000-char / bidi / zero-width labels, bad meta; into itself",
+        "cli_options": "CLI options the issue lists (out of range, NaN, bad paths)",
+    }
+    lines = [
+        "| what was tried | trials | refused (one-line error, files unchanged) | correct answer | anything else |",
+        "|---|---:|---:|---:|---|",
+    ]
     for key, label in names.items():
         c = r["results"].get(key, {})
         other = {k: v for k, v in c.items() if k not in ("refused", "correct")}
-        lines.append(f"| {label} | {sum(c.values())} | {c.get('refused', 0)} | {c.get('correct', 0)} | "
-                     f"{', '.join(f'{k}: {v}' for k, v in other.items()) or 'none'} |")
+        lines.append(
+            f"| {label} | {sum(c.values())} | {c.get('refused', 0)} | {c.get('correct', 0)} | "
+            f"{', '.join(f'{k}: {v}' for k, v in other.items()) or 'none'} |"
+        )
     lines.append("")
     lines.append(f"`{r['command']}` at {r['commit'][:12]}, {r['date']}, {r['trials']} trials per file kind, seed {r['seed']}.")
     return "\n".join(lines)

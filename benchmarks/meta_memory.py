@@ -79,12 +79,21 @@ def one(method: str, ways: int, queries: int, steps: int, warmup: int, device: s
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         extra = peak - base
     return {
-        "method": method, "ways": ways, "shots": 1, "queries": queries, **opts,
-        "seconds_per_meta_step": sum(times) / len(times), "min_seconds": min(times), "steps_timed": steps,
-        "peak_memory_bytes": peak, "meta_step_memory_bytes": extra,
-        "memory_measure": "torch.cuda.max_memory_allocated (peak) and its rise over the allocated memory before the first meta-step" if cuda
+        "method": method,
+        "ways": ways,
+        "shots": 1,
+        "queries": queries,
+        **opts,
+        "seconds_per_meta_step": sum(times) / len(times),
+        "min_seconds": min(times),
+        "steps_timed": steps,
+        "peak_memory_bytes": peak,
+        "meta_step_memory_bytes": extra,
+        "memory_measure": "torch.cuda.max_memory_allocated (peak) and its rise over the allocated memory before the first meta-step"
+        if cuda
         else "ru_maxrss of the process (peak) and its rise over ru_maxrss before the first meta-step",
-        "device": str(dev), "threads": torch.get_num_threads(),
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
     }
 
 
@@ -115,20 +124,37 @@ def main() -> None:
     rows = []
     for ways in args.ways:
         for method in args.methods:
-            cmd = [sys.executable, __file__, "--one", f"{method}:{ways}", "--device", device, "--queries", str(args.queries),
-                   "--steps", str(args.steps), "--warmup", str(args.warmup)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--one",
+                f"{method}:{ways}",
+                "--device",
+                device,
+                "--queries",
+                str(args.queries),
+                "--steps",
+                str(args.steps),
+                "--warmup",
+                str(args.warmup),
+            ]
             out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
             if out.returncode != 0:
                 raise SystemExit(f"{method} {ways}-way failed:\n{out.stderr[-2000:]}")
             row = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append(row)
-            print(f"{method:7s} {ways:2d}-way: {row['seconds_per_meta_step']:.3f} s/meta-step, peak {row['peak_memory_bytes'] / 2**20:.0f} MiB "
-                  f"(+{row['meta_step_memory_bytes'] / 2**20:.0f} MiB)", flush=True)
+            print(
+                f"{method:7s} {ways:2d}-way: {row['seconds_per_meta_step']:.3f} s/meta-step, peak {row['peak_memory_bytes'] / 2**20:.0f} MiB "
+                f"(+{row['meta_step_memory_bytes'] / 2**20:.0f} MiB)",
+                flush=True,
+            )
     for ways in args.ways:
         by = {r["method"]: r for r in rows if r["ways"] == ways}
         if "maml" in by and "fomaml" in by:
-            print(f"{ways}-way: MAML / FOMAML time {by['maml']['seconds_per_meta_step'] / by['fomaml']['seconds_per_meta_step']:.2f}x, "
-                  f"peak memory {by['maml']['peak_memory_bytes'] / by['fomaml']['peak_memory_bytes']:.2f}x")
+            print(
+                f"{ways}-way: MAML / FOMAML time {by['maml']['seconds_per_meta_step'] / by['fomaml']['seconds_per_meta_step']:.2f}x, "
+                f"peak memory {by['maml']['peak_memory_bytes'] / by['fomaml']['peak_memory_bytes']:.2f}x"
+            )
     result = {
         **record,
         "load_average": os.getloadavg(),

@@ -13,8 +13,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = [
-    "protonet_conv4_vinyals", "siamese_conv4_vinyals", "contrastive_conv4_vinyals", "triplet_conv4_vinyals",
-    "matching_conv4_vinyals", "matching_fce_conv4_vinyals", "baseline_conv4_vinyals",
+    "protonet_conv4_vinyals",
+    "siamese_conv4_vinyals",
+    "contrastive_conv4_vinyals",
+    "triplet_conv4_vinyals",
+    "matching_conv4_vinyals",
+    "matching_fce_conv4_vinyals",
+    "baseline_conv4_vinyals",
 ]
 # Published Omniglot figures (Vinyals protocol; 5w1s / 5w5s / 20w1s / 20w5s).
 PUBLISHED = {
@@ -27,7 +32,10 @@ PUBLISHED = {
 def row(res: dict) -> str:
     ev = res["evaluation"]
     accs = {(r["ways"], r["shots"]): r for r in ev["results"]}
-    cells = [f"{100 * accs[s]['accuracy']:.2f} ± {100 * accs[s]['ci95']:.2f}" if s in accs else "-" for s in [(5, 1), (5, 5), (20, 1), (20, 5)]]
+    cells = [
+        f"{100 * accs[s]['accuracy']:.2f} ± {100 * accs[s]['ci95']:.2f}" if s in accs else "-"
+        for s in [(5, 1), (5, 5), (20, 1), (20, 5)]
+    ]
     lake = f"{100 * ev['lake_runs']['accuracy']:.1f}" if "lake_runs" in ev else "-"
     eer = f"{100 * ev['verification']['eer']:.2f}" if "verification" in ev else "-"
     tr = res["training"]
@@ -35,8 +43,10 @@ def row(res: dict) -> str:
     hidden = {"input_shape", "num_classes", "finetune_steps", "finetune_lr", "steps"}
     shown = {k: v for k, v in opts.items() if k not in hidden}
     label = res["method"] + (" " + ", ".join(f"{k}={v}" for k, v in shown.items()) if shown else "")
-    return (f"| {label} | " + " | ".join(cells) + f" | {lake} | {eer} | {tr['train_seconds'] / 60:.1f} min, {tr['episodes_run']} ep "
-            f"| {tr['images_per_second']:.0f} | {tr['device']} | {PUBLISHED.get(res['method'], 'none on Omniglot')} |")
+    return (
+        f"| {label} | " + " | ".join(cells) + f" | {lake} | {eer} | {tr['train_seconds'] / 60:.1f} min, {tr['episodes_run']} ep "
+        f"| {tr['images_per_second']:.0f} | {tr['device']} | {PUBLISHED.get(res['method'], 'none on Omniglot')} |"
+    )
 
 
 def main() -> None:

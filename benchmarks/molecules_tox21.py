@@ -32,7 +32,6 @@ import numpy as np
 import torch
 
 from oneshot.checkpoint import load_checkpoint
-from oneshot.provenance import git_commit, machine_description, now_iso
 from oneshot.data.assays import (
     AssayResult,
     assay_auc,
@@ -45,18 +44,29 @@ from oneshot.data.molecules import TOX21_TEST, TOX21_TRAIN, load_clintox, load_t
 from oneshot.evaluation import mean_ci95
 from oneshot.gallery.tanimoto import TanimotoIndex, pack_bits, popcounts, tanimoto
 from oneshot.modalities.molecule.train import TOX21_VAL, featurise, train_molecule_model
+from oneshot.provenance import git_commit, machine_description, now_iso
 from oneshot.training import TrainConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PUBLISHED = {  # ROC-AUC %, 10-shot / 1-shot, mean over SR-HSE, SR-MMP, SR-p53 (as quoted in issue 14)
-    "Siamese": (80.40, 65.00), "ProtoNet": (74.98, 65.58), "MAML": (80.21, 75.74), "IterRefLSTM": (81.10, 80.97),
-    "Meta-MGNN": (82.97, 82.13), "Pre-PAR": (84.93, 83.01), "PG-DERN": (85.25, 84.12),
+    "Siamese": (80.40, 65.00),
+    "ProtoNet": (74.98, 65.58),
+    "MAML": (80.21, 75.74),
+    "IterRefLSTM": (81.10, 80.97),
+    "Meta-MGNN": (82.97, 82.13),
+    "Pre-PAR": (84.93, 83.01),
+    "PG-DERN": (85.25, 84.12),
 }
 
 
 def provenance() -> dict:
-    return {"command": "python " + shlex.join(sys.argv), "commit": git_commit(), "machine": machine_description(),
-            "date": now_iso(), "torch": torch.__version__}
+    return {
+        "command": "python " + shlex.join(sys.argv),
+        "commit": git_commit(),
+        "machine": machine_description(),
+        "date": now_iso(),
+        "torch": torch.__version__,
+    }
 
 
 def summarise(results: list[AssayResult]) -> dict:
@@ -96,41 +106,78 @@ def run_tox21(args: argparse.Namespace) -> None:
     packed = pack_bits(bits)
     train_tasks = [t for t in TOX21_TRAIN if t not in TOX21_VAL]
     split = {"train": train_tasks, "validation": list(TOX21_VAL), "test": list(TOX21_TEST)}
-    out: dict = {"provenance": provenance(), "split": split,
-                 "skipped_rows": [{"file": f, "line": n, "smiles": s} for f, n, s in tox.skipped],
-                 "molecules": len(tox.smiles), "published": PUBLISHED, "shots": {}}
+    out: dict = {
+        "provenance": provenance(),
+        "split": split,
+        "skipped_rows": [{"file": f, "line": n, "smiles": s} for f, n, s in tox.skipped],
+        "molecules": len(tox.smiles),
+        "published": PUBLISHED,
+        "shots": {},
+    }
     for shots in args.shots:
         ckpt = Path(args.models_dir) / f"molecule_protonet_tox21_{shots}shot.safetensors"
         train_info = None
         if not args.skip_train:
-            cfg = TrainConfig(episodes=args.episodes, ways=2, shots=shots, queries=args.queries, lr=args.lr,
-                              lr_step=max(1, args.episodes), eval_every=args.eval_every, val_shots=shots, patience=args.patience,
-                              seed=0, precision="fp32", channels_last=False, device="cpu", max_minutes=args.max_minutes)
+            cfg = TrainConfig(
+                episodes=args.episodes,
+                ways=2,
+                shots=shots,
+                queries=args.queries,
+                lr=args.lr,
+                lr_step=max(1, args.episodes),
+                eval_every=args.eval_every,
+                val_shots=shots,
+                patience=args.patience,
+                seed=0,
+                precision="fp32",
+                channels_last=False,
+                device="cpu",
+                max_minutes=args.max_minutes,
+            )
             t0 = time.perf_counter()
-            res = train_molecule_model(tox, train_tasks, TOX21_VAL, cfg, ckpt, features=x,
-                                       metadata={"command": "python " + shlex.join(sys.argv)})
-            train_info = {"seconds_wall": time.perf_counter() - t0, "train_seconds": res.train_seconds,
-                          "episodes": res.episodes_run, "best_episode": res.best_episode,
-                          "val_auc": res.best_val_accuracy, "val_ci95": res.best_val_ci95, "history": res.history}
+            res = train_molecule_model(
+                tox, train_tasks, TOX21_VAL, cfg, ckpt, features=x, metadata={"command": "python " + shlex.join(sys.argv)}
+            )
+            train_info = {
+                "seconds_wall": time.perf_counter() - t0,
+                "train_seconds": res.train_seconds,
+                "episodes": res.episodes_run,
+                "best_episode": res.best_episode,
+                "val_auc": res.best_val_accuracy,
+                "val_ci95": res.best_val_ci95,
+                "history": res.history,
+            }
             Path(str(ckpt) + ".resume").unlink(missing_ok=True)
-            print(f"{shots}-shot: trained {res.episodes_run} episodes in {res.train_seconds:.0f} s, best val AUC "
-                  f"{res.best_val_accuracy:.4f} at {res.best_episode}", flush=True)
+            print(
+                f"{shots}-shot: trained {res.episodes_run} episodes in {res.train_seconds:.0f} s, best val AUC "
+                f"{res.best_val_accuracy:.4f} at {res.best_episode}",
+                flush=True,
+            )
         ck = load_checkpoint(ckpt)
         from oneshot.data.assays import MoleculeSet
 
         z = MoleculeSet(x, tox, TOX21_TEST).embed(ck.method)
         rows: dict = {}
-        for name, scorer, draws in (("learned", prototype_scorer(z), args.draws),
-                                    ("tanimoto", tanimoto_scorer(packed), args.draws),
-                                    ("random_forest", rf_scorer(bits, args.trees), args.rf_draws)):
+        for name, scorer, draws in (
+            ("learned", prototype_scorer(z), args.draws),
+            ("tanimoto", tanimoto_scorer(packed), args.draws),
+            ("random_forest", rf_scorer(bits, args.trees), args.rf_draws),
+        ):
             t0 = time.perf_counter()
             results = [assay_auc(tox, t, scorer, shots, draws, args.seed) for t in TOX21_TEST]
             rows[name] = dict(summarise(results), seconds=time.perf_counter() - t0, draws_per_assay=draws)
-            print(f"{shots}-shot {name}: " + ", ".join(f"{t} {r.mean:.4f}" for t, r in zip(TOX21_TEST, results, strict=True))
-                  + f" | mean {rows[name]['mean']:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
-        out["shots"][str(shots)] = {"checkpoint": str(ckpt),
-                                    "training": train_info or ck.metadata.get("training"), "rows": rows,
-                                    "trees": args.trees}
+            print(
+                f"{shots}-shot {name}: "
+                + ", ".join(f"{t} {r.mean:.4f}" for t, r in zip(TOX21_TEST, results, strict=True))
+                + f" | mean {rows[name]['mean']:.4f} ({time.perf_counter() - t0:.0f} s)",
+                flush=True,
+            )
+        out["shots"][str(shots)] = {
+            "checkpoint": str(ckpt),
+            "training": train_info or ck.metadata.get("training"),
+            "rows": rows,
+            "trees": args.trees,
+        }
     (RESULTS / "molecules_tox21.json").write_text(json.dumps(out, indent=1))
 
 
@@ -147,8 +194,14 @@ def run_clintox(args: argparse.Namespace) -> None:
     ckpt = Path(args.models_dir) / "molecule_protonet_tox21_1shot.safetensors"
     if ckpt.is_file():
         encoders["learned (cosine)"] = str(ckpt)
-    out: dict = {"provenance": provenance(), "task": task, "approved": len(pos), "failed": len(neg),
-                 "skipped_rows": [{"file": f, "line": n, "smiles": s} for f, n, s in ct.skipped], "rows": {}}
+    out: dict = {
+        "provenance": provenance(),
+        "task": task,
+        "approved": len(pos),
+        "failed": len(neg),
+        "skipped_rows": [{"file": f, "line": n, "smiles": s} for f, n, s in ct.skipped],
+        "rows": {},
+    }
     smiles = [s.encode() for s in ct.smiles]
     for name, spec in encoders.items():
         enc = load_embedder(spec)
@@ -187,7 +240,7 @@ def run_search(args: argparse.Namespace) -> None:
     packed = np.empty((n, 256), np.uint8)
     for s in range(0, n, 50000):
         m = min(50000, n - s)
-        packed[s:s + m] = pack_bits(rng.random((m, 2048), dtype=np.float32) < freq)
+        packed[s : s + m] = pack_bits(rng.random((m, 2048), dtype=np.float32) < freq)
     counts = popcounts(packed)
     index = TanimotoIndex(2048, None)  # type: ignore[arg-type]
     index.ids, index.packed, index.counts, index.max_id = np.arange(1, n + 1), packed, counts, n
@@ -198,7 +251,7 @@ def run_search(args: argparse.Namespace) -> None:
     results = []
     for i in range(nq):
         t = time.perf_counter()
-        sc, ids = index.search(unpacked_q[i:i + 1], k)
+        sc, ids = index.search(unpacked_q[i : i + 1], k)
         lat.append(time.perf_counter() - t)
         results.append((sc[0], ids[0]))
     rss_index = peak_rss_mib()
@@ -210,7 +263,7 @@ def run_search(args: argparse.Namespace) -> None:
         t = time.perf_counter()
         inter = np.empty(n, np.int32)
         for s in range(0, n, 4096):
-            np.bitwise_count(words[s:s + 4096] & qwords[i]).sum(1, dtype=np.int32, out=inter[s:s + 4096])
+            np.bitwise_count(words[s : s + 4096] & qwords[i]).sum(1, dtype=np.int32, out=inter[s : s + 4096])
         qc = int(np.bitwise_count(qwords[i]).sum())
         tani = inter / np.maximum(counts + qc - inter, 1).astype(np.float32)
         np.argpartition(-tani, k)[:k]
@@ -239,15 +292,26 @@ def run_search(args: argparse.Namespace) -> None:
         a = np.array(v) * 1000
         return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)), "queries": len(a)}
 
-    out = {"provenance": provenance(), "fingerprints": n, "bits": 2048, "k": k,
-           "mean_bits_set": float(counts.mean()), "tox21_mean_bits_set": float(freq.sum()),
-           "threads": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "torch": torch.get_num_threads()},
-           "index": dict(stats(lat), bytes=index.nbytes(), bytes_per_fingerprint=index.nbytes() / n,
-                         peak_rss_mib_after=rss_index, peak_rss_mib_before=rss0),
-           "numpy_popcount": stats(lat_np),
-           "rdkit_bulk": dict(stats(lat_rd), build_seconds=rdkit_build, peak_rss_mib_after=rss_rdkit),
-           "top10_scores_identical_to_rdkit": f"{agree}/{len(lat_rd)}",
-           "goal_p50_ms": 50}
+    out = {
+        "provenance": provenance(),
+        "fingerprints": n,
+        "bits": 2048,
+        "k": k,
+        "mean_bits_set": float(counts.mean()),
+        "tox21_mean_bits_set": float(freq.sum()),
+        "threads": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "torch": torch.get_num_threads()},
+        "index": dict(
+            stats(lat),
+            bytes=index.nbytes(),
+            bytes_per_fingerprint=index.nbytes() / n,
+            peak_rss_mib_after=rss_index,
+            peak_rss_mib_before=rss0,
+        ),
+        "numpy_popcount": stats(lat_np),
+        "rdkit_bulk": dict(stats(lat_rd), build_seconds=rdkit_build, peak_rss_mib_after=rss_rdkit),
+        "top10_scores_identical_to_rdkit": f"{agree}/{len(lat_rd)}",
+        "goal_p50_ms": 50,
+    }
     keys = ("index", "numpy_popcount", "rdkit_bulk", "top10_scores_identical_to_rdkit")
     print(json.dumps({k: out[k] for k in keys}), flush=True)
     (RESULTS / "molecules_search.json").write_text(json.dumps(out, indent=1))

@@ -30,8 +30,8 @@ from gallery_util import make_checkpoint  # noqa: E402
 
 from oneshot import Gallery  # noqa: E402
 from oneshot.checkpoint import load_checkpoint
-from oneshot.provenance import git_commit, machine_description, now_iso  # noqa: E402
 from oneshot.errors import OneshotError  # noqa: E402
+from oneshot.provenance import git_commit, machine_description, now_iso  # noqa: E402
 
 
 def _classify(fn, expect, files: list[Path]) -> str:
@@ -109,7 +109,7 @@ def index_cache_trials(tmp: Path, n: int, rng: np.random.Generator) -> Counter:
         elif kind == 1:
             b = b[: int(rng.integers(0, len(b)))]
         elif kind == 2:  # the header's sizes edited
-            b[22 + 8 * int(rng.integers(0, 3)):][:8] = struct.pack("<Q", int(rng.integers(0, 1 << 62)))
+            b[22 + 8 * int(rng.integers(0, 3)) :][:8] = struct.pack("<Q", int(rng.integers(0, 1 << 62)))
         else:  # another gallery's file (same size) put in its place, with the old cache beside it
             shutil.copy(other, path)
         cache.write_bytes(bytes(b))
@@ -121,6 +121,7 @@ def index_cache_trials(tmp: Path, n: int, rng: np.random.Generator) -> Counter:
             def answers3():
                 with Gallery.open(path, create=False) as g:
                     return [r.label for r in g.identify(v_use, k=1)]
+
             out[_classify(answers3, lambda got: got == want, [])] += 1
             path.unlink()
             Path(f"{path}-wal").unlink(missing_ok=True)
@@ -149,6 +150,7 @@ def gallery_file_trials(tmp: Path, n: int, rng: np.random.Generator) -> Counter:
         def answers():
             with Gallery.open(p, create=False) as g:
                 return [r.label for r in g.identify(v, k=1)]
+
         out[_classify(answers, lambda got: got == labels, [p])] += 1
     return out
 
@@ -181,6 +183,7 @@ def import_trials(tmp: Path) -> Counter:
         def run():
             with Gallery.open(d) as g:
                 return g.import_from(s, on_conflict="merge")
+
         out[_classify(run, lambda got: False, [d])] += 1  # every one of these must be refused
     d = tmp / "self.db"
     _vector_gallery(d, 3, 5)
@@ -188,6 +191,7 @@ def import_trials(tmp: Path) -> Counter:
     def into_itself():
         with Gallery.open(d) as g:
             return g.import_from(d, on_conflict="merge")
+
     out[_classify(into_itself, lambda got: False, [d])] += 1
     return out
 
@@ -197,16 +201,28 @@ def option_trials() -> Counter:
 
     from oneshot.cli import app
 
-    bad = [["train", "--eval-every", "0"], ["train", "--eval-every", "-1"], ["train", "--val-episodes", "0"],
-           ["train", "--lr", "-1"], ["train", "--lr", "nan"], ["train", "--lr-gamma", "-1"], ["train", "--out", "."],
-           ["evaluate", "--episodes", "0"], ["evaluate", "--pairs", "0"], ["evaluate", "--queries", "0"],
-           ["demo", "--episodes", "0"], ["demo", "--train-minutes", "0"], ["demo", "--train-minutes", "-1"],
-           ["demo", "--out", "README.md"], ["gallery", "calibrate", "x.db", "--trials", "0", "--folder", "."],
-           ["gallery", "calibrate", "x.db", "--gallery-size", "0", "--folder", "."],
-           ["gallery", "adapt", "x.db", "a", "--rate", "0.1", "--max-drift", "5"],
-           ["gallery", "adapt", "x.db", "a", "--rate", "0.1", "--max-drift", "nan"],
-           ["gallery", "adapt", "x.db", "a", "--rate", "0.1", "--min-score", "nan"],
-           ["gallery", "create", "x.db", "--encoder", "omniglot", "--approx-above", "-1"]]
+    bad = [
+        ["train", "--eval-every", "0"],
+        ["train", "--eval-every", "-1"],
+        ["train", "--val-episodes", "0"],
+        ["train", "--lr", "-1"],
+        ["train", "--lr", "nan"],
+        ["train", "--lr-gamma", "-1"],
+        ["train", "--out", "."],
+        ["evaluate", "--episodes", "0"],
+        ["evaluate", "--pairs", "0"],
+        ["evaluate", "--queries", "0"],
+        ["demo", "--episodes", "0"],
+        ["demo", "--train-minutes", "0"],
+        ["demo", "--train-minutes", "-1"],
+        ["demo", "--out", "README.md"],
+        ["gallery", "calibrate", "x.db", "--trials", "0", "--folder", "."],
+        ["gallery", "calibrate", "x.db", "--gallery-size", "0", "--folder", "."],
+        ["gallery", "adapt", "x.db", "a", "--rate", "0.1", "--max-drift", "5"],
+        ["gallery", "adapt", "x.db", "a", "--rate", "0.1", "--max-drift", "nan"],
+        ["gallery", "adapt", "x.db", "a", "--rate", "0.1", "--min-score", "nan"],
+        ["gallery", "create", "x.db", "--encoder", "omniglot", "--approx-above", "-1"],
+    ]
     out: Counter = Counter()
     runner = CliRunner()
     for args in bad:
@@ -236,9 +252,16 @@ def main() -> None:
             "imports": import_trials(tmp),
             "cli_options": option_trials(),
         }
-    out = {"results": {k: dict(v) for k, v in res.items()}, "seconds": time.perf_counter() - t0,
-           "command": "python " + shlex.join(sys.argv), "commit": git_commit(), "machine": machine_description(),
-           "date": now_iso(), "trials": args.trials, "seed": args.seed}
+    out = {
+        "results": {k: dict(v) for k, v in res.items()},
+        "seconds": time.perf_counter() - t0,
+        "command": "python " + shlex.join(sys.argv),
+        "commit": git_commit(),
+        "machine": machine_description(),
+        "date": now_iso(),
+        "trials": args.trials,
+        "seed": args.seed,
+    }
     dest = ROOT / "benchmarks" / "results" / "reliability.json"
     dest.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out["results"], indent=2))

@@ -76,18 +76,25 @@ def multipart(fields: dict[str, str], files: list[bytes]) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
     parts = []
     for k, v in fields.items():
-        parts.append(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n".encode())
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode())
     for i, data in enumerate(files):
-        parts.append(f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"q{i}.png\"\r\n"
-                     "Content-Type: image/png\r\n\r\n".encode() + data + b"\r\n")
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="q{i}.png"\r\n'
+            "Content-Type: image/png\r\n\r\n".encode()
+            + data
+            + b"\r\n"
+        )
     parts.append(f"--{boundary}--\r\n".encode())
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
 
 def request(path: str, fields: dict[str, str], files: list[bytes], port: int, token: str | None = None) -> bytes:
     body, ctype = multipart(fields, files)
-    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-            + (f"Authorization: Bearer {token}\r\n" if token else "") + "\r\n")
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+        + (f"Authorization: Bearer {token}\r\n" if token else "")
+        + "\r\n"
+    )
     return head.encode() + body
 
 
@@ -107,8 +114,15 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, await reader.readexactly(length)
 
 
-async def client(port: int, identify_reqs: list[bytes], pngs: list[bytes], enrol_fraction: float, stop_at: float,
-                 seed: int, out: dict[str, list]) -> None:
+async def client(
+    port: int,
+    identify_reqs: list[bytes],
+    pngs: list[bytes],
+    enrol_fraction: float,
+    stop_at: float,
+    seed: int,
+    out: dict[str, list],
+) -> None:
     rng = random.Random(seed)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     n = 0
@@ -155,8 +169,19 @@ def peak_rss_mib(pid: int) -> float:
 
 def start_server(gallery: Path, port: int, batching: bool, log: Path) -> subprocess.Popen:
     env = dict(os.environ, ONESHOT_TOKEN=TOKEN, PYTHONPATH=str(ROOT / "src"))
-    cmd = [sys.executable, "-c", "from oneshot.cli import app; app()", "serve", "--gallery", str(gallery), "--port", str(port),
-           "--batching" if batching else "--no-batching", "--log-level", "warning"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from oneshot.cli import app; app()",
+        "serve",
+        "--gallery",
+        str(gallery),
+        "--port",
+        str(port),
+        "--batching" if batching else "--no-batching",
+        "--log-level",
+        "warning",
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     import urllib.request
 
@@ -183,14 +208,18 @@ def run_mode(base: Path, batching: bool, args: argparse.Namespace, pngs: list[by
     proc = start_server(gallery, port, batching, base / f"server-{'on' if batching else 'off'}.log")
     try:
         queries = pngs[: len(pngs) // 2]
-        enrol_pngs = pngs[len(pngs) // 2:]
+        enrol_pngs = pngs[len(pngs) // 2 :]
         identify_reqs = [request("/v1/identify", {"k": "5"}, [q], port) for q in queries]
 
         async def go(duration: float) -> dict:
             out: dict[str, list] = {"identify": [], "enrol": [], "errors": []}
             stop_at = time.perf_counter() + duration
-            await asyncio.gather(*[client(port, identify_reqs, enrol_pngs, args.enrol_fraction, stop_at, 1000 * (not batching) + i, out)
-                                   for i in range(args.clients)])
+            await asyncio.gather(
+                *[
+                    client(port, identify_reqs, enrol_pngs, args.enrol_fraction, stop_at, 1000 * (not batching) + i, out)
+                    for i in range(args.clients)
+                ]
+            )
             return out
 
         asyncio.run(go(args.warmup))  # first requests of a fresh process (lazy imports, caches): not measured
@@ -204,12 +233,23 @@ def run_mode(base: Path, batching: bool, args: argparse.Namespace, pngs: list[by
         rss = peak_rss_mib(proc.pid)
         ident, enrol = out["identify"], out["enrol"]
         return {
-            "batching": batching, "seconds": wall, "requests": len(ident) + len(enrol), "identify": len(ident), "enrol": len(enrol),
-            "errors": len(out["errors"]), "error_examples": out["errors"][:3],
-            "requests_per_s": (len(ident) + len(enrol)) / wall, "identify_per_s": len(ident) / wall,
-            "identify_ms": {"p50": pct(ident, 50), "p99": pct(ident, 99), "mean": pct(ident, 50) and float(np.mean(ident) * 1000)},
+            "batching": batching,
+            "seconds": wall,
+            "requests": len(ident) + len(enrol),
+            "identify": len(ident),
+            "enrol": len(enrol),
+            "errors": len(out["errors"]),
+            "error_examples": out["errors"][:3],
+            "requests_per_s": (len(ident) + len(enrol)) / wall,
+            "identify_per_s": len(ident) / wall,
+            "identify_ms": {
+                "p50": pct(ident, 50),
+                "p99": pct(ident, 99),
+                "mean": pct(ident, 50) and float(np.mean(ident) * 1000),
+            },
             "enrol_ms": {"p50": pct(enrol, 50), "p99": pct(enrol, 99)},
-            "server_peak_rss_mib": rss, "load_average_1min": [load0, load1],
+            "server_peak_rss_mib": rss,
+            "load_average_1min": [load0, load1],
             # CPU time per answered request depends far less on other jobs than wall-clock rates do
             "server_cpu_ms_per_request": 1000 * server_cpu / max(1, len(ident) + len(enrol)),
             "client_cpu_ms_per_request": 1000 * client_cpu / max(1, len(ident) + len(enrol)),
@@ -249,10 +289,18 @@ def main() -> None:
     result = {
         "name": "serve_load",
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
-        "commit": git_commit(), "machine": machine_description(), "date": now_iso(),
-        "encoder": ENCODER, "classes": args.classes, "clients": args.clients, "duration_s": args.duration,
-        "enrol_fraction": args.enrol_fraction, "k": 5, "query": "one 105x105 Omniglot PNG per request",
-        "niceness": os.nice(0), "modes": modes,
+        "commit": git_commit(),
+        "machine": machine_description(),
+        "date": now_iso(),
+        "encoder": ENCODER,
+        "classes": args.classes,
+        "clients": args.clients,
+        "duration_s": args.duration,
+        "enrol_fraction": args.enrol_fraction,
+        "k": 5,
+        "query": "one 105x105 Omniglot PNG per request",
+        "niceness": os.nice(0),
+        "modes": modes,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

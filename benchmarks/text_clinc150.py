@@ -35,7 +35,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from oneshot.provenance import git_commit, machine_description, now_iso
 from oneshot.data.clinc150 import base_novel_split, intent_description, load_clinc150
 from oneshot.modalities.text.intents import (
     calibrate_oos_threshold,
@@ -44,9 +43,12 @@ from oneshot.modalities.text.intents import (
     nearest,
     oos_metrics,
 )
+from oneshot.provenance import git_commit, machine_description, now_iso
 
-PUBLISHED = {5: "USE+ConveRT 90.49, DNNC 91.02, CPFT 92.34, ICDA 92.62",
-             10: "USE+ConveRT 93.26, DNNC 93.76, CPFT 94.18, ICDA 94.84"}
+PUBLISHED = {
+    5: "USE+ConveRT 90.49, DNNC 91.02, CPFT 92.34, ICDA 92.62",
+    10: "USE+ConveRT 93.26, DNNC 93.76, CPFT 94.18, ICDA 94.84",
+}
 ZERO_SHOT_WORDINGS = {"name": "{}", "request": "a request to {}", "question": "{}?"}
 
 
@@ -123,10 +125,16 @@ class Bench:
                 accs.append(self.accuracy(sup, classes, "val", tf))
             rows.append(dict(g, val_accuracy=float(np.mean(accs))))
             print("select", rows[-1], flush=True)
-        frozen = float(np.mean([self.accuracy(draw(self.lab["train"], classes, 5, s), classes, "val") for s in self.args.select_seeds]))
+        frozen = float(
+            np.mean([self.accuracy(draw(self.lab["train"], classes, 5, s), classes, "val") for s in self.args.select_seeds])
+        )
         best = max(rows, key=lambda r: r["val_accuracy"])
-        return {"grid": rows, "frozen_val_accuracy": frozen, "chosen": {k: best[k] for k in ("head_steps", "head_l2", "temperature")},
-                "protocol": f"150-way 5-shot, support seeds {self.args.select_seeds} from train, queries: all of val"}
+        return {
+            "grid": rows,
+            "frozen_val_accuracy": frozen,
+            "chosen": {k: best[k] for k in ("head_steps", "head_l2", "temperature")},
+            "protocol": f"150-way 5-shot, support seeds {self.args.select_seeds} from train, queries: all of val",
+        }
 
     # ------------------------------------------------------------------ protocols
     def protocol1(self, chosen: dict) -> dict:
@@ -141,9 +149,13 @@ class Bench:
                     tf, s = self.head(self.emb["train"][sup], self.lab["train"][sup], self.head_config(seed=seed, **chosen))
                     tuned.append(self.accuracy(sup, classes, "test", tf))
                     secs.append(s)
-            row = {"shots": shots, "frozen": self._agg(frozen), "tuned_head": self._agg(tuned),
-                   "tuned_head_seconds_mean": float(np.mean(secs)) if secs else None,
-                   "published": PUBLISHED.get(shots)}
+            row = {
+                "shots": shots,
+                "frozen": self._agg(frozen),
+                "tuned_head": self._agg(tuned),
+                "tuned_head_seconds_mean": float(np.mean(secs)) if secs else None,
+                "published": PUBLISHED.get(shots),
+            }
             if self.args.body_epochs and shots in self.args.body_shots:
                 row["tuned_body"] = self.body_rows(shots, chosen)
             out.append(row)
@@ -187,11 +199,23 @@ class Bench:
                 sup = draw(self.lab["train"], n_idx, shots, seed)
                 fr.append(self.accuracy(sup, n_idx, "test"))
                 tu.append(self.accuracy(sup, n_idx, "test", tf))
-            rows.append({"ways": 50, "shots": shots, "frozen": self._agg(fr), "tuned_on_base": self._agg(tu),
-                         "tuned_beats_frozen_in_seeds": int(sum(t > f for t, f in zip(tu, fr)))})
+            rows.append(
+                {
+                    "ways": 50,
+                    "shots": shots,
+                    "frozen": self._agg(fr),
+                    "tuned_on_base": self._agg(tu),
+                    "tuned_beats_frozen_in_seeds": int(sum(t > f for t, f in zip(tu, fr))),
+                }
+            )
             print("protocol2", json.dumps(rows[-1]), flush=True)
-        return {"novel_intents": novel, "split": "oneshot.data.clinc150.base_novel_split(intents, 50, seed=0)",
-                "base_training_examples": int(mask.sum()), "head_seconds": secs, "rows": rows}
+        return {
+            "novel_intents": novel,
+            "split": "oneshot.data.clinc150.base_novel_split(intents, 50, seed=0)",
+            "base_training_examples": int(mask.sum()),
+            "head_seconds": secs,
+            "rows": rows,
+        }
 
     def protocol3(self) -> dict:
         classes = list(range(len(self.intents)))
@@ -212,9 +236,13 @@ class Bench:
                 both.append(self.accuracy(sup, classes, "test", prior=desc))
             rows.append({"shots": shots, "examples_only": self._agg(ex), "description_plus_examples": self._agg(both)})
             print("protocol3", json.dumps(rows[-1]), flush=True)
-        return {"wordings_val": {k: {"format": v["format"], "val_accuracy": v["val_accuracy"]} for k, v in wordings.items()},
-                "chosen_wording": best, "zero_shot_test_accuracy": zero, "rule": "template = unit(mean of unit description + unit examples)",
-                "rows": rows}
+        return {
+            "wordings_val": {k: {"format": v["format"], "val_accuracy": v["val_accuracy"]} for k, v in wordings.items()},
+            "chosen_wording": best,
+            "zero_shot_test_accuracy": zero,
+            "rule": "template = unit(mean of unit description + unit examples)",
+            "rows": rows,
+        }
 
     def protocol4(self, chosen: dict) -> dict:
         classes = list(range(len(self.intents)))
@@ -235,14 +263,24 @@ class Bench:
                 _, ots = nearest(f(self.emb["oos_test"]), t)
                 m = oos_metrics(tp, ts, self.lab["test"], ots, th.threshold)
                 m0 = oos_metrics(tp, ts, self.lab["test"], ots, None)
-                recs.append(dict(m, no_rejection_accuracy=m0["in_scope_accuracy"], threshold=th.threshold,
-                                 val_oos_recall=th.val_oos_recall, val_accuracy=th.val_accuracy))
+                recs.append(
+                    dict(
+                        m,
+                        no_rejection_accuracy=m0["in_scope_accuracy"],
+                        threshold=th.threshold,
+                        val_oos_recall=th.val_oos_recall,
+                        val_accuracy=th.val_accuracy,
+                    )
+                )
             agg = {k: self._agg([r[k] for r in recs]) for k in recs[0]}
             out[name] = agg
             print("protocol4", name, json.dumps(agg), flush=True)
-        return {"shots": 5, "max_drop": self.args.max_drop,
-                "rule": "highest threshold whose val in-scope accuracy (rejections wrong) stays within max_drop of no rejection",
-                "results": out}
+        return {
+            "shots": 5,
+            "max_drop": self.args.max_drop,
+            "rule": "highest threshold whose val in-scope accuracy (rejections wrong) stays within max_drop of no rejection",
+            "results": out,
+        }
 
     def protocol5(self) -> dict:
         import torch
@@ -261,8 +299,12 @@ class Bench:
         rate = max(by_threads.values())
         n = self.args.gallery_classes
         vecs = self.emb["train"][:n]
-        res = {"sentences_per_second_batch64": rate, "sentences_per_second_by_threads": by_threads, "sentences_timed": len(texts),
-               "load_average": os.getloadavg()}
+        res = {
+            "sentences_per_second_batch64": rate,
+            "sentences_per_second_by_threads": by_threads,
+            "sentences_timed": len(texts),
+            "load_average": os.getloadavg(),
+        }
         with tempfile.TemporaryDirectory() as tmp:
             with Gallery.open(Path(tmp) / "g.gallery", encoder=self.embedder) as g:
                 t0 = time.perf_counter()
@@ -270,7 +312,7 @@ class Bench:
                 res["bulk_vectors_enrol_seconds"] = time.perf_counter() - t0
                 g.identify(vecs[:1])
                 enrol_ms, ident_ms = [], []
-                queries = self.data["val"].texts[:self.args.latency_repeats * 2]
+                queries = self.data["val"].texts[: self.args.latency_repeats * 2]
                 for i in range(self.args.latency_repeats):
                     t0 = time.perf_counter()
                     g.enrol(f"new{i}", [queries[2 * i]])
@@ -278,9 +320,14 @@ class Bench:
                     t0 = time.perf_counter()
                     g.identify([queries[2 * i + 1]], k=5)
                     ident_ms.append(1000 * (time.perf_counter() - t0))
-                res.update(gallery_classes=len(g), enrol_ms_p50=float(np.median(enrol_ms)), enrol_ms_p90=float(np.percentile(enrol_ms, 90)),
-                           identify_ms_p50=float(np.median(ident_ms)), identify_ms_p90=float(np.percentile(ident_ms, 90)),
-                           latency_repeats=self.args.latency_repeats)
+                res.update(
+                    gallery_classes=len(g),
+                    enrol_ms_p50=float(np.median(enrol_ms)),
+                    enrol_ms_p90=float(np.percentile(enrol_ms, 90)),
+                    identify_ms_p50=float(np.median(ident_ms)),
+                    identify_ms_p90=float(np.percentile(ident_ms, 90)),
+                    latency_repeats=self.args.latency_repeats,
+                )
         print("protocol5", json.dumps(res), flush=True)
         return res
 
@@ -295,7 +342,12 @@ class Bench:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=10, help="seeded support draws per row")
-    ap.add_argument("--tuned-seeds", type=int, default=10, help="draws for the tuned-head rows (each trains a head: ~30-60 s on the shared CPU)")
+    ap.add_argument(
+        "--tuned-seeds",
+        type=int,
+        default=10,
+        help="draws for the tuned-head rows (each trains a head: ~30-60 s on the shared CPU)",
+    )
     ap.add_argument("--protocols", default="1,2,3,4,5")
     ap.add_argument("--encoder", default="text")
     ap.add_argument("--body-epochs", type=int, default=0, help="also tune the transformer body (slow on CPU)")
@@ -312,10 +364,18 @@ def main() -> None:
     protos = {int(p) for p in args.protocols.split(",") if p}
     t_start = time.perf_counter()
     b = Bench(args)
-    result: dict = {"name": "text_clinc150", "encoder": args.encoder, "encoder_fingerprint": b.embedder.fingerprint,
-                    "seeds": args.seeds, "tuned_seeds": args.tuned_seeds,
-                    "command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "commit": git_commit(),
-                    "machine": machine_description(), "load_average_at_start": os.getloadavg(), "date": now_iso()}
+    result: dict = {
+        "name": "text_clinc150",
+        "encoder": args.encoder,
+        "encoder_fingerprint": b.embedder.fingerprint,
+        "seeds": args.seeds,
+        "tuned_seeds": args.tuned_seeds,
+        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "commit": git_commit(),
+        "machine": machine_description(),
+        "load_average_at_start": os.getloadavg(),
+        "date": now_iso(),
+    }
     if protos & {1, 2, 4}:
         result["head_selection"] = b.select_head()
     chosen = result.get("head_selection", {}).get("chosen", {})

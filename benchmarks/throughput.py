@@ -110,7 +110,13 @@ def measure_easyfsl(data, cfg: TrainConfig, seed: int, workers: int) -> float:
         module.__spec__ = importlib.machinery.ModuleSpec(name, None)  # find_spec() callers need a real spec
         return module
 
-    for name in ("torchvision", "torchvision.transforms", "torchvision.datasets", "torchvision.models", "torchvision.models.resnet"):
+    for name in (
+        "torchvision",
+        "torchvision.transforms",
+        "torchvision.datasets",
+        "torchvision.models",
+        "torchvision.models.resnet",
+    ):
         sys.modules.setdefault(name, stub(name))
     for name in ("pandas", "tqdm"):  # imported by easyfsl's dataset modules, unused here
         try:
@@ -172,7 +178,9 @@ def _easyfsl_in_fresh_process(data_dir: str | None, easyfsl_path: str | None, cf
     return measure_easyfsl(load_omniglot("vinyals", "train", 28, data_dir), cfg, seed, workers)
 
 
-def measure_easyfsl_as_shipped(data_dir: str | None, easyfsl_path: str | None, cfg: TrainConfig, seed: int, workers: int) -> float:
+def measure_easyfsl_as_shipped(
+    data_dir: str | None, easyfsl_path: str | None, cfg: TrainConfig, seed: int, workers: int
+) -> float:
     """Images/s of easyfsl in a fresh process that oneshot's allocator tuning never touched."""
     import multiprocessing
 
@@ -203,9 +211,18 @@ def main() -> None:
     torch.set_num_threads(torch.get_num_threads())
     data = load_omniglot("vinyals", "train", 28, args.data_dir)
     cfg = TrainConfig(
-        episodes=args.episodes, ways=args.ways, shots=args.shots, queries=args.queries, eval_every=10**9,
-        val_ways=5, val_shots=1, val_queries=1, val_episodes=1, precision=args.precision,
-        channels_last=not args.no_channels_last, device="cpu",
+        episodes=args.episodes,
+        ways=args.ways,
+        shots=args.shots,
+        queries=args.queries,
+        eval_every=10**9,
+        val_ways=5,
+        val_shots=1,
+        val_queries=1,
+        val_episodes=1,
+        precision=args.precision,
+        channels_last=not args.no_channels_last,
+        device="cpu",
     )
     if args.easyfsl_path:
         sys.path.insert(0, args.easyfsl_path)
@@ -255,9 +272,13 @@ def main() -> None:
     print(f"oneshot training loop: {med['oneshot']:.0f} images/s ({med['oneshot'] / per_episode:.2f} episodes/s)")
     print(f"raw forward+backward:  {med['raw']:.0f} images/s; ratio {result['ratio_to_raw']:.2f}")
     if "easyfsl" in med:
-        print(f"easyfsl 1.5.0:         {med['easyfsl']:.0f} images/s ({med['easyfsl'] / per_episode:.2f} episodes/s); oneshot is {result['speedup_over_easyfsl']:.2f}x")
+        print(
+            f"easyfsl 1.5.0:         {med['easyfsl']:.0f} images/s ({med['easyfsl'] / per_episode:.2f} episodes/s); oneshot is {result['speedup_over_easyfsl']:.2f}x"
+        )
     if "easyfsl_tuned_allocator" in med:
-        print(f"easyfsl, oneshot's allocator tuning: {med['easyfsl_tuned_allocator']:.0f} images/s; oneshot is {result['speedup_over_easyfsl_tuned_allocator']:.2f}x")
+        print(
+            f"easyfsl, oneshot's allocator tuning: {med['easyfsl_tuned_allocator']:.0f} images/s; oneshot is {result['speedup_over_easyfsl_tuned_allocator']:.2f}x"
+        )
     print(f"wrote {out}")
 
 

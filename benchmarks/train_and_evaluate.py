@@ -74,9 +74,18 @@ def main() -> None:
     method_options = parse_options(args.option)
     command = command_line()
     cfg = TrainConfig(
-        episodes=args.episodes, ways=args.ways, shots=args.shots, queries=args.queries, lr=args.lr,
-        lr_step=args.lr_step, lr_gamma=args.lr_gamma, eval_every=args.eval_every, val_episodes=args.val_episodes,
-        max_minutes=args.max_minutes, precision=args.precision, seed=args.seed,
+        episodes=args.episodes,
+        ways=args.ways,
+        shots=args.shots,
+        queries=args.queries,
+        lr=args.lr,
+        lr_step=args.lr_step,
+        lr_gamma=args.lr_gamma,
+        eval_every=args.eval_every,
+        val_episodes=args.val_episodes,
+        max_minutes=args.max_minutes,
+        precision=args.precision,
+        seed=args.seed,
     )
     out_dir = ROOT / "benchmarks" / "runs"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -85,31 +94,59 @@ def main() -> None:
 
     def report(p: TrainProgress) -> None:
         if p.episode % 250 == 0:
-            print(f"episode {p.episode}: loss {p.loss:.4f} train acc {p.train_accuracy:.4f} best val {p.best_val:.4f} "
-                  f"({time.perf_counter() - t0:.0f}s)", flush=True)
+            print(
+                f"episode {p.episode}: loss {p.loss:.4f} train acc {p.train_accuracy:.4f} best val {p.best_val:.4f} "
+                f"({time.perf_counter() - t0:.0f}s)",
+                flush=True,
+            )
 
-    tr = train_model(args.method, cfg, ckpt, split=args.split, data_dir=args.data_dir, command=command, on_progress=report,
-                     method_options=method_options)
+    tr = train_model(
+        args.method,
+        cfg,
+        ckpt,
+        split=args.split,
+        data_dir=args.data_dir,
+        command=command,
+        on_progress=report,
+        method_options=method_options,
+    )
     wall = time.perf_counter() - t0
-    print(f"trained {tr.episodes_run} episodes in {tr.train_seconds:.0f}s ({tr.images_per_second:.0f} images/s); best val {tr.best_val_accuracy:.4f} at {tr.best_episode}", flush=True)
-    ev = evaluate_checkpoint(ckpt, STANDARD_SHAPES, episodes=args.test_episodes, seed=0, lake_runs=(args.split == "vinyals" or args.split == "lake"), data_dir=args.data_dir,
-                             verification=args.verification, verification_pairs=args.verification_pairs).to_dict()
+    print(
+        f"trained {tr.episodes_run} episodes in {tr.train_seconds:.0f}s ({tr.images_per_second:.0f} images/s); best val {tr.best_val_accuracy:.4f} at {tr.best_episode}",
+        flush=True,
+    )
+    ev = evaluate_checkpoint(
+        ckpt,
+        STANDARD_SHAPES,
+        episodes=args.test_episodes,
+        seed=0,
+        lake_runs=(args.split == "vinyals" or args.split == "lake"),
+        data_dir=args.data_dir,
+        verification=args.verification,
+        verification_pairs=args.verification_pairs,
+    ).to_dict()
     for r in ev["results"]:
         print(f"{r['ways']}-way {r['shots']}-shot: {100 * r['accuracy']:.2f} +- {100 * r['ci95']:.2f}")
     if "lake_runs" in ev:
         print(f"Lake's 20 runs: {100 * ev['lake_runs']['accuracy']:.2f}")
     if "verification" in ev:
         v = ev["verification"]
-        print(f"verification: AUC {v['auc']:.4f} EER {100 * v['eer']:.2f}% TAR@1e-2 {100 * v['tar_at_far_1e-2']:.2f}% TAR@1e-3 {100 * v['tar_at_far_1e-3']:.2f}%")
+        print(
+            f"verification: AUC {v['auc']:.4f} EER {100 * v['eer']:.2f}% TAR@1e-2 {100 * v['tar_at_far_1e-2']:.2f}% TAR@1e-3 {100 * v['tar_at_far_1e-3']:.2f}%"
+        )
     variants = []
     for item in args.variant:
         opts = parse_options([item])
         row = {"options": opts}
         for part in ("val", "test"):
-            res = evaluate_checkpoint(ckpt, STANDARD_SHAPES, episodes=args.test_episodes, seed=0, part=part,
-                                      data_dir=args.data_dir, method_options=opts).to_dict()
+            res = evaluate_checkpoint(
+                ckpt, STANDARD_SHAPES, episodes=args.test_episodes, seed=0, part=part, data_dir=args.data_dir, method_options=opts
+            ).to_dict()
             row[part] = res["results"]
-            print(f"variant {item} on {part}: " + ", ".join(f"{r['ways']}w{r['shots']}s {100 * r['accuracy']:.2f}" for r in res["results"]))
+            print(
+                f"variant {item} on {part}: "
+                + ", ".join(f"{r['ways']}w{r['shots']}s {100 * r['accuracy']:.2f}" for r in res["results"])
+            )
         variants.append(row)
     result = {
         "name": args.name,

@@ -44,12 +44,33 @@ def main() -> None:
     p.add_argument("--out", required=True)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    cfg = TrainConfig(episodes=100000, ways=a.ways, shots=1, queries=a.queries, lr=a.lr, lr_step=a.lr_step,
-                      eval_every=a.eval_every, val_ways=a.val_ways, val_shots=1, val_queries=a.val_queries,
-                      val_episodes=300, max_minutes=a.minutes, seed=a.seed, precision="fp32",
-                      augment=FACES_AUGMENT if a.augment else None)
-    res = train_model(a.method, cfg, a.out, dataset=a.dataset, size=a.size, encoder=a.encoder,
-                      command="python " + " ".join(shlex.quote(x) for x in sys.argv), resume=a.resume)
+    cfg = TrainConfig(
+        episodes=100000,
+        ways=a.ways,
+        shots=1,
+        queries=a.queries,
+        lr=a.lr,
+        lr_step=a.lr_step,
+        eval_every=a.eval_every,
+        val_ways=a.val_ways,
+        val_shots=1,
+        val_queries=a.val_queries,
+        val_episodes=300,
+        max_minutes=a.minutes,
+        seed=a.seed,
+        precision="fp32",
+        augment=FACES_AUGMENT if a.augment else None,
+    )
+    res = train_model(
+        a.method,
+        cfg,
+        a.out,
+        dataset=a.dataset,
+        size=a.size,
+        encoder=a.encoder,
+        command="python " + " ".join(shlex.quote(x) for x in sys.argv),
+        resume=a.resume,
+    )
     print(json.dumps({k: v for k, v in res.__dict__.items() if k != "history"}))
     print(json.dumps(res.history))
 

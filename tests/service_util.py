@@ -26,7 +26,7 @@ def omniglot_drawings(data_dir: Path, n_chars: int, per_char: int, skip: int = 0
         by_char: dict[str, list[str]] = {}
         for n in names:
             by_char.setdefault(n.rsplit("/", 1)[0], []).append(n)
-        for char in sorted(by_char)[skip:skip + n_chars]:
+        for char in sorted(by_char)[skip : skip + n_chars]:
             key = char.split("/", 1)[1].replace("/", "-")
             out[key] = [z.read(n) for n in by_char[char][:per_char]]
     return out
@@ -73,11 +73,31 @@ def _context():
     global _CTX
     if _CTX is None:
         _CTX = multiprocessing.get_context("forkserver")
-        _CTX.set_forkserver_preload(["torch", "faiss", "fastapi", "uvicorn", "oneshot.service.app", "oneshot.gallery.gallery",
-                                     "oneshot.modalities.image", "oneshot.checkpoint", "tests.service_util",
-                                     "uvicorn.main", "uvicorn.server", "uvicorn.config", "uvicorn.loops.auto", "uvicorn.protocols.http.auto",
-                                     "uvicorn.protocols.http.h11_impl", "uvicorn.protocols.http.httptools_impl", "uvicorn.lifespan.on",
-                                     "uvicorn.protocols.websockets.auto", "starlette.formparsers", "PIL.PngImagePlugin", "PIL.Image"])
+        _CTX.set_forkserver_preload(
+            [
+                "torch",
+                "faiss",
+                "fastapi",
+                "uvicorn",
+                "oneshot.service.app",
+                "oneshot.gallery.gallery",
+                "oneshot.modalities.image",
+                "oneshot.checkpoint",
+                "tests.service_util",
+                "uvicorn.main",
+                "uvicorn.server",
+                "uvicorn.config",
+                "uvicorn.loops.auto",
+                "uvicorn.protocols.http.auto",
+                "uvicorn.protocols.http.h11_impl",
+                "uvicorn.protocols.http.httptools_impl",
+                "uvicorn.lifespan.on",
+                "uvicorn.protocols.websockets.auto",
+                "starlette.formparsers",
+                "PIL.PngImagePlugin",
+                "PIL.Image",
+            ]
+        )
     return _CTX
 
 

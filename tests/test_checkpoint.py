@@ -9,7 +9,12 @@ from oneshot.encoders import Conv4
 from oneshot.errors import OneshotError
 from oneshot.methods import ProtoNet
 
-META = {"encoder": "conv4", "encoder_options": {"in_channels": 1}, "preprocessing": {"size": 28, "channels": 1, "invert": True}, "embedding_dim": 64}
+META = {
+    "encoder": "conv4",
+    "encoder_options": {"in_channels": 1},
+    "preprocessing": {"size": 28, "channels": 1, "invert": True},
+    "embedding_dim": 64,
+}
 
 
 @pytest.fixture

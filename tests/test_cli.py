@@ -23,8 +23,20 @@ def checkpoint(tmp_path_factory, vinyals_train, small_val):
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ck") / "protonet.safetensors"
-    meta = {"encoder": "conv4", "encoder_options": {"in_channels": 1}, "preprocessing": {"size": 28, "channels": 1, "invert": True}, "data": {"dataset": "omniglot", "split": "vinyals"}}
-    train(ProtoNet(Conv4()), vinyals_train, small_val, TrainConfig(episodes=150, ways=20, queries=5, eval_every=150, val_ways=5, val_episodes=50), path, meta)
+    meta = {
+        "encoder": "conv4",
+        "encoder_options": {"in_channels": 1},
+        "preprocessing": {"size": 28, "channels": 1, "invert": True},
+        "data": {"dataset": "omniglot", "split": "vinyals"},
+    }
+    train(
+        ProtoNet(Conv4()),
+        vinyals_train,
+        small_val,
+        TrainConfig(episodes=150, ways=20, queries=5, eval_every=150, val_ways=5, val_episodes=50),
+        path,
+        meta,
+    )
     return path
 
 
@@ -34,7 +46,22 @@ def run(*args):
 
 @pytest.mark.slow
 def test_evaluate_json_is_one_object_and_repeatable(checkpoint, omniglot_dir):
-    args = ["evaluate", "--checkpoint", checkpoint, "--ways", 5, "--shots", 1, "--episodes", 100, "--split", "test", "--json", "--data-dir", omniglot_dir]
+    args = [
+        "evaluate",
+        "--checkpoint",
+        checkpoint,
+        "--ways",
+        5,
+        "--shots",
+        1,
+        "--episodes",
+        100,
+        "--split",
+        "test",
+        "--json",
+        "--data-dir",
+        omniglot_dir,
+    ]
     first = run(*args)
     assert first.exit_code == 0, first.output
     obj = json.loads(first.stdout)
@@ -46,7 +73,18 @@ def test_evaluate_json_is_one_object_and_repeatable(checkpoint, omniglot_dir):
 
 @pytest.mark.slow
 def test_evaluate_standard_shapes_and_lake_runs(checkpoint, omniglot_dir):
-    res = run("evaluate", "--checkpoint", checkpoint, "--standard", "--episodes", 30, "--lake-runs", "--json", "--data-dir", omniglot_dir)
+    res = run(
+        "evaluate",
+        "--checkpoint",
+        checkpoint,
+        "--standard",
+        "--episodes",
+        30,
+        "--lake-runs",
+        "--json",
+        "--data-dir",
+        omniglot_dir,
+    )
     assert res.exit_code == 0, res.output
     obj = json.loads(res.stdout)
     assert [(r["ways"], r["shots"]) for r in obj["results"]] == [(5, 1), (5, 5), (20, 1), (20, 5)]
@@ -122,7 +160,9 @@ def test_console_script_help_and_exit_code(tmp_path):
     exe = Path(sys.executable).parent / "oneshot"
     out = subprocess.run([str(exe), "evaluate", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--episodes" in out.stdout and "--json" in out.stdout
-    out = subprocess.run([str(exe), "evaluate", "--checkpoint", str(tmp_path / "missing.safetensors"), "--json"], capture_output=True, text=True)
+    out = subprocess.run(
+        [str(exe), "evaluate", "--checkpoint", str(tmp_path / "missing.safetensors"), "--json"], capture_output=True, text=True
+    )
     assert out.returncode == 2
     assert out.stderr.strip().startswith("error:") and "Traceback" not in out.stderr
 

@@ -99,8 +99,9 @@ def test_concurrent_processes_lose_nothing(tmp_path):
     Gallery.open(path, dim=D).close()
     script = tmp_path / "worker.py"
     script.write_text(CONCURRENT_WORKER)
-    procs = [subprocess.Popen([sys.executable, str(script), str(path), str(w)], stderr=subprocess.PIPE, text=True)
-             for w in range(3)]
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(path), str(w)], stderr=subprocess.PIPE, text=True) for w in range(3)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=170)
         assert p.returncode == 0, err
@@ -111,8 +112,12 @@ def test_concurrent_processes_lose_nothing(tmp_path):
             assert [r.label for r in g.identify(v, k=1)] == [f"w{w}-{i}" for i in range(24)]
         shared = [c for c in g.list() if c.label == "shared"][0]
         assert shared.n_examples == 3 * 8
-        want = unit(np.stack([unit(np.random.default_rng((w, i, 1)).normal(size=8)) for w in range(3) for i in range(0, 24, 3)]).mean(0))
-        t = np.frombuffer(g.store.conn.execute("SELECT template FROM classes WHERE id = ?", (shared.id,)).fetchone()[0], np.float32)
+        want = unit(
+            np.stack([unit(np.random.default_rng((w, i, 1)).normal(size=8)) for w in range(3) for i in range(0, 24, 3)]).mean(0)
+        )
+        t = np.frombuffer(
+            g.store.conn.execute("SELECT template FROM classes WHERE id = ?", (shared.id,)).fetchone()[0], np.float32
+        )
         np.testing.assert_allclose(t, want, atol=1e-5)
 
 
@@ -149,7 +154,7 @@ def test_corrupt_gallery_is_refused_untouched(full_gallery):
     _refused(full_gallery, "not a oneshot gallery")
     data[:16] = b"SQLite format 3\x00"
     page = int.from_bytes(data[16:18], "big")
-    data[page * 2: page * 4] = np.random.default_rng(0).integers(0, 256, page * 2, dtype=np.uint8).tobytes()
+    data[page * 2 : page * 4] = np.random.default_rng(0).integers(0, 256, page * 2, dtype=np.uint8).tobytes()
     full_gallery.write_bytes(bytes(data))
     _refused(full_gallery, "corrupt")
 

@@ -10,8 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from oneshot.data.images import (OMNIGLOT_ENVELOPE, InputWarning, Preprocessing, decode_image, domain_warning,
-                                 image_files_in, stats_envelope)
+from oneshot.data.images import (
+    OMNIGLOT_ENVELOPE,
+    InputWarning,
+    Preprocessing,
+    decode_image,
+    domain_warning,
+    image_files_in,
+    stats_envelope,
+)
 from oneshot.errors import OneshotError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,8 +35,14 @@ def glyph(k: int, mode: str = "RGBA") -> Image.Image:
     """A black stroke on a transparent background; k picks one of several shapes."""
     im = Image.new(mode, (105, 105), (0, 0, 0, 0))
     d = ImageDraw.Draw(im)
-    shapes = [[(10, 10), (90, 90)], [(10, 90), (90, 10)], [(50, 5), (50, 100)], [(5, 50), (100, 50)],
-              [(10, 30), (90, 30)], [(30, 10), (30, 90)]]
+    shapes = [
+        [(10, 10), (90, 90)],
+        [(10, 90), (90, 10)],
+        [(50, 5), (50, 100)],
+        [(5, 50), (100, 50)],
+        [(10, 30), (90, 30)],
+        [(30, 10), (30, 90)],
+    ]
     d.line(shapes[k], fill=(0, 0, 0, 255), width=6)
     return im
 
@@ -114,14 +127,28 @@ def test_preprocessing_dict_keeps_old_checkpoints_and_fingerprints_identical():
     from oneshot.modalities.image import ImageEmbedder
 
     # The ids galleries built before this change recorded (computed with the previous code).
-    assert fingerprint_id(ImageEmbedder(ROOT / "src/oneshot/weights/protonet_conv4_vinyals.safetensors").fingerprint) == "0f7f1525b4ce9941"
-    assert fingerprint_id(ImageEmbedder(ROOT / "src/oneshot/weights/protonet_conv4_lake.safetensors").fingerprint) == "027b41b3b5d25d04"
+    assert (
+        fingerprint_id(ImageEmbedder(ROOT / "src/oneshot/weights/protonet_conv4_vinyals.safetensors").fingerprint)
+        == "0f7f1525b4ce9941"
+    )
+    assert (
+        fingerprint_id(ImageEmbedder(ROOT / "src/oneshot/weights/protonet_conv4_lake.safetensors").fingerprint)
+        == "027b41b3b5d25d04"
+    )
 
 
-@pytest.mark.parametrize("bad", [{"size": 4, "channels": 1, "invert": True}, {"size": -5, "channels": 1, "invert": True},
-                                 {"size": 28, "channels": 2, "invert": True}, {"size": 28, "channels": 1},
-                                 {"size": "28", "channels": 1, "invert": True}, [28],
-                                 {"size": 28, "channels": 1, "invert": True, "resize": "zoom"}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"size": 4, "channels": 1, "invert": True},
+        {"size": -5, "channels": 1, "invert": True},
+        {"size": 28, "channels": 2, "invert": True},
+        {"size": 28, "channels": 1},
+        {"size": "28", "channels": 1, "invert": True},
+        [28],
+        {"size": 28, "channels": 1, "invert": True, "resize": "zoom"},
+    ],
+)
 def test_malformed_preprocessing_is_a_clear_error(bad):
     with pytest.raises(OneshotError):
         Preprocessing.from_dict(bad)
@@ -191,8 +218,12 @@ from hypothesis import strategies as st  # noqa: E402
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(which=st.integers(0, len(SAMPLES) - 1), cut=st.floats(0, 1), flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=6),
-       prep=st.sampled_from([GREY, Preprocessing(size=16, channels=3, invert=False, resize="pad")]))
+@given(
+    which=st.integers(0, len(SAMPLES) - 1),
+    cut=st.floats(0, 1),
+    flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=6),
+    prep=st.sampled_from([GREY, Preprocessing(size=16, channels=3, invert=False, resize="pad")]),
+)
 def test_fuzzed_images_decode_or_fail_in_one_line(which, cut, flips, prep):
     data = bytearray(SAMPLES[which])
     for pos, value in flips:

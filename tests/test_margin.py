@@ -75,12 +75,26 @@ def test_margin_method_learns_on_omniglot(vinyals_train, small_val, tmp_path):
     keep = vinyals_train.labels < 50
     data = ImageSet(vinyals_train.images[keep], vinyals_train.labels[keep], vinyals_train.class_names[:50])
     model = build_method("margin", build_encoder("conv4"), **METHODS["margin"].options_for_data(data), margin_type="arcface")
-    cfg = TrainConfig(episodes=60, ways=10, shots=1, queries=5, lr=1e-3, eval_every=60,
-                      val_ways=5, val_shots=1, val_queries=5, val_episodes=40, device="cpu")
+    cfg = TrainConfig(
+        episodes=60,
+        ways=10,
+        shots=1,
+        queries=5,
+        lr=1e-3,
+        eval_every=60,
+        val_ways=5,
+        val_shots=1,
+        val_queries=5,
+        val_episodes=40,
+        device="cpu",
+    )
     keep = small_val.labels < 60
     val = ImageSet(small_val.images[keep], small_val.labels[keep], small_val.class_names[:60])
-    meta = {"encoder": "conv4", "encoder_options": {"in_channels": 1},
-            "preprocessing": {"size": 28, "channels": 1, "invert": True}}
+    meta = {
+        "encoder": "conv4",
+        "encoder_options": {"in_channels": 1},
+        "preprocessing": {"size": 28, "channels": 1, "invert": True},
+    }
     res = train(model, data, val, cfg, tmp_path / "margin.safetensors", meta)
     assert res.best_val_accuracy > 0.6, res.history  # 5-way chance is 20%
     ck = load_checkpoint(res.checkpoint)

@@ -121,7 +121,9 @@ def test_a_new_class_is_known_after_one_write_and_keeps_learning():
 def reference_loss(mem: KeyValueMemory, q: torch.Tensor, v: torch.Tensor, k: int, margin: float) -> list[float]:
     out = []
     for b in range(q.shape[0]):
-        sims = sorted(((float(q[b] @ mem.keys[i]), int(mem.values[i])) for i in range(mem.size) if int(mem.values[i]) >= 0), reverse=True)[:k]
+        sims = sorted(
+            ((float(q[b] @ mem.keys[i]), int(mem.values[i])) for i in range(mem.size) if int(mem.values[i]) >= 0), reverse=True
+        )[:k]
         pos = max((s for s, val in sims if val == int(v[b])), default=0.0)
         neg = max((s for s, val in sims if val != int(v[b])), default=0.0)
         out.append(max(neg - pos + margin, 0.0))
@@ -156,7 +158,9 @@ def test_learner_loss_is_the_memory_loss_of_the_queries():
     mem = m.new_memory(8, "cpu")
     mem.keys = mem.keys.double()
     mem.write_all(keys[:6].detach(), ys)
-    assert torch.allclose(loss, torch.tensor(reference_loss(mem, keys[6:].detach(), yq, 4, 0.1), dtype=torch.float64).mean(), atol=1e-10)
+    assert torch.allclose(
+        loss, torch.tensor(reference_loss(mem, keys[6:].detach(), yq, 4, 0.1), dtype=torch.float64).mean(), atol=1e-10
+    )
     assert scores.shape == (9, 3)
     loss.backward()
     assert m.query_proj.weight.grad.abs().sum() > 0

@@ -27,7 +27,9 @@ def tiny_task(seed: int = 0, ways: int = 3, shots: int = 2, queries: int = 2, d_
 def tiny_maml(cls=MAML, steps: int = 2, lr: float = 0.3, ways: int = 3, head: str = "learned", **kw):
     """A linear 'encoder' (4 -> 5) plus a learned linear head (5 -> ways), in float64."""
     torch.manual_seed(0)
-    return cls(nn.Linear(4, 5), inner_steps=steps, inner_lr=lr, meta_batch=1, head=head, ways=ways, embedding_dim=5, **kw).double()
+    return cls(
+        nn.Linear(4, 5), inner_steps=steps, inner_lr=lr, meta_batch=1, head=head, ways=ways, embedding_dim=5, **kw
+    ).double()
 
 
 def hand_grads(A, a, W, b, x, y, ways):
@@ -103,8 +105,13 @@ def test_meta_batch_loss_is_the_mean_over_tasks_and_sampler_is_task_major():
     model = tiny_maml(steps=1)
     tasks = [tiny_task(s) for s in range(3)]
     ep = Episode(
-        torch.cat([t[0] for t in tasks]), torch.cat([t[1] for t in tasks]), torch.cat([t[2] for t in tasks]),
-        torch.cat([t[3] for t in tasks]), 3, 2, tasks=3,
+        torch.cat([t[0] for t in tasks]),
+        torch.cat([t[1] for t in tasks]),
+        torch.cat([t[2] for t in tasks]),
+        torch.cat([t[3] for t in tasks]),
+        3,
+        2,
+        tasks=3,
     )
     loss, logits = model.loss(ep)
     single = [model.loss(Episode(*t, 3, 2))[0] for t in tasks]
@@ -143,7 +150,16 @@ def test_reptile_update_on_a_quadratic():
 def test_reptile_method_gradient_is_theta_minus_phi():
     xs, ys, xq, yq = tiny_task(3)
     torch.manual_seed(0)
-    model = Reptile(nn.Linear(4, 5), inner_steps=3, inner_lr=0.05, inner_optimizer="sgd", meta_batch=1, head="learned", ways=3, embedding_dim=5).double()
+    model = Reptile(
+        nn.Linear(4, 5),
+        inner_steps=3,
+        inner_lr=0.05,
+        inner_optimizer="sgd",
+        meta_batch=1,
+        head="learned",
+        ways=3,
+        embedding_dim=5,
+    ).double()
     loss, _ = model.loss(Episode(xs, ys, xq, yq, 3, 2))
     loss.backward()
     phi = model.adapt(model.meta_parameters(), torch.cat([xs, xq]), torch.cat([ys, yq]), 3, 3)

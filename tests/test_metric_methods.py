@@ -26,9 +26,13 @@ from oneshot.training import TrainConfig, train
 def random_episode(ways=4, shots=2, queries=1, seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     return Episode(
-        torch.rand(ways * shots, 1, 28, 28, generator=g, dtype=dtype), torch.arange(ways).repeat_interleave(shots),
-        torch.rand(ways * queries, 1, 28, 28, generator=g, dtype=dtype), torch.arange(ways).repeat_interleave(queries),
-        ways, shots, torch.arange(10, 10 + ways),
+        torch.rand(ways * shots, 1, 28, 28, generator=g, dtype=dtype),
+        torch.arange(ways).repeat_interleave(shots),
+        torch.rand(ways * queries, 1, 28, 28, generator=g, dtype=dtype),
+        torch.arange(ways).repeat_interleave(queries),
+        ways,
+        shots,
+        torch.arange(10, 10 + ways),
     )
 
 
@@ -48,6 +52,7 @@ def episode_labels(ep: Episode) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- pairs
+
 
 @pytest.mark.parametrize("ways,shots,queries", [(5, 2, 0), (4, 1, 3), (3, 3, 2)])
 def test_balanced_pairs_are_balanced_and_correct(ways, shots, queries):
@@ -73,6 +78,7 @@ def test_pairs_need_two_examples_per_class():
 
 
 # ---------------------------------------------------------------- Siamese
+
 
 def test_siamese_loss_and_classification_match_brute_force():
     torch.manual_seed(0)
@@ -105,6 +111,7 @@ def test_siamese_loss_and_classification_match_brute_force():
 
 # ---------------------------------------------------------------- contrastive
 
+
 def test_contrastive_loss_matches_brute_force():
     g = torch.Generator().manual_seed(1)
     a, b = torch.randn(30, 6, generator=g, dtype=torch.float64), torch.randn(30, 6, generator=g, dtype=torch.float64)
@@ -129,6 +136,7 @@ def test_contrastive_method_uses_balanced_pairs():
 
 
 # ---------------------------------------------------------------- triplet mining
+
 
 def random_batch(p=5, k=3, dim=4, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -209,7 +217,12 @@ def test_triplet_method_normalises_and_validates_mining():
     with torch.no_grad():
         zz = F.normalize(model.encoder(ep.support), dim=1)
     dist = torch.cdist(zz, zz).pow(2)
-    ref = np.mean([max(0.0, float(dist[a, p] - dist[a, n]) + 0.2) for a, p, n in brute_force_triplets(dist, ep.support_labels, "batch-hard")])
+    ref = np.mean(
+        [
+            max(0.0, float(dist[a, p] - dist[a, n]) + 0.2)
+            for a, p, n in brute_force_triplets(dist, ep.support_labels, "batch-hard")
+        ]
+    )
     assert loss.item() == pytest.approx(ref, rel=1e-4)
     with pytest.raises(OneshotError, match="unknown mining strategy 'hardest'"):
         Triplet(Conv4(), mining="hardest")
@@ -220,6 +233,7 @@ def test_triplet_method_normalises_and_validates_mining():
 
 
 # ---------------------------------------------------------------- matching networks
+
 
 def test_matching_attention_matches_brute_force():
     g = torch.Generator().manual_seed(2)
@@ -268,9 +282,12 @@ def test_matching_fce_depends_on_the_support_set_and_is_evaluated_episode_by_epi
 
 # ---------------------------------------------------------------- transfer baselines
 
+
 def test_baseline_options_losses_and_test_time_rules(tmp_path):
     torch.manual_seed(0)
-    data = ImageSet(torch.zeros(40, 1, 28, 28, dtype=torch.uint8), torch.arange(20).repeat_interleave(2), [str(i) for i in range(20)])
+    data = ImageSet(
+        torch.zeros(40, 1, 28, 28, dtype=torch.uint8), torch.arange(20).repeat_interleave(2), [str(i) for i in range(20)]
+    )
     opts = Baseline.options_for_data(data)
     assert opts == {"num_classes": 20, "input_shape": [1, 28, 28]}
     model = Baseline(Conv4(), **opts)
@@ -305,7 +322,11 @@ def test_baseline_options_losses_and_test_time_rules(tmp_path):
         Baseline(Conv4(), num_classes=20, test_time="knn")
     with pytest.raises(OneshotError, match="num_classes"):
         build_method("baseline", Conv4())
-    meta = {"encoder": "conv4", "encoder_options": {"in_channels": 1}, "preprocessing": {"size": 28, "channels": 1, "invert": True}}
+    meta = {
+        "encoder": "conv4",
+        "encoder_options": {"in_channels": 1},
+        "preprocessing": {"size": 28, "channels": 1, "invert": True},
+    }
     path = save_checkpoint(tmp_path / "b.safetensors", model, meta)
     ck = load_checkpoint(path, method_options={"test_time": "finetune"})
     assert ck.method.test_time == "finetune" and torch.allclose(ck.method.base_mean, model.base_mean)
@@ -331,22 +352,39 @@ BASE_CLASSES = {"baseline": 50}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method,options,shape,episodes,lr", TRAINING, ids=[f"{m}{'-fce' if o.get('fce') else ''}" for m, o, *_ in TRAINING])
+@pytest.mark.parametrize(
+    "method,options,shape,episodes,lr", TRAINING, ids=[f"{m}{'-fce' if o.get('fce') else ''}" for m, o, *_ in TRAINING]
+)
 def test_method_learns_on_omniglot(method, options, shape, episodes, lr, vinyals_train, small_val, tmp_path):
     torch.manual_seed(0)
     train_data = vinyals_train
     if method in BASE_CLASSES:
         keep = vinyals_train.labels < BASE_CLASSES[method]
-        train_data = ImageSet(vinyals_train.images[keep], vinyals_train.labels[keep], vinyals_train.class_names[: BASE_CLASSES[method]])
+        train_data = ImageSet(
+            vinyals_train.images[keep], vinyals_train.labels[keep], vinyals_train.class_names[: BASE_CLASSES[method]]
+        )
     model = build_method(method, Conv4(), **{**METHODS[method].options_for_data(train_data), **options})
     ways, shots, queries = shape
     cfg = TrainConfig(
-        episodes=episodes, ways=ways, shots=shots, queries=queries, lr=lr, eval_every=episodes,
-        val_ways=5, val_shots=1, val_queries=5, val_episodes=60, device="cpu",
+        episodes=episodes,
+        ways=ways,
+        shots=shots,
+        queries=queries,
+        lr=lr,
+        eval_every=episodes,
+        val_ways=5,
+        val_shots=1,
+        val_queries=5,
+        val_episodes=60,
+        device="cpu",
     )
     keep = small_val.labels < 60  # 60 validation classes keep validation cheap
     val = ImageSet(small_val.images[keep], small_val.labels[keep], small_val.class_names[:60])
-    meta = {"encoder": "conv4", "encoder_options": {"in_channels": 1}, "preprocessing": {"size": 28, "channels": 1, "invert": True}}
+    meta = {
+        "encoder": "conv4",
+        "encoder_options": {"in_channels": 1},
+        "preprocessing": {"size": 28, "channels": 1, "invert": True},
+    }
     res = train(model, train_data, val, cfg, tmp_path / f"{method}.safetensors", meta)
     # 5-way chance is 20%.
     assert res.best_val_accuracy > 0.6, res.history

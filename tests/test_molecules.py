@@ -151,8 +151,9 @@ def test_ecfp_gallery_tanimoto_search_and_bad_inputs(tmp_path):
         from rdkit.Chem import rdFingerprintGenerator
 
         gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
-        expect = DataStructs.TanimotoSimilarity(gen.GetFingerprint(Chem.MolFromSmiles("CC(=O)Oc1ccccc1C(=O)OC")),
-                                                gen.GetFingerprint(Chem.MolFromSmiles(ASPIRIN)))
+        expect = DataStructs.TanimotoSimilarity(
+            gen.GetFingerprint(Chem.MolFromSmiles("CC(=O)Oc1ccccc1C(=O)OC")), gen.GetFingerprint(Chem.MolFromSmiles(ASPIRIN))
+        )
         assert res.score == pytest.approx(expect, abs=1e-6)
         # salts: the largest fragment by default, refused on request
         assert g.encoder.read("CC(=O)[O-].[Na+]").data == b"CC(=O)[O-]"
@@ -160,8 +161,12 @@ def test_ecfp_gallery_tanimoto_search_and_bad_inputs(tmp_path):
         with pytest.raises(OneshotError, match="2 fragments"):
             g.enrol("salt", ["CC(=O)[O-].[Na+]"])
         g.encoder.salts = "largest"
-        for bad, msg in (("C1CC", "invalid SMILES"), ("", "empty SMILES"),
-                         (Inline("hello", "text"), "was given text"), (b"\x89PNG\r\n\x1a\n....", "was given image")):
+        for bad, msg in (
+            ("C1CC", "invalid SMILES"),
+            ("", "empty SMILES"),
+            (Inline("hello", "text"), "was given text"),
+            (b"\x89PNG\r\n\x1a\n....", "was given image"),
+        ):
             with pytest.raises(OneshotError, match=msg):
                 g.enrol("bad", [bad])
         png = tmp_path / "x.png"
@@ -224,8 +229,19 @@ def _train_and_check(tox21, tmp_path):
 
     x = featurise(tox21, descriptors=False)  # Morgan bits only: fast to compute
     opts = {"descriptors": False, "hidden": [512], "out_dim": 64}
-    cfg = TrainConfig(episodes=120, ways=2, shots=1, queries=32, lr=1e-3, lr_step=1000, eval_every=120, val_shots=1,
-                      precision="fp32", channels_last=False, device="cpu")
+    cfg = TrainConfig(
+        episodes=120,
+        ways=2,
+        shots=1,
+        queries=32,
+        lr=1e-3,
+        lr_step=1000,
+        eval_every=120,
+        val_shots=1,
+        precision="fp32",
+        channels_last=False,
+        device="cpu",
+    )
     out = tmp_path / "m.safetensors"
     train_molecule_model(tox21, ["SR-ARE", "NR-AhR"], ["SR-ATAD5"], cfg, out, features=x, val_draws=5, encoder_options=opts)
     ck = load_checkpoint(out)
@@ -253,8 +269,9 @@ def _train_and_check(tox21, tmp_path):
     sup.write_text(f"smiles,label\n{ASPIRIN},acid\n{IBUPROFEN},acid\n{CAFFEINE},xanthine\n")
     queries = tmp_path / "q.csv"
     queries.write_text("smiles\nCn1cnc2c1c(=O)[nH]c(=O)n2C\n")
-    r = CliRunner().invoke(app, ["predict", "--checkpoint", str(out), "--support", str(sup), str(queries),
-                                 "--smiles", ASPIRIN, "--json"])
+    r = CliRunner().invoke(
+        app, ["predict", "--checkpoint", str(out), "--support", str(sup), str(queries), "--smiles", ASPIRIN, "--json"]
+    )
     assert r.exit_code == 0, r.output
     import json
 

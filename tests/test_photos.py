@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import data_dir
 from typer.testing import CliRunner
 
-from conftest import data_dir
 from oneshot.data.archives import FACES_PREPROCESSING, faces_split, load_att_faces, load_neu, neu_split
 from oneshot.errors import OneshotError
 
@@ -108,11 +108,31 @@ def _short_run(tmp_path, dataset, method, episodes, ways, queries, **cfg):
     from oneshot.experiment import train_model
     from oneshot.training import TrainConfig
 
-    config = TrainConfig(episodes=episodes, ways=ways, shots=1, queries=queries, eval_every=episodes, val_ways=4,
-                         val_shots=1, val_queries=5, val_episodes=50, precision="fp32", channels_last=False, **cfg)
+    config = TrainConfig(
+        episodes=episodes,
+        ways=ways,
+        shots=1,
+        queries=queries,
+        eval_every=episodes,
+        val_ways=4,
+        val_shots=1,
+        val_queries=5,
+        val_episodes=50,
+        precision="fp32",
+        channels_last=False,
+        **cfg,
+    )
     out = tmp_path / f"{dataset}.safetensors"
-    train_model(method, config, out, dataset=dataset, size=32, encoder="resnet12_small",
-                encoder_options={"in_channels": 1, "widths": [8, 16, 32, 64], "mean": 0.4, "std": 0.2}, data_dir=data_dir())
+    train_model(
+        method,
+        config,
+        out,
+        dataset=dataset,
+        size=32,
+        encoder="resnet12_small",
+        encoder_options={"in_channels": 1, "widths": [8, 16, 32, 64], "mean": 0.4, "std": 0.2},
+        data_dir=data_dir(),
+    )
     return out
 
 
@@ -124,14 +144,14 @@ def test_short_faces_run_beats_its_untrained_model(tmp_path, one_thread):
     from oneshot.evaluation import evaluate
     from oneshot.methods import ProtoNet
 
-    out = _short_run(tmp_path, "att_faces", "protonet", 60, 16, 4,
-                     augment={"flip": 0.5, "scale": [0.8, 1.0], "rotate": 10.0})
+    out = _short_run(tmp_path, "att_faces", "protonet", 60, 16, 4, augment={"flip": 0.5, "scale": [0.8, 1.0], "rotate": 10.0})
     ck = load_checkpoint(out)
     test = faces_split("test", ck.preprocessing, data_dir())
     trained = evaluate(ck.method, test, 20, 1, 5, 200, 0).accuracy
     torch.manual_seed(0)
-    untrained = evaluate(ProtoNet(build_encoder("resnet12_small", **ck.metadata["encoder_options"])).eval(),
-                         test, 20, 1, 5, 200, 0).accuracy
+    untrained = evaluate(
+        ProtoNet(build_encoder("resnet12_small", **ck.metadata["encoder_options"])).eval(), test, 20, 1, 5, 200, 0
+    ).accuracy
     assert trained > untrained + 0.05
     # The checkpoint states its preprocessing and the range of its training inputs.
     assert ck.metadata["preprocessing"] == {"size": 32, "channels": 1, "invert": False, "resize": "crop"}
@@ -152,8 +172,9 @@ def test_short_simclr_run_on_the_unlabelled_pool_beats_random_weights(tmp_path, 
     test = neu_split("test", ck.preprocessing, data_dir())
     trained = evaluate(ck.method, test, 6, 5, 10, 200, 0).accuracy
     torch.manual_seed(0)
-    rand = build_method("simclr", build_encoder("resnet12_small", **ck.metadata["encoder_options"]),
-                        **ck.metadata["method_options"]).eval()
+    rand = build_method(
+        "simclr", build_encoder("resnet12_small", **ck.metadata["encoder_options"]), **ck.metadata["method_options"]
+    ).eval()
     assert trained > evaluate(rand, test, 6, 5, 10, 200, 0).accuracy + 0.03
 
 
@@ -165,8 +186,9 @@ def test_generator_samples_stay_near_their_source_class(vinyals_val):
     enc = ImageEmbedder(ROOT / "src/oneshot/weights/protonet_conv4_vinyals.safetensors")
     data = vinyals_val
     idx = np.concatenate(data.class_indices[:60])
-    z = torch.nn.functional.normalize(embed_all(enc.checkpoint.method, data.images[torch.from_numpy(idx)],
-                                                torch.device("cpu")), dim=1).numpy()
+    z = torch.nn.functional.normalize(
+        embed_all(enc.checkpoint.method, data.images[torch.from_numpy(idx)], torch.device("cpu")), dim=1
+    ).numpy()
     y = data.labels.numpy()[idx]
     gen = Generator.fit(z, y)
     gen.k, gen.alpha = 0, 1.0
@@ -213,16 +235,36 @@ def test_evaluate_and_info_on_a_users_own_folder(tmp_path):
         base = rng.integers(0, 255, (40, 30))
         for k in range(6):
             Image.fromarray(np.clip(base + rng.integers(-20, 20, (40, 30)), 0, 255).astype(np.uint8)).save(
-                tmp_path / f"c{c}" / f"img{k}", "PNG")
+                tmp_path / f"c{c}" / f"img{k}", "PNG"
+            )
     ck = str(ROOT / "src/oneshot/weights/protonet_conv4_vinyals.safetensors")
-    r = CliRunner().invoke(app, ["evaluate", "--checkpoint", ck, "--folder", str(tmp_path), "--ways", "5",
-                                 "--queries", "5", "--episodes", "20", "--verification", "--pairs", "200", "--json"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            ck,
+            "--folder",
+            str(tmp_path),
+            "--ways",
+            "5",
+            "--queries",
+            "5",
+            "--episodes",
+            "20",
+            "--verification",
+            "--pairs",
+            "200",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert 0 <= out["accuracy"] <= 1 and out["ci95"] >= 0 and out["episodes"] == 20 and "verification" in out
     assert "warning:" in r.stderr and "look unlike" in r.stderr  # photographs fed to a handwriting model
-    r = CliRunner().invoke(app, ["evaluate", "--checkpoint", ck, "--folder", str(tmp_path), "--ways", "5",
-                                 "--queries", "9", "--episodes", "20"])
+    r = CliRunner().invoke(
+        app, ["evaluate", "--checkpoint", ck, "--folder", str(tmp_path), "--ways", "5", "--queries", "9", "--episodes", "20"]
+    )
     assert r.exit_code == 2 and "--queries 5 or fewer" in r.stderr
     r = CliRunner().invoke(app, ["info", ck])
     assert r.exit_code == 0 and "28x28 grey, resize stretch, inverted" in r.stdout

@@ -20,7 +20,7 @@ def _rewrite_metadata(src, dest, edit, keep_digest=True):
     """Copy a safetensors checkpoint with its ``oneshot`` metadata changed by ``edit(meta)`` (in place)."""
     data = src.read_bytes()
     n = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8:8 + n])
+    header = json.loads(data[8 : 8 + n])
     meta = json.loads(header["__metadata__"]["oneshot"])
     if not keep_digest:
         meta.pop("metadata_sha256", None)
@@ -28,7 +28,7 @@ def _rewrite_metadata(src, dest, edit, keep_digest=True):
     header["__metadata__"]["oneshot"] = json.dumps(meta)
     new = json.dumps(header).encode()
     new += b" " * (-len(new) % 8)
-    dest.write_bytes(struct.pack("<Q", len(new)) + new + data[8 + n:])
+    dest.write_bytes(struct.pack("<Q", len(new)) + new + data[8 + n :])
     return dest
 
 
@@ -42,13 +42,14 @@ def _set(path, value):
         for k in path[:-1]:
             d = d[k]
         d[path[-1]] = value
+
     return edit
 
 
 EDITS = {
     "size 4": _set(["preprocessing", "size"], 4),
     "size -5": _set(["preprocessing", "size"], -5),
-    "size huge": _set(["preprocessing", "size"], 10 ** 9),
+    "size huge": _set(["preprocessing", "size"], 10**9),
     "size text": _set(["preprocessing", "size"], "28"),
     "channels 3": _set(["preprocessing", "channels"], 3),
     "channels 0": _set(["preprocessing", "channels"], 0),

@@ -110,10 +110,10 @@ def test_damaged_index_cache_is_rebuilt(tmp_path, damage):
             data[pos] ^= 0xFF
     elif damage == "header":  # an edited header field, the checksum left as it was
         n = struct.unpack("<Q", data[22:30])[0]
-        head = json.loads(bytes(data[46:46 + n]))
+        head = json.loads(bytes(data[46 : 46 + n]))
         head["max_id"] = 1
         new = json.dumps(head).encode().ljust(n)[:n]
-        data[46:46 + n] = new
+        data[46 : 46 + n] = new
     elif damage == "sizes":
         data[30:38] = struct.pack("<Q", 1 << 60)
     elif damage == "truncate":
@@ -166,18 +166,21 @@ def _bad_source(tmp_path, name, edit):
 NAN = np.full(8, np.nan, np.float32).tobytes()
 
 
-@pytest.mark.parametrize("edit", [
-    "UPDATE examples SET embedding = ? WHERE class_id = 3",
-    "UPDATE examples SET embedding = zeroblob(32) WHERE class_id = 3",
-    "UPDATE examples SET embedding = zeroblob(12) WHERE class_id = 3",
-    "UPDATE examples SET embedding = 'text' WHERE class_id = 3",
-    "UPDATE classes SET label = 'a' || char(27) || '[31mred' WHERE id = 3",
-    "UPDATE classes SET label = 'two' || char(10) || 'lines' WHERE id = 3",
-    "UPDATE classes SET label = printf('%.5000c', 'x') WHERE id = 3",
-    "UPDATE classes SET label = 'ev' || char(8238) || 'il' WHERE id = 3",
-    "UPDATE classes SET metadata = '{not json' WHERE id = 3",
-    "UPDATE classes SET metadata = '[1, 2]' WHERE id = 3",
-])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        "UPDATE examples SET embedding = ? WHERE class_id = 3",
+        "UPDATE examples SET embedding = zeroblob(32) WHERE class_id = 3",
+        "UPDATE examples SET embedding = zeroblob(12) WHERE class_id = 3",
+        "UPDATE examples SET embedding = 'text' WHERE class_id = 3",
+        "UPDATE classes SET label = 'a' || char(27) || '[31mred' WHERE id = 3",
+        "UPDATE classes SET label = 'two' || char(10) || 'lines' WHERE id = 3",
+        "UPDATE classes SET label = printf('%.5000c', 'x') WHERE id = 3",
+        "UPDATE classes SET label = 'ev' || char(8238) || 'il' WHERE id = 3",
+        "UPDATE classes SET metadata = '{not json' WHERE id = 3",
+        "UPDATE classes SET metadata = '[1, 2]' WHERE id = 3",
+    ],
+)
 def test_import_validates_every_row_all_or_nothing(tmp_path, edit):
     src = _bad_source(tmp_path, "src.db", lambda c: c.execute(edit, (NAN,)) if "?" in edit else c.execute(edit))
     dest = tmp_path / "dest.db"
@@ -223,8 +226,8 @@ def test_invisible_or_ambiguous_labels_are_refused(tmp_path, label):
 
 def test_labels_are_nfc_normalised(tmp_path):
     with Gallery.open(tmp_path / "g.db", dim=8) as g:
-        g.enrol("Zo\u00eb", np.ones(8), check=False)          # composed
-        g.enrol("Zoe\u0308", np.eye(8)[0], check=False)       # decomposed: the same label
+        g.enrol("Zo\u00eb", np.ones(8), check=False)  # composed
+        g.enrol("Zoe\u0308", np.eye(8)[0], check=False)  # decomposed: the same label
         assert [(c.label, c.n_examples) for c in g.list()] == [("Zo\u00eb", 2)]
         g.forget("Zoe\u0308")
         assert len(g) == 0
@@ -241,7 +244,7 @@ def test_enrol_folder_with_a_bad_image_in_the_last_class_writes_nothing(tmp_path
     imgs = (np.random.default_rng(0).random((6, 1, 28, 28)) * 255).astype(np.uint8)
     people = tmp_path / "people"
     for i, name in enumerate(["a", "b", "c"]):
-        write_pngs(people / name, imgs[2 * i:2 * i + 2])
+        write_pngs(people / name, imgs[2 * i : 2 * i + 2])
     good = (people / "c" / "img0000.png").read_bytes()
     (people / "c" / "zz_bad.png").write_bytes(good[: len(good) // 2])  # a PNG cut in half
     gal = tmp_path / "g.db"

@@ -16,7 +16,7 @@ from oneshot.cli import app
 from oneshot.errors import OneshotError
 
 FAST = settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-ints = st.one_of(st.integers(-3, 6), st.sampled_from([-(10 ** 12), 10 ** 12, 0]))
+ints = st.one_of(st.integers(-3, 6), st.sampled_from([-(10**12), 10**12, 0]))
 floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([-1.0, 0.0, 0.5, 1.0, 5.0]))
 runner = CliRunner()
 
@@ -39,8 +39,8 @@ def image_gallery(tmp_path_factory):
     imgs = (np.random.default_rng(0).random((12, 1, 28, 28)) * 255).astype(np.uint8)
     people, val = root / "people", root / "val"
     for i in range(3):
-        write_pngs(people / f"p{i}", imgs[2 * i:2 * i + 2])
-        write_pngs(val / f"v{i}", imgs[6 + 2 * i:8 + 2 * i])
+        write_pngs(people / f"p{i}", imgs[2 * i : 2 * i + 2])
+        write_pngs(val / f"v{i}", imgs[6 + 2 * i : 8 + 2 * i])
     gal = root / "g.db"
     assert _cli("gallery", "create", gal, "--encoder", ckpt).exit_code == 0
     assert _cli("gallery", "enrol", gal, "--folder", people).exit_code == 0
@@ -83,10 +83,26 @@ def test_calibrate_options(image_gallery, far, trials, size):
         assert res.exit_code == 2 and file_digest(gal) == before
 
 
-BAD_TRAIN = [("--episodes", 0), ("--ways", 1), ("--shots", 0), ("--queries", 0), ("--lr", -1), ("--lr", "nan"),
-             ("--lr", "inf"), ("--lr-step", 0), ("--lr-gamma", -1), ("--lr-gamma", 2), ("--eval-every", 0),
-             ("--eval-every", -1), ("--val-ways", 1), ("--val-shots", 0), ("--val-episodes", 0), ("--patience", -1),
-             ("--max-minutes", -1), ("--max-minutes", "nan")]
+BAD_TRAIN = [
+    ("--episodes", 0),
+    ("--ways", 1),
+    ("--shots", 0),
+    ("--queries", 0),
+    ("--lr", -1),
+    ("--lr", "nan"),
+    ("--lr", "inf"),
+    ("--lr-step", 0),
+    ("--lr-gamma", -1),
+    ("--lr-gamma", 2),
+    ("--eval-every", 0),
+    ("--eval-every", -1),
+    ("--val-ways", 1),
+    ("--val-shots", 0),
+    ("--val-episodes", 0),
+    ("--patience", -1),
+    ("--max-minutes", -1),
+    ("--max-minutes", "nan"),
+]
 
 
 @pytest.mark.parametrize("opt,value", BAD_TRAIN)
@@ -103,9 +119,20 @@ def test_train_refuses_a_bad_out_before_any_work(tmp_path, out):
     assert res.exit_code == 2 and res.output.startswith("error: --out"), res.output
 
 
-@pytest.mark.parametrize("args", [["evaluate", "--episodes", 0], ["evaluate", "--queries", 0], ["evaluate", "--pairs", 0],
-                                  ["evaluate", "--ways", 1], ["evaluate", "--shots", 0], ["demo", "--episodes", 0],
-                                  ["demo", "--train-minutes", 0], ["demo", "--train-minutes", -1], ["demo", "--train-minutes", "nan"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["evaluate", "--episodes", 0],
+        ["evaluate", "--queries", 0],
+        ["evaluate", "--pairs", 0],
+        ["evaluate", "--ways", 1],
+        ["evaluate", "--shots", 0],
+        ["demo", "--episodes", 0],
+        ["demo", "--train-minutes", 0],
+        ["demo", "--train-minutes", -1],
+        ["demo", "--train-minutes", "nan"],
+    ],
+)
 def test_evaluate_and_demo_refuse_bad_options(tmp_path, args):
     res = _cli(*args, "--data-dir", tmp_path)
     assert res.exit_code == 2 and res.output.startswith("error: --"), res.output
@@ -152,10 +179,18 @@ def test_enrol_any_label_and_vector(vector_gallery, label, vec):
 @given(k=ints, rate=floats, drift=floats, th=floats, far=floats, size=ints)
 def test_api_numeric_arguments(vector_gallery, k, rate, drift, th, far, size):
     with Gallery.open(vector_gallery) as g:
-        for call in (lambda: g.identify(np.ones(8), k=k), lambda: g.set_adaptation("c0", rate, max_drift=drift),
-                     lambda: g.set_threshold(identify=th),
-                     lambda: g.calibrate(np.random.default_rng(0).normal(size=(12, 8)), np.repeat(np.arange(6), 2),
-                                         target_far=far, gallery_size=size, trials=2)):
+        for call in (
+            lambda: g.identify(np.ones(8), k=k),
+            lambda: g.set_adaptation("c0", rate, max_drift=drift),
+            lambda: g.set_threshold(identify=th),
+            lambda: g.calibrate(
+                np.random.default_rng(0).normal(size=(12, 8)),
+                np.repeat(np.arange(6), 2),
+                target_far=far,
+                gallery_size=size,
+                trials=2,
+            ),
+        ):
             try:
                 call()
             except OneshotError as exc:

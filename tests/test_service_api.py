@@ -67,7 +67,9 @@ def test_enrol_identify_verify_list_rename_forget(gallery: Path, drawings: dict[
         r = cl.post("/v1/identify", files=[png(drawings[a][0])])
         assert r.status_code == 409 and r.json()["error"]["code"] == "gallery_empty"
         for lab in (a, b, c):
-            r = cl.post("/v1/classes", data={"label": lab, "metadata": '{"desk": 3}'}, files=[png(drawings[lab][0])], headers=AUTH)
+            r = cl.post(
+                "/v1/classes", data={"label": lab, "metadata": '{"desk": 3}'}, files=[png(drawings[lab][0])], headers=AUTH
+            )
             assert r.status_code == 201, r.text
             rep = r.json()
             assert rep["label"] == lab and rep["created"] and rep["n_examples"] == 1 and isinstance(rep["warnings"], list)
@@ -119,7 +121,15 @@ def test_enrol_identify_verify_list_rename_forget(gallery: Path, drawings: dict[
 def test_openapi_schema_lists_the_api(gallery: Path) -> None:
     with client(gallery) as cl:
         schema = cl.get("/openapi.json").json()
-    assert set(schema["paths"]) == {"/v1/health", "/v1/info", "/v1/classes", "/v1/classes/{label}", "/v1/identify", "/v1/verify", "/metrics"}
+    assert set(schema["paths"]) == {
+        "/v1/health",
+        "/v1/info",
+        "/v1/classes",
+        "/v1/classes/{label}",
+        "/v1/identify",
+        "/v1/verify",
+        "/metrics",
+    }
     assert set(schema["paths"]["/v1/classes/{label}"]) == {"get", "delete", "patch"}
     enrol = schema["paths"]["/v1/classes"]["post"]["requestBody"]["content"]
     assert "multipart/form-data" in enrol
@@ -127,25 +137,30 @@ def test_openapi_schema_lists_the_api(gallery: Path) -> None:
 
 def _png_claiming(width: int, height: int, real: bytes) -> bytes:
     """``real`` (a PNG) with its IHDR rewritten to claim width x height (valid CRC): a decompression bomb's header."""
-    ihdr = real[8 + 8:8 + 8 + 13]
+    ihdr = real[8 + 8 : 8 + 8 + 13]
     ihdr = struct.pack(">II", width, height) + ihdr[8:]
     chunk = b"IHDR" + ihdr
-    return real[:8] + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk)) + real[8 + 25:]
+    return real[:8] + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk)) + real[8 + 25 :]
 
 
 def _digest(gallery: Path) -> tuple[str, ...]:
-    return tuple(hashlib.sha256(p.read_bytes()).hexdigest() if p.exists() else "-"
-                 for p in (gallery, gallery.with_name(gallery.name + "-wal")))
+    return tuple(
+        hashlib.sha256(p.read_bytes()).hexdigest() if p.exists() else "-"
+        for p in (gallery, gallery.with_name(gallery.name + "-wal"))
+    )
 
 
-def test_malformed_requests_leave_the_gallery_byte_identical(gallery: Path, drawings: dict[str, list[bytes]],
-                                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_malformed_requests_leave_the_gallery_byte_identical(
+    gallery: Path, drawings: dict[str, list[bytes]], caplog: pytest.LogCaptureFixture
+) -> None:
     a = list(drawings)[0]
     good = drawings[a][0]
     bomb = _png_claiming(20000, 20000, good)
     boundary = "XyZ123"
-    truncated = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"label\"\r\n\r\nbob\r\n--{boundary}\r\n"
-                 f"Content-Disposition: form-data; name=\"files\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n").encode() + good[:40]
+    truncated = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="label"\r\n\r\nbob\r\n--{boundary}\r\n'
+        f'Content-Disposition: form-data; name="files"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n'
+    ).encode() + good[:40]
     cases = [
         # (what, method, path, kwargs, status, code)
         ("no file", "post", "/v1/classes", dict(data={"label": "bob"}, headers=AUTH), 422, "invalid_request"),
@@ -153,24 +168,122 @@ def test_malformed_requests_leave_the_gallery_byte_identical(gallery: Path, draw
         ("empty file", "post", "/v1/classes", dict(data={"label": "bob"}, files=[png(b"")], headers=AUTH), 422, "empty_file"),
         ("k not a number", "post", "/v1/identify", dict(data={"k": "many"}, files=[png(good)]), 422, "invalid_request"),
         ("k out of range", "post", "/v1/identify", dict(data={"k": "0"}, files=[png(good)]), 422, "invalid_request"),
-        ("rename body not JSON", "patch", f"/v1/classes/{a}", dict(content=b"{not json", headers={**AUTH, "Content-Type": "application/json"}), 422, "invalid_request"),
+        (
+            "rename body not JSON",
+            "patch",
+            f"/v1/classes/{a}",
+            dict(content=b"{not json", headers={**AUTH, "Content-Type": "application/json"}),
+            422,
+            "invalid_request",
+        ),
         ("rename label a number", "patch", f"/v1/classes/{a}", dict(json={"label": 5}, headers=AUTH), 422, "invalid_request"),
-        ("10,000-character label", "post", "/v1/classes", dict(data={"label": "x" * 10000}, files=[png(good)], headers=AUTH), 422, "invalid_label"),
-        ("label with ../", "post", "/v1/classes", dict(data={"label": "../../etc/passwd"}, files=[png(good)], headers=AUTH), 422, "invalid_label"),
-        ("label with a control character", "post", "/v1/classes", dict(data={"label": "bob\x07"}, files=[png(good)], headers=AUTH), 422, "invalid_label"),
-        ("blank label", "post", "/v1/classes", dict(data={"label": "   "}, files=[png(good)], headers=AUTH), 422, "invalid_label"),
-        ("metadata not an object", "post", "/v1/classes", dict(data={"label": "bob", "metadata": "[1]"}, files=[png(good)], headers=AUTH), 422, "invalid_metadata"),
-        ("truncated multipart", "post", "/v1/classes", dict(content=truncated, headers={**AUTH, "Content-Type": f"multipart/form-data; boundary={boundary}"}), 400, "bad_request"),
-        ("non-image bytes named .png", "post", "/v1/classes", dict(data={"label": "bob"}, files=[png(b"%PDF-1.4 not a picture at all")], headers=AUTH), 415, "unsupported_media"),
-        ("image magic, broken header", "post", "/v1/classes", dict(data={"label": "bob"}, files=[png(good[:20])], headers=AUTH), 415, "unsupported_media"),
-        ("PNG claiming 20000x20000", "post", "/v1/classes", dict(data={"label": "bob"}, files=[png(bomb)], headers=AUTH), 413, "too_many_pixels"),
+        (
+            "10,000-character label",
+            "post",
+            "/v1/classes",
+            dict(data={"label": "x" * 10000}, files=[png(good)], headers=AUTH),
+            422,
+            "invalid_label",
+        ),
+        (
+            "label with ../",
+            "post",
+            "/v1/classes",
+            dict(data={"label": "../../etc/passwd"}, files=[png(good)], headers=AUTH),
+            422,
+            "invalid_label",
+        ),
+        (
+            "label with a control character",
+            "post",
+            "/v1/classes",
+            dict(data={"label": "bob\x07"}, files=[png(good)], headers=AUTH),
+            422,
+            "invalid_label",
+        ),
+        (
+            "blank label",
+            "post",
+            "/v1/classes",
+            dict(data={"label": "   "}, files=[png(good)], headers=AUTH),
+            422,
+            "invalid_label",
+        ),
+        (
+            "metadata not an object",
+            "post",
+            "/v1/classes",
+            dict(data={"label": "bob", "metadata": "[1]"}, files=[png(good)], headers=AUTH),
+            422,
+            "invalid_metadata",
+        ),
+        (
+            "truncated multipart",
+            "post",
+            "/v1/classes",
+            dict(content=truncated, headers={**AUTH, "Content-Type": f"multipart/form-data; boundary={boundary}"}),
+            400,
+            "bad_request",
+        ),
+        (
+            "non-image bytes named .png",
+            "post",
+            "/v1/classes",
+            dict(data={"label": "bob"}, files=[png(b"%PDF-1.4 not a picture at all")], headers=AUTH),
+            415,
+            "unsupported_media",
+        ),
+        (
+            "image magic, broken header",
+            "post",
+            "/v1/classes",
+            dict(data={"label": "bob"}, files=[png(good[:20])], headers=AUTH),
+            415,
+            "unsupported_media",
+        ),
+        (
+            "PNG claiming 20000x20000",
+            "post",
+            "/v1/classes",
+            dict(data={"label": "bob"}, files=[png(bomb)], headers=AUTH),
+            413,
+            "too_many_pixels",
+        ),
         ("identify with the same bomb", "post", "/v1/identify", dict(files=[png(bomb)]), 413, "too_many_pixels"),
-        ("body over the byte limit", "post", "/v1/classes", dict(data={"label": "bob"}, files=[png(good + b"\0" * 70000)], headers=AUTH), 413, "too_large"),
+        (
+            "body over the byte limit",
+            "post",
+            "/v1/classes",
+            dict(data={"label": "bob"}, files=[png(good + b"\0" * 70000)], headers=AUTH),
+            413,
+            "too_large",
+        ),
         ("too many files", "post", "/v1/identify", dict(files=[png(good)] * 5), 422, "too_many_files"),
-        ("inline text for an image gallery", "post", "/v1/identify", dict(data={"value": "a sentence"}), 415, "unsupported_media"),
+        (
+            "inline text for an image gallery",
+            "post",
+            "/v1/identify",
+            dict(data={"value": "a sentence"}),
+            415,
+            "unsupported_media",
+        ),
         ("missing token", "post", "/v1/classes", dict(data={"label": "bob"}, files=[png(good)]), 401, "unauthorized"),
-        ("wrong token", "post", "/v1/classes", dict(data={"label": "bob"}, files=[png(good)], headers={"Authorization": "Bearer " + "y" * 27}), 401, "unauthorized"),
-        ("not a bearer token", "delete", f"/v1/classes/{a}", dict(headers={"Authorization": "Basic Ym9iOmJvYg=="}), 401, "unauthorized"),
+        (
+            "wrong token",
+            "post",
+            "/v1/classes",
+            dict(data={"label": "bob"}, files=[png(good)], headers={"Authorization": "Bearer " + "y" * 27}),
+            401,
+            "unauthorized",
+        ),
+        (
+            "not a bearer token",
+            "delete",
+            f"/v1/classes/{a}",
+            dict(headers={"Authorization": "Basic Ym9iOmJvYg=="}),
+            401,
+            "unauthorized",
+        ),
         ("forget a class that is not there", "delete", "/v1/classes/nobody", dict(headers=AUTH), 404, "class_not_found"),
         ("verify without a label", "post", "/v1/verify", dict(files=[png(good)]), 422, "invalid_request"),
         ("verify two files", "post", "/v1/verify", dict(data={"label": a}, files=[png(good), png(good)]), 422, "invalid_request"),
@@ -183,7 +296,11 @@ def test_malformed_requests_leave_the_gallery_byte_identical(gallery: Path, draw
         caplog.set_level(logging.WARNING, logger="oneshot.service")
         for what, method, path, kwargs, status, code in cases:
             caplog.clear()
-            r = getattr(cl, method if method != "put" else "put")(path, **kwargs) if method != "delete" else cl.delete(path, **kwargs)
+            r = (
+                getattr(cl, method if method != "put" else "put")(path, **kwargs)
+                if method != "delete"
+                else cl.delete(path, **kwargs)
+            )
             assert (r.status_code, r.json()["error"]["code"]) == (status, code), f"{what}: {r.status_code} {r.text}"
             msg = r.json()["error"]["message"]
             assert msg and "\n" not in msg and "Traceback" not in msg and str(gallery) not in msg, what
@@ -208,16 +325,20 @@ def test_open_writes_without_a_token(gallery: Path, drawings: dict[str, list[byt
         assert cl.get("/v1/info").json()["service"]["writes_need_token"] is False
 
 
-def test_a_bug_is_a_json_500_with_one_log_line_and_no_traceback(gallery: Path, caplog: pytest.LogCaptureFixture,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bug_is_a_json_500_with_one_log_line_and_no_traceback(
+    gallery: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with client(gallery) as cl:
+
         def broken(self):  # noqa: ANN001
             raise RuntimeError("secret internal detail")
 
         monkeypatch.setattr(type(cl.app.state.worker.gallery), "list", broken)
         caplog.set_level(logging.WARNING, logger="oneshot.service")
         r = cl.get("/v1/classes")
-    assert r.status_code == 500 and r.json() == {"error": {"code": "internal", "message": "the service failed on this request; its log says why"}}
+    assert r.status_code == 500 and r.json() == {
+        "error": {"code": "internal", "message": "the service failed on this request; its log says why"}
+    }
     lines = [rec.getMessage() for rec in caplog.records if rec.name == "oneshot.service"]
     assert len(lines) == 1 and "RuntimeError: secret internal detail" in lines[0] and "\n" not in lines[0]
 
@@ -258,7 +379,9 @@ def test_concurrent_identify_requests_are_batched(gallery: Path, drawings: dict[
         assert g_["results"][0]["label"] == w["label"]
         assert [c["label"] for c in g_["results"][0]["candidates"]] == [c["label"] for c in w["candidates"]]
         assert g_["results"][0]["score"] == pytest.approx(w["score"], abs=1e-5)
-    batches = float(next(line.split()[-1] for line in metrics.splitlines() if line.startswith("oneshot_identify_batch_size_count")))
+    batches = float(
+        next(line.split()[-1] for line in metrics.splitlines() if line.startswith("oneshot_identify_batch_size_count"))
+    )
     assert 1 <= batches < len(queries)  # 8 concurrent requests shared fewer embedder calls
 
 
@@ -275,8 +398,21 @@ def test_oneshot_serve_starts_and_says_what_it_serves(gallery: Path, tmp_path: P
 
     runner = CliRunner()
     help_text = runner.invoke(cli, ["serve", "--help"], terminal_width=200).output
-    for opt in ("--gallery", "--host", "--port", "--token-file", "--private-reads", "--max-upload-bytes", "--max-pixels",
-                "--max-files", "--batching", "--max-batch", "--max-wait-ms", "--threads", "--workers"):
+    for opt in (
+        "--gallery",
+        "--host",
+        "--port",
+        "--token-file",
+        "--private-reads",
+        "--max-upload-bytes",
+        "--max-pixels",
+        "--max-files",
+        "--batching",
+        "--max-batch",
+        "--max-wait-ms",
+        "--threads",
+        "--workers",
+    ):
         assert opt in help_text, opt
     r = runner.invoke(cli, ["serve", "--gallery", str(tmp_path / "missing.gallery")])
     assert r.exit_code == 2 and r.output.startswith("error: ") and "oneshot gallery create" in r.output
@@ -290,8 +426,13 @@ def test_oneshot_serve_starts_and_says_what_it_serves(gallery: Path, tmp_path: P
 
     port = free_port()
     env = dict(os.environ, ONESHOT_TOKEN=TOKEN)
-    proc = subprocess.Popen([sys.executable, "-c", "from oneshot.cli import app; app()", "serve", "--gallery", str(gallery), "--port", str(port)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from oneshot.cli import app; app()", "serve", "--gallery", str(gallery), "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -304,5 +445,7 @@ def test_oneshot_serve_starts_and_says_what_it_serves(gallery: Path, tmp_path: P
     finally:
         proc.terminate()
         out, err = proc.communicate(timeout=30)
-    assert f"http://127.0.0.1:{port}/" in out and "omniglot-lake" in out and "classes: 0" in out and "writes need the token" in out
+    assert (
+        f"http://127.0.0.1:{port}/" in out and "omniglot-lake" in out and "classes: 0" in out and "writes need the token" in out
+    )
     assert TOKEN not in out + err

@@ -14,8 +14,10 @@ from tests.service_util import Server, make_gallery, omniglot_drawings
 CHROMIUM, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
 TOKEN = "browser-token-0123456789"
 
-pytestmark = pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(DRIVER).exists()),
-                                reason="chromium and chromium-driver are not installed (apt-get install -y chromium chromium-driver)")
+pytestmark = pytest.mark.skipif(
+    not (Path(CHROMIUM).exists() and Path(DRIVER).exists()),
+    reason="chromium and chromium-driver are not installed (apt-get install -y chromium chromium-driver)",
+)
 
 
 @pytest.fixture()
@@ -25,8 +27,15 @@ def browser():
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                "--disable-component-update", "--window-size=1200,1600"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--window-size=1200,1600",
+    ):
         opts.add_argument(arg)
     driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)
     driver.set_page_load_timeout(60)
@@ -85,7 +94,9 @@ def test_enrol_two_identify_a_third_forget_one_in_the_page(tmp_path: Path, omnig
         # forget the second class with the keyboard (focus the button, press Enter twice)
         forget = browser.find_element(By.CSS_SELECTOR, f'#classes li[data-label="{b}"] button.forget')
         forget.send_keys(Keys.ENTER)
-        wait.until(lambda d: "Press again" in d.find_element(By.CSS_SELECTOR, f'#classes li[data-label="{b}"] button.forget').text)
+        wait.until(
+            lambda d: "Press again" in d.find_element(By.CSS_SELECTOR, f'#classes li[data-label="{b}"] button.forget').text
+        )
         browser.find_element(By.CSS_SELECTOR, f'#classes li[data-label="{b}"] button.forget').send_keys(Keys.ENTER)
         wait.until(lambda d: shown_labels(d) == [a])
     # what the page showed is the gallery's own decision for that picture

@@ -39,8 +39,14 @@ def test_sigkill_during_enrolments_loses_no_acknowledged_write(tmp_path: Path, o
         cut = [False]
         odd: list[str] = []
 
-        def stream(srv: Server = srv, stop: threading.Event = stop, round_: int = round_, cut: list = cut,
-                   acked: list = acked, odd: list = odd) -> None:
+        def stream(
+            srv: Server = srv,
+            stop: threading.Event = stop,
+            round_: int = round_,
+            cut: list = cut,
+            acked: list = acked,
+            odd: list = odd,
+        ) -> None:
             with httpx.Client(base_url=srv.url, timeout=30) as c:
                 i = 0
                 while not stop.is_set():
@@ -76,7 +82,11 @@ def test_sigkill_during_enrolments_loses_no_acknowledged_write(tmp_path: Path, o
         classes = {c.label: c for c in g.list()}
         missing = [lab for lab in acknowledged if lab not in classes]
         assert not missing, f"{len(missing)} acknowledged enrolments lost, e.g. {missing[:3]}"
-        rows = dict(g.store.conn.execute("SELECT c.label, COUNT(e.id) FROM classes c LEFT JOIN examples e ON e.class_id = c.id GROUP BY c.id"))
+        rows = dict(
+            g.store.conn.execute(
+                "SELECT c.label, COUNT(e.id) FROM classes c LEFT JOIN examples e ON e.class_id = c.id GROUP BY c.id"
+            )
+        )
         for lab, c in classes.items():  # every enrolment is whole: 2 examples, counted and stored
             assert c.n_examples == 2 and rows[lab] == 2, lab
         # the index agrees with the store, and search works
@@ -137,8 +147,9 @@ def test_fuzz_the_api_from_its_openapi_schema(fuzz_server: Server) -> None:
     for result in schema.get_all_operations():
         op = result.ok()
 
-        @settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+        )
         @given(case=op.as_strategy())
         def one(case) -> None:  # noqa: ANN001
             r = case.call(base_url=fuzz_server.url, headers=AUTH, timeout=30)

@@ -17,8 +17,18 @@ pytest.importorskip("sentence_transformers")
 CLINC = data_dir() / "text" / "clinc150" / "data_full.json"
 requires_clinc = pytest.mark.skipif(not CLINC.is_file(), reason="CLINC150 not found: set ONESHOT_DATA")
 #: Pairs of intents the frozen encoder confuses most on val (todo_list vs todo_list_update ...).
-CONFUSABLE = ["todo_list", "todo_list_update", "schedule_meeting", "meeting_schedule", "credit_limit",
-              "credit_limit_change", "pto_balance", "pto_used", "shopping_list", "shopping_list_update"]
+CONFUSABLE = [
+    "todo_list",
+    "todo_list_update",
+    "schedule_meeting",
+    "meeting_schedule",
+    "credit_limit",
+    "credit_limit_change",
+    "pto_balance",
+    "pto_used",
+    "shopping_list",
+    "shopping_list_update",
+]
 
 
 @pytest.fixture(scope="session")
@@ -56,8 +66,14 @@ def cli(*args: str):
 @requires_clinc
 def test_clinc150_loader_counts_and_oos_splits(clinc):
     assert len(clinc.intents) == 150 and "oos" not in clinc.intents
-    assert {s: len(clinc[s]) for s in clinc.splits} == {"train": 15000, "val": 3000, "test": 4500, "oos_train": 100,
-                                                         "oos_val": 100, "oos_test": 1000}
+    assert {s: len(clinc[s]) for s in clinc.splits} == {
+        "train": 15000,
+        "val": 3000,
+        "test": 4500,
+        "oos_train": 100,
+        "oos_val": 100,
+        "oos_test": 1000,
+    }
     for split, per in (("train", 100), ("val", 20), ("test", 30)):
         assert {len(v) for v in clinc[split].by_label().values()} == {per}
     assert set(clinc["oos_test"].labels) == {"oos"}
@@ -172,8 +188,9 @@ def test_fine_tuning_beats_frozen_on_held_apart_examples(minilm, clinc, tmp_path
     # The product path: `oneshot train --domain text` writes a safetensors model folder that the gallery loads.
     out = tmp_path / "tuned"
     table = tmp_path / "support.jsonl"
-    table.write_text("".join(json.dumps({"label": n, "text": t}) + "\n" for n in CONFUSABLE for t in support[n]),
-                     encoding="utf-8")
+    table.write_text(
+        "".join(json.dumps({"label": n, "text": t}) + "\n" for n in CONFUSABLE for t in support[n]), encoding="utf-8"
+    )
     r = cli("train", "--domain", "text", "--examples", table, "--out", out, "-o", "head_steps=100", "--json")
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
@@ -203,8 +220,11 @@ def test_text_gallery_cli_enrol_identify_and_bad_inputs(builtin_copy, tmp_path):
     r = cli("gallery", "create", g, "--encoder", "text")
     assert r.exit_code == 0, r.output
     table = tmp_path / "intents.csv"
-    table.write_text("label,text,description\nbook_flight,i need a plane ticket to rome,book a flight\n"
-                     "book_flight,get me a flight to tokyo,\nweather,will it rain tomorrow,\n", encoding="utf-8")
+    table.write_text(
+        "label,text,description\nbook_flight,i need a plane ticket to rome,book a flight\n"
+        "book_flight,get me a flight to tokyo,\nweather,will it rain tomorrow,\n",
+        encoding="utf-8",
+    )
     r = cli("gallery", "enrol", g, "--from-file", table, "--json")
     assert r.exit_code == 0, r.output
     assert [e["n_examples"] for e in json.loads(r.stdout)["enrolments"]] == [3, 1]
@@ -257,8 +277,9 @@ def test_image_gallery_refuses_text(tmp_path):
 
 def test_predict_text_from_a_support_file(builtin_copy, tmp_path):
     sup = tmp_path / "s.jsonl"
-    sup.write_text('{"label": "weather", "description": "weather forecast"}\n{"label": "music", "text": "play a song"}\n',
-                   encoding="utf-8")
+    sup.write_text(
+        '{"label": "weather", "description": "weather forecast"}\n{"label": "music", "text": "play a song"}\n', encoding="utf-8"
+    )
     r = cli("predict", "--support", sup, "--text", "will it snow today", "--text", "put on some jazz", "--json")
     assert r.exit_code == 0, r.output
     assert [p["class"] for p in json.loads(r.stdout)["predictions"]] == ["weather", "music"]

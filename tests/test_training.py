@@ -8,7 +8,12 @@ from oneshot.evaluation import evaluate
 from oneshot.methods import ProtoNet
 from oneshot.training import TrainConfig, train
 
-META = {"encoder": "conv4", "encoder_options": {"in_channels": 1}, "preprocessing": {"size": 28, "channels": 1, "invert": True}, "data": {"dataset": "omniglot", "split": "vinyals"}}
+META = {
+    "encoder": "conv4",
+    "encoder_options": {"in_channels": 1},
+    "preprocessing": {"size": 28, "channels": 1, "invert": True},
+    "data": {"dataset": "omniglot", "split": "vinyals"},
+}
 
 
 @pytest.mark.slow
@@ -40,7 +45,15 @@ def test_resume_continues_exactly(vinyals_train, small_val, tmp_path):
     torch.manual_seed(0)
     train(ProtoNet(Conv4()), vinyals_train, small_val, TrainConfig(episodes=10, **cfg), tmp_path / "b.safetensors", META)
     torch.manual_seed(0)
-    res = train(ProtoNet(Conv4()), vinyals_train, small_val, TrainConfig(episodes=20, **cfg), tmp_path / "b.safetensors", META, resume=True)
+    res = train(
+        ProtoNet(Conv4()),
+        vinyals_train,
+        small_val,
+        TrainConfig(episodes=20, **cfg),
+        tmp_path / "b.safetensors",
+        META,
+        resume=True,
+    )
     assert res.episodes_run == 20
     a = _model_tensors(resume_path(tmp_path / "a.safetensors"))
     b = _model_tensors(resume_path(tmp_path / "b.safetensors"))

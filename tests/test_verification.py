@@ -11,7 +11,15 @@ from oneshot.encoders import Conv4
 from oneshot.errors import OneshotError
 from oneshot.methods import MatchingNet, ProtoNet, Siamese
 from oneshot.verification import (
-    auc, equal_error_rate, evaluate_verification, metrics, plot_det, plot_roc, roc_curve, sample_pairs, tar_at_far,
+    auc,
+    equal_error_rate,
+    evaluate_verification,
+    metrics,
+    plot_det,
+    plot_roc,
+    roc_curve,
+    sample_pairs,
+    tar_at_far,
 )
 
 
@@ -122,23 +130,58 @@ def test_cli_evaluate_reports_verification_and_writes_curves(tmp_path):
         Image.fromarray(img[0].numpy()).save(root / f"c{label}" / f"{i}.png")
     torch.manual_seed(0)
     meta = {
-        "encoder": "conv4", "encoder_options": {"in_channels": 1},
+        "encoder": "conv4",
+        "encoder_options": {"in_channels": 1},
         "preprocessing": {"size": 28, "channels": 1, "invert": False},
         "data": {"dataset": f"folder:{root}", "split": "folder"},
     }
     ck = save_checkpoint(tmp_path / "siamese.safetensors", Siamese(Conv4()), meta)
     roc, det = tmp_path / "roc.png", tmp_path / "det.png"
-    out = CliRunner().invoke(app, [
-        "evaluate", "--checkpoint", str(ck), "--ways", "3", "--queries", "2", "--episodes", "5", "--device", "cpu",
-        "--pairs", "200", "--roc-png", str(roc), "--det-png", str(det), "--json",
-    ])
+    out = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(ck),
+            "--ways",
+            "3",
+            "--queries",
+            "2",
+            "--episodes",
+            "5",
+            "--device",
+            "cpu",
+            "--pairs",
+            "200",
+            "--roc-png",
+            str(roc),
+            "--det-png",
+            str(det),
+            "--json",
+        ],
+    )
     assert out.exit_code == 0, out.output
     obj = json.loads(out.stdout.strip().splitlines()[-1])
     v = obj["verification"]
     assert v["pairs"] == 200 and 0 <= v["eer"] <= 1 and 0 <= v["auc"] <= 1 and "tar_at_far_1e-3" in v
     assert roc.is_file() and det.is_file()
-    bad = CliRunner().invoke(app, [
-        "evaluate", "--checkpoint", str(ck), "--ways", "3", "--queries", "2", "--episodes", "2", "--device", "cpu",
-        "--verification", "--similarity", "l1",
-    ])
+    bad = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(ck),
+            "--ways",
+            "3",
+            "--queries",
+            "2",
+            "--episodes",
+            "2",
+            "--device",
+            "cpu",
+            "--verification",
+            "--similarity",
+            "l1",
+        ],
+    )
     assert bad.exit_code == 2 and "unknown similarity 'l1'" in bad.output

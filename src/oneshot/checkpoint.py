@@ -136,14 +136,18 @@ def _check_shapes(path: Path, meta: dict[str, Any], options: dict[str, Any], ten
     except OneshotError:
         raise
     except Exception as exc:  # options of the wrong type or value for the constructor
-        raise OneshotError(f"{path}: its metadata describes no valid {meta['method']}/{meta['encoder']} model "
-                           f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}): re-download or retrain it") from None
+        raise OneshotError(
+            f"{path}: its metadata describes no valid {meta['method']}/{meta['encoder']} model "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}): re-download or retrain it"
+        ) from None
     want = {k: tuple(v.shape) for k, v in ghost.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in tensors.items()}
     if want != got:
         diff = sorted(set(want) ^ set(got)) or sorted(k for k in want if want[k] != got[k])
-        raise OneshotError(f"{path}: its tensors are not those of the {meta['method']}/{meta['encoder']} model its metadata "
-                           f"describes (first difference: {diff[0]!r}): use a checkpoint of that method, or retrain it")
+        raise OneshotError(
+            f"{path}: its tensors are not those of the {meta['method']}/{meta['encoder']} model its metadata "
+            f"describes (first difference: {diff[0]!r}): use a checkpoint of that method, or retrain it"
+        )
 
 
 @dataclass
@@ -218,7 +222,9 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def load_checkpoint(
-    path: str | Path, expect_method: str | None = None, device: str | torch.device = "cpu",
+    path: str | Path,
+    expect_method: str | None = None,
+    device: str | torch.device = "cpu",
     method_options: dict[str, Any] | None = None,
 ) -> Checkpoint:
     """Rebuild the method a checkpoint describes and load its weights; refuse anything inconsistent.
@@ -254,15 +260,19 @@ def load_checkpoint(
         method.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
-        raise OneshotError(f"{path}: weights do not match the {meta['method']}/{meta['encoder']} model its metadata describes ({first})") from None
+        raise OneshotError(
+            f"{path}: weights do not match the {meta['method']}/{meta['encoder']} model its metadata describes ({first})"
+        ) from None
     if meta.get("modality", "image") == "image":  # molecule checkpoints featurise SMILES, no image preprocessing
         prep = meta["preprocessing"]
         try:
             with torch.no_grad():
                 method.eval().embed(torch.zeros(1, prep["channels"], prep["size"], prep["size"]))
         except (RuntimeError, ValueError) as exc:
-            raise OneshotError(f"{path}: its preprocessing ({prep['channels']}x{prep['size']}x{prep['size']}) does not suit "
-                               f"its {meta['encoder']} encoder ({str(exc).splitlines()[0][:120]}): re-download or retrain it") from None
+            raise OneshotError(
+                f"{path}: its preprocessing ({prep['channels']}x{prep['size']}x{prep['size']}) does not suit "
+                f"its {meta['encoder']} encoder ({str(exc).splitlines()[0][:120]}): re-download or retrain it"
+            ) from None
     method.to(device).eval()
     return Checkpoint(method, meta)
 
@@ -294,7 +304,7 @@ def load_resume(path: Path, method: Method, opt: torch.optim.Optimizer, sched: A
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, KeyError, ValueError) as exc:
         raise OneshotError(f"resume state {path} is unreadable ({exc}): delete it to start afresh") from None
-    model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    model = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         method.load_state_dict(model, strict=True)
     except RuntimeError:

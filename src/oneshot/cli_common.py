@@ -9,8 +9,9 @@ import functools
 import json
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional, TypeVar
+from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -26,7 +27,9 @@ console = Console(stderr=True)
 DEFAULT_CHECKPOINT = "omniglot"  # the shipped ProtoNet (oneshot.weights); a path works everywhere a name does
 CHECKPOINT_HELP = "a built-in encoder name (`oneshot encoders`) or a checkpoint file (.safetensors)"
 
-DataDir = Annotated[Optional[Path], typer.Option(help="Folder with the dataset files (else $ONESHOT_DATA, then the user cache, then download).")]
+DataDir = Annotated[
+    Optional[Path], typer.Option(help="Folder with the dataset files (else $ONESHOT_DATA, then the user cache, then download).")
+]
 Device = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu or cuda.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
 
@@ -75,15 +78,23 @@ def command(app: typer.Typer, name: str | None = None) -> Callable[[F], F]:
 def progress(quiet: bool) -> Progress:
     """A progress bar on stderr (disabled with ``quiet``, e.g. under ``--json``)."""
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=quiet, transient=False,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=quiet,
+        transient=False,
     )
 
 
 MethodOptions = Annotated[
     list[str],
     typer.Option(
-        "--option", "-o",
+        "--option",
+        "-o",
         help="Method option KEY=VALUE (repeat; VALUE is read as JSON when it parses, else as text), "
         "e.g. -o mining=batch-hard -o fce=true. See docs/methods.md.",
     ),
@@ -104,15 +115,20 @@ def parse_options(items: list[str]) -> dict:
     return out
 
 
-
-
 def echo_json(obj: object) -> None:
     """Print one JSON object on stdout (values JSON does not know are printed as strings)."""
     typer.echo(json.dumps(obj, default=str))
 
 
-def check_range(name: str, value: float | int | None, low: float | None = None, high: float | None = None, *,
-                low_open: bool = False, high_open: bool = False) -> None:
+def check_range(
+    name: str,
+    value: float | int | None,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
     """Refuse, before any work, option ``--name`` outside its range (see :func:`oneshot.ranges.in_range`)."""
     in_range(f"--{name.replace('_', '-')}", value, low, high, low_open=low_open, high_open=high_open)
 

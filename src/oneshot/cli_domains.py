@@ -17,8 +17,17 @@ from oneshot.cli_common import parse_options, progress
 from oneshot.errors import OneshotError
 
 
-def train_text_command(out: Path, examples: Optional[Path], shots: Optional[int], encoder: str, option: list[str], seed: int,
-                max_minutes: float, data_dir: Optional[Path], as_json: bool) -> None:
+def train_text_command(
+    out: Path,
+    examples: Optional[Path],
+    shots: Optional[int],
+    encoder: str,
+    option: list[str],
+    seed: int,
+    max_minutes: float,
+    data_dir: Optional[Path],
+    as_json: bool,
+) -> None:
     from oneshot.modalities.text.commands import finetune_config, train_text, training_examples
 
     if out.suffix == ".safetensors":
@@ -34,17 +43,35 @@ def train_text_command(out: Path, examples: Optional[Path], shots: Optional[int]
                 tasks[stage] = bar.add_task(f"fine-tuning ({stage})", total=total, info="")
             bar.update(tasks[stage], completed=step, info=f"loss {loss:.3f}")  # type: ignore[arg-type]
 
-        res = train_text(out, ex, data, encoder=encoder, options=parse_options(option), seed=seed, max_minutes=max_minutes,
-                         command=command, progress=on_progress)
+        res = train_text(
+            out,
+            ex,
+            data,
+            encoder=encoder,
+            options=parse_options(option),
+            seed=seed,
+            max_minutes=max_minutes,
+            command=command,
+            progress=on_progress,
+        )
     if as_json:
         typer.echo(json.dumps(res))
     else:
-        typer.echo(f"fine-tuned {res['base_encoder']['spec']} on {res['examples']} texts of {res['classes']} classes in "
-                   f"{res['seconds']:.0f}s; model folder {res['out']} (encoder {res['fingerprint']})")
+        typer.echo(
+            f"fine-tuned {res['base_encoder']['spec']} on {res['examples']} texts of {res['classes']} classes in "
+            f"{res['seconds']:.0f}s; model folder {res['out']} (encoder {res['fingerprint']})"
+        )
 
 
-def evaluate_molecules_command(checkpoint: Path, shots: list[int], draws: int, seed: int, assays: Optional[list[str]],
-                        data_dir: Optional[Path], as_json: bool) -> None:
+def evaluate_molecules_command(
+    checkpoint: Path,
+    shots: list[int],
+    draws: int,
+    seed: int,
+    assays: Optional[list[str]],
+    data_dir: Optional[Path],
+    as_json: bool,
+) -> None:
     """``oneshot evaluate`` for a molecule checkpoint: Tox21 few-shot ROC-AUC (see docs/molecules.md)."""
     from oneshot.modalities.molecule.commands import evaluate_molecule_checkpoint
 
@@ -59,8 +86,12 @@ def evaluate_molecules_command(checkpoint: Path, shots: list[int], draws: int, s
     for col in ["shots", *res["assays"], "mean", "95% CI"]:
         table.add_column(col, justify="right")
     for r in res["results"]:
-        table.add_row(f"{r['shots']}+/{r['shots']}-", *(f"{100 * r['assays'][a]['roc_auc']:.2f}" for a in res["assays"]),
-                      f"{100 * r['mean_roc_auc']:.2f}", f"+- {100 * r['ci95']:.2f}")
+        table.add_row(
+            f"{r['shots']}+/{r['shots']}-",
+            *(f"{100 * r['assays'][a]['roc_auc']:.2f}" for a in res["assays"]),
+            f"{100 * r['mean_roc_auc']:.2f}",
+            f"+- {100 * r['ci95']:.2f}",
+        )
     Console().print(table)
     if res["seen_in_training"]:
         typer.echo(f"warning: the checkpoint was trained on {', '.join(res['seen_in_training'])}: not a few-shot test for those")

@@ -17,11 +17,20 @@ from oneshot.errors import OneshotError
 
 
 def demo(
-    what: Annotated[str, typer.Argument(help="omniglot (handwritten characters) or faces (AT&T people never seen in training).")] = "omniglot",
-    checkpoint: Annotated[Optional[str], typer.Option(help=f"Checkpoint to demonstrate: {CHECKPOINT_HELP}; trained briefly when no such file exists.")] = None,
-    out: Annotated[Path, typer.Option(help="Folder for the demo's picture and results (not an existing file).")] = Path("demo-output"),
+    what: Annotated[
+        str, typer.Argument(help="omniglot (handwritten characters) or faces (AT&T people never seen in training).")
+    ] = "omniglot",
+    checkpoint: Annotated[
+        Optional[str],
+        typer.Option(help=f"Checkpoint to demonstrate: {CHECKPOINT_HELP}; trained briefly when no such file exists."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for the demo's picture and results (not an existing file).")] = Path(
+        "demo-output"
+    ),
     episodes: Annotated[int, typer.Option(help="Test episodes per shape (>= 1).")] = 1000,
-    train_minutes: Annotated[float, typer.Option(help="Training budget in minutes when no checkpoint exists, in (0, 1440].")] = 3.0,
+    train_minutes: Annotated[
+        float, typer.Option(help="Training budget in minutes when no checkpoint exists, in (0, 1440].")
+    ] = 3.0,
     data_dir: DataDir = None,
     device: Device = "auto",
 ) -> None:
@@ -53,17 +62,34 @@ def demo(
         cfg = TrainConfig(episodes=100000, eval_every=250, val_episodes=200, max_minutes=train_minutes, device=device)
         with progress(False) as bar:
             task = bar.add_task("training", total=None, info="")
-            train_model("protonet", cfg, checkpoint, data_dir=data_dir, command="oneshot demo",
-                        on_progress=lambda p: bar.update(task, completed=p.episode, info=f"loss {p.loss:.3f}") if p.episode % 10 == 0 else None)
+            train_model(
+                "protonet",
+                cfg,
+                checkpoint,
+                data_dir=data_dir,
+                command="oneshot demo",
+                on_progress=lambda p: (
+                    bar.update(task, completed=p.episode, info=f"loss {p.loss:.3f}") if p.episode % 10 == 0 else None
+                ),
+            )
     t0 = time.perf_counter()
     shapes = [(5, 1), (20, 1)]
     with progress(False) as bar:
         task = bar.add_task("evaluating", total=episodes * len(shapes), info="")
-        res = evaluate_checkpoint(checkpoint, shapes, episodes=episodes, seed=0, data_dir=data_dir, device=device,
-                                  progress=lambda n: bar.advance(task, n))
+        res = evaluate_checkpoint(
+            checkpoint,
+            shapes,
+            episodes=episodes,
+            seed=0,
+            data_dir=data_dir,
+            device=device,
+            progress=lambda n: bar.advance(task, n),
+        )
     typer.echo(f"checkpoint: {checkpoint}")
     for r in res.results:
-        typer.echo(f"{r.ways}-way {r.shots}-shot on unseen Omniglot alphabets: {100 * r.accuracy:.2f}% +- {100 * r.ci95:.2f} (95% CI, {r.episodes} episodes)")
+        typer.echo(
+            f"{r.ways}-way {r.shots}-shot on unseen Omniglot alphabets: {100 * r.accuracy:.2f}% +- {100 * r.ci95:.2f} (95% CI, {r.episodes} episodes)"
+        )
     # Picture: three 5-way 1-shot test episodes, 2 queries per class.
     dev = select_device(device)
     ck = load_checkpoint(checkpoint, device=dev)
@@ -78,7 +104,9 @@ def demo(
         with torch.no_grad():
             pred = ck.method.classify(s, torch.arange(5, device=dev), q, 5).argmax(1).tolist()
         truth = torch.arange(5).repeat_interleave(2).tolist()
-        pictures.append(EpisodePicture(test.images[ep.support], test.images[ep.query], pred, truth, f"episode {i + 1}: 5-way 1-shot"))
+        pictures.append(
+            EpisodePicture(test.images[ep.support], test.images[ep.query], pred, truth, f"episode {i + 1}: 5-way 1-shot")
+        )
     png = plot_episodes(pictures, out / "episodes.png")
     (out / "results.json").write_text(json.dumps(res.to_dict(), indent=2))
     typer.echo(f"picture of one-shot episodes: {png} (evaluation took {time.perf_counter() - t0:.0f}s)")
@@ -95,16 +123,39 @@ def _demo_faces(checkpoint: Path, out: Path, episodes: int, train_minutes: float
 
     out.mkdir(parents=True, exist_ok=True)
     if not checkpoint.is_file():
-        typer.echo(f"{checkpoint} not found: training a ProtoNet ResNet-12 (narrow) on people s1-s16 for {train_minutes:g} minutes")
+        typer.echo(
+            f"{checkpoint} not found: training a ProtoNet ResNet-12 (narrow) on people s1-s16 for {train_minutes:g} minutes"
+        )
         checkpoint = out / "protonet_faces_demo.safetensors"
-        cfg = TrainConfig(episodes=100000, ways=16, shots=1, queries=4, lr_step=1500, eval_every=50, val_ways=4,
-                          val_queries=9, val_episodes=300, max_minutes=train_minutes, precision="fp32",
-                          augment={"flip": 0.5, "scale": [0.8, 1.0], "rotate": 10.0, "shift": 0.05, "brightness": 0.2, "contrast": 0.2})
+        cfg = TrainConfig(
+            episodes=100000,
+            ways=16,
+            shots=1,
+            queries=4,
+            lr_step=1500,
+            eval_every=50,
+            val_ways=4,
+            val_queries=9,
+            val_episodes=300,
+            max_minutes=train_minutes,
+            precision="fp32",
+            augment={"flip": 0.5, "scale": [0.8, 1.0], "rotate": 10.0, "shift": 0.05, "brightness": 0.2, "contrast": 0.2},
+        )
         with progress(False) as bar:
             task = bar.add_task("training", total=None, info="")
-            train_model("protonet", cfg, checkpoint, dataset="att_faces", size=32, encoder="resnet12_small",
-                        data_dir=data_dir, command="oneshot demo faces",
-                        on_progress=lambda p: bar.update(task, completed=p.episode, info=f"loss {p.loss:.3f}") if p.episode % 10 == 0 else None)
+            train_model(
+                "protonet",
+                cfg,
+                checkpoint,
+                dataset="att_faces",
+                size=32,
+                encoder="resnet12_small",
+                data_dir=data_dir,
+                command="oneshot demo faces",
+                on_progress=lambda p: (
+                    bar.update(task, completed=p.episode, info=f"loss {p.loss:.3f}") if p.episode % 10 == 0 else None
+                ),
+            )
     res = run_faces(checkpoint, episodes, roc_png=out / "faces_roc.png", data_dir=data_dir)
     table = Table(title=f"AT&T faces, people s21-s40 never seen in training ({episodes} episodes, all 19,900 pairs)")
     for col in ("method", "20-way 1-shot", "EER", "TAR @ FAR 1e-2", "TAR @ FAR 1e-3"):
@@ -114,15 +165,24 @@ def _demo_faces(checkpoint: Path, out: Path, episodes: int, train_minutes: float
             typer.echo(f"{name}: {r.get('unavailable', 'not measured')}")
             continue
         v = r["verification"]
-        table.add_row(name, f"{100 * r['accuracy']:.2f}% +- {100 * r['ci95']:.2f}", f"{100 * v['eer']:.2f}%",
-                      f"{100 * v['tar_at_far_1e-2']:.1f}%", f"{100 * v['tar_at_far_1e-3']:.1f}%")
+        table.add_row(
+            name,
+            f"{100 * r['accuracy']:.2f}% +- {100 * r['ci95']:.2f}",
+            f"{100 * v['eer']:.2f}%",
+            f"{100 * v['tar_at_far_1e-2']:.1f}%",
+            f"{100 * v['tar_at_far_1e-3']:.1f}%",
+        )
     Console().print(table)
     g = res["gallery"]
-    typer.echo(f"gallery: {g['enrolled']} people enrolled from one photo each, closed-set accuracy "
-               f"{100 * g['closed_set_accuracy']:.1f}%; {g['strangers']} strangers, thresholds calibrated on s1-s20:")
+    typer.echo(
+        f"gallery: {g['enrolled']} people enrolled from one photo each, closed-set accuracy "
+        f"{100 * g['closed_set_accuracy']:.1f}%; {g['strangers']} strangers, thresholds calibrated on s1-s20:"
+    )
     for r in g["rates"]:
-        typer.echo(f"  target FAR {r['target_far']:g}: accepted and right {100 * r['tar']:.1f}%, strangers accepted "
-                   f"{100 * r['stranger_far']:.1f}% ({r['stranger_queries']} stranger photos)")
+        typer.echo(
+            f"  target FAR {r['target_far']:g}: accepted and right {100 * r['tar']:.1f}%, strangers accepted "
+            f"{100 * r['stranger_far']:.1f}% ({r['stranger_queries']} stranger photos)"
+        )
     (out / "faces_results.json").write_text(json.dumps(res, indent=2))
     typer.echo(f"ROC curves: {res['roc_png']}; results: {out / 'faces_results.json'}")
 
@@ -141,14 +201,24 @@ def info(
     enc_opts = meta.get("encoder_options", {})
     training = meta.get("training", {})
     out = {
-        "checkpoint": str(checkpoint), "method": meta.get("method"), "method_options": meta.get("method_options", {}),
-        "encoder": meta.get("encoder"), "encoder_options": enc_opts, "embedding_dim": meta.get("embedding_dim"),
-        "preprocessing": {**{f: getattr(prep, f) for f in ("size", "channels", "invert", "resize", "background")},
-                          "normalisation": {"mean": enc_opts.get("mean", 0.0), "std": enc_opts.get("std", 1.0),
-                                            "applied_by": "encoder"} if "mean" in enc_opts else "none (pixels / 255)"},
-        "domain": ck.domain, "data": meta.get("data", {}), "input_envelope": ck.input_envelope,
+        "checkpoint": str(checkpoint),
+        "method": meta.get("method"),
+        "method_options": meta.get("method_options", {}),
+        "encoder": meta.get("encoder"),
+        "encoder_options": enc_opts,
+        "embedding_dim": meta.get("embedding_dim"),
+        "preprocessing": {
+            **{f: getattr(prep, f) for f in ("size", "channels", "invert", "resize", "background")},
+            "normalisation": {"mean": enc_opts.get("mean", 0.0), "std": enc_opts.get("std", 1.0), "applied_by": "encoder"}
+            if "mean" in enc_opts
+            else "none (pixels / 255)",
+        },
+        "domain": ck.domain,
+        "data": meta.get("data", {}),
+        "input_envelope": ck.input_envelope,
         "training": {k: training.get(k) for k in ("command", "episodes_trained", "val_accuracy", "val_shape", "device")},
-        "commit": meta.get("commit"), "created": meta.get("created"),
+        "commit": meta.get("commit"),
+        "created": meta.get("created"),
     }
     if as_json:
         typer.echo(json.dumps(out))
@@ -156,17 +226,24 @@ def info(
     typer.echo(f"{checkpoint}: {out['method']} on {out['encoder']} {enc_opts}, {out['embedding_dim']}-d embeddings")
     typer.echo(f"trained on: {ck.domain} {out['data']}")
     typer.echo(f"preprocessing: {prep.describe()}")
-    typer.echo("  decode: EXIF orientation applied; transparency composited on the background; 16-bit scaled by bit depth; "
-               f"{'colour -> grey by ITU-R 601 luma' if prep.channels == 1 else 'grey -> RGB by repetition'} (docs/images.md)")
+    typer.echo(
+        "  decode: EXIF orientation applied; transparency composited on the background; 16-bit scaled by bit depth; "
+        f"{'colour -> grey by ITU-R 601 luma' if prep.channels == 1 else 'grey -> RGB by repetition'} (docs/images.md)"
+    )
     norm = out["preprocessing"]["normalisation"]
     norm_text = norm if isinstance(norm, str) else f"(x - {norm['mean']}) / {norm['std']}, applied by the encoder"
     typer.echo(f"  normalisation: {norm_text}")
     if ck.input_envelope:
         e = ck.input_envelope
-        typer.echo("  training inputs (0.1%-99.9%): " + ", ".join(f"{n} {a:.2f}-{b:.2f}" for n, a, b in zip(e.get("features", []), e["low"], e["high"])))
+        typer.echo(
+            "  training inputs (0.1%-99.9%): "
+            + ", ".join(f"{n} {a:.2f}-{b:.2f}" for n, a, b in zip(e.get("features", []), e["low"], e["high"], strict=False))
+        )
     t = out["training"]
     if t.get("val_accuracy") is not None:
-        typer.echo(f"validation: {100 * t['val_accuracy']:.2f}% ({t['val_shape']}) after {t['episodes_trained']} episodes on {t['device']}")
+        typer.echo(
+            f"validation: {100 * t['val_accuracy']:.2f}% ({t['val_shape']}) after {t['episodes_trained']} episodes on {t['device']}"
+        )
     if t.get("command"):
         typer.echo(f"command: {t['command']}")
 
@@ -179,8 +256,14 @@ def encoders(as_json: Json = False) -> None:
     rows = []
     for name, (_, what) in sorted(BUILTIN.items()):
         shipped = SHIPPED.get(name)
-        rows.append({"name": name, "modality": shipped.modality if shipped else builtin_modality(name),
-                     "trained_on": shipped.trained_on if shipped else what, "figures": shipped.figures if shipped else ""})
+        rows.append(
+            {
+                "name": name,
+                "modality": shipped.modality if shipped else builtin_modality(name),
+                "trained_on": shipped.trained_on if shipped else what,
+                "figures": shipped.figures if shipped else "",
+            }
+        )
     if as_json:
         typer.echo(json.dumps(rows))
         return

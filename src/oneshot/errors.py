@@ -15,15 +15,19 @@ class OneshotWarning(UserWarning):
     the CLI prints it as one ``warning: ...`` line on stderr."""
 
 
-
 def os_reason(exc: OSError) -> str:
     """What an operating-system error means for the user: ``no space left on the device``, ``read-only file
     system``, ``permission denied`` ... (falls back on the system's own words)."""
     import errno
 
     reasons = {
-        errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
-        errno.EROFS: "read-only file system", errno.EACCES: "permission denied", errno.EPERM: "permission denied",
-        errno.EISDIR: "it is a folder", errno.ENOENT: "the folder does not exist", errno.ENOTDIR: "a parent is not a folder",
+        errno.ENOSPC: "no space left on the device",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EROFS: "read-only file system",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.EISDIR: "it is a folder",
+        errno.ENOENT: "the folder does not exist",
+        errno.ENOTDIR: "a parent is not a folder",
     }
     return reasons.get(exc.errno or 0, exc.strerror or str(exc))

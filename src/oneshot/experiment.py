@@ -47,8 +47,9 @@ def dataset_preprocessing(dataset: str, size: int, prep: Preprocessing | None = 
     return Preprocessing(size=size, channels=1, invert=True)
 
 
-def load_split(dataset: str, split: str, part: str, size: int, data_dir: str | Path | None,
-               prep: Preprocessing | None = None) -> ImageSet:
+def load_split(
+    dataset: str, split: str, part: str, size: int, data_dir: str | Path | None, prep: Preprocessing | None = None
+) -> ImageSet:
     """A part of a dataset split: Omniglot (``split`` vinyals or lake), ``att_faces`` (train / val / trainval / test,
     see :func:`oneshot.data.archives.faces_split`), ``neu`` (pool / val / test, :func:`~oneshot.data.archives.neu_split`),
     or a class-per-folder directory via ``dataset='folder:PATH'``."""
@@ -68,7 +69,7 @@ def load_split(dataset: str, split: str, part: str, size: int, data_dir: str | P
     if dataset.startswith("folder:"):
         from oneshot.data.folder import load_image_folder
 
-        return load_image_folder(dataset[len("folder:"):], prep)
+        return load_image_folder(dataset[len("folder:") :], prep)
     raise OneshotError(f"unknown dataset {dataset!r}: use one of {', '.join(DATASETS)}")
 
 
@@ -81,8 +82,10 @@ def check_episode_shapes(data: ImageSet, shapes: list[tuple[int, int]], queries:
         enough = [c for c in counts if c >= shots + queries]
         if len(enough) < ways:
             most = max(0, counts[-ways] - shots) if len(counts) >= ways else 0
-            raise OneshotError(f"{ways}-way {shots}-shot episodes with {queries} queries need {shots + queries} images in "
-                               f"{ways} classes; {what} has {len(enough)} such classes: use --queries {most} or fewer")
+            raise OneshotError(
+                f"{ways}-way {shots}-shot episodes with {queries} queries need {shots + queries} images in "
+                f"{ways} classes; {what} has {len(enough)} such classes: use --queries {most} or fewer"
+            )
 
 
 def train_model(
@@ -158,9 +161,15 @@ class CheckpointEvaluation:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document benchmarks store and ``oneshot evaluate --json`` prints."""
-        out: dict[str, Any] = {"checkpoint": self.checkpoint, "method": self.method, "method_options": self.method_options,
-                               "dataset": self.dataset, "split": self.split, "part": self.part,
-                               "results": [r.summary() for r in self.results]}
+        out: dict[str, Any] = {
+            "checkpoint": self.checkpoint,
+            "method": self.method,
+            "method_options": self.method_options,
+            "dataset": self.dataset,
+            "split": self.split,
+            "part": self.part,
+            "results": [r.summary() for r in self.results],
+        }
         if self.lake_runs is not None:
             out["lake_runs"] = self.lake_runs.summary()
         if self.verification is not None:
@@ -233,8 +242,17 @@ def evaluate_checkpoint(
     t0 = time.perf_counter()
     z = split_embeddings(ck.method, data.images, dev)
     res = CheckpointEvaluation(
-        str(checkpoint), ck.metadata["method"], ck.method.options(), dataset, split, part,
-        [evaluate(ck.method, data, ways, shots, queries, episodes, seed, dev, embeddings=z, progress=progress) for ways, shots in shapes])
+        str(checkpoint),
+        ck.metadata["method"],
+        ck.method.options(),
+        dataset,
+        split,
+        part,
+        [
+            evaluate(ck.method, data, ways, shots, queries, episodes, seed, dev, embeddings=z, progress=progress)
+            for ways, shots in shapes
+        ],
+    )
     if lake_runs:
         res.lake_runs = evaluate_lake_runs(ck.method, load_lake_runs(prep.size, data_dir), dev)
     if verification or roc_png or det_png:

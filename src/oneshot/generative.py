@@ -55,7 +55,7 @@ class Generator:
     info: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def fit(cls, embeddings: np.ndarray, labels: np.ndarray, rank: int = 32) -> "Generator":
+    def fit(cls, embeddings: np.ndarray, labels: np.ndarray, rank: int = 32) -> Generator:
         """Fit on base-class embeddings (N, D) with labels (N,)."""
         z = _unit(np.asarray(embeddings, np.float64))
         labels = np.asarray(labels)
@@ -65,8 +65,12 @@ class Generator:
         _, s, vt = np.linalg.svd(dev, full_matrices=False)
         r = min(rank, len(s))
         var = s[:r] ** 2 / max(1, len(z) - len(classes))
-        return cls(_unit(means).astype(np.float32), vt[:r].T.astype(np.float32).copy(), var.astype(np.float32),
-                   info={"base_classes": int(len(classes)), "base_examples": int(len(z)), "rank": int(r)})
+        return cls(
+            _unit(means).astype(np.float32),
+            vt[:r].T.astype(np.float32).copy(),
+            var.astype(np.float32),
+            info={"base_classes": int(len(classes)), "base_examples": int(len(z)), "rank": int(r)},
+        )
 
     @property
     def helps(self) -> bool:
@@ -93,12 +97,17 @@ class Generator:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         meta = {"k": self.k, "alpha": self.alpha, "info": self.info, "format": "oneshot-generator"}
-        atomic_write_bytes(path, save({"means": self.means, "axes": self.axes, "variances": self.variances},
-                                      metadata={"oneshot_generator": json.dumps(meta)}))
+        atomic_write_bytes(
+            path,
+            save(
+                {"means": self.means, "axes": self.axes, "variances": self.variances},
+                metadata={"oneshot_generator": json.dumps(meta)},
+            ),
+        )
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Generator":
+    def load(cls, path: str | Path) -> Generator:
         try:
             with safe_open(str(path), framework="numpy") as f:
                 meta = json.loads((f.metadata() or {})["oneshot_generator"])
@@ -117,8 +126,15 @@ def generator_path(checkpoint: str | Path) -> Path:
 
 
 # ---------------------------------------------------------------- evaluation with augmented supports
-def episode_accuracy(z: np.ndarray, extra: np.ndarray | None, class_indices: list[np.ndarray], ways: int,
-                     queries: int, episodes: int, seed: int = 0) -> tuple[float, float, np.ndarray]:
+def episode_accuracy(
+    z: np.ndarray,
+    extra: np.ndarray | None,
+    class_indices: list[np.ndarray],
+    ways: int,
+    queries: int,
+    episodes: int,
+    seed: int = 0,
+) -> tuple[float, float, np.ndarray]:
     """1-shot accuracy of nearest-prototype classification (cosine) over seeded episodes.
 
     Args:
@@ -143,8 +159,17 @@ def episode_accuracy(z: np.ndarray, extra: np.ndarray | None, class_indices: lis
     return m, ci, accs
 
 
-def choose(gen: Generator, z_val: np.ndarray, class_indices: list[np.ndarray], ways: int, queries: int, n: int,
-           episodes: int = 300, ks: tuple[int, ...] = (0, 1, 2, 5), alphas: tuple[float, ...] = (0.5, 1.0)) -> Generator:
+def choose(
+    gen: Generator,
+    z_val: np.ndarray,
+    class_indices: list[np.ndarray],
+    ways: int,
+    queries: int,
+    n: int,
+    episodes: int = 300,
+    ks: tuple[int, ...] = (0, 1, 2, 5),
+    alphas: tuple[float, ...] = (0.5, 1.0),
+) -> Generator:
     """Pick ``k`` and ``alpha`` on validation episodes; record every score and whether the best beats no augmentation."""
     base, _, _ = episode_accuracy(z_val, None, class_indices, ways, queries, episodes, seed=1)
     scores = {}
@@ -155,6 +180,10 @@ def choose(gen: Generator, z_val: np.ndarray, class_indices: list[np.ndarray], w
             scores[f"k={k},alpha={a}"] = acc
     best = max(scores, key=lambda s: scores[s])
     gen.k, gen.alpha = int(best.split(",")[0][2:]), float(best.split("=")[-1])
-    gen.info.update(validation={"none": base, **scores}, chosen=best, helps=bool(scores[best] > base),
-                    validation_shape=f"{ways}-way 1-shot, {queries} queries, {episodes} episodes, n={n}")
+    gen.info.update(
+        validation={"none": base, **scores},
+        chosen=best,
+        helps=bool(scores[best] > base),
+        validation_shape=f"{ways}-way 1-shot, {queries} queries, {episodes} episodes, n={n}",
+    )
     return gen

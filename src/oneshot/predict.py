@@ -67,8 +67,13 @@ def query_files(paths: list[Path]) -> list[Path]:
 
 
 @torch.no_grad()
-def predict(ck: Checkpoint, support: SupportSet, queries: list[Path], device: torch.device | str = "cpu",
-            prep: Preprocessing | None = None) -> list[dict]:
+def predict(
+    ck: Checkpoint,
+    support: SupportSet,
+    queries: list[Path],
+    device: torch.device | str = "cpu",
+    prep: Preprocessing | None = None,
+) -> list[dict]:
     """For each query file: predicted class, its probability (softmax over the method's logits) and logit.
 
     ``prep`` overrides the checkpoint's preprocessing (it must be the one the support set was decoded with).
@@ -91,5 +96,7 @@ def predict(ck: Checkpoint, support: SupportSet, queries: list[Path], device: to
     out = []
     for i, path in enumerate(queries):
         k = int(probs[i].argmax())
-        out.append({"query": str(path), "class": support.class_names[k], "probability": float(probs[i, k]), "logit": float(logits[i, k])})
+        out.append(
+            {"query": str(path), "class": support.class_names[k], "probability": float(probs[i, k]), "logit": float(logits[i, k])}
+        )
     return out

@@ -11,7 +11,7 @@ import platform
 import shlex
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -20,12 +20,13 @@ from typing import Any
 def git_commit() -> str:
     """The current commit of the source tree, or ``"unknown"`` outside a git checkout."""
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        )
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).parent,
-            capture_output=True, text=True, timeout=5,
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
         if out.returncode == 0:
             return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
@@ -58,7 +59,7 @@ def machine_description() -> dict[str, Any]:
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def versions() -> dict[str, str]:
@@ -82,5 +83,10 @@ def command_line(argv: list[str] | None = None, program: str = "python") -> str:
 def provenance(command: str | None = None) -> dict[str, Any]:
     """The record: ``command`` (default: this process's), ``commit``, ``date`` (UTC, ISO 8601), ``machine``
     (:func:`machine_description`) and ``versions`` (:func:`versions`)."""
-    return {"command": command if command is not None else command_line(), "commit": git_commit(), "date": now_iso(),
-            "machine": machine_description(), "versions": versions()}
+    return {
+        "command": command if command is not None else command_line(),
+        "commit": git_commit(),
+        "date": now_iso(),
+        "machine": machine_description(),
+        "versions": versions(),
+    }

@@ -8,8 +8,15 @@ import math
 from oneshot.errors import OneshotError
 
 
-def in_range(what: str, value: float | int | None, low: float | None = None, high: float | None = None, *,
-             low_open: bool = False, high_open: bool = False) -> None:
+def in_range(
+    what: str,
+    value: float | int | None,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
     """Refuse ``value`` (named ``what`` in the message) outside [low, high] (open ends as asked); None passes."""
     if value is None:
         return

@@ -115,7 +115,7 @@ class TrainState:
     images: int = 0
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainState":
+    def from_dict(cls, d: dict[str, Any]) -> TrainState:
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
@@ -150,8 +150,9 @@ class _Running:
 class _Run:
     """One training run's fixed parts: the method, data, optimiser, where checkpoints and resume state go."""
 
-    def __init__(self, method: Method, train_data: ImageSet, val_data: ImageSet, config: TrainConfig, out: Path,
-                 metadata: dict[str, Any]) -> None:
+    def __init__(
+        self, method: Method, train_data: ImageSet, val_data: ImageSet, config: TrainConfig, out: Path, metadata: dict[str, Any]
+    ) -> None:
         self.method, self.train_data, self.val_data, self.config, self.out = method, train_data, val_data, config, out
         self.metadata = metadata
         self.device = select_device(config.device)
@@ -177,8 +178,9 @@ class _Run:
             x = self.augment(x, torch.Generator().manual_seed(self.config.seed * 1_000_003 + number))
         x = to_layout(x, self.config.channels_last)
         n = ep.support.size
-        return Episode(x[:n], support_labels, x[n:], query_labels, shape.ways, shape.shots,
-                       torch.from_numpy(ep.classes).to(dev), tasks=tasks)
+        return Episode(
+            x[:n], support_labels, x[n:], query_labels, shape.ways, shape.shots, torch.from_numpy(ep.classes).to(dev), tasks=tasks
+        )
 
     def step(self, episode: Episode) -> None:
         """One optimiser step on ``episode``; updates the running loss and training accuracy."""
@@ -196,18 +198,41 @@ class _Run:
         """Validate, keep the checkpoint if best, write the resume state; True to stop early."""
         cfg = self.config
         own = getattr(self.val_data, "validate", None)  # data with its own validation protocol (molecule assays)
-        res = (own(self.method, self.device) if own is not None else
-               evaluate(self.method, self.val_data, cfg.val_ways, cfg.val_shots, cfg.val_queries, cfg.val_episodes, cfg.val_seed,
-                        self.device))
-        state.history.append({"episode": state.episode, "val_accuracy": res.accuracy, "val_ci95": res.ci95,
-                              "loss": self.loss.value, "train_accuracy": self.accuracy.value})
+        res = (
+            own(self.method, self.device)
+            if own is not None
+            else evaluate(
+                self.method,
+                self.val_data,
+                cfg.val_ways,
+                cfg.val_shots,
+                cfg.val_queries,
+                cfg.val_episodes,
+                cfg.val_seed,
+                self.device,
+            )
+        )
+        state.history.append(
+            {
+                "episode": state.episode,
+                "val_accuracy": res.accuracy,
+                "val_ci95": res.ci95,
+                "loss": self.loss.value,
+                "train_accuracy": self.accuracy.value,
+            }
+        )
         if res.accuracy > state.best:
             state.best, state.best_ci, state.best_episode, state.bad_evals = res.accuracy, res.ci95, state.episode, 0
             meta = dict(self.metadata)
             meta["training"] = dict(
-                self.metadata.get("training", {}), config=asdict(cfg), episodes_trained=state.episode,
-                val_accuracy=res.accuracy, val_ci95=res.ci95, val_shape=f"{cfg.val_ways}-way {cfg.val_shots}-shot",
-                device=str(self.device), precision=self.precision,
+                self.metadata.get("training", {}),
+                config=asdict(cfg),
+                episodes_trained=state.episode,
+                val_accuracy=res.accuracy,
+                val_ci95=res.ci95,
+                val_shape=f"{cfg.val_ways}-way {cfg.val_shots}-shot",
+                device=str(self.device),
+                precision=self.precision,
             )
             meta.setdefault("seed", cfg.seed)
             record = provenance(self.metadata.get("training", {}).get("command") or None)

@@ -124,8 +124,13 @@ class VerificationResult:
 
     def summary(self) -> dict:
         return {
-            "pairs": self.pairs, "seed": self.seed, "similarity": self.similarity, "auc": self.auc, "eer": self.eer,
-            "tar_at_far_1e-2": self.tar_at_far_1e2, "tar_at_far_1e-3": self.tar_at_far_1e3,
+            "pairs": self.pairs,
+            "seed": self.seed,
+            "similarity": self.similarity,
+            "auc": self.auc,
+            "eer": self.eer,
+            "tar_at_far_1e-2": self.tar_at_far_1e2,
+            "tar_at_far_1e-3": self.tar_at_far_1e3,
         }
 
 
@@ -138,8 +143,15 @@ def metrics(scores: np.ndarray, same: np.ndarray, seed: int = 0, similarity: str
     """All verification metrics of scored pairs."""
     far, tar, _ = roc_curve(scores, same)
     return VerificationResult(
-        pairs=int(len(scores)), seed=seed, similarity=similarity, auc=auc(far, tar), eer=equal_error_rate(far, tar),
-        tar_at_far_1e2=tar_at_far(far, tar, 1e-2), tar_at_far_1e3=tar_at_far(far, tar, 1e-3), far=far, tar=tar,
+        pairs=int(len(scores)),
+        seed=seed,
+        similarity=similarity,
+        auc=auc(far, tar),
+        eer=equal_error_rate(far, tar),
+        tar_at_far_1e2=tar_at_far(far, tar, 1e-2),
+        tar_at_far_1e3=tar_at_far(far, tar, 1e-3),
+        far=far,
+        tar=tar,
     )
 
 

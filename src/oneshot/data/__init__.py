@@ -6,4 +6,12 @@ from oneshot.data.imageset import ImageSet
 from oneshot.data.omniglot import load_lake_runs, load_omniglot
 from oneshot.data.samplers import EpisodeIndices, EpisodeSampler
 
-__all__ = ["EpisodeIndices", "EpisodeSampler", "ImageSet", "Preprocessing", "load_image_folder", "load_lake_runs", "load_omniglot"]
+__all__ = [
+    "EpisodeIndices",
+    "EpisodeSampler",
+    "ImageSet",
+    "Preprocessing",
+    "load_image_folder",
+    "load_lake_runs",
+    "load_omniglot",
+]

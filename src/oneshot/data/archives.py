@@ -54,15 +54,28 @@ ATT = ArchiveSpec(
     "faces",
     # The archive here is a tar.gz repack of the official att_faces (originally att_faces.tar.Z at AT&T
     # Laboratories Cambridge); the checksum is that of the copy in ../shared/data.
-    RemoteFile("att_faces.tar.gz", "https://www.cl.cam.ac.uk/research/dtg/attarchive/pub/data/att_faces.tar.gz",
-               "sha256:b8c612e4fc5bb5e2e3114b17e94ff785cdcb86c411af02585a46b420d268f469"),
-    re.compile(r"(?:^|/)att_faces/(s\d+)/(\d+)\.pgm$"), 40, 10, (92, 112), class_key=lambda c: int(c[1:]),
+    RemoteFile(
+        "att_faces.tar.gz",
+        "https://www.cl.cam.ac.uk/research/dtg/attarchive/pub/data/att_faces.tar.gz",
+        "sha256:b8c612e4fc5bb5e2e3114b17e94ff785cdcb86c411af02585a46b420d268f469",
+    ),
+    re.compile(r"(?:^|/)att_faces/(s\d+)/(\d+)\.pgm$"),
+    40,
+    10,
+    (92, 112),
+    class_key=lambda c: int(c[1:]),
 )
 NEU = ArchiveSpec(
     "defects",
-    RemoteFile("NEU-DET.tar.gz", "http://faculty.neu.edu.cn/songkechen/zh_CN/zdylm/263270/list/NEU-DET.tar.gz",
-               "sha256:c4872f9db713bb6e10672988ee4015f5e407af21aa9e87d6e18ce4fb8577b413"),
-    re.compile(r"(?:^|/)NEU-DET/IMAGES/([a-z_-]+)_(\d+)\.jpg$"), 6, 300, (200, 200),
+    RemoteFile(
+        "NEU-DET.tar.gz",
+        "http://faculty.neu.edu.cn/songkechen/zh_CN/zdylm/263270/list/NEU-DET.tar.gz",
+        "sha256:c4872f9db713bb6e10672988ee4015f5e407af21aa9e87d6e18ce4fb8577b413",
+    ),
+    re.compile(r"(?:^|/)NEU-DET/IMAGES/([a-z_-]+)_(\d+)\.jpg$"),
+    6,
+    300,
+    (200, 200),
 )
 
 
@@ -87,8 +100,9 @@ def _read_members(path: Path, spec: ArchiveSpec) -> list[tuple[str, int, str, by
                     continue
                 out.append((hit.group(1), int(hit.group(2)), m.name, f.read()))
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-        raise OneshotError(f"{path} is not a readable tar.gz archive ({exc.__class__.__name__}: {exc}): "
-                           "replace it with a good copy") from None
+        raise OneshotError(
+            f"{path} is not a readable tar.gz archive ({exc.__class__.__name__}: {exc}): replace it with a good copy"
+        ) from None
     return out
 
 
@@ -97,16 +111,20 @@ def _decode_archive(path: Path, spec: ArchiveSpec, prep: Preprocessing) -> Image
     names = sorted({c for c, _, _, _ in members}, key=spec.class_key)
     counts = {c: sum(1 for m in members if m[0] == c) for c in names}
     if len(names) != spec.classes or any(n != spec.per_class for n in counts.values()):
-        raise OneshotError(f"{path} holds {len(names)} classes / {len(members)} images, expected {spec.classes} x "
-                           f"{spec.per_class}: the file is incomplete or not the official {spec.remote.name}; replace it")
+        raise OneshotError(
+            f"{path} holds {len(names)} classes / {len(members)} images, expected {spec.classes} x "
+            f"{spec.per_class}: the file is incomplete or not the official {spec.remote.name}; replace it"
+        )
     members.sort(key=lambda m: (spec.class_key(m[0]), m[1]))
     images = np.empty((len(members), prep.channels, prep.size, prep.size), np.uint8)
     for i, (_, _, name, data) in enumerate(members):
         label = f"{path.name}:{name}"
         size = open_image(data, label).size
         if size != spec.image_size:
-            raise OneshotError(f"{label} is {size[0]}x{size[1]}, expected {spec.image_size[0]}x{spec.image_size[1]}: "
-                               "the archive is not the official one; replace it")
+            raise OneshotError(
+                f"{label} is {size[0]}x{size[1]}, expected {spec.image_size[0]}x{spec.image_size[1]}: "
+                "the archive is not the official one; replace it"
+            )
         images[i] = decode_image(data, prep, name=label)
     labels = torch.tensor([names.index(m[0]) for m in members], dtype=torch.long)
     return ImageSet(torch.from_numpy(images), labels, names)
@@ -121,8 +139,11 @@ def load_archive(spec: ArchiveSpec, prep: Preprocessing, data_dir: str | Path | 
         try:
             t = load_file(str(cache))
             names = json.loads(bytes(t["names"].numpy()).decode())
-            if t["images"].shape == (n, prep.channels, prep.size, prep.size) and t["labels"].shape == (n,) \
-                    and len(names) == spec.classes:
+            if (
+                t["images"].shape == (n, prep.channels, prep.size, prep.size)
+                and t["labels"].shape == (n,)
+                and len(names) == spec.classes
+            ):
                 return ImageSet(t["images"], t["labels"], names)
         except (SafetensorError, OSError, KeyError, ValueError, RuntimeError):
             pass  # corrupt or stale: rebuild
@@ -173,8 +194,7 @@ def faces_split(part: str, prep: Preprocessing = FACES_PREPROCESSING, data_dir: 
 NEU_PARTS = {"pool": (0, 1200), "val": (1200, 1400), "test": (1400, 1800)}
 
 
-def neu_split(part: str, prep: Preprocessing = NEU_PREPROCESSING, data_dir: str | Path | None = None,
-              seed: int = 0) -> ImageSet:
+def neu_split(part: str, prep: Preprocessing = NEU_PREPROCESSING, data_dir: str | Path | None = None, seed: int = 0) -> ImageSet:
     """A part of the NEU protocol. ``pool`` is unlabelled: every image is its own class (``img<i>``), so a
     method trained on it cannot read a defect label; ``val`` and ``test`` keep the six classes."""
     if part not in NEU_PARTS:

@@ -31,13 +31,16 @@ def assay_rows(table: AssayTable, task: str, shots: int = 1) -> tuple[np.ndarray
         if len(r) == 0:
             raise OneshotError(f"assay {task} of {table.source} has no {what}: {shots}-shot is impossible; choose another assay")
         if len(r) <= shots:
-            raise OneshotError(f"assay {task} of {table.source} has {len(r)} {what}: {shots}-shot needs more than {shots}; "
-                               "lower --shots or choose another assay")
+            raise OneshotError(
+                f"assay {task} of {table.source} has {len(r)} {what}: {shots}-shot needs more than {shots}; "
+                "lower --shots or choose another assay"
+            )
     return neg, pos
 
 
-def draw_support(neg: np.ndarray, pos: np.ndarray, shots: int, seed: int, task_index: int, draw: int
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def draw_support(
+    neg: np.ndarray, pos: np.ndarray, shots: int, seed: int, task_index: int, draw: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Support rows (2K,) [K inactives, K actives], their labels, and the query rows and labels (the rest)."""
     rng = np.random.default_rng((seed, task_index, draw))
     s_neg = rng.choice(neg, shots, replace=False)
@@ -78,8 +81,15 @@ class AssayResult:
         return mean_ci95(self.aucs)[1]
 
 
-def assay_auc(table: AssayTable, task: str, scorer: Scorer, shots: int, draws: int, seed: int = 0,
-              progress: Callable[[int], None] | None = None) -> AssayResult:
+def assay_auc(
+    table: AssayTable,
+    task: str,
+    scorer: Scorer,
+    shots: int,
+    draws: int,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> AssayResult:
     """The few-shot protocol on one assay: ``draws`` seeded K+/K- supports, every other labelled compound queried."""
     neg, pos = assay_rows(table, task, shots)
     t = table.task(task)
@@ -113,12 +123,21 @@ class AssayEpisodeSampler:
 
     tasks = 1  # one episode per training step (the IndexSampler protocol)
 
-    def __init__(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]], shots: int, queries: int, episodes: int,
-                 seed: int = 0, start: int = 0) -> None:
+    def __init__(
+        self,
+        pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+        shots: int,
+        queries: int,
+        episodes: int,
+        seed: int = 0,
+        start: int = 0,
+    ) -> None:
         for t, (neg, pos) in enumerate(pairs):
             if min(len(neg), len(pos)) < shots + queries:
-                raise OneshotError(f"training assay #{t} has {len(pos)} actives and {len(neg)} inactives: {shots}-shot "
-                                   f"with {queries} queries needs {shots + queries} of each; lower --queries")
+                raise OneshotError(
+                    f"training assay #{t} has {len(pos)} actives and {len(neg)} inactives: {shots}-shot "
+                    f"with {queries} queries needs {shots + queries} of each; lower --queries"
+                )
         self.pairs, self.shots, self.queries = list(pairs), shots, queries
         self.episodes, self.seed, self.start = episodes, seed, start
 
@@ -149,8 +168,15 @@ class MoleculeSet:
         val_shots, val_draws, val_seed: the validation protocol when this set validates (:meth:`validate`).
     """
 
-    def __init__(self, features: np.ndarray | torch.Tensor, table: AssayTable, tasks: Sequence[str],
-                 val_shots: int = 1, val_draws: int = 20, val_seed: int = 1) -> None:
+    def __init__(
+        self,
+        features: np.ndarray | torch.Tensor,
+        table: AssayTable,
+        tasks: Sequence[str],
+        val_shots: int = 1,
+        val_draws: int = 20,
+        val_seed: int = 1,
+    ) -> None:
         self.features = torch.as_tensor(np.asarray(features, np.float32))
         self.table, self.tasks = table, tuple(tasks)
         self.val_shots, self.val_draws, self.val_seed = val_shots, val_draws, val_seed
@@ -180,7 +206,7 @@ class MoleculeSet:
     @torch.no_grad()
     def embed(self, method: torch.nn.Module, device: torch.device | str = "cpu", batch: int = 4096) -> np.ndarray:
         method.eval()
-        out = [method.embed(self.features[i:i + batch].to(device)).float().cpu() for i in range(0, len(self), batch)]
+        out = [method.embed(self.features[i : i + batch].to(device)).float().cpu() for i in range(0, len(self), batch)]
         return torch.cat(out).numpy()
 
     def validate(self, method: torch.nn.Module, device: torch.device | str = "cpu"):
@@ -188,7 +214,8 @@ class MoleculeSet:
         from oneshot.evaluation import EvalResult, mean_ci95
 
         scorer = prototype_scorer(self.embed(method, device))
-        aucs = [a for t in self.tasks
-                for a in assay_auc(self.table, t, scorer, self.val_shots, self.val_draws, self.val_seed).aucs]
+        aucs = [
+            a for t in self.tasks for a in assay_auc(self.table, t, scorer, self.val_shots, self.val_draws, self.val_seed).aucs
+        ]
         mean, ci = mean_ci95(aucs)
         return EvalResult(mean, ci, 2, self.val_shots, 0, len(aucs), self.val_seed, aucs)

@@ -44,7 +44,7 @@ class Augment:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "Augment | None":
+    def from_dict(cls, d: dict[str, Any] | None) -> Augment | None:
         if not d:
             return None
         try:

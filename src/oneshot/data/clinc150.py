@@ -78,8 +78,10 @@ def load_clinc150(data_dir: str | Path | None = None) -> Clinc150:
         rows = raw.get(name) if isinstance(raw, dict) else None
         if not isinstance(rows, list) or len(rows) != n or not all(isinstance(r, list) and len(r) == 2 for r in rows):
             got = len(rows) if isinstance(rows, list) else "no"
-            raise OneshotError(f"{path} is not the full CLINC150 file: split {name!r} has {got} rows, expected {n} "
-                               "[utterance, intent] pairs; replace it with the official data_full.json")
+            raise OneshotError(
+                f"{path} is not the full CLINC150 file: split {name!r} has {got} rows, expected {n} "
+                "[utterance, intent] pairs; replace it with the official data_full.json"
+            )
         splits[name] = TextSplit([str(r[0]) for r in rows], [str(r[1]) for r in rows])
     intents = sorted(set(splits["train"].labels))
     if len(intents) != N_INTENTS or OOS in intents:

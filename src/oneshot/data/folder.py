@@ -39,7 +39,7 @@ def load_image_folder(root: str | Path, prep: Preprocessing) -> ImageSet:
     """All images under ``root/<class>/`` as an :class:`ImageSet`, decoded with ``prep``."""
     classes = list_class_folders(root)
     images, labels = [], []
-    for c, (name, files) in enumerate(classes.items()):
+    for c, files in enumerate(classes.values()):
         for f in files:
             images.append(decode_image(f, prep))
             labels.append(c)

@@ -101,7 +101,7 @@ class Preprocessing:
         return out
 
     @classmethod
-    def from_dict(cls, d: Any) -> "Preprocessing":
+    def from_dict(cls, d: Any) -> Preprocessing:
         """Rebuild from :meth:`to_dict`'s output; anything malformed is a :class:`OneshotError`."""
         if not isinstance(d, dict):
             raise OneshotError(f"preprocessing {d!r} is not a JSON object")
@@ -114,14 +114,16 @@ class Preprocessing:
             raise OneshotError(f"preprocessing lacks {missing}")
         return cls(**d)
 
-    def with_overrides(self, **changes: Any) -> "Preprocessing":
+    def with_overrides(self, **changes: Any) -> Preprocessing:
         """A copy with some fields changed (``None`` values are ignored), validated."""
         return cls_replace(self, {k: v for k, v in changes.items() if v is not None})
 
     def describe(self) -> str:
         """One line for humans: ``28x28 grey, stretch, inverted (ink high)``."""
-        return (f"{self.size}x{self.size} {'grey' if self.channels == 1 else 'RGB'}, resize {self.resize}, "
-                f"{'inverted (255 - pixel)' if self.invert else 'not inverted'}, background {self.background}")
+        return (
+            f"{self.size}x{self.size} {'grey' if self.channels == 1 else 'RGB'}, resize {self.resize}, "
+            f"{'inverted (255 - pixel)' if self.invert else 'not inverted'}, background {self.background}"
+        )
 
     def apply(self, image: Image.Image, name: str = "image") -> np.ndarray:
         """PIL image -> uint8 array of shape (channels, size, size)."""
@@ -137,8 +139,11 @@ class Preprocessing:
         else:
             factor = s / min(w, h)
         if factor > EXTREME_UPSCALE:
-            warnings.warn(f"{name} is {w}x{h}, upscaled {factor:.0f}x to the model's {s}x{s}: expect a blurry input",
-                          InputWarning, stacklevel=2)
+            warnings.warn(
+                f"{name} is {w}x{h}, upscaled {factor:.0f}x to the model's {s}x{s}: expect a blurry input",
+                InputWarning,
+                stacklevel=2,
+            )
         if self.resize == "stretch":
             if image.size != (s, s):
                 image = image.resize((s, s), Image.Resampling.LANCZOS)
@@ -211,8 +216,10 @@ def open_image(data: bytes | Path | str, name: str | None = None) -> Image.Image
             image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
         w, h = image.size
         if w * h > limit:
-            raise OneshotError(f"{label} claims {w}x{h} pixels, more than the {limit // 2**20} megapixel limit: "
-                               "shrink it first (or raise $ONESHOT_MAX_PIXELS)")
+            raise OneshotError(
+                f"{label} claims {w}x{h} pixels, more than the {limit // 2**20} megapixel limit: "
+                "shrink it first (or raise $ONESHOT_MAX_PIXELS)"
+            )
         image.load()
         image = ImageOps.exif_transpose(image) or image
     except FileNotFoundError:
@@ -220,10 +227,11 @@ def open_image(data: bytes | Path | str, name: str | None = None) -> Image.Image
     except IsADirectoryError:
         raise OneshotError(f"{label} is a folder, not an image file") from None
     except Image.DecompressionBombError:
-        raise OneshotError(f"{label} claims more than {limit // 2**20} megapixels in its header: refused before "
-                           "decoding; shrink it first (or raise $ONESHOT_MAX_PIXELS)") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError, EOFError, MemoryError,
-            struct.error) as exc:
+        raise OneshotError(
+            f"{label} claims more than {limit // 2**20} megapixels in its header: refused before "
+            "decoding; shrink it first (or raise $ONESHOT_MAX_PIXELS)"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError, EOFError, MemoryError, struct.error) as exc:
         raise OneshotError(f"{label} is not a readable image ({exc.__class__.__name__}): replace or remove it") from None
     return image
 
@@ -266,9 +274,11 @@ def image_files_in(folder: Path, recursive: bool = False) -> list[Path]:
 
     Raises :class:`OneshotError` naming each file and why when the folder holds files but none is an image.
     """
-    candidates = sorted(p for p in (folder.rglob("*") if recursive else folder.iterdir())
-                        if p.is_file() and not p.name.startswith(".") and not any(
-                            part.startswith(".") for part in p.relative_to(folder).parts))
+    candidates = sorted(
+        p
+        for p in (folder.rglob("*") if recursive else folder.iterdir())
+        if p.is_file() and not p.name.startswith(".") and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
     good, bad = [], []
     for p in candidates:
         why = sniff_image(p)
@@ -294,8 +304,12 @@ def stats_envelope(images: np.ndarray) -> dict[str, Any]:
     """The range of :func:`image_stats` over training images: 0.1% and 99.9% quantiles per feature."""
     s = image_stats(images)
     lo, hi = np.quantile(s, 0.001, axis=0), np.quantile(s, 0.999, axis=0)
-    return {"features": list(STAT_NAMES), "low": [round(float(v), 4) for v in lo],
-            "high": [round(float(v), 4) for v in hi], "images": int(len(s))}
+    return {
+        "features": list(STAT_NAMES),
+        "low": [round(float(v), 4) for v in lo],
+        "high": [round(float(v), 4) for v in hi],
+        "images": int(len(s)),
+    }
 
 
 def out_of_envelope(images: np.ndarray, envelope: dict[str, Any], margin: float = 0.05) -> np.ndarray:
@@ -308,8 +322,12 @@ def out_of_envelope(images: np.ndarray, envelope: dict[str, Any], margin: float 
 
 #: :func:`stats_envelope` of Omniglot's Vinyals training split at 28 x 28, inverted, for checkpoints written before
 #: checkpoints recorded their own (``tests/test_images.py`` recomputes it from the real data).
-OMNIGLOT_ENVELOPE: dict[str, Any] = {"features": list(STAT_NAMES), "low": [0.0052, 0.0544, 0.0051],
-                                     "high": [0.1831, 0.3302, 0.1365], "images": 82240}
+OMNIGLOT_ENVELOPE: dict[str, Any] = {
+    "features": list(STAT_NAMES),
+    "low": [0.0052, 0.0544, 0.0051],
+    "high": [0.1831, 0.3302, 0.1365],
+    "images": 82240,
+}
 
 
 def checkpoint_envelope(metadata: dict[str, Any]) -> dict[str, Any] | None:
@@ -332,7 +350,9 @@ def domain_warning(images: np.ndarray, envelope: dict[str, Any] | None, what: st
         return None
     s = image_stats(images[bad]).mean(0)
     lo, hi = envelope["low"], envelope["high"]
-    detail = ", ".join(f"{n} {v:.2f} (training {a:.2f}-{b:.2f})" for n, v, a, b in zip(STAT_NAMES, s, lo, hi))
-    return (f"{int(bad.sum())} of {len(images)} inputs look unlike the images {what} was trained on ({detail}): "
-            "scores may be meaningless; check the preprocessing with `oneshot info` (inversion, channels) or use "
-            "an encoder trained on such images")
+    detail = ", ".join(f"{n} {v:.2f} (training {a:.2f}-{b:.2f})" for n, v, a, b in zip(STAT_NAMES, s, lo, hi, strict=False))
+    return (
+        f"{int(bad.sum())} of {len(images)} inputs look unlike the images {what} was trained on ({detail}): "
+        "scores may be meaningless; check the preprocessing with `oneshot info` (inversion, channels) or use "
+        "an encoder trained on such images"
+    )

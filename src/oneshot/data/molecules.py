@@ -22,14 +22,28 @@ import numpy as np
 from oneshot.data.paths import candidate_roots
 from oneshot.errors import OneshotError
 
-TOX21_TASKS = ("NR-AR", "NR-AR-LBD", "NR-AhR", "NR-Aromatase", "NR-ER", "NR-ER-LBD", "NR-PPAR-gamma", "SR-ARE",
-               "SR-ATAD5", "SR-HSE", "SR-MMP", "SR-p53")
+TOX21_TASKS = (
+    "NR-AR",
+    "NR-AR-LBD",
+    "NR-AhR",
+    "NR-Aromatase",
+    "NR-ER",
+    "NR-ER-LBD",
+    "NR-PPAR-gamma",
+    "SR-ARE",
+    "SR-ATAD5",
+    "SR-HSE",
+    "SR-MMP",
+    "SR-p53",
+)
 TOX21_TRAIN = TOX21_TASKS[:9]
 TOX21_TEST = ("SR-HSE", "SR-MMP", "SR-p53")
 CLINTOX_TASKS = ("FDA_APPROVED", "CT_TOX")
 #: Where the MoleculeNet CSVs come from (gzipped there; put the unzipped CSV in ``<data>/molecules/``).
-SOURCES = {"tox21.csv": "https://deepchemdata.s3-us-west-1.amazonaws.com/datasets/tox21.csv.gz",
-           "clintox.csv": "https://deepchemdata.s3-us-west-1.amazonaws.com/datasets/clintox.csv.gz"}
+SOURCES = {
+    "tox21.csv": "https://deepchemdata.s3-us-west-1.amazonaws.com/datasets/tox21.csv.gz",
+    "clintox.csv": "https://deepchemdata.s3-us-west-1.amazonaws.com/datasets/clintox.csv.gz",
+}
 #: Structure a local copy must have (validated; the CSVs here are not byte copies of the gzipped originals).
 EXPECTED_ROWS = {"tox21.csv": 7831, "clintox.csv": 1478}
 
@@ -75,8 +89,10 @@ def find_molecule_file(name: str, data_dir: str | Path | None = None) -> Path:
         if p.is_file():
             return p
     roots = ", ".join(str(r / "molecules") for r in candidate_roots(data_dir))
-    raise OneshotError(f"{name} not found in {roots}: download {SOURCES.get(name, name)}, unzip it into one of them "
-                       "(or set ONESHOT_DATA / --data-dir)")
+    raise OneshotError(
+        f"{name} not found in {roots}: download {SOURCES.get(name, name)}, unzip it into one of them "
+        "(or set ONESHOT_DATA / --data-dir)"
+    )
 
 
 def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
@@ -92,8 +108,9 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
     return [h.strip() for h in rows[0]], rows[1:]
 
 
-def parse_all(smiles: list[str], where: list[str], on_invalid: str = "error", salts: str = "largest"
-              ) -> tuple[list[Any], list[int]]:
+def parse_all(
+    smiles: list[str], where: list[str], on_invalid: str = "error", salts: str = "largest"
+) -> tuple[list[Any], list[int]]:
     """Parse SMILES; returns (molecules, indices of the invalid ones). ``on_invalid``: error or skip."""
     from oneshot.modalities.molecule.smiles import parse_smiles
 
@@ -108,8 +125,13 @@ def parse_all(smiles: list[str], where: list[str], on_invalid: str = "error", sa
     return mols, bad
 
 
-def read_assay_csv(path: str | Path, tasks: tuple[str, ...] | None = None, smiles_column: str = "smiles",
-                   on_invalid: str = "error", expected_rows: int | None = None) -> AssayTable:
+def read_assay_csv(
+    path: str | Path,
+    tasks: tuple[str, ...] | None = None,
+    smiles_column: str = "smiles",
+    on_invalid: str = "error",
+    expected_rows: int | None = None,
+) -> AssayTable:
     """A CSV with a SMILES column and 0/1/blank assay columns -> :class:`AssayTable` (molecules parsed)."""
     path = Path(path)
     header, rows = _read_rows(path)
@@ -150,25 +172,32 @@ def read_assay_csv(path: str | Path, tasks: tuple[str, ...] | None = None, smile
 
 def load_tox21(data_dir: str | Path | None = None, on_invalid: str = "error") -> AssayTable:
     """Tox21 (7831 molecules x 12 assays) from ``<data>/molecules/tox21.csv``."""
-    return read_assay_csv(find_molecule_file("tox21.csv", data_dir), TOX21_TASKS, on_invalid=on_invalid,
-                          expected_rows=EXPECTED_ROWS["tox21.csv"])
+    return read_assay_csv(
+        find_molecule_file("tox21.csv", data_dir), TOX21_TASKS, on_invalid=on_invalid, expected_rows=EXPECTED_ROWS["tox21.csv"]
+    )
 
 
 def load_clintox(data_dir: str | Path | None = None, on_invalid: str = "error") -> AssayTable:
     """ClinTox (1478 molecules: FDA_APPROVED, CT_TOX) from ``<data>/molecules/clintox.csv``."""
-    return read_assay_csv(find_molecule_file("clintox.csv", data_dir), CLINTOX_TASKS, on_invalid=on_invalid,
-                          expected_rows=EXPECTED_ROWS["clintox.csv"])
+    return read_assay_csv(
+        find_molecule_file("clintox.csv", data_dir),
+        CLINTOX_TASKS,
+        on_invalid=on_invalid,
+        expected_rows=EXPECTED_ROWS["clintox.csv"],
+    )
 
 
-def read_smiles_column(path: str | Path, column: str = "smiles", label_column: str | None = None
-                       ) -> list[tuple[str, str, str | None]]:
+def read_smiles_column(
+    path: str | Path, column: str = "smiles", label_column: str | None = None
+) -> list[tuple[str, str, str | None]]:
     """A CSV of molecules for the CLI: (SMILES, "file line N", label or None) per row; every row kept."""
     path = Path(path)
     header, rows = _read_rows(path)
     for col in (column, label_column):
         if col is not None and col not in header:
-            raise OneshotError(f"{path} has no column {col!r} (columns: {', '.join(header)}): "
-                               "name it with --smiles-column/--label-column")
+            raise OneshotError(
+                f"{path} has no column {col!r} (columns: {', '.join(header)}): name it with --smiles-column/--label-column"
+            )
     si = header.index(column)
     li = header.index(label_column) if label_column else None
     out = []

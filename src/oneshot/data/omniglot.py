@@ -38,8 +38,12 @@ OFFICIAL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python
 SPLITS_URL = "https://raw.githubusercontent.com/jakesnell/prototypical-networks/master/data/omniglot/splits/vinyals"
 
 ZIPS = {
-    "background": RemoteFile("images_background.zip", f"{OFFICIAL}/images_background.zip", "md5:68d2efa1b9178cc56df9314c21c6e718"),
-    "evaluation": RemoteFile("images_evaluation.zip", f"{OFFICIAL}/images_evaluation.zip", "md5:6b91aef0f799c5bb55b94e3f2daec811"),
+    "background": RemoteFile(
+        "images_background.zip", f"{OFFICIAL}/images_background.zip", "md5:68d2efa1b9178cc56df9314c21c6e718"
+    ),
+    "evaluation": RemoteFile(
+        "images_evaluation.zip", f"{OFFICIAL}/images_evaluation.zip", "md5:6b91aef0f799c5bb55b94e3f2daec811"
+    ),
 }
 RUNS = RemoteFile("all_runs.zip", f"{OFFICIAL}/all_runs.zip", "md5:e8996daecdf12afeeb4a53a179f06b19")
 # Expected structure of a valid copy: characters and drawings per zip.

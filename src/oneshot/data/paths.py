@@ -126,7 +126,6 @@ def locate_files(
         found[remote.name] = path
     if len(found) != len(remotes):
         raise OneshotError(
-            f"{dataset} data not found: put {', '.join(names)} into one of: "
-            + ", ".join(str(s) for s in searched)
+            f"{dataset} data not found: put {', '.join(names)} into one of: " + ", ".join(str(s) for s in searched)
         )
     return found

@@ -57,8 +57,9 @@ class EpisodeSampler:
 
     tasks = 1  # one episode per batch (see IndexSampler)
 
-    def __init__(self, class_indices: list[np.ndarray], ways: int, shots: int, queries: int, episodes: int,
-                 seed: int = 0, start: int = 0) -> None:
+    def __init__(
+        self, class_indices: list[np.ndarray], ways: int, shots: int, queries: int, episodes: int, seed: int = 0, start: int = 0
+    ) -> None:
         if ways < 1 or shots < 1 or queries < 0 or episodes < 0:
             raise OneshotError(f"ways and shots must be >= 1 and queries >= 0 (got {ways}-way {shots}-shot {queries} queries)")
         if ways > len(class_indices):

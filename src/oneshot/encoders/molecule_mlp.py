@@ -28,8 +28,15 @@ class MoleculeMLP(nn.Module):
     desc_mean: torch.Tensor
     desc_std: torch.Tensor
 
-    def __init__(self, n_bits: int = 2048, radius: int = 2, descriptors: bool = True,
-                 hidden: tuple[int, ...] | list[int] = (1024, 512), out_dim: int = 128, dropout: float = 0.2) -> None:
+    def __init__(
+        self,
+        n_bits: int = 2048,
+        radius: int = 2,
+        descriptors: bool = True,
+        hidden: tuple[int, ...] | list[int] = (1024, 512),
+        out_dim: int = 128,
+        dropout: float = 0.2,
+    ) -> None:
         super().__init__()
         self.n_bits, self.radius, self.descriptors = int(n_bits), int(radius), bool(descriptors)
         self.out_dim = int(out_dim)
@@ -48,13 +55,13 @@ class MoleculeMLP(nn.Module):
     def set_descriptor_stats(self, features: torch.Tensor) -> None:
         """Standardise descriptors with the mean/std of training features (N, F)."""
         if self.descriptors:
-            d = features[:, self.n_bits:].double()
+            d = features[:, self.n_bits :].double()
             self.desc_mean.copy_(d.mean(0).float())
             self.desc_std.copy_(d.std(0).clamp_min(1e-6).float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, F) -> (B, out_dim)."""
         if self.descriptors:
-            d = ((x[:, self.n_bits:] - self.desc_mean) / self.desc_std).clamp(-6, 6)
-            x = torch.cat([x[:, :self.n_bits], d], 1)
+            d = ((x[:, self.n_bits :] - self.desc_mean) / self.desc_std).clamp(-6, 6)
+            x = torch.cat([x[:, : self.n_bits], d], 1)
         return self.net(x)

@@ -25,9 +25,14 @@ class ResBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.1, inplace=True),
-            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.1, inplace=True),
-            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.LeakyReLU(0.1, inplace=True),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.LeakyReLU(0.1, inplace=True),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
         )
         self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
         self.act = nn.LeakyReLU(0.1, inplace=True)
@@ -46,8 +51,9 @@ class ResNet12(nn.Module):
         mean, std: input standardisation ``(x - mean) / std`` (one value for all channels).
     """
 
-    def __init__(self, in_channels: int = 1, widths: Sequence[int] = (64, 160, 320, 640),
-                 mean: float = 0.0, std: float = 1.0) -> None:
+    def __init__(
+        self, in_channels: int = 1, widths: Sequence[int] = (64, 160, 320, 640), mean: float = 0.0, std: float = 1.0
+    ) -> None:
         super().__init__()
         widths = [int(w) for w in widths]
         if len(widths) != 4 or min(widths) < 1:
@@ -63,7 +69,8 @@ class ResNet12(nn.Module):
         return self.blocks(x).mean(dim=(2, 3))
 
 
-def resnet12_small(in_channels: int = 1, mean: float = 0.0, std: float = 1.0,
-                   widths: Sequence[int] = (32, 64, 128, 256)) -> ResNet12:
+def resnet12_small(
+    in_channels: int = 1, mean: float = 0.0, std: float = 1.0, widths: Sequence[int] = (32, 64, 128, 256)
+) -> ResNet12:
     """The narrow ResNet-12 (32, 64, 128, 256) for CPU training."""
     return ResNet12(in_channels, widths, mean, std)

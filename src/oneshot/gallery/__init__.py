@@ -10,9 +10,15 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "ImageEmbedder": "oneshot.modalities.image", "Embedder": "oneshot.modalities.base", "Inline": "oneshot.modalities.base",
-    "ClassInfo": "oneshot.gallery.results", "EnrolReport": "oneshot.gallery.results", "Gallery": "oneshot.gallery.gallery",
-    "Identification": "oneshot.gallery.results", "Match": "oneshot.gallery.results", "Verification": "oneshot.gallery.results",
+    "ImageEmbedder": "oneshot.modalities.image",
+    "Embedder": "oneshot.modalities.base",
+    "Inline": "oneshot.modalities.base",
+    "ClassInfo": "oneshot.gallery.results",
+    "EnrolReport": "oneshot.gallery.results",
+    "Gallery": "oneshot.gallery.gallery",
+    "Identification": "oneshot.gallery.results",
+    "Match": "oneshot.gallery.results",
+    "Verification": "oneshot.gallery.results",
     "IndexSettings": "oneshot.gallery.index",
 }
 __all__ = sorted(_EXPORTS)

@@ -26,8 +26,9 @@ def set_adaptation(store: ClassStore, label: str, rate: float, min_score: float 
         tx.set_adaptation(row.id, float(rate), min_score, dict(row.metadata, adapt_max_drift=float(max_drift)))
 
 
-def adapt(store: ClassStore, class_id: int, query: np.ndarray, max_drift: float, dim: int, now: str,
-          fingerprint: str | None = None) -> bool:
+def adapt(
+    store: ClassStore, class_id: int, query: np.ndarray, max_drift: float, dim: int, now: str, fingerprint: str | None = None
+) -> bool:
     """Move a class's template toward a confirmed unit query (D,); False when the class is gone or the step
     would drift too far (nothing is written then). ``fingerprint``: the id of the encoder that embedded the
     query; when the gallery was re-embedded with another one meanwhile, nothing is written (an error)."""

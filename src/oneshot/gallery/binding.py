@@ -26,9 +26,17 @@ def new_gallery_meta(enc: Embedder | None, dim: int | None, store: str, name: st
     if enc is not None and dim is not None and dim != enc.dim:
         raise OneshotError(f"dim {dim} does not match the encoder's {enc.dim}: leave dim out")
     fp = enc.fingerprint if enc is not None else vector_fingerprint(int(dim), name)  # type: ignore[arg-type]
-    return {"fingerprint": fp, "dim": int(fp["dim"]), "store": store, "index": IndexSettings().to_dict(),
-            "encoder_path": enc.spec if enc is not None else None,
-            "threshold": None, "calibration": None, "created": now, "gallery_id": new_gallery_id()}
+    return {
+        "fingerprint": fp,
+        "dim": int(fp["dim"]),
+        "store": store,
+        "index": IndexSettings().to_dict(),
+        "encoder_path": enc.spec if enc is not None else None,
+        "threshold": None,
+        "calibration": None,
+        "created": now,
+        "gallery_id": new_gallery_id(),
+    }
 
 
 def new_gallery_id() -> str:
@@ -42,7 +50,8 @@ def check_embedder(path: Path, fingerprint: dict[str, Any], enc: Embedder) -> Em
         raise OneshotError(
             f"gallery {path} was built with encoder {fingerprint_id(fingerprint)} "
             f"({fingerprint.get('kind')}), this one is {fingerprint_id(enc.fingerprint)}: use the gallery's "
-            "encoder, or move the gallery to the new one with `oneshot gallery reembed`")
+            "encoder, or move the gallery to the new one with `oneshot gallery reembed`"
+        )
     return enc
 
 

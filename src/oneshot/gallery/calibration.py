@@ -38,13 +38,23 @@ def threshold_for_far(impostor: np.ndarray, target: float) -> float:
 
 def _summary(scores: np.ndarray) -> dict[str, Any]:
     q = np.quantile(scores, [0.001, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999]) if len(scores) else []
-    return {"count": int(len(scores)), "mean": float(np.mean(scores)) if len(scores) else None,
-            "quantiles": {p: float(v) for p, v in zip(["0.1%", "1%", "10%", "50%", "90%", "99%", "99.9%"], q)}}
+    return {
+        "count": int(len(scores)),
+        "mean": float(np.mean(scores)) if len(scores) else None,
+        "quantiles": {p: float(v) for p, v in zip(["0.1%", "1%", "10%", "50%", "90%", "99%", "99.9%"], q, strict=False)},
+    }
 
 
-def calibrate(embeddings: np.ndarray, labels: np.ndarray, target_far: float, gallery_size: int,
-              trials: int = 20, seed: int = 0, score: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
-              identify_method: str = "auto") -> dict[str, Any]:
+def calibrate(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    target_far: float,
+    gallery_size: int,
+    trials: int = 20,
+    seed: int = 0,
+    score: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    identify_method: str = "auto",
+) -> dict[str, Any]:
     """Thresholds for ``target_far`` and the rates they give on the validation data.
 
     Args:
@@ -69,13 +79,17 @@ def calibrate(embeddings: np.ndarray, labels: np.ndarray, target_far: float, gal
     classes, counts = np.unique(labels, return_counts=True)
     classes = classes[counts >= 2]
     if len(classes) < 4:
-        raise OneshotError(f"calibration needs at least 4 validation classes with 2+ examples each, got {len(classes)}: "
-                           "give more validation classes")
+        raise OneshotError(
+            f"calibration needs at least 4 validation classes with 2+ examples each, got {len(classes)}: "
+            "give more validation classes"
+        )
     if identify_method not in ("auto", "simulated", "extrapolated"):
         raise OneshotError(f"unknown identify calibration {identify_method!r}: choose auto, simulated or extrapolated")
     if score is None:
+
         def score(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             return a @ b.T
+
     rng = np.random.default_rng(seed)
     members = {int(c): np.flatnonzero(labels == c) for c in classes}
     x = np.asarray(embeddings, dtype=np.float32)
@@ -120,12 +134,16 @@ def calibrate(embeddings: np.ndarray, labels: np.ndarray, target_far: float, gal
 
     notes = []
     if len(impostor) * target_far < 10:
-        notes.append(f"only {len(impostor)} impostor pairs: a verify FAR of {target_far:g} is barely resolved; use more validation data")
+        notes.append(
+            f"only {len(impostor)} impostor pairs: a verify FAR of {target_far:g} is barely resolved; use more validation data"
+        )
     if not extrapolated and len(imp_best_a) * target_far < 10:
         notes.append(f"only {len(imp_best_a)} stranger queries: an identify FAR of {target_far:g} is barely resolved")
     if extrapolated:
-        notes.append(f"gallery of {gallery_size} classes > half the {C} validation classes: identify threshold "
-                     "extrapolated from pairwise impostor scores assuming independent comparisons")
+        notes.append(
+            f"gallery of {gallery_size} classes > half the {C} validation classes: identify threshold "
+            "extrapolated from pairwise impostor scores assuming independent comparisons"
+        )
     return {
         "target_far": float(target_far),
         "verify_threshold": t_verify,
@@ -144,7 +162,11 @@ def calibrate(embeddings: np.ndarray, labels: np.ndarray, target_far: float, gal
             "identify_tar": float(np.mean(gen_correct_a & (gen_best_a >= t_identify))),
             "closed_set_accuracy": float(np.mean(gen_correct_a)),
         },
-        "scores": {"genuine": _summary(genuine), "impostor": _summary(impostor),
-                   "stranger_best": _summary(imp_best_a), "genuine_best": _summary(gen_best_a)},
+        "scores": {
+            "genuine": _summary(genuine),
+            "impostor": _summary(impostor),
+            "stranger_best": _summary(imp_best_a),
+            "genuine_best": _summary(gen_best_a),
+        },
         "notes": notes,
     }

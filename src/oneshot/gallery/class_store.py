@@ -87,12 +87,12 @@ class ClassStore:
 
     # ---------------------------------------------------------------- opening
     @classmethod
-    def open(cls, path: str | Path) -> "ClassStore":
+    def open(cls, path: str | Path) -> ClassStore:
         """Open an existing gallery after checking, read-only, that it is one we can use."""
         return cls(Path(path), *store_file.open_checked(Path(path)))
 
     @classmethod
-    def create(cls, path: str | Path, meta: dict[str, Any]) -> "ClassStore":
+    def create(cls, path: str | Path, meta: dict[str, Any]) -> ClassStore:
         """Create a new gallery file holding ``meta`` (see :func:`~oneshot.gallery.store_file.create_file`)."""
         store_file.create_file(Path(path), meta)
         return cls.open(path)
@@ -106,12 +106,14 @@ class ClassStore:
 
     # ---------------------------------------------------------------- transactions
     @contextlib.contextmanager
-    def write(self) -> Iterator["Transaction"]:
+    def write(self) -> Iterator[Transaction]:
         """One write transaction (``BEGIN IMMEDIATE``: writers queue, readers are never blocked); the change
         log entries of the template writes made in it are appended just before it commits."""
         if not self.writable:
-            raise OneshotError(f"gallery {self.path} is on a read-only file system or not writable by you: reads work, "
-                               "writes need a writable copy (`oneshot gallery export`); nothing was written")
+            raise OneshotError(
+                f"gallery {self.path} is on a read-only file system or not writable by you: reads work, "
+                "writes need a writable copy (`oneshot gallery export`); nothing was written"
+            )
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
@@ -129,7 +131,7 @@ class ClassStore:
             raise
 
     @contextlib.contextmanager
-    def read(self) -> Iterator["ClassStore"]:
+    def read(self) -> Iterator[ClassStore]:
         """One consistent snapshot for several reads; damage SQLite finds on the way (a malformed page, an
         undecodable cell) becomes a one-line :class:`OneshotError`."""
         try:
@@ -141,8 +143,9 @@ class ClassStore:
         except (UnicodeDecodeError, sqlite3.DatabaseError) as exc:
             if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
                 raise
-            raise OneshotError(f"gallery {self.path} is damaged ({' '.join(str(exc).split())[:120]}): "
-                               "restore it from an export") from None
+            raise OneshotError(
+                f"gallery {self.path} is damaged ({' '.join(str(exc).split())[:120]}): restore it from an export"
+            ) from None
 
     # ---------------------------------------------------------------- meta and counts
     def get_meta(self, key: str, default: Any = None) -> Any:
@@ -178,13 +181,14 @@ class ClassStore:
     def _in_chunks(self, sql: str, keys: Sequence[Any]) -> Iterator[tuple]:
         """Rows of ``sql`` (holding one ``IN ({})``) for all ``keys``, :data:`CHUNK` keys per query."""
         for s in range(0, len(keys), CHUNK):
-            part = list(keys[s:s + CHUNK])
+            part = list(keys[s : s + CHUNK])
             yield from self.conn.execute(sql.format(",".join("?" * len(part))), part)
 
     def class_by_label(self, label: str) -> ClassRow:
         """The class named ``label``; a :class:`OneshotError` when there is none."""
-        row = self.conn.execute("SELECT id, n_examples, template, adapt_rate, adapt_min_score, metadata FROM classes "
-                                "WHERE label = ?", (label,)).fetchone()
+        row = self.conn.execute(
+            "SELECT id, n_examples, template, adapt_rate, adapt_min_score, metadata FROM classes WHERE label = ?", (label,)
+        ).fetchone()
         if row is None:
             raise OneshotError(f"no class {label!r} in gallery {self.path}: see `oneshot gallery list`")
         return ClassRow(*row[:5], _json_or_none(row[5]) or {})
@@ -235,7 +239,8 @@ class ClassStore:
     def list_classes(self) -> list[tuple]:
         """(id, label, n_examples, adapt_rate, adaptations, created, updated, metadata dict) per class, by id."""
         rows = self.conn.execute(
-            "SELECT id, label, n_examples, adapt_rate, adaptations, created, updated, metadata FROM classes ORDER BY id")
+            "SELECT id, label, n_examples, adapt_rate, adaptations, created, updated, metadata FROM classes ORDER BY id"
+        )
         return [(*r[:7], _json_or_none(r[7]) or {}) for r in rows]
 
     # ---------------------------------------------------------------- examples
@@ -254,8 +259,9 @@ class ClassStore:
         source) in enrolment order (what importing into another gallery reads)."""
         classes = self.conn.execute("SELECT id, label, metadata FROM classes ORDER BY id").fetchall()
         for cid, label, meta in classes:
-            ex = self.conn.execute("SELECT embedding, input, input_path, source FROM examples WHERE class_id = ? ORDER BY id",
-                                   (cid,)).fetchall()
+            ex = self.conn.execute(
+                "SELECT embedding, input, input_path, source FROM examples WHERE class_id = ? ORDER BY id", (cid,)
+            ).fetchall()
             if ex:
                 yield label, _json_or_none(meta), [(from_blob(e[0], dim), *e[1:]) for e in ex]
 
@@ -278,38 +284,49 @@ class Transaction:
         self._changed = {}
 
     def set_meta(self, key: str, value: Any) -> None:
-        self.conn.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                          (key, json.dumps(value)))
+        self.conn.execute(
+            "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, json.dumps(value))
+        )
 
     def insert_classes(self, rows: Sequence[tuple[int, str, np.ndarray, int, dict[str, Any] | None]], now: str) -> None:
         """New classes: (id, label, template (D,), number of examples, metadata or None) each."""
         self.conn.executemany(
             "INSERT INTO classes (id, label, template, n_examples, metadata, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(cid, label, to_blob(t), n, json.dumps(meta) if meta else "{}", now, now) for cid, label, t, n, meta in rows])
+            [(cid, label, to_blob(t), n, json.dumps(meta) if meta else "{}", now, now) for cid, label, t, n, meta in rows],
+        )
         self._touch(r[0] for r in rows)
 
-    def refine_class(self, class_id: int, template: np.ndarray, n_examples: int, now: str,
-                     metadata: dict[str, Any] | None) -> None:
+    def refine_class(
+        self, class_id: int, template: np.ndarray, n_examples: int, now: str, metadata: dict[str, Any] | None
+    ) -> None:
         """A class's new template after more examples (adaptation restarts; ``metadata`` replaces the old when given)."""
         meta_sql, meta_args = ("", ()) if metadata is None else (", metadata = ?", (json.dumps(metadata),))
-        self.conn.execute(f"UPDATE classes SET template = ?, n_examples = ?, adaptations = 0, updated = ?{meta_sql} WHERE id = ?",
-                          (to_blob(template), n_examples, now, *meta_args, class_id))
+        self.conn.execute(
+            f"UPDATE classes SET template = ?, n_examples = ?, adaptations = 0, updated = ?{meta_sql} WHERE id = ?",
+            (to_blob(template), n_examples, now, *meta_args, class_id),
+        )
         self._touch([class_id])
 
     def add_examples(self, rows: Iterable[tuple[int, np.ndarray, bytes | None, str | None, str]], now: str) -> None:
         """Examples: (class id, embedding (D,), input bytes or None, path or None, source) each."""
-        self.conn.executemany("INSERT INTO examples (class_id, embedding, input, input_path, source, added) VALUES (?, ?, ?, ?, ?, ?)",
-                              [(cid, to_blob(v), inp, p, src, now) for cid, v, inp, p, src in rows])
+        self.conn.executemany(
+            "INSERT INTO examples (class_id, embedding, input, input_path, source, added) VALUES (?, ?, ?, ?, ?, ?)",
+            [(cid, to_blob(v), inp, p, src, now) for cid, v, inp, p, src in rows],
+        )
 
     def adapt_template(self, class_id: int, template: np.ndarray, now: str) -> None:
         """One template adaptation step (counted)."""
-        self.conn.execute("UPDATE classes SET template = ?, adaptations = adaptations + 1, updated = ? WHERE id = ?",
-                          (to_blob(template), now, class_id))
+        self.conn.execute(
+            "UPDATE classes SET template = ?, adaptations = adaptations + 1, updated = ? WHERE id = ?",
+            (to_blob(template), now, class_id),
+        )
         self._touch([class_id])
 
     def set_adaptation(self, class_id: int, rate: float, min_score: float | None, metadata: dict[str, Any]) -> None:
-        self.conn.execute("UPDATE classes SET adapt_rate = ?, adapt_min_score = ?, metadata = ? WHERE id = ?",
-                          (rate, min_score, json.dumps(metadata), class_id))
+        self.conn.execute(
+            "UPDATE classes SET adapt_rate = ?, adapt_min_score = ?, metadata = ? WHERE id = ?",
+            (rate, min_score, json.dumps(metadata), class_id),
+        )
 
     def delete_class(self, class_id: int) -> None:
         """Remove a class and its examples."""
@@ -324,10 +341,16 @@ class Transaction:
             raise OneshotError(f"class {new!r} already exists: forget it first or choose another name")
         self.conn.execute("UPDATE classes SET label = ?, updated = ? WHERE label = ?", (new, now, old))
 
-    def replace_embeddings(self, example_ids: Sequence[int], vectors: np.ndarray,
-                           templates: dict[int, np.ndarray], now: str) -> None:
+    def replace_embeddings(
+        self, example_ids: Sequence[int], vectors: np.ndarray, templates: dict[int, np.ndarray], now: str
+    ) -> None:
         """Re-embedding: examples' new embeddings (N, D), classes' new templates (adaptations reset)."""
-        self.conn.executemany("UPDATE examples SET embedding = ? WHERE id = ?", [(to_blob(v), i) for v, i in zip(vectors, example_ids)])
-        self.conn.executemany("UPDATE classes SET template = ?, adaptations = 0, updated = ? WHERE id = ?",
-                              [(to_blob(t), now, cid) for cid, t in templates.items()])
+        self.conn.executemany(
+            "UPDATE examples SET embedding = ? WHERE id = ?",
+            [(to_blob(v), i) for v, i in zip(vectors, example_ids, strict=False)],
+        )
+        self.conn.executemany(
+            "UPDATE classes SET template = ?, adaptations = 0, updated = ? WHERE id = ?",
+            [(to_blob(t), now, cid) for cid, t in templates.items()],
+        )
         self._touch(templates)

@@ -16,12 +16,17 @@ from rich.table import Table
 from oneshot.cli_common import Json, check_range, command, echo_json
 from oneshot.errors import OneshotError
 
-app = typer.Typer(no_args_is_help=True, help="A persistent gallery: enrol classes from one example, identify, verify.",
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    no_args_is_help=True,
+    help="A persistent gallery: enrol classes from one example, identify, verify.",
+    pretty_exceptions_enable=False,
+)
 
 GalleryPath = Annotated[Path, typer.Argument(help="The gallery file (SQLite).")]
 ENCODER_HELP = "A built-in encoder name, a checkpoint file (.safetensors) or a model folder"
-EncoderOpt = Annotated[Optional[str], typer.Option("--encoder", help=f"{ENCODER_HELP}; default: the one the gallery was created with.")]
+EncoderOpt = Annotated[
+    Optional[str], typer.Option("--encoder", help=f"{ENCODER_HELP}; default: the one the gallery was created with.")
+]
 TextOpt = Annotated[Optional[list[str]], typer.Option("--text", help="Text gallery: the text itself (repeat for several).")]
 
 
@@ -36,14 +41,21 @@ def _open(path: Path, encoder: Optional[str] = None):
     return Gallery.open(path, encoder=encoder, create=False)
 
 
-SmilesOpt = Annotated[Optional[list[str]], typer.Option("--smiles", help="A molecule as SMILES (repeatable); for molecule galleries.")]
-CsvOpt = Annotated[Optional[Path], typer.Option("--csv", help="A CSV of molecules, one per row (see --smiles-column, --label-column).")]
+SmilesOpt = Annotated[
+    Optional[list[str]], typer.Option("--smiles", help="A molecule as SMILES (repeatable); for molecule galleries.")
+]
+CsvOpt = Annotated[
+    Optional[Path], typer.Option("--csv", help="A CSV of molecules, one per row (see --smiles-column, --label-column).")
+]
 SmilesColumn = Annotated[str, typer.Option(help="The --csv column holding SMILES.")]
-SaltsOpt = Annotated[str, typer.Option(help="Molecules of several fragments (salts): largest (keep the largest fragment) or refuse.")]
+SaltsOpt = Annotated[
+    str, typer.Option(help="Molecules of several fragments (salts): largest (keep the largest fragment) or refuse.")
+]
 
 
-def _molecules(g, smiles: Optional[list[str]], csv_path: Optional[Path], column: str, label_column: Optional[str],
-               salts: str) -> list[tuple[Any, str, Optional[str]]]:
+def _molecules(
+    g, smiles: Optional[list[str]], csv_path: Optional[Path], column: str, label_column: Optional[str], salts: str
+) -> list[tuple[Any, str, Optional[str]]]:
     """--smiles values and --csv rows as (Inline example, where, label); every one checked before anything is stored."""
     from oneshot.modalities import Inline
     from oneshot.modalities.molecule.smiles import SALT_POLICIES
@@ -73,9 +85,18 @@ def _molecules(g, smiles: Optional[list[str]], csv_path: Optional[Path], column:
 def create(
     gallery: GalleryPath,
     encoder: Annotated[str, typer.Option("--encoder", help=f"{ENCODER_HELP} the gallery will use.")],
-    store: Annotated[str, typer.Option(help="What to keep of each example: inputs (bytes, for reembed), paths, or none.")] = "inputs",
-    approx_above: Annotated[Optional[int], typer.Option(help="Search approximately above this many classes, in [0, 2147483648].")] = None,
-    index: Annotated[Optional[str], typer.Option(help="Approximate index kind: hnsw (default), hnsw_sq8, ivf_flat, ivf_sq8 (least memory at 1e6 with recall@1 >= 0.99, docs/gallery.md), ivf_pq.")] = None,
+    store: Annotated[
+        str, typer.Option(help="What to keep of each example: inputs (bytes, for reembed), paths, or none.")
+    ] = "inputs",
+    approx_above: Annotated[
+        Optional[int], typer.Option(help="Search approximately above this many classes, in [0, 2147483648].")
+    ] = None,
+    index: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Approximate index kind: hnsw (default), hnsw_sq8, ivf_flat, ivf_sq8 (least memory at 1e6 with recall@1 >= 0.99, docs/gallery.md), ivf_pq."
+        ),
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Create an empty gallery bound to an encoder checkpoint."""
@@ -101,17 +122,35 @@ def enrol(
     gallery: GalleryPath,
     label: Annotated[Optional[str], typer.Argument(help="Class label (omit with --folder).")] = None,
     files: Annotated[Optional[list[Path]], typer.Argument(help="One or more example files of the class.")] = None,
-    folder: Annotated[Optional[Path], typer.Option(help="Enrol every sub-folder of this folder as a class named after it.")] = None,
+    folder: Annotated[
+        Optional[Path], typer.Option(help="Enrol every sub-folder of this folder as a class named after it.")
+    ] = None,
     text: TextOpt = None,
-    description: Annotated[Optional[str], typer.Option(help="Text gallery: what the class means (enrolled as one more example).")] = None,
-    from_file: Annotated[Optional[Path], typer.Option(help="Text gallery: a CSV/TSV/JSON lines file (label, text[, description]) "
-                                                      "enrolling many classes, or a file with one example of LABEL per line.")] = None,
+    description: Annotated[
+        Optional[str], typer.Option(help="Text gallery: what the class means (enrolled as one more example).")
+    ] = None,
+    from_file: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Text gallery: a CSV/TSV/JSON lines file (label, text[, description]) "
+            "enrolling many classes, or a file with one example of LABEL per line."
+        ),
+    ] = None,
     smiles: SmilesOpt = None,
     csv: CsvOpt = None,
     smiles_column: SmilesColumn = "smiles",
-    label_column: Annotated[Optional[str], typer.Option(help="The --csv column naming each row's class (else LABEL for all rows).")] = None,
+    label_column: Annotated[
+        Optional[str], typer.Option(help="The --csv column naming each row's class (else LABEL for all rows).")
+    ] = None,
     salts: SaltsOpt = "largest",
-    augment: Annotated[Optional[int], typer.Option(min=0, max=100, help="Synthetic examples per example from the encoder's generator (0: none; default: on only where validation showed it helps, docs/images.md).")] = None,
+    augment: Annotated[
+        Optional[int],
+        typer.Option(
+            min=0,
+            max=100,
+            help="Synthetic examples per example from the encoder's generator (0: none; default: on only where validation showed it helps, docs/images.md).",
+        ),
+    ] = None,
     encoder: EncoderOpt = None,
     as_json: Json = False,
 ) -> None:
@@ -195,9 +234,11 @@ def identify(
             mols = _molecules(g, smiles, csv, smiles_column, None, salts)
             items += [m[0] for m in mols]
         if not items:
-            raise OneshotError("give at least one query: files, --text \"...\" (text galleries) or --smiles / --csv (molecule galleries)")
+            raise OneshotError(
+                'give at least one query: files, --text "..." (text galleries) or --smiles / --csv (molecule galleries)'
+            )
         res = g.identify(items, k=k)
-    rows = [dict(r.to_dict(), query=getattr(q, "value", str(q))) for q, r in zip(items, res)]
+    rows = [dict(r.to_dict(), query=getattr(q, "value", str(q))) for q, r in zip(items, res, strict=False)]
     if as_json:
         echo_json({"gallery": str(gallery), "results": rows})
         return
@@ -227,7 +268,10 @@ def verify(
         echo_json(res.to_dict())
     else:
         verdict = "accept" if res.accepted else "reject"
-        typer.echo(f"{verdict} {label!r}: score {res.score:.3f} vs threshold {res.threshold:.3f}" + (" (template adapted)" if res.adapted else ""))
+        typer.echo(
+            f"{verdict} {label!r}: score {res.score:.3f} vs threshold {res.threshold:.3f}"
+            + (" (template adapted)" if res.adapted else "")
+        )
     if not res.accepted:
         raise typer.Exit(1)
 
@@ -259,11 +303,15 @@ def list_classes(gallery: GalleryPath, as_json: Json = False) -> None:
     if as_json:
         echo_json(dict(info, class_list=[asdict(c) for c in classes]))
         return
-    table = Table(title=f"{gallery}: {info['classes']} classes, {info['examples']} examples, encoder {info['encoder']}, {info['index']['kind']} index")
+    table = Table(
+        title=f"{gallery}: {info['classes']} classes, {info['examples']} examples, encoder {info['encoder']}, {info['index']['kind']} index"
+    )
     for col in ("label", "examples", "adaptation", "updated"):
         table.add_column(col)
     for c in classes:
-        table.add_row(c.label, str(c.n_examples), f"rate {c.adapt_rate:g}, {c.adaptations} updates" if c.adapt_rate else "off", c.updated)
+        table.add_row(
+            c.label, str(c.n_examples), f"rate {c.adapt_rate:g}, {c.adaptations} updates" if c.adapt_rate else "off", c.updated
+        )
     Console().print(table)
     th, cal = info["threshold"], info["calibration"]
     if th:
@@ -272,9 +320,11 @@ def list_classes(gallery: GalleryPath, as_json: Json = False) -> None:
         typer.echo("thresholds: none (run `oneshot gallery calibrate`)")
     if cal and th and th.get("source") == "calibrated":
         m = cal["measured"]
-        typer.echo(f"calibrated for FAR {cal['target_far']:g} on {cal['validation_classes']} validation classes "
-                   f"(gallery of {cal['gallery_size']}): identify FAR {m['identify_far']:.2e} TAR {m['identify_tar']:.3f}; "
-                   f"verify FAR {m['verify_far']:.2e} TAR {m['verify_tar']:.3f}")
+        typer.echo(
+            f"calibrated for FAR {cal['target_far']:g} on {cal['validation_classes']} validation classes "
+            f"(gallery of {cal['gallery_size']}): identify FAR {m['identify_far']:.2e} TAR {m['identify_tar']:.3f}; "
+            f"verify FAR {m['verify_far']:.2e} TAR {m['verify_tar']:.3f}"
+        )
     if "warning" in info:
         typer.echo(f"warning: {info['warning']}")
 
@@ -282,10 +332,17 @@ def list_classes(gallery: GalleryPath, as_json: Json = False) -> None:
 @command(app)
 def calibrate(
     gallery: GalleryPath,
-    folder: Annotated[Optional[Path], typer.Option(help="Validation classes: one sub-folder of examples per class, none of them enrolled.")] = None,
-    omniglot: Annotated[Optional[str], typer.Option(help="Use Omniglot validation classes instead: lake-val (the Lake split's validation alphabets).")] = None,
+    folder: Annotated[
+        Optional[Path], typer.Option(help="Validation classes: one sub-folder of examples per class, none of them enrolled.")
+    ] = None,
+    omniglot: Annotated[
+        Optional[str],
+        typer.Option(help="Use Omniglot validation classes instead: lake-val (the Lake split's validation alphabets)."),
+    ] = None,
     far: Annotated[float, typer.Option(help="Target false-accept rate, in (0, 1).")] = 1e-3,
-    gallery_size: Annotated[Optional[int], typer.Option(help="Gallery size the identify threshold is for (>= 1; default: the current size).")] = None,
+    gallery_size: Annotated[
+        Optional[int], typer.Option(help="Gallery size the identify threshold is for (>= 1; default: the current size).")
+    ] = None,
     trials: Annotated[int, typer.Option(help="Random gallery/stranger splits simulated, in [1, 100000].")] = 20,
     seed: Annotated[int, typer.Option(help="Seed of the simulated splits.")] = 0,
     data_dir: Annotated[Optional[Path], typer.Option(help="Dataset folder for --omniglot (else $ONESHOT_DATA).")] = None,
@@ -310,20 +367,34 @@ def calibrate(
             if not hasattr(enc, "embed_images"):
                 raise OneshotError("--omniglot needs an image checkpoint encoder")
             if getattr(enc, "domain", "omniglot") != "omniglot":
-                raise OneshotError(f"the gallery's encoder was trained on {enc.domain}, not handwriting: an Omniglot "  # type: ignore[attr-defined]
-                                   "threshold would be meaningless; calibrate with --folder on validation classes of its domain")
+                raise OneshotError(
+                    f"the gallery's encoder was trained on {enc.domain}, not handwriting: an Omniglot "  # type: ignore[attr-defined]
+                    "threshold would be meaningless; calibrate with --folder on validation classes of its domain"
+                )
             val = load_omniglot("lake", "val", enc.preprocessing.size, data_dir)  # type: ignore[attr-defined]
             x = enc.embed_images(val.images.numpy())  # type: ignore[attr-defined]
-            rec = g.calibrate(x, val.labels.numpy(), target_far=far, gallery_size=gallery_size, trials=trials,
-                              seed=seed, source="omniglot lake val", domain="omniglot")
+            rec = g.calibrate(
+                x,
+                val.labels.numpy(),
+                target_far=far,
+                gallery_size=gallery_size,
+                trials=trials,
+                seed=seed,
+                source="omniglot lake val",
+                domain="omniglot",
+            )
     if as_json:
         echo_json(rec)
         return
     m = rec["measured"]
-    typer.echo(f"target false-accept rate {far:g} on {rec['validation_classes']} validation classes "
-               f"({rec['validation_examples']} examples), gallery of {rec['gallery_size']} classes:")
-    typer.echo(f"  identify threshold {rec['identify_threshold']:.4f} ({rec['identify_method']}): measured FAR {m['identify_far']:.2e}, "
-               f"TAR {m['identify_tar']:.4f}, closed-set accuracy {m['closed_set_accuracy']:.4f}")
+    typer.echo(
+        f"target false-accept rate {far:g} on {rec['validation_classes']} validation classes "
+        f"({rec['validation_examples']} examples), gallery of {rec['gallery_size']} classes:"
+    )
+    typer.echo(
+        f"  identify threshold {rec['identify_threshold']:.4f} ({rec['identify_method']}): measured FAR {m['identify_far']:.2e}, "
+        f"TAR {m['identify_tar']:.4f}, closed-set accuracy {m['closed_set_accuracy']:.4f}"
+    )
     typer.echo(f"  verify threshold {rec['verify_threshold']:.4f}: measured FAR {m['verify_far']:.2e}, TAR {m['verify_tar']:.4f}")
     for n in rec["notes"]:
         typer.echo(f"  note: {n}")
@@ -347,8 +418,12 @@ def adapt(
     gallery: GalleryPath,
     label: Annotated[str, typer.Argument(help="The class.")],
     rate: Annotated[float, typer.Option(help="Rate in [0, 0.5]; 0 turns adaptation off.")],
-    min_score: Annotated[Optional[float], typer.Option(help="Only confirmed matches scoring at least this adapt (cosine, in [-1, 1]).")] = None,
-    max_drift: Annotated[float, typer.Option(help="Keep at least this cosine to the enrolled examples' prototype, in [-1, 1].")] = 0.8,
+    min_score: Annotated[
+        Optional[float], typer.Option(help="Only confirmed matches scoring at least this adapt (cosine, in [-1, 1]).")
+    ] = None,
+    max_drift: Annotated[
+        float, typer.Option(help="Keep at least this cosine to the enrolled examples' prototype, in [-1, 1].")
+    ] = 0.8,
 ) -> None:
     """Turn template adaptation on or off for one class (off by default)."""
     check_range("rate", rate, 0, 0.5)

@@ -35,14 +35,26 @@ class Prepared:
     sources: list[str]
     metadata: dict[str, Any] | None = None
 
-    def merged(self, other: "Prepared") -> "Prepared":
+    def merged(self, other: Prepared) -> Prepared:
         """This enrolment followed by ``other`` of the same label."""
-        return Prepared(self.label, np.concatenate([self.vectors, other.vectors]), self.inputs + other.inputs,
-                        self.paths + other.paths, self.sources + other.sources, self.metadata or other.metadata)
+        return Prepared(
+            self.label,
+            np.concatenate([self.vectors, other.vectors]),
+            self.inputs + other.inputs,
+            self.paths + other.paths,
+            self.sources + other.sources,
+            self.metadata or other.metadata,
+        )
 
 
-def prepare(label: str, examples: Sequence[Example] | np.ndarray, dim: int, embedder: Callable[[], Embedder],
-            store_mode: str, metadata: dict[str, Any] | None = None) -> Prepared:
+def prepare(
+    label: str,
+    examples: Sequence[Example] | np.ndarray,
+    dim: int,
+    embedder: Callable[[], Embedder],
+    store_mode: str,
+    metadata: dict[str, Any] | None = None,
+) -> Prepared:
     """Validate and embed one enrolment's examples (files, bytes, inline values or (D,) / (n, D) embeddings)."""
     label = check_label(label)
     if isinstance(examples, np.ndarray) and examples.dtype != object:
@@ -50,18 +62,22 @@ def prepare(label: str, examples: Sequence[Example] | np.ndarray, dim: int, embe
             raise OneshotError(f"examples of {label!r} have shape {examples.shape}: give (D,) or (n, D) embeddings")
         examples = list(np.atleast_2d(examples))
     items = as_list(examples, f"no examples given for {label!r}: enrol at least one")
-    vectors, raw = embed_examples(items, dim, embedder, lambda i: f"example {i} of {label!r}",
-                                  f"the encoder's embedding of {label!r}")
+    vectors, raw = embed_examples(
+        items, dim, embedder, lambda i: f"example {i} of {label!r}", f"the encoder's embedding of {label!r}"
+    )
     return Prepared(
-        label, vectors,
+        label,
+        vectors,
         inputs=[r.data if r is not None and store_mode == "inputs" else None for r in raw],
         paths=[r.path if r is not None and store_mode == "paths" else None for r in raw],
-        sources=[r.name if r is not None else "vector" for r in raw], metadata=metadata)
+        sources=[r.name if r is not None else "vector" for r in raw],
+        metadata=metadata,
+    )
 
 
 def one_vector_each(labels: Sequence[str], vectors: np.ndarray) -> list[Prepared]:
     """Enrolments of one (already validated) unit embedding per label: labels (N,), vectors (N, D)."""
-    return [Prepared(check_label(lab), vectors[i:i + 1], [None], [None], ["vector"]) for i, lab in enumerate(labels)]
+    return [Prepared(check_label(lab), vectors[i : i + 1], [None], [None], ["vector"]) for i, lab in enumerate(labels)]
 
 
 def write_enrolments(tx: Transaction, items: list[Prepared], dim: int, now: str) -> list[tuple[int, bool, int]]:
@@ -81,7 +97,7 @@ def write_enrolments(tx: Transaction, items: list[Prepared], dim: int, now: str)
         first = store.next_class_id()
         rows = [(first + j, it.label, class_template(it.vectors), len(it.vectors), it.metadata) for j, it in enumerate(new)]
         tx.insert_classes(rows, now)
-        result.update({it.label: (cid, True, len(it.vectors)) for (cid, *_), it in zip(rows, new)})
+        result.update({it.label: (cid, True, len(it.vectors)) for (cid, *_), it in zip(rows, new, strict=False)})
     examples = []
     for it in merged.values():
         if it.label in existing:
@@ -90,6 +106,8 @@ def write_enrolments(tx: Transaction, items: list[Prepared], dim: int, now: str)
             tx.refine_class(cid, class_template(allv), len(allv), now, it.metadata)
             result[it.label] = (cid, False, len(allv))
         cid = result[it.label][0]
-        examples.extend((cid, v, inp, p, src) for v, inp, p, src in zip(it.vectors, it.inputs, it.paths, it.sources))
+        examples.extend(
+            (cid, v, inp, p, src) for v, inp, p, src in zip(it.vectors, it.inputs, it.paths, it.sources, strict=False)
+        )
     tx.add_examples(examples, now)
     return [result[it.label] for it in items]

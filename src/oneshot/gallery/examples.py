@@ -62,8 +62,10 @@ def check_label(label: str) -> str:
         cat = unicodedata.category(ch)
         if cat[0] == "C" or (cat[0] == "Z" and ch != " "):
             name = unicodedata.name(ch, "unnamed")
-            raise OneshotError(f"label {label[:40]!r} holds the invisible character U+{ord(ch):04X} ({name}): "
-                               "use printable characters and plain spaces only")
+            raise OneshotError(
+                f"label {label[:40]!r} holds the invisible character U+{ord(ch):04X} ({name}): "
+                "use printable characters and plain spaces only"
+            )
     return label
 
 
@@ -76,8 +78,9 @@ def as_list(examples: Sequence[Example] | Example, empty: str) -> list[Example]:
     return list(examples)
 
 
-def embed_examples(items: Sequence[Example], dim: int, embedder: Callable[[], Embedder], item: Callable[[int], str],
-                   embedding: str) -> tuple[np.ndarray, list[RawInput | None]]:
+def embed_examples(
+    items: Sequence[Example], dim: int, embedder: Callable[[], Embedder], item: Callable[[int], str], embedding: str
+) -> tuple[np.ndarray, list[RawInput | None]]:
     """Unit vectors (n, D) of ``items`` and, for each, what the embedder read (None for a given embedding).
 
     Args:

@@ -64,8 +64,14 @@ class Gallery:
         self.fingerprint: dict[str, Any] = meta["fingerprint"]
         self.store_mode: str = meta.get("store", "inputs")
         self.settings = IndexSettings.from_dict(meta.get("index"))
-        self.index_cache = IndexCache(self.path.with_name(self.path.name + ".faiss"), self.dim, int(meta.get("epoch", 0)), self.settings,
-                                      index_class(self.fingerprint), meta.get("gallery_id"))
+        self.index_cache = IndexCache(
+            self.path.with_name(self.path.name + ".faiss"),
+            self.dim,
+            int(meta.get("epoch", 0)),
+            self.settings,
+            index_class(self.fingerprint),
+            meta.get("gallery_id"),
+        )
 
     # ================================================================== opening
     @classmethod
@@ -81,7 +87,7 @@ class Gallery:
         ef_search: int | None = None,
         name: str = "vectors",
         approx_kind: str | None = None,
-    ) -> "Gallery":
+    ) -> Gallery:
         """Open the gallery at ``path``, creating it when missing (and ``create``).
 
         Args:
@@ -141,12 +147,16 @@ class Gallery:
                 self._save_index()
         except (OSError, OneshotError) as exc:
             why = os_reason(exc) if isinstance(exc, OSError) else str(exc)
-            warnings.warn(f"the index cache {self.index_path} was not saved ({why}); the gallery is unchanged "
-                          "and the cache is rebuilt on the next open", OneshotWarning, stacklevel=2)
+            warnings.warn(
+                f"the index cache {self.index_path} was not saved ({why}); the gallery is unchanged "
+                "and the cache is rebuilt on the next open",
+                OneshotWarning,
+                stacklevel=2,
+            )
         finally:
             self.store.close()
 
-    def __enter__(self) -> "Gallery":
+    def __enter__(self) -> Gallery:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -163,8 +173,10 @@ class Gallery:
         try:
             self._save_index()
         except OSError as exc:
-            raise OneshotError(f"cannot write the index cache {self.index_path} ({os_reason(exc)}): "
-                               "the gallery is unchanged; free space or use a writable folder") from None
+            raise OneshotError(
+                f"cannot write the index cache {self.index_path} ({os_reason(exc)}): "
+                "the gallery is unchanged; free space or use a writable folder"
+            ) from None
 
     def _save_index(self) -> None:
         self._index()
@@ -215,8 +227,11 @@ class Gallery:
         re-embedded the gallery with another one since they were computed (nothing is written)."""
         now = self.store.get_meta("fingerprint")
         if fingerprint_id(now) != fingerprint_id(self.fingerprint):
-            raise OneshotError(f"gallery {self.path} was re-embedded with encoder {fingerprint_id(now)} while this "
-                               "enrolment was being prepared: nothing was written; reopen the gallery and enrol again")
+            raise OneshotError(
+                f"gallery {self.path} was re-embedded with encoder {fingerprint_id(now)} while this "
+                "enrolment was being prepared: nothing was written; reopen the gallery and enrol again"
+            )
+
     def _augment(self, prep: Prepared, augment: int | None) -> Prepared:
         """Add ``augment`` synthetic examples per real one from the encoder's generator (:mod:`oneshot.generative`).
 
@@ -229,16 +244,31 @@ class Gallery:
         if augment == 0:
             return prep
         if gen is None:
-            raise OneshotError("this gallery's encoder has no generator (a <checkpoint>.generator.safetensors beside it): "
-                               "enrol without augment, or fit one with benchmarks/generative_augmentation.py")
+            raise OneshotError(
+                "this gallery's encoder has no generator (a <checkpoint>.generator.safetensors beside it): "
+                "enrol without augment, or fit one with benchmarks/generative_augmentation.py"
+            )
         synth = gen.sample(prep.vectors, augment, seed=0).reshape(-1, self.dim)
         synth = check_vectors(synth, self.dim, "synthetic examples")
         n = len(synth)
-        return Prepared(prep.label, np.concatenate([prep.vectors, synth]), prep.inputs + [None] * n,
-                         prep.paths + [None] * n, prep.sources + ["synthetic"] * n, prep.metadata)
+        return Prepared(
+            prep.label,
+            np.concatenate([prep.vectors, synth]),
+            prep.inputs + [None] * n,
+            prep.paths + [None] * n,
+            prep.sources + ["synthetic"] * n,
+            prep.metadata,
+        )
 
-    def enrol(self, label: str, examples: Sequence[Example] | np.ndarray, *, metadata: dict[str, Any] | None = None,
-              check: bool = True, augment: int | None = None) -> EnrolReport:
+    def enrol(
+        self,
+        label: str,
+        examples: Sequence[Example] | np.ndarray,
+        *,
+        metadata: dict[str, Any] | None = None,
+        check: bool = True,
+        augment: int | None = None,
+    ) -> EnrolReport:
         """Enrol ``label`` from one or more examples (files, bytes or embeddings); an existing label is refined.
 
         The whole enrolment is one transaction: it is wholly present or wholly absent.
@@ -260,8 +290,13 @@ class Gallery:
         _, report.created, report.n_examples = self._write([prep])[0]
         return report
 
-    def enrol_batch(self, items: Sequence[tuple[str, Sequence[Example] | np.ndarray, dict[str, Any] | None]], *,
-                    check: bool = True, augment: int | None = None) -> list[EnrolReport]:
+    def enrol_batch(
+        self,
+        items: Sequence[tuple[str, Sequence[Example] | np.ndarray, dict[str, Any] | None]],
+        *,
+        check: bool = True,
+        augment: int | None = None,
+    ) -> list[EnrolReport]:
         """Enrol several classes all or nothing: (label, examples, metadata or None) each. Every example of
         every class is read, validated and embedded first, then all are written in one transaction (a bad
         example in the last class writes nothing). Quality reports compare each class with the gallery as it
@@ -275,7 +310,7 @@ class Gallery:
             if check:
                 fill_report(report, prep.vectors, previous, own, self.thresholds()["verify"], self._index(), self.store.labels_of)
             reports.append(report)
-        for report, (_, created, n) in zip(reports, self._write(preps)):
+        for report, (_, created, n) in zip(reports, self._write(preps), strict=False):
             report.created, report.n_examples = created, n
         return reports
 
@@ -300,8 +335,8 @@ class Gallery:
             raise OneshotError(f"{len(labels)} labels for {len(vectors)} vectors: give one label per vector")
         done = 0
         for s in range(0, len(labels), batch):
-            v = check_vectors(vectors[s:s + batch], self.dim, "vectors")
-            done += len(self._write(one_vector_each(labels[s:s + batch], v)))
+            v = check_vectors(vectors[s : s + batch], self.dim, "vectors")
+            done += len(self._write(one_vector_each(labels[s : s + batch], v)))
         return done
 
     # ================================================================== queries
@@ -325,8 +360,8 @@ class Gallery:
         names = self.store.labels_of(ids.ravel())
         th = self.thresholds()["identify"]
         out = []
-        for srow, irow in zip(scores, ids):
-            cands = [Match(names[int(i)], float(s)) for s, i in zip(srow, irow) if int(i) in names]
+        for srow, irow in zip(scores, ids, strict=False):
+            cands = [Match(names[int(i)], float(s)) for s, i in zip(srow, irow, strict=False) if int(i) in names]
             best = cands[0] if cands else None
             known = best is not None and (th is None or best.score >= th)
             out.append(Identification(best.label if known else None, best.score if best else float("-inf"), cands, th))
@@ -350,8 +385,15 @@ class Gallery:
         if confirm and res.accepted and row.adapt_rate > 0:
             floor = th if row.adapt_min_score is None else max(th, row.adapt_min_score)
             if score >= floor:
-                res.adapted = adaptation.adapt(self.store, row.id, q[0], row.metadata.get("adapt_max_drift", 0.8), self.dim, now_iso(),
-                                               fingerprint_id(self.fingerprint))
+                res.adapted = adaptation.adapt(
+                    self.store,
+                    row.id,
+                    q[0],
+                    row.metadata.get("adapt_max_drift", 0.8),
+                    self.dim,
+                    now_iso(),
+                    fingerprint_id(self.fingerprint),
+                )
         return res
 
     def set_adaptation(self, label: str, rate: float, *, min_score: float | None = None, max_drift: float = 0.8) -> None:
@@ -394,25 +436,43 @@ class Gallery:
         n_ex = self.store.count_examples()
         idx = self._index()
         info = {
-            "path": str(self.path), "classes": len(self), "examples": n_ex, "dim": self.dim,
-            "encoder": fingerprint_id(self.fingerprint), "fingerprint": self.fingerprint,
-            "encoder_path": meta.get("encoder_path"), "store": self.store_mode, "threshold": meta.get("threshold"),
-            "calibration": meta.get("calibration"), "index": {"kind": idx.kind, **self.settings.to_dict()},
-            "generation": self.index_cache.generation, "created": meta.get("created"),
+            "path": str(self.path),
+            "classes": len(self),
+            "examples": n_ex,
+            "dim": self.dim,
+            "encoder": fingerprint_id(self.fingerprint),
+            "fingerprint": self.fingerprint,
+            "encoder_path": meta.get("encoder_path"),
+            "store": self.store_mode,
+            "threshold": meta.get("threshold"),
+            "calibration": meta.get("calibration"),
+            "index": {"kind": idx.kind, **self.settings.to_dict()},
+            "generation": self.index_cache.generation,
+            "created": meta.get("created"),
         }
         cal = meta.get("calibration")
         if cal and len(self) and not (cal["gallery_size"] / 2 <= len(self) <= cal["gallery_size"] * 2):
-            info["warning"] = (f"calibrated for {cal['gallery_size']} classes, the gallery now has {len(self)}: "
-                               "the identify false-accept rate has changed; run calibrate again")
+            info["warning"] = (
+                f"calibrated for {cal['gallery_size']} classes, the gallery now has {len(self)}: "
+                "the identify false-accept rate has changed; run calibrate again"
+            )
         if cal and (cal.get("domain") or {}).get("mismatch"):
-            info["warning"] = (info.get("warning", "") + ("; " if "warning" in info else "") +
-                               f"calibrated on {cal['domain']['data']}, which looks unlike the encoder's "
-                               f"{cal['domain']['encoder']} training images: calibrate on data of that domain")
+            info["warning"] = (
+                info.get("warning", "")
+                + ("; " if "warning" in info else "")
+                + f"calibrated on {cal['domain']['data']}, which looks unlike the encoder's "
+                f"{cal['domain']['encoder']} training images: calibrate on data of that domain"
+            )
         return info
 
     def set_index_settings(
-        self, *, approx_above: int | None = None, ef_search: int | None = None, approx_kind: str | None = None,
-        nprobe: int | None = None, refine_factor: int | None = None,
+        self,
+        *,
+        approx_above: int | None = None,
+        ef_search: int | None = None,
+        approx_kind: str | None = None,
+        nprobe: int | None = None,
+        refine_factor: int | None = None,
     ) -> None:
         """Change when (``approx_above`` classes) and how (``approx_kind``, ``ef_search``, ``nprobe``,
         ``refine_factor``) the gallery searches approximately; the index is rebuilt on next use if its kind changed."""
@@ -423,10 +483,15 @@ class Gallery:
         if approx_kind is not None and approx_kind not in APPROX_KINDS:
             raise OneshotError(f"unknown index kind {approx_kind!r}: choose one of {', '.join(APPROX_KINDS)}")
         if approx_kind == "ivf_pq" and self.dim % self.settings.pq_m:
-            raise OneshotError(f"ivf_pq needs a dimension divisible by {self.settings.pq_m}, the gallery's is {self.dim}: "
-                               "choose ivf_sq8")
-        for label, v, low in (("nprobe", nprobe, 1), ("refine_factor", refine_factor, 0), ("approx_above", approx_above, 0),
-                              ("ef_search", ef_search, 1)):
+            raise OneshotError(
+                f"ivf_pq needs a dimension divisible by {self.settings.pq_m}, the gallery's is {self.dim}: choose ivf_sq8"
+            )
+        for label, v, low in (
+            ("nprobe", nprobe, 1),
+            ("refine_factor", refine_factor, 0),
+            ("approx_above", approx_above, 0),
+            ("ef_search", ef_search, 1),
+        ):
             if v is not None and v < low:
                 raise OneshotError(f"{label} must be >= {low}")
         if approx_kind is not None:
@@ -445,18 +510,37 @@ class Gallery:
 
     def set_threshold(self, *, identify: float | None = None, verify: float | None = None) -> None:
         """Set thresholds by hand (recorded as ``manual``; the calibration record is kept for reference)."""
-        for name, v in (("identify threshold (a cosine similarity)", identify), ("verify threshold (a cosine similarity)", verify)):
+        for name, v in (
+            ("identify threshold (a cosine similarity)", identify),
+            ("verify threshold (a cosine similarity)", verify),
+        ):
             in_range(name, v, -1, 1)
         cur = self.thresholds()
         with self.store.write() as tx:
-            tx.set_meta("threshold", {
-                "identify": identify if identify is not None else cur["identify"],
-                "verify": verify if verify is not None else cur["verify"], "source": "manual", "set": now_iso()})
+            tx.set_meta(
+                "threshold",
+                {
+                    "identify": identify if identify is not None else cur["identify"],
+                    "verify": verify if verify is not None else cur["verify"],
+                    "source": "manual",
+                    "set": now_iso(),
+                },
+            )
 
     # ================================================================== calibration
-    def calibrate(self, embeddings: np.ndarray, labels: np.ndarray, *, target_far: float = 1e-3,
-                  gallery_size: int | None = None, trials: int = 20, seed: int = 0, source: str = "",
-                  domain: str | None = None, unlike_fraction: float | None = None) -> dict[str, Any]:
+    def calibrate(
+        self,
+        embeddings: np.ndarray,
+        labels: np.ndarray,
+        *,
+        target_far: float = 1e-3,
+        gallery_size: int | None = None,
+        trials: int = 20,
+        seed: int = 0,
+        source: str = "",
+        domain: str | None = None,
+        unlike_fraction: float | None = None,
+    ) -> dict[str, Any]:
         """Set both thresholds for ``target_far`` from validation embeddings (N, D) with labels (N,) of classes
         not in the gallery; stores and returns the calibration record (chosen rate, measured rates, counts).
 
@@ -466,8 +550,10 @@ class Gallery:
         images; above one half the record says so and :meth:`info` warns."""
         enc_domain = self._encoder_domain()
         if domain is not None and enc_domain is not None and domain != enc_domain:
-            raise OneshotError(f"calibration data is {domain} but the gallery's encoder was trained on {enc_domain}: "
-                               f"calibrate on validation classes of {enc_domain} (e.g. --folder DIR)")
+            raise OneshotError(
+                f"calibration data is {domain} but the gallery's encoder was trained on {enc_domain}: "
+                f"calibrate on validation classes of {enc_domain} (e.g. --folder DIR)"
+            )
         in_range("target_far", target_far, 0, 1, low_open=True, high_open=True)
         in_range("gallery_size", gallery_size, 1)
         in_range("trials", trials, 1, 100000)
@@ -475,17 +561,30 @@ class Gallery:
         size = gallery_size if gallery_size is not None else max(1, len(self))
         rec = calibration.calibrate(x, np.asarray(labels), target_far, size, trials, seed)
         rec["source"] = source
-        rec["domain"] = {"data": domain or source or "embeddings", "encoder": enc_domain,
-                         "unlike_encoder_inputs": unlike_fraction,
-                         "mismatch": bool(unlike_fraction is not None and unlike_fraction > 0.5)}
+        rec["domain"] = {
+            "data": domain or source or "embeddings",
+            "encoder": enc_domain,
+            "unlike_encoder_inputs": unlike_fraction,
+            "mismatch": bool(unlike_fraction is not None and unlike_fraction > 0.5),
+        }
         if rec["domain"]["mismatch"]:
-            rec["notes"].append(f"{100 * unlike_fraction:.0f}% of the calibration inputs look unlike the images the "
-                                f"encoder ({enc_domain}) was trained on: these thresholds may not hold for its domain")
+            rec["notes"].append(
+                f"{100 * unlike_fraction:.0f}% of the calibration inputs look unlike the images the "
+                f"encoder ({enc_domain}) was trained on: these thresholds may not hold for its domain"
+            )
         rec["date"] = now_iso()
         with self.store.write() as tx:
             tx.set_meta("calibration", rec)
-            tx.set_meta("threshold", {"identify": rec["identify_threshold"], "verify": rec["verify_threshold"],
-                                      "source": "calibrated", "target_far": target_far, "set": rec["date"]})
+            tx.set_meta(
+                "threshold",
+                {
+                    "identify": rec["identify_threshold"],
+                    "verify": rec["verify_threshold"],
+                    "source": "calibrated",
+                    "target_far": target_far,
+                    "set": rec["date"],
+                },
+            )
         return rec
 
     def calibrate_folder(self, folder: str | Path, **kwargs: Any) -> dict[str, Any]:

@@ -90,7 +90,7 @@ class IndexSettings:
         return dict(self.__dict__)
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "IndexSettings":
+    def from_dict(cls, d: dict | None) -> IndexSettings:
         d = d or {}
         return cls(**{k: type(getattr(cls, k))(v) for k, v in d.items() if k in cls.__dataclass_fields__})
 
@@ -175,7 +175,7 @@ class TemplateIndex:
         return np.ascontiguousarray(train, dtype=np.float32)
 
     @classmethod
-    def build(cls, dim: int, ids: np.ndarray, templates: np.ndarray, settings: IndexSettings) -> "TemplateIndex":
+    def build(cls, dim: int, ids: np.ndarray, templates: np.ndarray, settings: IndexSettings) -> TemplateIndex:
         """A fresh index of the right kind for ``len(ids)`` classes. ids (N,) int64, templates (N, D) float32."""
         kind = settings.kind_for(len(ids))
         index = cls(dim, kind, settings, train=templates if kind not in ("exact", "hnsw") else None)
@@ -246,7 +246,7 @@ class TemplateIndex:
         need = int(ids.max()) + 1
         if need > len(self.vectors):
             grown = np.zeros((max(need, min(2 * len(self.vectors), need + 1_000_000)), self.dim), np.float32)
-            grown[:len(self.vectors)] = self.vectors
+            grown[: len(self.vectors)] = self.vectors
             self.vectors = grown
         self.vectors[ids] = templates
 
@@ -310,21 +310,38 @@ class TemplateIndex:
     def save(self, path: Path, epoch: int, generation: int) -> None:
         """Write the index atomically and durably (:func:`oneshot.files.atomic_write_bytes`) with its epoch and generation."""
         fields = {
-            "format": INDEX_FORMAT, "kind": self.kind, "dim": self.dim, "epoch": epoch, "generation": generation,
-            "max_id": self.max_id, "tombstones": sorted(self.tombstones),
+            "format": INDEX_FORMAT,
+            "kind": self.kind,
+            "dim": self.dim,
+            "epoch": epoch,
+            "generation": generation,
+            "max_id": self.max_id,
+            "tombstones": sorted(self.tombstones),
         }
-        vectors = b"" if self.vectors is None else self.vectors[:self.max_id + 1].tobytes()
+        vectors = b"" if self.vectors is None else self.vectors[: self.max_id + 1].tobytes()
         if self.kind not in ("exact", "hnsw"):
-            fields.update(format=INDEX_FORMAT_V2, trained_n=self.trained_n, vectors_bytes=len(vectors),
-                          refine=self.vectors is not None)
+            fields.update(
+                format=INDEX_FORMAT_V2, trained_n=self.trained_n, vectors_bytes=len(vectors), refine=self.vectors is not None
+            )
         header = json.dumps(fields).encode()
         main = faiss.serialize_index(self.main)
         delta = faiss.serialize_index(self.delta)
-        atomic_write_bytes(path, b"".join([FILE_MAGIC, struct.pack("<QQQ", len(header), main.nbytes, delta.nbytes), header,
-                                            main.tobytes(), delta.tobytes(), vectors]))
+        atomic_write_bytes(
+            path,
+            b"".join(
+                [
+                    FILE_MAGIC,
+                    struct.pack("<QQQ", len(header), main.nbytes, delta.nbytes),
+                    header,
+                    main.tobytes(),
+                    delta.tobytes(),
+                    vectors,
+                ]
+            ),
+        )
 
     @classmethod
-    def load(cls, path: Path, settings: IndexSettings) -> tuple["TemplateIndex", int, int] | None:
+    def load(cls, path: Path, settings: IndexSettings) -> tuple[TemplateIndex, int, int] | None:
         """(index, epoch, generation) from ``path``, or None when missing, damaged or foreign."""
         try:
             with open(path, "rb") as f:

@@ -48,8 +48,9 @@ class IndexCache:
         generation: the store generation the index reflects.
     """
 
-    def __init__(self, path: Path, dim: int, epoch: int, settings: IndexSettings, kind: type = TemplateIndex,
-                 gallery_id: str | None = None) -> None:
+    def __init__(
+        self, path: Path, dim: int, epoch: int, settings: IndexSettings, kind: type = TemplateIndex, gallery_id: str | None = None
+    ) -> None:
         self.path = path
         #: the id of the gallery this cache belongs to (meta ``gallery_id``); None: never load a file.
         self.gallery_id = gallery_id

@@ -29,18 +29,29 @@ def _self_scores(report: EnrolReport, vectors: np.ndarray, previous: np.ndarray,
         s_self = float(vectors[j] @ unit(others.mean(0)))
         report.self_scores.append(s_self)
         if threshold is not None and s_self < threshold:
-            report.warnings.append(f"uncharacteristic: example {j} scores {s_self:.3f} against the class's other "
-                                   f"examples, below the acceptance threshold {threshold:.3f}; check it is really {report.label!r}")
+            report.warnings.append(
+                f"uncharacteristic: example {j} scores {s_self:.3f} against the class's other "
+                f"examples, below the acceptance threshold {threshold:.3f}; check it is really {report.label!r}"
+            )
         elif len(others) >= 3:
             loo = np.array([float(others[i] @ unit(np.delete(others, i, 0).mean(0))) for i in range(len(others))])
             floor = float(loo.mean() - 3 * loo.std())
             if s_self < floor:
-                report.warnings.append(f"uncharacteristic: example {j} scores {s_self:.3f} against the class's other "
-                                       f"examples, far below theirs ({loo.mean():.3f} +- {loo.std():.3f})")
+                report.warnings.append(
+                    f"uncharacteristic: example {j} scores {s_self:.3f} against the class's other "
+                    f"examples, far below theirs ({loo.mean():.3f} +- {loo.std():.3f})"
+                )
 
 
-def fill_report(report: EnrolReport, vectors: np.ndarray, previous: np.ndarray, own_id: int | None,
-                threshold: float | None, index: TemplateIndex, labels_of: Callable[[Iterable[int]], dict[int, str]]) -> None:
+def fill_report(
+    report: EnrolReport,
+    vectors: np.ndarray,
+    previous: np.ndarray,
+    own_id: int | None,
+    threshold: float | None,
+    index: TemplateIndex,
+    labels_of: Callable[[Iterable[int]], dict[int, str]],
+) -> None:
     """Fill ``report``'s self scores, nearest other class, warnings and notes.
 
     Args:
@@ -55,8 +66,10 @@ def fill_report(report: EnrolReport, vectors: np.ndarray, previous: np.ndarray, 
     if index.live == 0:
         return
     scores, ids = index.search(vectors, min(3, index.live))
-    nearest = [next(((float(s), int(i)) for s, i in zip(scores[j], ids[j]) if i >= 0 and i != own_id), None)
-               for j in range(len(vectors))]
+    nearest = [
+        next(((float(s), int(i)) for s, i in zip(scores[j], ids[j], strict=False) if i >= 0 and i != own_id), None)
+        for j in range(len(vectors))
+    ]
     found = [n for n in nearest if n is not None]
     if not found:
         return
@@ -72,7 +85,9 @@ def fill_report(report: EnrolReport, vectors: np.ndarray, previous: np.ndarray, 
         name = names.get(i, f"#{i}")
         s_self = report.self_scores[j]
         if threshold is not None and s >= threshold:
-            report.warnings.append(f"ambiguous: example {j} scores {s:.3f} against {name!r}, above the acceptance "
-                                   f"threshold {threshold:.3f}; it may be confused with that class")
+            report.warnings.append(
+                f"ambiguous: example {j} scores {s:.3f} against {name!r}, above the acceptance "
+                f"threshold {threshold:.3f}; it may be confused with that class"
+            )
         elif s_self is not None and s > s_self:
             report.warnings.append(f"ambiguous: example {j} is closer to {name!r} ({s:.3f}) than to its own class ({s_self:.3f})")

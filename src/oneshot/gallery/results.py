@@ -36,8 +36,13 @@ class Identification:
         return self.threshold is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label if self.label is not None else "unknown", "known": self.known, "score": self.score,
-                "threshold": self.threshold, "candidates": [asdict(m) for m in self.candidates]}
+        return {
+            "label": self.label if self.label is not None else "unknown",
+            "known": self.known,
+            "score": self.score,
+            "threshold": self.threshold,
+            "candidates": [asdict(m) for m in self.candidates],
+        }
 
 
 @dataclass

@@ -66,11 +66,9 @@ CREATE TABLE changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, class_id INTEGER NO
 """
 
 
-
 def connect(path: Path, mode: str) -> sqlite3.Connection:
     """An autocommit connection (transactions are explicit) that waits up to a minute for a lock."""
-    conn = sqlite3.connect(f"file:{path}?mode={mode}", uri=True, isolation_level=None, timeout=60.0,
-                           check_same_thread=False)
+    conn = sqlite3.connect(f"file:{path}?mode={mode}", uri=True, isolation_level=None, timeout=60.0, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 60000")
     conn.text_factory = _text  # a damaged text cell reads with U+FFFD, never as a UnicodeDecodeError
     return conn
@@ -112,8 +110,10 @@ def open_checked(path: Path) -> tuple[sqlite3.Connection, bool]:
         ro.close()
     except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
         if isinstance(exc, sqlite3.OperationalError) and _disk_full(path):
-            raise OneshotError(f"cannot open gallery {path}: no space left on the device (SQLite needs room for its "
-                               "-wal and -shm files); free some space") from None
+            raise OneshotError(
+                f"cannot open gallery {path}: no space left on the device (SQLite needs room for its "
+                "-wal and -shm files); free some space"
+            ) from None
         raise OneshotError(f"gallery {path} is corrupt or not a gallery ({_one_line(exc)}): restore it from an export") from None
     return conn, True
 
@@ -193,8 +193,10 @@ def backup(conn: sqlite3.Connection, dest: Path, gallery_id: str) -> None:
         out = sqlite3.connect(tmp)
         try:
             conn.backup(out)
-            out.execute("INSERT INTO meta VALUES ('gallery_id', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                        (json.dumps(gallery_id),))
+            out.execute(
+                "INSERT INTO meta VALUES ('gallery_id', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (json.dumps(gallery_id),),
+            )
             out.commit()
             out.execute("PRAGMA journal_mode = DELETE")
         finally:
@@ -210,15 +212,16 @@ def _check_file(path: Path) -> None:
     except OSError as exc:
         raise OneshotError(f"cannot read gallery {path} ({exc.strerror}): check the path and permissions") from None
     if len(header) < 100 or not header.startswith(SQLITE_MAGIC):
-        raise OneshotError(f"{path} is not a oneshot gallery (not an SQLite database, or its header is damaged): "
-                           "give the right file or restore it from an export")
+        raise OneshotError(
+            f"{path} is not a oneshot gallery (not an SQLite database, or its header is damaged): "
+            "give the right file or restore it from an export"
+        )
     page_size = struct.unpack(">H", header[16:18])[0]
     page_size = 65536 if page_size == 1 else page_size
     pages = struct.unpack(">I", header[28:32])[0]
     change_counter, valid_for = struct.unpack(">I", header[24:28])[0], struct.unpack(">I", header[92:96])[0]
     if change_counter == valid_for and pages and size < page_size * pages:
         raise OneshotError(f"gallery {path} is truncated ({size} of {page_size * pages} bytes): restore it from an export")
-
 
 
 def _check_tables(path: Path, ro: sqlite3.Connection) -> None:
@@ -236,8 +239,9 @@ def _check_tables(path: Path, ro: sqlite3.Connection) -> None:
     row = ro.execute("SELECT version FROM schema_version").fetchone()
     version = int(row[0]) if row else 0
     if version > SCHEMA_VERSION:
-        raise OneshotError(f"gallery {path} was written by a newer oneshot (schema {version}, this one reads "
-                           f"{SCHEMA_VERSION}): upgrade oneshot")
+        raise OneshotError(
+            f"gallery {path} was written by a newer oneshot (schema {version}, this one reads {SCHEMA_VERSION}): upgrade oneshot"
+        )
     if version < 1:
         raise OneshotError(f"gallery {path} has no valid schema version: it is damaged; restore it from an export")
     ro.execute("SELECT COUNT(*) FROM classes").fetchone()

@@ -68,8 +68,9 @@ def tanimoto(queries: np.ndarray, base: np.ndarray, base_counts: np.ndarray | No
     return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
 
 
-def tanimoto_topk(queries: np.ndarray, base: np.ndarray, k: int, base_counts: np.ndarray | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def tanimoto_topk(
+    queries: np.ndarray, base: np.ndarray, k: int, base_counts: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by Tanimoto: packed (B, nb) queries, (N, nb) base -> scores float32 (B, k) descending and
     row indices int64 (B, k); ``k`` is capped at N. Ties keep the lower row first.
 
@@ -85,7 +86,7 @@ def tanimoto_topk(queries: np.ndarray, base: np.ndarray, k: int, base_counts: np
     scores = np.empty((queries.shape[0], k), np.float32)
     rows = np.empty((queries.shape[0], k), np.int64)
     for s in range(0, queries.shape[0], _QUERY_BLOCK):
-        d_block = torch.from_numpy(hamming(queries[s:s + _QUERY_BLOCK], base))
+        d_block = torch.from_numpy(hamming(queries[s : s + _QUERY_BLOCK], base))
         for j in range(d_block.shape[0]):
             d = d_block[j]
             tot = counts + int(q_counts[s + j])
@@ -166,13 +167,22 @@ class TanimotoIndex:
         ids = np.full((len(q), k), -1, np.int64)
         if self.live:
             s, rows = tanimoto_topk(q, self.packed, k, self.counts)
-            scores[:, :s.shape[1]] = s
-            ids[:, :s.shape[1]] = self.ids[rows]
+            scores[:, : s.shape[1]] = s
+            ids[:, : s.shape[1]] = self.ids[rows]
         return scores, ids
 
     def save(self, path: Path, epoch: int, generation: int) -> None:
-        header = json.dumps({"format": INDEX_FORMAT, "kind": self.kind, "dim": self.dim, "epoch": epoch,
-                             "generation": generation, "max_id": self.max_id, "n": self.live}).encode()
+        header = json.dumps(
+            {
+                "format": INDEX_FORMAT,
+                "kind": self.kind,
+                "dim": self.dim,
+                "epoch": epoch,
+                "generation": generation,
+                "max_id": self.max_id,
+                "n": self.live,
+            }
+        ).encode()
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:

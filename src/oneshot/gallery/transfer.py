@@ -23,18 +23,20 @@ def _embed_rows(enc: Embedder, rows: list[ExampleRow], batch: int) -> np.ndarray
     """The new embeddings (N, D) of stored examples ``rows`` (their input bytes, else their file)."""
     out = np.zeros((len(rows), enc.dim), np.float32)
     for s in range(0, len(rows), batch):
-        part = rows[s:s + batch]
+        part = rows[s : s + batch]
         data = [r.input if r.input is not None else read_file(r.input_path).data for r in part]  # type: ignore[arg-type]
         names = [r.source or r.input_path or "<stored>" for r in part]
-        out[s:s + len(part)] = check_vectors(enc.embed(data, names), enc.dim, "embedding")
+        out[s : s + len(part)] = check_vectors(enc.embed(data, names), enc.dim, "embedding")
     return out
 
 
 def _check_inputs(rows: list[ExampleRow]) -> None:
     missing = [r for r in rows if r.input is None and r.input_path is None]
     if missing:
-        raise OneshotError(f"{len(missing)} examples have neither a stored input nor a path (e.g. {missing[0].source!r}): "
-                           "they cannot be re-embedded; forget their classes or re-enrol them")
+        raise OneshotError(
+            f"{len(missing)} examples have neither a stored input nor a path (e.g. {missing[0].source!r}): "
+            "they cannot be re-embedded; forget their classes or re-enrol them"
+        )
 
 
 def reembed(store: ClassStore, enc: Embedder, epoch: int, batch: int, now: str) -> int:
@@ -50,19 +52,20 @@ def reembed(store: ClassStore, enc: Embedder, epoch: int, batch: int, now: str) 
     with store.read():
         rows = store.all_examples()
     _check_inputs(rows)
-    done = dict(zip((r.id for r in rows), _embed_rows(enc, rows, batch)))
+    done = dict(zip((r.id for r in rows), _embed_rows(enc, rows, batch), strict=False))
     with store.write() as tx:
         current = store.all_examples()  # the examples as they are now, with the write lock held
         _check_inputs(current)
         late = [r for r in current if r.id not in done]
         if late:
-            done.update(zip((r.id for r in late), _embed_rows(enc, late, batch)))
+            done.update(zip((r.id for r in late), _embed_rows(enc, late, batch), strict=False))
         new_vecs = np.stack([done[r.id] for r in current]) if current else np.zeros((0, enc.dim), np.float32)
         by_class: dict[int, list[int]] = {}
         for j, r in enumerate(current):
             by_class.setdefault(r.class_id, []).append(j)
-        tx.replace_embeddings([r.id for r in current], new_vecs,
-                              {cid: class_template(new_vecs[js]) for cid, js in by_class.items()}, now)
+        tx.replace_embeddings(
+            [r.id for r in current], new_vecs, {cid: class_template(new_vecs[js]) for cid, js in by_class.items()}, now
+        )
         tx.set_meta("fingerprint", enc.fingerprint)
         tx.set_meta("dim", enc.dim)
         tx.set_meta("encoder_path", enc.spec)
@@ -93,12 +96,16 @@ def import_classes(store: ClassStore, source: str | Path, fingerprint: dict, dim
     src = ClassStore.open(source)
     try:
         if src.get_meta("gallery_id") is not None and src.get_meta("gallery_id") == store.get_meta("gallery_id"):
-            raise OneshotError(f"{source} is this gallery (a copy of the same file): importing it would double "
-                               "every class; import an export instead")
+            raise OneshotError(
+                f"{source} is this gallery (a copy of the same file): importing it would double "
+                "every class; import an export instead"
+            )
         fp = src.get_meta("fingerprint")
         if not isinstance(fp, dict) or fingerprint_id(fp) != fingerprint_id(fingerprint):
-            raise OneshotError(f"{source} was built with another encoder than this gallery "
-                               f"({fingerprint_id(fingerprint)}): re-embed one of them first")
+            raise OneshotError(
+                f"{source} was built with another encoder than this gallery "
+                f"({fingerprint_id(fingerprint)}): re-embed one of them first"
+            )
         with src.read():
             items = [_checked_class(source, label, meta, ex, dim) for label, meta, ex in src.class_examples(dim)]
     finally:
@@ -106,8 +113,9 @@ def import_classes(store: ClassStore, source: str | Path, fingerprint: dict, dim
     with store.write() as tx:
         existing = store.find_labels([it.label for it in items])
         if existing and on_conflict == "error":
-            raise OneshotError(f"{len(existing)} labels exist in both galleries (e.g. {next(iter(existing))!r}): "
-                               "use --on-conflict skip or merge")
+            raise OneshotError(
+                f"{len(existing)} labels exist in both galleries (e.g. {next(iter(existing))!r}): use --on-conflict skip or merge"
+            )
         if on_conflict == "skip":
             items = [it for it in items if it.label not in existing]
         if items:
@@ -128,8 +136,11 @@ def _checked_class(source: Path, label: Any, meta: Any, examples: list[tuple], d
     vecs = check_vectors(np.stack([e[0] for e in examples]), dim, f"class {label!r} of {source}")
     inputs, paths, sources = [], [], []
     for _, inp, path, src in examples:
-        if not (inp is None or isinstance(inp, bytes)) or not (path is None or isinstance(path, str)) \
-                or not (src is None or isinstance(src, str)):
+        if (
+            not (inp is None or isinstance(inp, bytes))
+            or not (path is None or isinstance(path, str))
+            or not (src is None or isinstance(src, str))
+        ):
             raise OneshotError(f"class {label!r} of {source} has a damaged example row: nothing was imported")
         inputs.append(inp)
         paths.append(path)

@@ -64,7 +64,9 @@ def build_method(name: str, encoder: nn.Module, **options: Any) -> Method:
 
 
 _EXPORTS = {
-    "Episode": "oneshot.methods.base", "LossOutput": "oneshot.methods.base", "Method": "oneshot.methods.base",
+    "Episode": "oneshot.methods.base",
+    "LossOutput": "oneshot.methods.base",
+    "Method": "oneshot.methods.base",
     "TrainShape": "oneshot.methods.base",
     **{ref.partition(":")[2]: ref.partition(":")[0] for ref in REGISTRY.values()},
 }

@@ -162,7 +162,7 @@ class Method(nn.Module):
         return self.classify_embeddings(z[:n], episode.support_labels, z[n:], episode.ways)
 
     def classify(self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
-        """"Classify this episode": logits (Q, N) for query inputs (Q, C, H, W) given labelled support inputs
+        """ "Classify this episode": logits (Q, N) for query inputs (Q, C, H, W) given labelled support inputs
         (S, C, H, W) with labels (S,) in [0, N). Callers run it under ``no_grad``; a method that adapts to the
         support set enables the gradients it needs itself."""
         return self.classify_embeddings(self.embed(support), support_labels, self.embed(query), ways)

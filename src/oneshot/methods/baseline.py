@@ -52,9 +52,7 @@ class CosineHead(nn.Module):
         return self.scale * F.normalize(z, dim=1) @ F.normalize(self.weight, dim=1).T
 
 
-def finetune_head(
-    head: nn.Module, support: torch.Tensor, labels: torch.Tensor, steps: int, lr: float
-) -> nn.Module:
+def finetune_head(head: nn.Module, support: torch.Tensor, labels: torch.Tensor, steps: int, lr: float) -> nn.Module:
     """Train ``head`` on fixed support features (S, D) with labels (S,) by full-batch Adam."""
     opt = torch.optim.Adam(head.parameters(), lr=lr)
     for _ in range(steps):
@@ -81,8 +79,14 @@ class Baseline(Method):
     name = "baseline"
 
     def __init__(
-        self, encoder: nn.Module, num_classes: int = 0, head: str = "linear", test_time: str = "simpleshot",
-        scale: float = 10.0, finetune_steps: int = 100, finetune_lr: float = 0.01,
+        self,
+        encoder: nn.Module,
+        num_classes: int = 0,
+        head: str = "linear",
+        test_time: str = "simpleshot",
+        scale: float = 10.0,
+        finetune_steps: int = 100,
+        finetune_lr: float = 0.01,
         input_shape: Sequence[int] = (1, 28, 28),
     ) -> None:
         super().__init__(encoder)
@@ -94,14 +98,21 @@ class Baseline(Method):
         self.scale, self.finetune_steps, self.finetune_lr = float(scale), int(finetune_steps), float(finetune_lr)
         self.input_shape = [int(v) for v in input_shape]
         dim = embedding_dim(encoder, tuple(self.input_shape))
-        self.classifier = nn.Linear(dim, self.num_classes) if self.head == "linear" else CosineHead(dim, self.num_classes, self.scale)
+        self.classifier = (
+            nn.Linear(dim, self.num_classes) if self.head == "linear" else CosineHead(dim, self.num_classes, self.scale)
+        )
         self.register_buffer("base_mean", torch.zeros(dim))
         self.register_buffer("base_batches", torch.zeros((), dtype=torch.long))
 
     def options(self) -> dict[str, Any]:
         return {
-            "num_classes": self.num_classes, "head": self.head, "test_time": self.test_time, "scale": self.scale,
-            "finetune_steps": self.finetune_steps, "finetune_lr": self.finetune_lr, "input_shape": self.input_shape,
+            "num_classes": self.num_classes,
+            "head": self.head,
+            "test_time": self.test_time,
+            "scale": self.scale,
+            "finetune_steps": self.finetune_steps,
+            "finetune_lr": self.finetune_lr,
+            "input_shape": self.input_shape,
         }
 
     @classmethod

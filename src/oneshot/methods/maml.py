@@ -65,7 +65,10 @@ class MAML(FastWeightMethod):
 
     def options(self) -> dict[str, Any]:
         return dict(
-            super().options(), inner_steps=self.inner_steps, inner_lr=self.inner_lr, test_steps=self.test_steps,
+            super().options(),
+            inner_steps=self.inner_steps,
+            inner_lr=self.inner_lr,
+            test_steps=self.test_steps,
             first_order=self.first_order,
         )
 

@@ -77,8 +77,13 @@ class MarginSoftmax(Method):
     name = "margin"
 
     def __init__(
-        self, encoder: nn.Module, num_classes: int = 0, margin_type: str = "arcface", margin: float = 0.3,
-        scale: float = 30.0, input_shape: Sequence[int] = (1, 28, 28),
+        self,
+        encoder: nn.Module,
+        num_classes: int = 0,
+        margin_type: str = "arcface",
+        margin: float = 0.3,
+        scale: float = 30.0,
+        input_shape: Sequence[int] = (1, 28, 28),
     ) -> None:
         super().__init__(encoder)
         if int(num_classes) < 2:
@@ -95,8 +100,13 @@ class MarginSoftmax(Method):
         self.weight = nn.Parameter(torch.randn(self.num_classes, dim) * dim**-0.5)
 
     def options(self) -> dict[str, Any]:
-        return {"num_classes": self.num_classes, "margin_type": self.margin_type, "margin": self.margin,
-                "scale": self.scale, "input_shape": self.input_shape}
+        return {
+            "num_classes": self.num_classes,
+            "margin_type": self.margin_type,
+            "margin": self.margin,
+            "scale": self.scale,
+            "input_shape": self.input_shape,
+        }
 
     @classmethod
     def options_for_data(cls, data: ImageSet) -> dict[str, Any]:

@@ -83,7 +83,11 @@ class MatchingNet(Method):
     name = "matching"
 
     def __init__(
-        self, encoder: nn.Module, fce: bool = False, steps: int = 5, scale: float = 1.0,
+        self,
+        encoder: nn.Module,
+        fce: bool = False,
+        steps: int = 5,
+        scale: float = 1.0,
         input_shape: Sequence[int] = (1, 28, 28),
     ) -> None:
         super().__init__(encoder)

@@ -53,8 +53,13 @@ class KeyValueMemory:
     """
 
     def __init__(
-        self, size: int, dim: int, choose_k: int = 256, margin: float = 0.1,
-        device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+        self,
+        size: int,
+        dim: int,
+        choose_k: int = 256,
+        margin: float = 0.1,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         if size < 1:
             raise OneshotError(f"memory size must be >= 1 (got {size})")
@@ -144,8 +149,16 @@ class MemoryLearner(Method):
 
     name = "memory"
 
-    def __init__(self, encoder: nn.Module, embedding_dim: int = 64, key_dim: int = 64, memory_size: int = 512,
-                 choose_k: int = 256, margin: float = 0.1, key_gradients: bool = False) -> None:
+    def __init__(
+        self,
+        encoder: nn.Module,
+        embedding_dim: int = 64,
+        key_dim: int = 64,
+        memory_size: int = 512,
+        choose_k: int = 256,
+        margin: float = 0.1,
+        key_gradients: bool = False,
+    ) -> None:
         super().__init__(encoder)
         self.embedding_dim, self.key_dim, self.memory_size = int(embedding_dim), int(key_dim), int(memory_size)
         self.choose_k, self.margin, self.key_gradients = int(choose_k), float(margin), bool(key_gradients)
@@ -153,8 +166,12 @@ class MemoryLearner(Method):
 
     def options(self) -> dict[str, Any]:
         return {
-            "embedding_dim": self.embedding_dim, "key_dim": self.key_dim, "memory_size": self.memory_size,
-            "choose_k": self.choose_k, "margin": self.margin, "key_gradients": self.key_gradients,
+            "embedding_dim": self.embedding_dim,
+            "key_dim": self.key_dim,
+            "memory_size": self.memory_size,
+            "choose_k": self.choose_k,
+            "margin": self.margin,
+            "key_gradients": self.key_gradients,
         }
 
     def keys_of(self, z: torch.Tensor) -> torch.Tensor:
@@ -167,7 +184,9 @@ class MemoryLearner(Method):
         return KeyValueMemory(size or self.memory_size, self.key_dim, self.choose_k, self.margin, dev)
 
     def _episode_memory(self, keys: torch.Tensor, labels: torch.Tensor) -> KeyValueMemory:
-        mem = KeyValueMemory(max(self.memory_size, keys.shape[0]), self.key_dim, self.choose_k, self.margin, keys.device, keys.dtype)
+        mem = KeyValueMemory(
+            max(self.memory_size, keys.shape[0]), self.key_dim, self.choose_k, self.margin, keys.device, keys.dtype
+        )
         mem.write_all(keys, labels)
         return mem
 

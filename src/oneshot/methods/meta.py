@@ -79,8 +79,10 @@ def split_tasks(episode: Episode) -> Iterator[tuple[torch.Tensor, torch.Tensor, 
     nq = episode.query.shape[0] // episode.tasks
     for t in range(episode.tasks):
         yield (
-            episode.support[t * ns : (t + 1) * ns], episode.support_labels[t * ns : (t + 1) * ns],
-            episode.query[t * nq : (t + 1) * nq], episode.query_labels[t * nq : (t + 1) * nq],
+            episode.support[t * ns : (t + 1) * ns],
+            episode.support_labels[t * ns : (t + 1) * ns],
+            episode.query[t * nq : (t + 1) * nq],
+            episode.query_labels[t * nq : (t + 1) * nq],
         )
 
 
@@ -102,7 +104,9 @@ class FastWeightMethod(Method):
 
     embeds_independently = False
 
-    def __init__(self, encoder: nn.Module, head: str = "zero", ways: int = 5, embedding_dim: int = 64, meta_batch: int = 1) -> None:
+    def __init__(
+        self, encoder: nn.Module, head: str = "zero", ways: int = 5, embedding_dim: int = 64, meta_batch: int = 1
+    ) -> None:
         super().__init__(encoder)
         check_choice(self.name, "head", head, HEADS)
         replace_all_batch_norm_modules_(self.encoder)
@@ -131,19 +135,23 @@ class FastWeightMethod(Method):
             fast["head.bias"] = torch.zeros(ways, dtype=dtype, device=like.device)
         else:
             if ways > self.ways:
-                raise OneshotError(f"this model's head has {self.ways} outputs: it cannot classify {ways}-way episodes (train with --method-option ways={ways})")
+                raise OneshotError(
+                    f"this model's head has {self.ways} outputs: it cannot classify {ways}-way episodes (train with --method-option ways={ways})"
+                )
             fast["head.weight"] = params["head.weight"][:ways]
             fast["head.bias"] = params["head.bias"][:ways]
         return fast
 
     def functional_logits(self, fast: FastWeights, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) inputs -> (B, N) logits with the fast weights (batch norm on this batch's statistics)."""
-        enc = {k[len("encoder."):]: v for k, v in fast.items() if k.startswith("encoder.")}
+        enc = {k[len("encoder.") :]: v for k, v in fast.items() if k.startswith("encoder.")}
         z = functional_call(self.encoder, enc, (x,)).flatten(1)
         if z.dtype not in (torch.float32, torch.float64):
             z = z.float()  # low-precision autocast output: the head runs in fp32
         if z.shape[1] != fast["head.weight"].shape[1]:
-            raise OneshotError(f"the encoder gives {z.shape[1]}-d embeddings but the head expects {fast['head.weight'].shape[1]}: set --method-option embedding_dim={z.shape[1]}")
+            raise OneshotError(
+                f"the encoder gives {z.shape[1]}-d embeddings but the head expects {fast['head.weight'].shape[1]}: set --method-option embedding_dim={z.shape[1]}"
+            )
         return F.linear(z, fast["head.weight"], fast["head.bias"])
 
     def task_loss(self, fast: FastWeights, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

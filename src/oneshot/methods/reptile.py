@@ -112,8 +112,12 @@ class Reptile(FastWeightMethod):
 
     def options(self) -> dict[str, Any]:
         return dict(
-            super().options(), inner_steps=self.inner_steps, inner_lr=self.inner_lr, inner_optimizer=self.inner_optimizer,
-            test_steps=self.test_steps, train_on_query=self.train_on_query,
+            super().options(),
+            inner_steps=self.inner_steps,
+            inner_lr=self.inner_lr,
+            inner_optimizer=self.inner_optimizer,
+            test_steps=self.test_steps,
+            train_on_query=self.train_on_query,
         )
 
     def adapt(self, params: FastWeights, x: torch.Tensor, y: torch.Tensor, ways: int, steps: int) -> FastWeights:

@@ -56,7 +56,7 @@ class Siamese(Method):
         return {"input_shape": list(data.images.shape[1:])}
 
     def pair_logits(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """"Same" logits of embedding pairs: a, b (..., D) -> (...,)."""
+        """ "Same" logits of embedding pairs: a, b (..., D) -> (...,)."""
         return self.distance((a.float() - b.float()).abs()).squeeze(-1)
 
     def pair_score(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

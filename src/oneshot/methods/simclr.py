@@ -33,22 +33,32 @@ class SimCLR(Method):
 
     name = "simclr"
 
-    def __init__(self, encoder: nn.Module, feature_dim: int = 256, proj_dim: int = 128, tau: float = 0.2,
-                 augment: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        encoder: nn.Module,
+        feature_dim: int = 256,
+        proj_dim: int = 128,
+        tau: float = 0.2,
+        augment: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(encoder)
         self.feature_dim, self.proj_dim, self.tau = int(feature_dim), int(proj_dim), float(tau)
-        self.augment_settings = dict(augment or {"flip": 0.5, "vflip": 0.5, "scale": [0.3, 1.0], "rotate": 15.0,
-                                                 "shift": 0.1, "brightness": 0.3, "contrast": 0.4})
+        self.augment_settings = dict(
+            augment
+            or {"flip": 0.5, "vflip": 0.5, "scale": [0.3, 1.0], "rotate": 15.0, "shift": 0.1, "brightness": 0.3, "contrast": 0.4}
+        )
         self.augment = Augment.from_dict(self.augment_settings)
-        self.head = nn.Sequential(nn.Linear(self.feature_dim, self.feature_dim), nn.ReLU(inplace=True),
-                                  nn.Linear(self.feature_dim, self.proj_dim))
+        self.head = nn.Sequential(
+            nn.Linear(self.feature_dim, self.feature_dim), nn.ReLU(inplace=True), nn.Linear(self.feature_dim, self.proj_dim)
+        )
         self._step = 0
 
     def options(self) -> dict[str, Any]:
         return {"feature_dim": self.feature_dim, "proj_dim": self.proj_dim, "tau": self.tau, "augment": self.augment_settings}
 
-    def classify_embeddings(self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor,
-                            ways: int) -> torch.Tensor:
+    def classify_embeddings(
+        self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, ways: int
+    ) -> torch.Tensor:
         p = F.normalize(prototypes(F.normalize(full_precision(support), dim=1), support_labels, ways), dim=1)
         return F.normalize(full_precision(query), dim=1) @ p.T / 0.1
 

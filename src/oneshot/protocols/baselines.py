@@ -47,8 +47,14 @@ def raw_pixels() -> ProtoNet:
     return ProtoNet(Flatten()).eval()
 
 
-def eigenfaces(train: ImageSet, val: ImageSet, trainval: ImageSet, ks: tuple[int, ...] = (10, 20, 40, 80, 120),
-               val_ways: int = 4, seed: int = 1) -> tuple[ProtoNet, int, dict[int, float]]:
+def eigenfaces(
+    train: ImageSet,
+    val: ImageSet,
+    trainval: ImageSet,
+    ks: tuple[int, ...] = (10, 20, 40, 80, 120),
+    val_ways: int = 4,
+    seed: int = 1,
+) -> tuple[ProtoNet, int, dict[int, float]]:
     """Eigenfaces with k chosen on validation (PCA on ``train``, episodes of ``val``), refitted on ``trainval``.
 
     Returns the method, the chosen k and the validation accuracy of every k tried.

@@ -32,8 +32,12 @@ def score(method: Method, test: ImageSet, episodes: int, seed: int = 0) -> dict[
     return out
 
 
-def run_defects(checkpoint: str | Path, episodes: int = 1000, omniglot_checkpoint: str | Path | None = None,
-                data_dir: str | Path | None = None) -> dict[str, Any]:
+def run_defects(
+    checkpoint: str | Path,
+    episodes: int = 1000,
+    omniglot_checkpoint: str | Path | None = None,
+    data_dir: str | Path | None = None,
+) -> dict[str, Any]:
     """Every row of the NEU table for one self-supervised checkpoint."""
     from oneshot.checkpoint import load_checkpoint
     from oneshot.protocols.baselines import raw_pixels
@@ -43,12 +47,20 @@ def run_defects(checkpoint: str | Path, episodes: int = 1000, omniglot_checkpoin
     test = neu_split("test", prep, data_dir)
     rows: dict[str, Any] = {"self_supervised": score(ck.method, test, episodes)}
     torch.manual_seed(0)
-    rand = build_method(ck.metadata["method"], build_encoder(ck.metadata["encoder"], **ck.metadata["encoder_options"]),
-                        **ck.metadata.get("method_options", {})).eval()
+    rand = build_method(
+        ck.metadata["method"],
+        build_encoder(ck.metadata["encoder"], **ck.metadata["encoder_options"]),
+        **ck.metadata.get("method_options", {}),
+    ).eval()
     rows["random_weights"] = score(rand, test, episodes)
     rows["raw_pixels"] = score(raw_pixels(), test, episodes)
     if omniglot_checkpoint:
         om = load_checkpoint(omniglot_checkpoint)
         rows["omniglot_encoder"] = score(om.method, neu_split("test", om.preprocessing, data_dir), episodes)
-    return {"checkpoint": str(checkpoint), "preprocessing": prep.to_dict(), "test_images": len(test),
-            "pool_images": 1200, "methods": rows}
+    return {
+        "checkpoint": str(checkpoint),
+        "preprocessing": prep.to_dict(),
+        "test_images": len(test),
+        "pool_images": 1200,
+        "methods": rows,
+    }

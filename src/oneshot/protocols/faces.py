@@ -45,8 +45,16 @@ def score_method(method: Method, test: ImageSet, episodes: int, seed: int = 0) -
     acc = evaluate(method, test, TEST_WAYS, 1, 9, episodes, seed, embeddings=z)
     ver, scores, same = all_pairs_verification(z, test.labels)
     far, tar, _ = roc_curve(scores, same)
-    return {"accuracy": acc.accuracy, "ci95": acc.ci95, "episodes": episodes, "ways": TEST_WAYS, "shots": 1,
-            "queries": 9, "verification": ver.summary(), "_roc": (far, tar)}
+    return {
+        "accuracy": acc.accuracy,
+        "ci95": acc.ci95,
+        "episodes": episodes,
+        "ways": TEST_WAYS,
+        "shots": 1,
+        "queries": 9,
+        "verification": ver.summary(),
+        "_roc": (far, tar),
+    }
 
 
 def raw_faces(data_dir: str | Path | None = None) -> dict[str, list[tuple[int, bytes]]]:
@@ -58,8 +66,14 @@ def raw_faces(data_dir: str | Path | None = None) -> dict[str, list[tuple[int, b
     return {p: sorted(v) for p, v in out.items()}
 
 
-def gallery_flow(encoder: Any, target_fars: tuple[float, ...] = (1e-2, 1e-3), strangers: int = 5,
-                 data_dir: str | Path | None = None, augment: int = 0, domain: str | None = "att_faces") -> dict[str, Any]:
+def gallery_flow(
+    encoder: Any,
+    target_fars: tuple[float, ...] = (1e-2, 1e-3),
+    strangers: int = 5,
+    data_dir: str | Path | None = None,
+    augment: int = 0,
+    domain: str | None = "att_faces",
+) -> dict[str, Any]:
     """Enrol test people from one original image each, identify the rest, reject strangers (see module doc).
 
     ``encoder`` is a checkpoint path or an embedder; ``domain`` is what the calibration data is (checked against
@@ -84,20 +98,26 @@ def gallery_flow(encoder: Any, target_fars: tuple[float, ...] = (1e-2, 1e-3), st
             stranger = [b for p in outsiders for _, b in faces[p]]
             ids_g = g.identify([b for _, b in genuine], k=1)
             ids_s = g.identify(stranger, k=1)
-            out["closed_set_accuracy"] = float(np.mean([r.candidates[0].label == p for r, (p, _) in zip(ids_g, genuine)]))
+            out["closed_set_accuracy"] = float(
+                np.mean([r.candidates[0].label == p for r, (p, _) in zip(ids_g, genuine, strict=False)])
+            )
             for far in target_fars:
-                rec = g.calibrate(cal_x, cal_y, target_far=far, gallery_size=len(enrolled), source="att s1-s20",
-                                  domain=domain)
+                rec = g.calibrate(cal_x, cal_y, target_far=far, gallery_size=len(enrolled), source="att s1-s20", domain=domain)
                 t = rec["identify_threshold"]
                 best_g = np.array([r.candidates[0].score for r in ids_g])
-                correct = np.array([r.candidates[0].label == p for r, (p, _) in zip(ids_g, genuine)])
+                correct = np.array([r.candidates[0].label == p for r, (p, _) in zip(ids_g, genuine, strict=False)])
                 best_s = np.array([r.candidates[0].score for r in ids_s])
-                out["rates"].append({
-                    "target_far": far, "identify_threshold": t,
-                    "tar": float(np.mean(correct & (best_g >= t))), "stranger_far": float(np.mean(best_s >= t)),
-                    "genuine_queries": len(genuine), "stranger_queries": len(stranger),
-                    "calibration_measured_far": rec["measured"]["identify_far"],
-                })
+                out["rates"].append(
+                    {
+                        "target_far": far,
+                        "identify_threshold": t,
+                        "tar": float(np.mean(correct & (best_g >= t))),
+                        "stranger_far": float(np.mean(best_s >= t)),
+                        "genuine_queries": len(genuine),
+                        "stranger_queries": len(stranger),
+                        "calibration_measured_far": rec["measured"]["identify_far"],
+                    }
+                )
         finally:
             g.close()
     return out
@@ -130,8 +150,9 @@ def plot_rocs(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path
     return path
 
 
-def run_faces(checkpoint: str | Path, episodes: int = 1000, roc_png: str | Path | None = None,
-              data_dir: str | Path | None = None) -> dict[str, Any]:
+def run_faces(
+    checkpoint: str | Path, episodes: int = 1000, roc_png: str | Path | None = None, data_dir: str | Path | None = None
+) -> dict[str, Any]:
     """The whole faces protocol for one checkpoint plus the raw-pixel and eigenface baselines (same episodes)."""
     from oneshot.checkpoint import load_checkpoint
     from oneshot.protocols.baselines import eigenfaces, raw_pixels
@@ -142,8 +163,9 @@ def run_faces(checkpoint: str | Path, episodes: int = 1000, roc_png: str | Path 
     rows: dict[str, Any] = {}
     rows["trained"] = score_method(ck.method, test, episodes)
     rows["raw_pixels"] = score_method(raw_pixels(), test, episodes)
-    eig, k, val_scores = eigenfaces(faces_split("train", prep, data_dir), faces_split("val", prep, data_dir),
-                                    faces_split("trainval", prep, data_dir))
+    eig, k, val_scores = eigenfaces(
+        faces_split("train", prep, data_dir), faces_split("val", prep, data_dir), faces_split("trainval", prep, data_dir)
+    )
     rows["eigenfaces"] = score_method(eig, test, episodes)
     rows["eigenfaces"].update(components=k, validation_by_components=val_scores)
     try:  # the optional pretrained face descriptor (weights inside a package), at the archive's own resolution
@@ -153,20 +175,31 @@ def run_faces(checkpoint: str | Path, episodes: int = 1000, roc_png: str | Path 
         dlib_prep = Preprocessing(size=92, channels=3, invert=False, resize="crop")
         emb = DlibFaceEmbedder()
         rows["dlib_face"] = score_method(PretrainedEmbedding(emb).eval(), faces_split("test", dlib_prep, data_dir), episodes)
-        rows["dlib_face"].update(preprocessing=dlib_prep.to_dict(), detector_found_faces=emb.found_faces,
-                                 note="pretrained by dlib on about 3 million faces (not trained here)")
+        rows["dlib_face"].update(
+            preprocessing=dlib_prep.to_dict(),
+            detector_found_faces=emb.found_faces,
+            note="pretrained by dlib on about 3 million faces (not trained here)",
+        )
         dlib_gallery = gallery_flow(emb, data_dir=data_dir, domain=None)
     except OneshotError as exc:
         rows["dlib_face"] = {"unavailable": str(exc)}
         dlib_gallery = None
     curves = {n: r.pop("_roc") for n, r in rows.items() if "_roc" in r}
-    out: dict[str, Any] = {"checkpoint": str(checkpoint), "preprocessing": prep.to_dict(), "test_people": "s21-s40",
-                           "methods": rows, "gallery": gallery_flow(checkpoint, data_dir=data_dir)}
+    out: dict[str, Any] = {
+        "checkpoint": str(checkpoint),
+        "preprocessing": prep.to_dict(),
+        "test_people": "s21-s40",
+        "methods": rows,
+        "gallery": gallery_flow(checkpoint, data_dir=data_dir),
+    }
     if dlib_gallery is not None:
         out["gallery_dlib_face"] = dlib_gallery
     if roc_png:
-        names = {"trained": f"{ck.metadata['method']} {ck.metadata['encoder']}", "raw_pixels": "raw pixels",
-                 "eigenfaces": f"eigenfaces (k={k})", "dlib_face": "dlib ResNet (pretrained)"}
-        out["roc_png"] = str(plot_rocs({names[n]: c for n, c in curves.items()}, roc_png,
-                                       "AT&T faces s21-s40, all pairs"))
+        names = {
+            "trained": f"{ck.metadata['method']} {ck.metadata['encoder']}",
+            "raw_pixels": "raw pixels",
+            "eigenfaces": f"eigenfaces (k={k})",
+            "dlib_face": "dlib ResNet (pretrained)",
+        }
+        out["roc_png"] = str(plot_rocs({names[n]: c for n, c in curves.items()}, roc_png, "AT&T faces s21-s40, all pairs"))
     return out

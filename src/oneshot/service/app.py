@@ -55,13 +55,23 @@ def _far(info: dict[str, Any]) -> dict[str, Any] | None:
     if th.get("source") != "calibrated" or not cal:
         return None
     m = cal.get("measured", {})
-    return {"target": cal.get("target_far"), "identify_measured": m.get("identify_far"), "verify_measured": m.get("verify_far"),
-            "gallery_size": cal.get("gallery_size")}
+    return {
+        "target": cal.get("target_far"),
+        "identify_measured": m.get("identify_far"),
+        "verify_measured": m.get("verify_far"),
+        "gallery_size": cal.get("gallery_size"),
+    }
 
 
 def _class_dict(c: Any) -> dict[str, Any]:
-    return {"label": c.label, "n_examples": c.n_examples, "created": c.created, "updated": c.updated,
-            "adaptations": c.adaptations, "metadata": c.metadata}
+    return {
+        "label": c.label,
+        "n_examples": c.n_examples,
+        "created": c.created,
+        "updated": c.updated,
+        "adaptations": c.adaptations,
+        "metadata": c.metadata,
+    }
 
 
 def _find_class(g: Any, label: str) -> Any:
@@ -116,8 +126,12 @@ class _FarCache:
 def _verify(g: Any, example: Any, label: str) -> dict[str, Any]:
     _find_class(g, label)
     if g.thresholds()["verify"] is None:
-        raise ApiError(409, "not_calibrated", "the gallery has no verify threshold: calibrate it "
-                       "(`oneshot gallery calibrate`) or set one (`oneshot gallery threshold`)")
+        raise ApiError(
+            409,
+            "not_calibrated",
+            "the gallery has no verify threshold: calibrate it "
+            "(`oneshot gallery calibrate`) or set one (`oneshot gallery threshold`)",
+        )
     out = g.verify(example, label).to_dict()
     out["false_accept_rate"] = _far(g.info())
     return out
@@ -125,8 +139,19 @@ def _verify(g: Any, example: Any, label: str) -> dict[str, Any]:
 
 def _info(g: Any) -> dict[str, Any]:
     info = g.info()
-    keep = ("classes", "examples", "dim", "encoder", "fingerprint", "threshold", "calibration", "index", "generation", "created",
-            "warning")
+    keep = (
+        "classes",
+        "examples",
+        "dim",
+        "encoder",
+        "fingerprint",
+        "threshold",
+        "calibration",
+        "index",
+        "generation",
+        "created",
+        "warning",
+    )
     out = {k: info[k] for k in keep if k in info}
     out["modality"] = g.modality
     out["thresholds"] = g.thresholds()
@@ -159,9 +184,13 @@ def create_app(config: ServiceConfig, worker: GalleryWorker | None = None) -> Fa
                 await batcher.stop()
             worker.close()
 
-    app = FastAPI(title="oneshot", version=API_VERSION, lifespan=lifespan,
-                  description="Enrol classes from one example and recognise them: the oneshot gallery over HTTP. "
-                              "Errors are JSON `{\"error\": {\"code\", \"message\"}}` with a stable code.")
+    app = FastAPI(
+        title="oneshot",
+        version=API_VERSION,
+        lifespan=lifespan,
+        description="Enrol classes from one example and recognise them: the oneshot gallery over HTTP. "
+        'Errors are JSON `{"error": {"code", "message"}}` with a stable code.',
+    )
     app.state.config, app.state.worker, app.state.metrics = config, worker, metrics
     errors.install(app, redact=[config.gallery, str(Path(config.gallery).resolve())])
 
@@ -195,35 +224,58 @@ def create_app(config: ServiceConfig, worker: GalleryWorker | None = None) -> Fa
         metrics.classes.set(n)
         return {"status": "ok", "classes": n, "modality": worker.modality}
 
-    @app.get(f"/{API_VERSION}/info", summary="The gallery: encoder fingerprint, dimension, thresholds, calibration, size",
-             dependencies=[Read])
+    @app.get(
+        f"/{API_VERSION}/info",
+        summary="The gallery: encoder fingerprint, dimension, thresholds, calibration, size",
+        dependencies=[Read],
+    )
     async def info() -> dict[str, Any]:
         out = await worker.run(_info)
         metrics.classes.set(out["classes"])
-        out["service"] = {"writes_need_token": config.token is not None, "reads_need_token": config.private_reads,
-                          "max_upload_bytes": config.max_upload_bytes, "max_pixels": config.max_pixels,
-                          "max_files": config.max_files, "batching": config.batching, "max_batch": config.max_batch,
-                          "max_wait_ms": config.max_wait_ms, "threads": config.threads}
+        out["service"] = {
+            "writes_need_token": config.token is not None,
+            "reads_need_token": config.private_reads,
+            "max_upload_bytes": config.max_upload_bytes,
+            "max_pixels": config.max_pixels,
+            "max_files": config.max_files,
+            "batching": config.batching,
+            "max_batch": config.max_batch,
+            "max_wait_ms": config.max_wait_ms,
+            "threads": config.threads,
+        }
         return out
 
-    @app.get(f"/{API_VERSION}/classes", summary="The enrolled classes, in enrolment order, one page at a time", dependencies=[Read])
-    async def list_classes(offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
-                           limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100) -> dict[str, Any]:
+    @app.get(
+        f"/{API_VERSION}/classes", summary="The enrolled classes, in enrolment order, one page at a time", dependencies=[Read]
+    )
+    async def list_classes(
+        offset: Annotated[int, Query(ge=0, le=10**9)] = 0, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100
+    ) -> dict[str, Any]:
         classes = await worker.run(lambda g: g.list())
-        return {"total": len(classes), "offset": offset, "limit": limit,
-                "classes": [_class_dict(c) for c in classes[offset:offset + limit]]}
+        return {
+            "total": len(classes),
+            "offset": offset,
+            "limit": limit,
+            "classes": [_class_dict(c) for c in classes[offset : offset + limit]],
+        }
 
     @app.get(f"/{API_VERSION}/classes/{{label}}", summary="One class", dependencies=[Read])
     async def get_class(label: str) -> dict[str, Any]:
         label = check_label(label)
         return _class_dict(await worker.run(_find_class, label))
 
-    @app.post(f"/{API_VERSION}/classes", status_code=201, dependencies=[Write],
-              summary="Enrol a class from one or more examples (an existing label is refined); the report holds warnings")
-    async def enrol(label: Annotated[str, Form(description="The class label (no '/', '\\', '..' or control characters).")],
-                    files: Files = [],  # noqa: B006 -- FastAPI copies defaults
-                    value: Values = [],  # noqa: B006
-                    metadata: Annotated[str | None, Form(description="A JSON object kept with the class.")] = None) -> dict[str, Any]:
+    @app.post(
+        f"/{API_VERSION}/classes",
+        status_code=201,
+        dependencies=[Write],
+        summary="Enrol a class from one or more examples (an existing label is refined); the report holds warnings",
+    )
+    async def enrol(
+        label: Annotated[str, Form(description="The class label (no '/', '\\', '..' or control characters).")],
+        files: Files = [],  # noqa: B006 -- FastAPI copies defaults
+        value: Values = [],  # noqa: B006
+        metadata: Annotated[str | None, Form(description="A JSON object kept with the class.")] = None,
+    ) -> dict[str, Any]:
         label = check_label(label)
         meta = parse_metadata(metadata)
         examples = await examples_of(files, value)
@@ -241,11 +293,16 @@ def create_app(config: ServiceConfig, worker: GalleryWorker | None = None) -> Fa
     async def rename(label: str, body: RenameBody) -> dict[str, Any]:
         return await worker.run(_rename, check_label(label), check_label(body.label, "new label"))
 
-    @app.post(f"/{API_VERSION}/identify", dependencies=[Read],
-              summary="The best class of each example, or 'unknown' below the calibrated threshold, with the top-k candidates")
-    async def identify(files: Files = [],  # noqa: B006
-                       value: Values = [],  # noqa: B006
-                       k: Annotated[int, Form(ge=1, le=MAX_K, description="How many candidates to return.")] = 5) -> dict[str, Any]:
+    @app.post(
+        f"/{API_VERSION}/identify",
+        dependencies=[Read],
+        summary="The best class of each example, or 'unknown' below the calibrated threshold, with the top-k candidates",
+    )
+    async def identify(
+        files: Files = [],  # noqa: B006
+        value: Values = [],  # noqa: B006
+        k: Annotated[int, Form(ge=1, le=MAX_K, description="How many candidates to return.")] = 5,
+    ) -> dict[str, Any]:
         examples = await examples_of(files, value)
         if batcher is not None:
             res = await batcher.identify(examples, k)
@@ -257,14 +314,23 @@ def create_app(config: ServiceConfig, worker: GalleryWorker | None = None) -> Fa
             d["score"] = _finite(d["score"])
             results.append(d)
         threshold = res[0].threshold if res else None
-        return {"results": results, "threshold": threshold, "calibrated": threshold is not None,
-                "false_accept_rate": await far_cache.get() if threshold is not None else None}
+        return {
+            "results": results,
+            "threshold": threshold,
+            "calibrated": threshold is not None,
+            "false_accept_rate": await far_cache.get() if threshold is not None else None,
+        }
 
-    @app.post(f"/{API_VERSION}/verify", dependencies=[Read],
-              summary="Accept or reject one example as a claimed class against the calibrated verify threshold")
-    async def verify(label: Annotated[str, Form(description="The claimed class.")],
-                     files: Files = [],  # noqa: B006
-                     value: Values = []) -> dict[str, Any]:  # noqa: B006
+    @app.post(
+        f"/{API_VERSION}/verify",
+        dependencies=[Read],
+        summary="Accept or reject one example as a claimed class against the calibrated verify threshold",
+    )
+    async def verify(
+        label: Annotated[str, Form(description="The claimed class.")],
+        files: Files = [],  # noqa: B006
+        value: Values = [],
+    ) -> dict[str, Any]:  # noqa: B006
         label = check_label(label)
         examples = await examples_of(files, value)
         if len(examples) != 1:

@@ -47,7 +47,7 @@ def identify_batch(gallery: Any, jobs: list[tuple[list[Any], int]]) -> list[Any]
         return out
     out, i = [], 0
     for ex, k in jobs:
-        part = res[i:i + len(ex)]
+        part = res[i : i + len(ex)]
         for r in part:
             r.candidates = r.candidates[:k]
         out.append(part)
@@ -65,8 +65,9 @@ class IdentifyBatcher:
         observe: called with each batch's number of queries (metrics).
     """
 
-    def __init__(self, worker: GalleryWorker, max_batch: int = 64, max_wait_ms: float = 2.0,
-                 observe: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self, worker: GalleryWorker, max_batch: int = 64, max_wait_ms: float = 2.0, observe: Callable[[int], None] | None = None
+    ) -> None:
         self.worker, self.max_batch, self.max_wait = worker, max_batch, max_wait_ms / 1000
         self.observe = observe or (lambda n: None)
         self._queue: list[_Job] = []

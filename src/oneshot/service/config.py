@@ -99,6 +99,8 @@ def load_token(token_file: Path | None) -> str | None:
             return None
         source = TOKEN_ENV
     if len(token) < MIN_TOKEN_CHARS or any(c.isspace() or not c.isprintable() for c in token):
-        raise OneshotError(f"the token in {source} must be at least {MIN_TOKEN_CHARS} printable characters without spaces: "
-                           "make one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`")
+        raise OneshotError(
+            f"the token in {source} must be at least {MIN_TOKEN_CHARS} printable characters without spaces: "
+            "make one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+        )
     return token

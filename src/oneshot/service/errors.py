@@ -59,8 +59,15 @@ def respond(request: Request, status: int, code: str, message: str, headers: dic
     return JSONResponse(body(code, message), status_code=status, headers=headers)
 
 
-_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-               413: "too_large", 415: "unsupported_media", 422: "invalid_request"}
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media",
+    422: "invalid_request",
+}
 
 
 def install(app: FastAPI, redact: list[str] | None = None) -> None:
@@ -94,19 +101,20 @@ def install(app: FastAPI, redact: list[str] | None = None) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "bad_request" if exc.status_code < 500 else "internal")
-        message = {404: f"no such endpoint {request.url.path}: see /docs for the API",
-                   405: f"{request.method} is not allowed on {request.url.path}: see /docs for the API",
-                   400: "the request body could not be parsed: send multipart/form-data (or JSON where documented) that is complete"
-                   }.get(exc.status_code, str(exc.detail))
+        message = {
+            404: f"no such endpoint {request.url.path}: see /docs for the API",
+            405: f"{request.method} is not allowed on {request.url.path}: see /docs for the API",
+            400: "the request body could not be parsed: send multipart/form-data (or JSON where documented) that is complete",
+        }.get(exc.status_code, str(exc.detail))
         return respond(request, exc.status_code, code, message, getattr(exc, "headers", None))
 
     @app.exception_handler(sqlite3.OperationalError)
     async def _locked(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
         if "locked" in str(exc) or "busy" in str(exc):
-            return respond(request, 503, "busy", "the gallery is busy with another writer: retry in a moment",
-                           {"Retry-After": "1"})
+            return respond(
+                request, 503, "busy", "the gallery is busy with another writer: retry in a moment", {"Retry-After": "1"}
+            )
         return _internal(request, exc)
-
 
 
 INTERNAL = "the service failed on this request; its log says why"
@@ -149,6 +157,11 @@ class CatchAllMiddleware:
             _bug_line(scope.get("method", "?"), scope.get("path", "?"), exc)
             if not started[0]:
                 payload = json.dumps(body("internal", INTERNAL)).encode()
-                await send({"type": "http.response.start", "status": 500,
-                            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+                    }
+                )
                 await send({"type": "http.response.body", "body": payload})

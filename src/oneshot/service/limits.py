@@ -32,9 +32,17 @@ class BodyLimitMiddleware:
         if too_long:
             logging.getLogger("oneshot.service").warning("%s %s -> 413 too_large: %s", scope["method"], scope["path"], too_big)
             payload = json.dumps(error_body("too_large", too_big)).encode()
-            await send({"type": "http.response.start", "status": 413,
-                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                                    (b"connection", b"close")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 413,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(payload)).encode()),
+                        (b"connection", b"close"),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": payload})
             return
         seen = [0]
@@ -49,8 +57,12 @@ class BodyLimitMiddleware:
                 if seen[0] > self.limit:
                     raise HTTPException(413, too_big)
                 if boundary:
-                    tail[0] = (tail[0] + chunk)[-(len(boundary) + 8):]
-                    if not message.get("more_body", False) and seen[0] and not tail[0].rstrip(b"\r\n").endswith(b"--" + boundary + b"--"):
+                    tail[0] = (tail[0] + chunk)[-(len(boundary) + 8) :]
+                    if (
+                        not message.get("more_body", False)
+                        and seen[0]
+                        and not tail[0].rstrip(b"\r\n").endswith(b"--" + boundary + b"--")
+                    ):
                         raise HTTPException(400, "truncated multipart body")
             return message
 

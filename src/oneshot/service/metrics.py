@@ -23,12 +23,18 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("oneshot_requests", "HTTP requests answered", ["route", "method", "status"], registry=self.registry)
-        self.latency = Histogram("oneshot_request_seconds", "Time to answer a request", ["route"], buckets=LATENCY_BUCKETS,
-                                 registry=self.registry)
-        self.batch = Histogram("oneshot_identify_batch_size", "Queries per embedder call of identify", buckets=BATCH_BUCKETS,
-                               registry=self.registry)
-        self.classes = Gauge("oneshot_gallery_classes", "Classes in the gallery (as last seen by this process)", registry=self.registry)
+        self.requests = Counter(
+            "oneshot_requests", "HTTP requests answered", ["route", "method", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "oneshot_request_seconds", "Time to answer a request", ["route"], buckets=LATENCY_BUCKETS, registry=self.registry
+        )
+        self.batch = Histogram(
+            "oneshot_identify_batch_size", "Queries per embedder call of identify", buckets=BATCH_BUCKETS, registry=self.registry
+        )
+        self.classes = Gauge(
+            "oneshot_gallery_classes", "Classes in the gallery (as last seen by this process)", registry=self.registry
+        )
         self.errors = Counter("oneshot_errors", "Error answers by code", ["code"], registry=self.registry)
 
     def render(self) -> bytes:

@@ -53,9 +53,11 @@ def parse_metadata(text: str | None) -> dict[str, Any] | None:
     try:
         value = json.loads(text)
     except ValueError:
-        raise ApiError(422, "invalid_metadata", "metadata is not valid JSON: give a JSON object such as {\"room\": \"B12\"}") from None
+        raise ApiError(
+            422, "invalid_metadata", 'metadata is not valid JSON: give a JSON object such as {"room": "B12"}'
+        ) from None
     if not isinstance(value, dict):
-        raise ApiError(422, "invalid_metadata", "metadata must be a JSON object such as {\"room\": \"B12\"}")
+        raise ApiError(422, "invalid_metadata", 'metadata must be a JSON object such as {"room": "B12"}')
     return value
 
 
@@ -69,16 +71,22 @@ def check_image_header(data: bytes, max_pixels: int, name: str) -> None:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ApiError(413, "too_many_pixels", f"{name} is far larger than {max_pixels} pixels: send a smaller picture") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, struct.error):
-        raise ApiError(415, "unsupported_media", f"{name} is not a readable image: send a PNG, JPEG, GIF, BMP, TIFF or WebP picture") from None
+        raise ApiError(
+            415, "unsupported_media", f"{name} is not a readable image: send a PNG, JPEG, GIF, BMP, TIFF or WebP picture"
+        ) from None
     if w * h > max_pixels:
-        raise ApiError(413, "too_many_pixels", f"{name} is {w}x{h} = {w * h} pixels, above this service's limit of {max_pixels}: "
-                       "send a smaller picture")
+        raise ApiError(
+            413,
+            "too_many_pixels",
+            f"{name} is {w}x{h} = {w * h} pixels, above this service's limit of {max_pixels}: send a smaller picture",
+        )
     if w < 1 or h < 1:
         raise ApiError(415, "unsupported_media", f"{name} has no pixels: send a picture")
 
 
-def prepare_examples(files: list[tuple[str, bytes]], values: list[str], embedder: Embedder, modality: str,
-                     max_pixels: int, max_files: int) -> list[bytes | Inline]:
+def prepare_examples(
+    files: list[tuple[str, bytes]], values: list[str], embedder: Embedder, modality: str, max_pixels: int, max_files: int
+) -> list[bytes | Inline]:
     """Uploaded files (name, bytes) and inline values -> examples for the gallery, each checked.
 
     Files are sniffed: an image gallery takes only images (header-checked for size), any other modality
@@ -97,14 +105,19 @@ def prepare_examples(files: list[tuple[str, bytes]], values: list[str], embedder
         kind = sniff(data)
         if modality == "image":
             if kind != "image":
-                raise ApiError(415, "unsupported_media", f"{name} is not an image (its bytes say {kind}): send a PNG, JPEG, GIF, BMP, "
-                               "TIFF or WebP picture")
+                raise ApiError(
+                    415,
+                    "unsupported_media",
+                    f"{name} is not an image (its bytes say {kind}): send a PNG, JPEG, GIF, BMP, TIFF or WebP picture",
+                )
             check_image_header(data, max_pixels, name)
         elif kind == "image":
             raise ApiError(415, "unsupported_media", str(wrong_modality(modality, f"an image ({name})", "this service")))
         out.append(data)
     if values and modality == "image":
-        raise ApiError(415, "unsupported_media", "this gallery embeds images: attach a picture file (field 'files'), not a text value")
+        raise ApiError(
+            415, "unsupported_media", "this gallery embeds images: attach a picture file (field 'files'), not a text value"
+        )
     for v in values:
         if not v.strip():
             raise ApiError(422, "empty_file", "an inline value is empty: give some text")

@@ -29,13 +29,17 @@ SHIPPED: dict[str, ShippedEncoder] = {
     e.name: e
     for e in (
         ShippedEncoder(
-            "omniglot", "protonet_conv4_vinyals.safetensors", "image",
+            "omniglot",
+            "protonet_conv4_vinyals.safetensors",
+            "image",
             "ProtoNet Conv-4 on Omniglot's Vinyals train split (28x28 drawings), 24000 episodes, 38 CPU minutes",
             "test 5w1s 98.83 / 5w5s 99.68 / 20w1s 96.00 / 20w5s 98.94; Lake's 20 runs 95.75 "
             "(benchmarks/results/protonet_conv4_vinyals.json)",
         ),
         ShippedEncoder(
-            "omniglot-lake", "protonet_conv4_lake.safetensors", "image",
+            "omniglot-lake",
+            "protonet_conv4_lake.safetensors",
+            "image",
             "ProtoNet Conv-4 on the Lake split's background alphabets minus its 5 validation alphabets (28x28), 12 "
             "CPU minutes; for galleries calibrated on `--omniglot lake-val`, whose alphabets it never saw",
             "open-set gallery figures in benchmarks/results/gallery_open_set.json",
@@ -49,7 +53,9 @@ def shipped_path(name: str) -> Path:
     entry = SHIPPED[name]
     path = Path(str(resources.files(__name__).joinpath(entry.file)))
     if not path.is_file():
-        raise OneshotError(f"the built-in encoder {name!r} ({entry.file}) is missing from this installation: reinstall oneshot-learn")
+        raise OneshotError(
+            f"the built-in encoder {name!r} ({entry.file}) is missing from this installation: reinstall oneshot-learn"
+        )
     return path
 
 

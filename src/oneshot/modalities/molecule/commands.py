@@ -17,9 +17,15 @@ import numpy as np
 from oneshot.errors import OneshotError
 
 
-def evaluate_molecule_checkpoint(path: Path, shots: Sequence[int], draws: int, seed: int = 0,
-                                 assays: Sequence[str] | None = None, data_dir: Path | None = None,
-                                 progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+def evaluate_molecule_checkpoint(
+    path: Path,
+    shots: Sequence[int],
+    draws: int,
+    seed: int = 0,
+    assays: Sequence[str] | None = None,
+    data_dir: Path | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
     """ROC-AUC mean and 95% CI per assay and over them, for each K in ``shots``."""
     from oneshot.data.assays import assay_auc, prototype_scorer
     from oneshot.data.molecules import TOX21_TEST, TOX21_TRAIN, load_tox21
@@ -38,14 +44,29 @@ def evaluate_molecule_checkpoint(path: Path, shots: Sequence[int], draws: int, s
     for k in shots:
         results = [assay_auc(tox, a, scorer, k, draws, seed, progress) for a in assays]
         pooled = mean_ci95([x for r in results for x in r.aucs])
-        rows.append({"shots": k, "assays": {r.task: {"roc_auc": r.mean, "ci95": r.ci95} for r in results},
-                     "mean_roc_auc": float(np.mean([r.mean for r in results])), "ci95": pooled[1], "draws": draws})
-    return {"checkpoint": str(path), "dataset": "tox21", "assays": list(assays), "seed": seed, "results": rows,
-            "seen_in_training": sorted(set(assays) & trained_on), "skipped_rows": len(tox.skipped)}
+        rows.append(
+            {
+                "shots": k,
+                "assays": {r.task: {"roc_auc": r.mean, "ci95": r.ci95} for r in results},
+                "mean_roc_auc": float(np.mean([r.mean for r in results])),
+                "ci95": pooled[1],
+                "draws": draws,
+            }
+        )
+    return {
+        "checkpoint": str(path),
+        "dataset": "tox21",
+        "assays": list(assays),
+        "seed": seed,
+        "results": rows,
+        "seen_in_training": sorted(set(assays) & trained_on),
+        "skipped_rows": len(tox.skipped),
+    }
 
 
-def predict_molecules(path: Path, support_csv: Path, queries: Sequence[tuple[str, str]], smiles_column: str = "smiles",
-                      label_column: str = "label") -> dict[str, Any]:
+def predict_molecules(
+    path: Path, support_csv: Path, queries: Sequence[tuple[str, str]], smiles_column: str = "smiles", label_column: str = "label"
+) -> dict[str, Any]:
     """Support CSV (SMILES, label) + queries (SMILES, display name) -> a prediction per query."""
     import torch
 
@@ -68,6 +89,8 @@ def predict_molecules(path: Path, support_csv: Path, queries: Sequence[tuple[str
     logits = emb.checkpoint.method.classify_embeddings(zs, y, zq, len(names))
     prob = logits.softmax(1)
     best = prob.argmax(1)
-    preds = [{"query": w, "class": names[int(b)], "probability": float(prob[i, b])}
-             for i, ((_, w), b) in enumerate(zip(queries, best, strict=True))]
+    preds = [
+        {"query": w, "class": names[int(b)], "probability": float(prob[i, b])}
+        for i, ((_, w), b) in enumerate(zip(queries, best, strict=True))
+    ]
     return {"checkpoint": str(path), "classes": names, "predictions": preds}

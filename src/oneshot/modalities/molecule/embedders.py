@@ -73,14 +73,21 @@ class EcfpEmbedder:
 
     def __init__(self, radius: int = DEFAULT_RADIUS, bits: int = DEFAULT_BITS, salts: str = "largest") -> None:
         if not 0 <= int(radius) <= 6 or not 64 <= int(bits) <= 65536 or int(bits) % 8:
-            raise OneshotError(f"ECFP options radius={radius}, bits={bits} are out of range: "
-                               "radius 0..6, bits a multiple of 8 in 64..65536")
+            raise OneshotError(
+                f"ECFP options radius={radius}, bits={bits} are out of range: radius 0..6, bits a multiple of 8 in 64..65536"
+            )
         self.radius, self.n_bits, self.salts = int(radius), int(bits), salts
         self.dim = self.n_bits
         defaults = self.radius == DEFAULT_RADIUS and self.n_bits == DEFAULT_BITS
         self.spec: str | None = "ecfp" if defaults else f"ecfp:radius={self.radius},bits={self.n_bits}"
-        self.fingerprint: dict[str, Any] = {"kind": "ecfp", "modality": MODALITY, "similarity": "tanimoto",
-                                            "radius": self.radius, "n_bits": self.n_bits, "dim": self.dim}
+        self.fingerprint: dict[str, Any] = {
+            "kind": "ecfp",
+            "modality": MODALITY,
+            "similarity": "tanimoto",
+            "radius": self.radius,
+            "n_bits": self.n_bits,
+            "dim": self.dim,
+        }
 
     def read(self, example: str | Path | bytes | Inline) -> RawInput:
         return read_molecule(example, self.salts)
@@ -112,9 +119,14 @@ class MoleculeCheckpointEmbedder:
         self.options = meta.get("encoder_options", {})
         self.dim = int(self.checkpoint.method.encoder.out_dim)
         self.fingerprint: dict[str, Any] = {
-            "kind": "checkpoint", "modality": MODALITY, "tensors_sha256": meta["tensors_sha256"],
-            "method": meta["method"], "method_options": meta.get("method_options", {}), "encoder": meta.get("encoder"),
-            "encoder_options": self.options, "dim": self.dim,
+            "kind": "checkpoint",
+            "modality": MODALITY,
+            "tensors_sha256": meta["tensors_sha256"],
+            "method": meta["method"],
+            "method_options": meta.get("method_options", {}),
+            "encoder": meta.get("encoder"),
+            "encoder_options": self.options,
+            "dim": self.dim,
         }
 
     def read(self, example: str | Path | bytes | Inline) -> RawInput:
@@ -123,8 +135,9 @@ class MoleculeCheckpointEmbedder:
     def features(self, mols: Sequence[Any]) -> np.ndarray:
         """The encoder's input (N, F) for RDKit molecules."""
         o = self.options
-        return molecule_features(mols, int(o.get("radius", DEFAULT_RADIUS)), int(o.get("n_bits", DEFAULT_BITS)),
-                                 bool(o.get("descriptors", True)))
+        return molecule_features(
+            mols, int(o.get("radius", DEFAULT_RADIUS)), int(o.get("n_bits", DEFAULT_BITS)), bool(o.get("descriptors", True))
+        )
 
     def embed_features(self, x: np.ndarray) -> np.ndarray:
         """Features (N, F) -> float32 (N, D)."""

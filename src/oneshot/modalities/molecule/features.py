@@ -19,11 +19,17 @@ def _descriptor_table() -> list[tuple[str, Callable[[Any], float]]]:
     from rdkit.Chem import Crippen, Descriptors, Lipinski, rdMolDescriptors
 
     return [
-        ("MolWt", Descriptors.MolWt), ("MolLogP", Crippen.MolLogP), ("MolMR", Crippen.MolMR),
-        ("TPSA", rdMolDescriptors.CalcTPSA), ("NumHDonors", Lipinski.NumHDonors),
-        ("NumHAcceptors", Lipinski.NumHAcceptors), ("NumRotatableBonds", Lipinski.NumRotatableBonds),
-        ("RingCount", Lipinski.RingCount), ("NumAromaticRings", Lipinski.NumAromaticRings),
-        ("HeavyAtomCount", Lipinski.HeavyAtomCount), ("FractionCSP3", Lipinski.FractionCSP3),
+        ("MolWt", Descriptors.MolWt),
+        ("MolLogP", Crippen.MolLogP),
+        ("MolMR", Crippen.MolMR),
+        ("TPSA", rdMolDescriptors.CalcTPSA),
+        ("NumHDonors", Lipinski.NumHDonors),
+        ("NumHAcceptors", Lipinski.NumHAcceptors),
+        ("NumRotatableBonds", Lipinski.NumRotatableBonds),
+        ("RingCount", Lipinski.RingCount),
+        ("NumAromaticRings", Lipinski.NumAromaticRings),
+        ("HeavyAtomCount", Lipinski.HeavyAtomCount),
+        ("FractionCSP3", Lipinski.FractionCSP3),
         ("NumHeteroatoms", Lipinski.NumHeteroatoms),
         ("FormalCharge", lambda m: float(sum(a.GetFormalCharge() for a in m.GetAtoms()))),
         ("NumHalogens", lambda m: float(sum(a.GetSymbol() in ("F", "Cl", "Br", "I") for a in m.GetAtoms()))),
@@ -33,9 +39,24 @@ def _descriptor_table() -> list[tuple[str, Callable[[Any], float]]]:
 
 
 _ORGANIC = {"C", "N", "O", "S", "P", "F", "Cl", "Br", "I", "B", "Si", "Se", "H", "*"}
-DESCRIPTOR_NAMES = ("MolWt", "MolLogP", "MolMR", "TPSA", "NumHDonors", "NumHAcceptors", "NumRotatableBonds", "RingCount",
-                    "NumAromaticRings", "HeavyAtomCount", "FractionCSP3", "NumHeteroatoms", "FormalCharge", "NumHalogens",
-                    "NumMetals", "LabuteASA")
+DESCRIPTOR_NAMES = (
+    "MolWt",
+    "MolLogP",
+    "MolMR",
+    "TPSA",
+    "NumHDonors",
+    "NumHAcceptors",
+    "NumRotatableBonds",
+    "RingCount",
+    "NumAromaticRings",
+    "HeavyAtomCount",
+    "FractionCSP3",
+    "NumHeteroatoms",
+    "FormalCharge",
+    "NumHalogens",
+    "NumMetals",
+    "LabuteASA",
+)
 
 
 def morgan_bits(mols: Sequence[Any], radius: int = DEFAULT_RADIUS, n_bits: int = DEFAULT_BITS) -> np.ndarray:
@@ -63,8 +84,9 @@ def descriptors(mols: Sequence[Any]) -> np.ndarray:
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def molecule_features(mols: Sequence[Any], radius: int = DEFAULT_RADIUS, n_bits: int = DEFAULT_BITS,
-                      with_descriptors: bool = True) -> np.ndarray:
+def molecule_features(
+    mols: Sequence[Any], radius: int = DEFAULT_RADIUS, n_bits: int = DEFAULT_BITS, with_descriptors: bool = True
+) -> np.ndarray:
     """The learned model's input: Morgan bits then (optionally) descriptors -> float32 (N, n_bits [+ 16])."""
     x = morgan_bits(mols, radius, n_bits).astype(np.float32)
     if with_descriptors:

@@ -63,8 +63,10 @@ def parse_smiles(smiles: str, where: str = "", salts: str = "largest") -> Any:
     frags = Chem.GetMolFrags(mol, asMols=True)
     if len(frags) > 1:
         if salts == "refuse":
-            raise OneshotError(f"SMILES {text[:60]!r}{at} has {len(frags)} fragments (a salt or mixture) and salts are "
-                               "refused: give the parent compound, or allow salts (keep the largest fragment)")
+            raise OneshotError(
+                f"SMILES {text[:60]!r}{at} has {len(frags)} fragments (a salt or mixture) and salts are "
+                "refused: give the parent compound, or allow salts (keep the largest fragment)"
+            )
         sizes = [f.GetNumHeavyAtoms() for f in frags]
         mol = frags[sizes.index(max(sizes))]
     return mol

@@ -68,9 +68,15 @@ def train_molecule_model(
     train_set = MoleculeSet(x, table, train_tasks)
     val_set = MoleculeSet(x, table, val_tasks, val_shots=config.val_shots, val_draws=val_draws, val_seed=config.val_seed)
     meta = {
-        "modality": "molecule", "encoder": "molecule_mlp", "encoder_options": opts,
-        "data": {"source": Path(table.source).name, "train_tasks": list(train_tasks), "val_tasks": list(val_tasks),
-                 "validation": f"mean ROC-AUC, {config.val_shots}+/{config.val_shots}- support, {val_draws} draws per assay"},
+        "modality": "molecule",
+        "encoder": "molecule_mlp",
+        "encoder_options": opts,
+        "data": {
+            "source": Path(table.source).name,
+            "train_tasks": list(train_tasks),
+            "val_tasks": list(val_tasks),
+            "validation": f"mean ROC-AUC, {config.val_shots}+/{config.val_shots}- support, {val_draws} draws per assay",
+        },
     }
     meta.update(metadata or {})
     return train(method, train_set, val_set, config, out, meta, on_progress=on_progress)  # type: ignore[arg-type]

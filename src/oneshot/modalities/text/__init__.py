@@ -5,13 +5,13 @@ Importing this package needs nothing optional; loading an encoder needs ``onesho
 """
 
 from oneshot.modalities.text.embedder import (
-                                              MODALITY,
-                                              TextEmbedder,
-                                              TruncationWarning,
-                                              builtin,
-                                              builtin_model_dir,
-                                              claims,
-                                              read_text_example,
+    MODALITY,
+    TextEmbedder,
+    TruncationWarning,
+    builtin,
+    builtin_model_dir,
+    claims,
+    read_text_example,
 )
 
 __all__ = ["MODALITY", "TextEmbedder", "TruncationWarning", "builtin", "builtin_model_dir", "claims", "read_text_example"]

@@ -20,11 +20,15 @@ def finetune_config(options: dict[str, Any], seed: int, max_minutes: float) -> A
     known = {f.name for f in dataclasses.fields(FinetuneConfig)}
     bad = sorted(set(options) - known)
     if bad:
-        raise OneshotError(f"unknown text fine-tuning option {bad[0]!r}: use {', '.join(sorted(known - {'seed', 'max_minutes'}))}")
+        raise OneshotError(
+            f"unknown text fine-tuning option {bad[0]!r}: use {', '.join(sorted(known - {'seed', 'max_minutes'}))}"
+        )
     return FinetuneConfig(**dict(options, seed=seed, max_minutes=max_minutes))
 
 
-def training_examples(examples: Path | None, clinc150_shots: int | None, seed: int, data_dir: Path | None) -> tuple[dict[str, list[str]], dict]:
+def training_examples(
+    examples: Path | None, clinc150_shots: int | None, seed: int, data_dir: Path | None
+) -> tuple[dict[str, list[str]], dict]:
     """label -> texts from a CSV / JSON lines file, or K per intent drawn (seeded) from CLINC150's train split."""
     if (examples is None) == (clinc150_shots is None):
         raise OneshotError("give exactly one of --examples FILE (CSV or JSON lines: label, text) or --clinc150-shots K")
@@ -42,12 +46,27 @@ def training_examples(examples: Path | None, clinc150_shots: int | None, seed: i
         raise OneshotError("--clinc150-shots must be at least 1")
     data = load_clinc150(data_dir)
     sup = sample_support(data["train"], data.intents, clinc150_shots, seed)
-    return sup, {"source": "clinc150 train", "shots": clinc150_shots, "seed": seed, "classes": len(sup),
-                 "examples": sum(map(len, sup.values()))}
+    return sup, {
+        "source": "clinc150 train",
+        "shots": clinc150_shots,
+        "seed": seed,
+        "classes": len(sup),
+        "examples": sum(map(len, sup.values())),
+    }
 
 
-def train_text(out: Path, examples: dict[str, list[str]], data: dict, *, encoder: str, options: dict[str, Any], seed: int,
-               max_minutes: float, command: str, progress: Callable[[str, int, int, float], None] | None = None) -> dict[str, Any]:
+def train_text(
+    out: Path,
+    examples: dict[str, list[str]],
+    data: dict,
+    *,
+    encoder: str,
+    options: dict[str, Any],
+    seed: int,
+    max_minutes: float,
+    command: str,
+    progress: Callable[[str, int, int, float], None] | None = None,
+) -> dict[str, Any]:
     """Tune ``encoder`` on ``examples`` (body when ``-o epochs=N``, then the contrastive head) and write ``out``."""
     import torch
 
@@ -90,8 +109,16 @@ def train_text(out: Path, examples: dict[str, list[str]], data: dict, *, encoder
     tuned = TextEmbedder(out)  # proves the folder loads; its fingerprint is what galleries will record
     from oneshot.modalities.base import fingerprint_id
 
-    return {"out": str(out), "seconds": seconds, "body_steps": body.steps, "head_steps": cfg.head_steps, "classes": len(labels),
-            "examples": len(texts), "fingerprint": fingerprint_id(tuned.fingerprint), "base_encoder": base}
+    return {
+        "out": str(out),
+        "seconds": seconds,
+        "body_steps": body.steps,
+        "head_steps": cfg.head_steps,
+        "classes": len(labels),
+        "examples": len(texts),
+        "fingerprint": fingerprint_id(tuned.fingerprint),
+        "base_encoder": base,
+    }
 
 
 def evaluate_text(encoder: str, shots: list[int], seeds: int, split: str, data_dir: Path | None) -> dict[str, Any]:
@@ -153,6 +180,8 @@ def predict_text(support: Path, queries: list[str], encoder: str) -> tuple[list[
     s = enc.embed_texts(queries) @ t.T
     p = np.exp((s - s.max(1, keepdims=True)) / 0.05)
     p /= p.sum(1, keepdims=True)
-    out = [{"query": qt, "class": labels[int(i)], "score": float(s[j, i]), "probability": float(p[j, i])}
-           for j, (qt, i) in enumerate(zip(queries, s.argmax(1), strict=True))]
+    out = [
+        {"query": qt, "class": labels[int(i)], "score": float(s[j, i]), "probability": float(p[j, i])}
+        for j, (qt, i) in enumerate(zip(queries, s.argmax(1), strict=True))
+    ]
     return labels, out

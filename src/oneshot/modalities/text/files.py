@@ -39,7 +39,7 @@ def _read_utf8(path: Path) -> str:
     try:
         return data.decode("utf-8").lstrip("\ufeff")
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
+        line = data[: exc.start].count(b"\n") + 1
         raise OneshotError(f"{path} is not valid UTF-8 (line {line}, byte {exc.start}): save it as UTF-8") from None
 
 
@@ -71,15 +71,17 @@ def read_table(path: Path) -> dict[str, LabelledTexts]:
             except json.JSONDecodeError as exc:
                 raise OneshotError(f"{path} line {n} is not JSON ({exc.msg}): write one JSON object per line") from None
             if not isinstance(obj, dict):
-                raise OneshotError(f"{path} line {n} is not a JSON object: write {{\"label\": ..., \"text\": ...}} per line")
+                raise OneshotError(f'{path} line {n} is not a JSON object: write {{"label": ..., "text": ...}} per line')
             rows.append((n, obj))
     else:
         reader = csv.DictReader(io.StringIO(text), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
         cols = [c.strip().lower() for c in (reader.fieldnames or [])]
         missing = [c for c in ("label",) if c not in cols] + ([] if {"text", "description"} & set(cols) else ["text"])
         if missing:
-            raise OneshotError(f"{path} has no {' or '.join(repr(m) for m in missing)} column (columns: {', '.join(cols) or 'none'}): "
-                               "give a header row with label and text (description optional)")
+            raise OneshotError(
+                f"{path} has no {' or '.join(repr(m) for m in missing)} column (columns: {', '.join(cols) or 'none'}): "
+                "give a header row with label and text (description optional)"
+            )
         for n, row in enumerate(reader, 2):
             rows.append((n, {(k or "").strip().lower(): v for k, v in row.items()}))
     if not rows:

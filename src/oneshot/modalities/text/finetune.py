@@ -103,7 +103,7 @@ def _batches(groups: list[list[str]], cfg: FinetuneConfig, rng: random.Random) -
         t = texts[:]
         rng.shuffle(t)
         for s in range(0, len(t), cfg.shots_per_batch):
-            chunks.append([(x, c) for x in t[s:s + cfg.shots_per_batch]])
+            chunks.append([(x, c) for x in t[s : s + cfg.shots_per_batch]])
     rng.shuffle(chunks)
     out: list[list[tuple[str, int]]] = []
     cur: list[tuple[str, int]] = []
@@ -121,8 +121,12 @@ def _batches(groups: list[list[str]], cfg: FinetuneConfig, rng: random.Random) -
     return out
 
 
-def finetune(embedder: TextEmbedder, examples: dict[str, list[str]], cfg: FinetuneConfig | None = None,
-             progress: Callable[[int, int, float], None] | None = None) -> FinetuneResult:
+def finetune(
+    embedder: TextEmbedder,
+    examples: dict[str, list[str]],
+    cfg: FinetuneConfig | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> FinetuneResult:
     """Tune ``embedder.model`` in place on labelled texts (label -> its texts); at least 2 classes.
 
     ``progress(step, total_steps, loss)`` is called after each step. The model is left in eval mode; the
@@ -145,7 +149,8 @@ def finetune(embedder: TextEmbedder, examples: dict[str, list[str]], cfg: Finetu
     total = sum(len(e) for e in epochs)
     warm = max(1, math.ceil(0.1 * total))
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm)))
+        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm))
+    )
     device = next(model.parameters()).device
     model.train()
     step, loss_v, t0, stopped = 0, float("nan"), time.perf_counter(), False
@@ -154,8 +159,9 @@ def finetune(embedder: TextEmbedder, examples: dict[str, list[str]], cfg: Finetu
             for batch in batches:
                 texts = [t for t, _ in batch] * cfg.views
                 labels = torch.tensor([c for _, c in batch] * cfg.views, device=device)
-                feats = tokenizer(texts, padding=True, truncation=True, max_length=min(cfg.max_tokens, embedder.max_tokens),
-                                  return_tensors="pt")
+                feats = tokenizer(
+                    texts, padding=True, truncation=True, max_length=min(cfg.max_tokens, embedder.max_tokens), return_tensors="pt"
+                )
                 feats = {k: v.to(device) for k, v in feats.items()}
                 emb = model(feats)["sentence_embedding"]
                 emb = torch.nn.functional.normalize(emb, dim=-1)
@@ -179,8 +185,16 @@ def finetune(embedder: TextEmbedder, examples: dict[str, list[str]], cfg: Finetu
     return FinetuneResult(step, time.perf_counter() - t0, sum(len(g) for g in groups), len(groups), loss_v, stopped)
 
 
-def save_finetuned(embedder: TextEmbedder, out: str | Path, *, base: dict[str, Any], cfg: FinetuneConfig,
-                   result: FinetuneResult, command: str, data: dict[str, Any]) -> Path:
+def save_finetuned(
+    embedder: TextEmbedder,
+    out: str | Path,
+    *,
+    base: dict[str, Any],
+    cfg: FinetuneConfig,
+    result: FinetuneResult,
+    command: str,
+    data: dict[str, Any],
+) -> Path:
     """Write the tuned model as a sentence-transformers folder (safetensors) with its provenance; returns it.
 
     An existing folder is refused unless it is an earlier oneshot text model (it is then replaced whole).
@@ -199,9 +213,19 @@ def save_finetuned(embedder: TextEmbedder, out: str | Path, *, base: dict[str, A
         embedder.model.save(str(tmp), safe_serialization=True)
         for junk in tmp.rglob("*.bin"):
             junk.unlink()
-        prov = {"format": "oneshot-text-model", "version": 1, "weights_sha256": weights_sha256(tmp),
-                "base_encoder": base, "config": asdict(cfg), "result": asdict(result), "data": data,
-                "command": command, "commit": git_commit(), "machine": machine_description(), "date": now_iso()}
+        prov = {
+            "format": "oneshot-text-model",
+            "version": 1,
+            "weights_sha256": weights_sha256(tmp),
+            "base_encoder": base,
+            "config": asdict(cfg),
+            "result": asdict(result),
+            "data": data,
+            "command": command,
+            "commit": git_commit(),
+            "machine": machine_description(),
+            "date": now_iso(),
+        }
         (tmp / PROVENANCE_FILE).write_text(json.dumps(prov, indent=2), encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)
@@ -215,8 +239,9 @@ def save_finetuned(embedder: TextEmbedder, out: str | Path, *, base: dict[str, A
 __all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "fingerprint_id_of", "save_finetuned", "supcon_loss"]
 
 
-def train_head(x: Any, labels: Any, cfg: FinetuneConfig,
-               progress: Callable[[int, int, float], None] | None = None) -> tuple[Any, Any, float]:
+def train_head(
+    x: Any, labels: Any, cfg: FinetuneConfig, progress: Callable[[int, int, float], None] | None = None
+) -> tuple[Any, Any, float]:
     """A residual linear head ``z = normalise(x + x A^T + b)`` trained with the supervised contrastive loss.
 
     Args:
@@ -237,7 +262,9 @@ def train_head(x: Any, labels: Any, cfg: FinetuneConfig,
         torch.set_num_threads(threads)
 
 
-def _train_head(x: Any, labels: Any, cfg: FinetuneConfig, progress: Callable[[int, int, float], None] | None) -> tuple[Any, Any, float]:
+def _train_head(
+    x: Any, labels: Any, cfg: FinetuneConfig, progress: Callable[[int, int, float], None] | None
+) -> tuple[Any, Any, float]:
     import numpy as np
     import torch
 
@@ -257,7 +284,7 @@ def _train_head(x: Any, labels: Any, cfg: FinetuneConfig, progress: Callable[[in
         idx = []
         for c in pick.tolist():
             m = members[c]
-            idx.append(m[torch.randperm(len(m), generator=g)[:cfg.head_shots_per_batch]])
+            idx.append(m[torch.randperm(len(m), generator=g)[: cfg.head_shots_per_batch]])
         ii = torch.cat(idx)
         xb = x[ii].repeat(cfg.views, 1)
         yb = y[ii].repeat(cfg.views)
@@ -292,8 +319,9 @@ def attach_head(embedder: TextEmbedder, a: Any, b: Any) -> None:
     except ImportError:  # older sentence-transformers
         from sentence_transformers.models import Dense, Normalize  # type: ignore[no-redef]
     d = a.shape[0]
-    dense = Dense(d, d, bias=True, activation_function=torch.nn.Identity(),
-                  init_weight=(torch.eye(d) + a).clone(), init_bias=b.clone())
+    dense = Dense(
+        d, d, bias=True, activation_function=torch.nn.Identity(), init_weight=(torch.eye(d) + a).clone(), init_bias=b.clone()
+    )
     model = embedder.model
     model.append(dense)
     model.append(Normalize())

@@ -28,8 +28,9 @@ def unit(v: np.ndarray) -> np.ndarray:
     return (v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
 
 
-def class_templates(vectors: np.ndarray, labels: np.ndarray, n_classes: int, prior: np.ndarray | None = None,
-                    prior_weight: float = 1.0) -> np.ndarray:
+def class_templates(
+    vectors: np.ndarray, labels: np.ndarray, n_classes: int, prior: np.ndarray | None = None, prior_weight: float = 1.0
+) -> np.ndarray:
     """Unit templates (C, D): the mean of each class's unit embeddings (N, D) with labels (N,) in [0, C), plus
     ``prior_weight`` times the class's description embedding (``prior`` (C, D)) when given."""
     d = vectors.shape[1]
@@ -66,8 +67,9 @@ class OosThreshold:
     max_drop: float
 
 
-def calibrate_oos_threshold(val_pred: np.ndarray, val_score: np.ndarray, val_truth: np.ndarray,
-                            oos_score: np.ndarray, max_drop: float = 0.02) -> OosThreshold:
+def calibrate_oos_threshold(
+    val_pred: np.ndarray, val_score: np.ndarray, val_truth: np.ndarray, oos_score: np.ndarray, max_drop: float = 0.02
+) -> OosThreshold:
     """The threshold rejecting the most validation out-of-scope queries while in-scope validation accuracy
     (a rejected in-scope query counts as wrong) stays within ``max_drop`` of its no-rejection value.
 
@@ -88,8 +90,9 @@ def calibrate_oos_threshold(val_pred: np.ndarray, val_score: np.ndarray, val_tru
     return OosThreshold(best_t, base, best_acc, best_recall, max_drop)
 
 
-def oos_metrics(pred: np.ndarray, score: np.ndarray, truth: np.ndarray, oos_score: np.ndarray,
-                threshold: float | None) -> dict[str, float]:
+def oos_metrics(
+    pred: np.ndarray, score: np.ndarray, truth: np.ndarray, oos_score: np.ndarray, threshold: float | None
+) -> dict[str, float]:
     """In-scope accuracy, OOS recall and OOS precision on in-scope (pred, score, truth) + out-of-scope queries."""
     t = -np.inf if threshold is None else threshold
     in_acc = float(((pred == truth) & (score >= t)).mean())
@@ -97,5 +100,9 @@ def oos_metrics(pred: np.ndarray, score: np.ndarray, truth: np.ndarray, oos_scor
     rej_in = int((score < t).sum())
     recall = rej_oos / max(1, len(oos_score))
     precision = rej_oos / (rej_oos + rej_in) if rej_oos + rej_in else 0.0
-    return {"in_scope_accuracy": in_acc, "oos_recall": recall, "oos_precision": precision,
-            "in_scope_rejected": rej_in / max(1, len(score))}
+    return {
+        "in_scope_accuracy": in_acc,
+        "oos_recall": recall,
+        "oos_precision": precision,
+        "in_scope_rejected": rej_in / max(1, len(score)),
+    }
