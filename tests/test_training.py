@@ -2,7 +2,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from oneshot.checkpoint import load_checkpoint, resume_path
+from oneshot.checkpoint import load_checkpoint
+from oneshot.resume import resume_path
 from oneshot.encoders import Conv4
 from oneshot.evaluation import evaluate
 from oneshot.methods import ProtoNet

@@ -6,9 +6,7 @@ split, the training command, seed and commit, and a SHA-256 of the tensors. Load
 from the metadata and refuses a file whose tensors do not match it (wrong method, wrong shapes, edited or
 truncated bytes). Nothing is unpickled.
 
-Beside it, the *resume* format (``<checkpoint>.resume``, written at every validation): a safetensors file with
-the model's and the optimiser's tensors and the training loop's state as JSON, so an interrupted run
-continues exactly where it stopped.
+The *resume* format beside a checkpoint (``<checkpoint>.resume``) lives in :mod:`oneshot.resume`.
 """
 
 from __future__ import annotations
@@ -275,45 +273,3 @@ def load_checkpoint(
             ) from None
     method.to(device).eval()
     return Checkpoint(method, meta)
-
-
-# ------------------------------------------------------------------------------------------- resume files
-def resume_path(checkpoint: Path) -> Path:
-    """The resume file beside a checkpoint: ``<checkpoint>.resume``."""
-    return checkpoint.with_name(checkpoint.name + ".resume")
-
-
-def save_resume(path: Path, method: Method, opt: torch.optim.Optimizer, sched: Any, state: dict[str, Any]) -> None:
-    """Write the resume file: model tensors (``model.*``), optimiser state tensors (``opt.<param>.<name>``)
-    and, in the safetensors header's ``resume`` entry, ``state`` plus the optimiser's param groups and the
-    scheduler's state as JSON. Written atomically."""
-    tensors = {f"model.{k}": v for k, v in state_tensors(method).items()}
-    opt_state = opt.state_dict()
-    for pid, pstate in opt_state["state"].items():
-        for key, value in pstate.items():
-            tensors[f"opt.{pid}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous().clone()
-    meta = dict(state, param_groups=opt_state["param_groups"], scheduler=sched.state_dict())
-    atomic_write_bytes(path, save(tensors, metadata={"resume": json.dumps(meta)}))
-
-
-def load_resume(path: Path, method: Method, opt: torch.optim.Optimizer, sched: Any) -> dict[str, Any]:
-    """Restore ``method``, ``opt`` and ``sched`` from a resume file; returns the saved loop state."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads(f.metadata()["resume"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, KeyError, ValueError) as exc:
-        raise OneshotError(f"resume state {path} is unreadable ({exc}): delete it to start afresh") from None
-    model = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    try:
-        method.load_state_dict(model, strict=True)
-    except RuntimeError:
-        raise OneshotError(f"resume state {path} belongs to another model: delete it or change --out") from None
-    opt_state: dict[str, Any] = {"state": {}, "param_groups": meta.pop("param_groups")}
-    for key, value in tensors.items():
-        if key.startswith("opt."):
-            _, pid, name = key.split(".", 2)
-            opt_state["state"].setdefault(int(pid), {})[name] = value
-    opt.load_state_dict(opt_state)
-    sched.load_state_dict(meta.pop("scheduler"))
-    return meta

@@ -2,8 +2,9 @@
 
 Adam with a step learning-rate schedule, validation episodes every ``eval_every`` episodes, the best
 checkpoint kept on validation accuracy (never on test), early stopping after ``patience`` validations
-without improvement, and resume from a state file written at every validation (its format is in
-:mod:`oneshot.checkpoint`, beside the checkpoint format). The sampler says how many tasks a batch holds;
+without improvement, and exact resume from a state file written at every validation, every ``resume_every``
+steps and when the per-invocation time budget runs out (its format: :mod:`oneshot.resume`). Under ``torchrun``
+the steps' tasks are split across processes (:mod:`oneshot.distributed`). The sampler says how many tasks a batch holds;
 ``Method.loss`` returns the loss and the query logits, which become a logged training accuracy. Uses CUDA when present,
 bfloat16 autocast where the hardware supports it, channels-last layout for convolutions.
 """
@@ -20,13 +21,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from oneshot.checkpoint import load_resume, resume_path, save_checkpoint, save_resume
+from oneshot.checkpoint import save_checkpoint
 from oneshot.data.imageset import ImageSet
 from oneshot.data.samplers import EpisodeIndices
+from oneshot.distributed import Parallel, all_equal, check_tasks, from_main, loss_function, mean_over_ranks, setup, shard_tasks
+from oneshot.errors import OneshotError
 from oneshot.evaluation import evaluate
-from oneshot.methods.base import Episode, Method, TrainShape
+from oneshot.methods.base import Episode, LossOutput, Method, TrainShape
 from oneshot.provenance import provenance
-from oneshot.runtime import autocast, resolve_precision, select_device, to_layout, tune_cpu_allocator
+from oneshot.resume import load_resume, resume_path, save_resume
+from oneshot.runtime import autocast, resolve_precision, to_layout, tune_cpu_allocator
 
 
 @dataclass
@@ -46,8 +50,12 @@ class TrainConfig:
         device: auto, cpu or cuda.
         precision: auto, fp32 or bf16 (autocast).
         channels_last: channels-last memory layout for image batches.
-        max_minutes: wall-clock budget for training (validation excluded); 0 = none. When it runs out the
-            loop validates once more and stops.
+        max_minutes: wall-clock budget for training in this invocation (validation excluded); 0 = none. When
+            it runs out the loop validates once more, writes the resume state and stops, so a long run is a
+            sequence of bounded invocations with ``resume=True`` (the weights follow the same path as an
+            unbroken run; the extra validations add history entries and checkpoint candidates).
+        resume_every: also write the resume state every this many steps (0: only at validations), bounding
+            what a killed run loses.
         augment: :class:`~oneshot.data.augment.Augment` settings applied to every training batch (None: none);
             episode ``e``'s transformations are seeded by ``(seed, e)``, so resume stays exact.
     """
@@ -72,6 +80,7 @@ class TrainConfig:
     precision: str = "auto"
     channels_last: bool = True
     max_minutes: float = 0.0
+    resume_every: int = 0
     augment: dict[str, Any] | None = None
 
 
@@ -103,6 +112,7 @@ class TrainState:
         bad_evals: validations since the last improvement.
         history: one entry per validation (episode, val_accuracy, val_ci95, loss, train_accuracy).
         seconds, images: training time (validation excluded) and images seen.
+        running_loss, running_accuracy: the running averages shown in progress (NaN before the first step).
     """
 
     episode: int = 0
@@ -113,6 +123,8 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     images: int = 0
+    running_loss: float = math.nan
+    running_accuracy: float = math.nan
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainState:
@@ -139,8 +151,8 @@ class TrainProgress:
 class _Running:
     """Exponential moving averages of a value (NaN before the first)."""
 
-    def __init__(self) -> None:
-        self.value = math.nan
+    def __init__(self, value: float = math.nan) -> None:
+        self.value = value
 
     def update(self, x: float) -> float:
         self.value = x if math.isnan(self.value) else 0.95 * self.value + 0.05 * x
@@ -148,14 +160,23 @@ class _Running:
 
 
 class _Run:
-    """One training run's fixed parts: the method, data, optimiser, where checkpoints and resume state go."""
+    """One training run's fixed parts: the method, data, optimiser, where checkpoints and resume state go,
+    and this process's place in a data-parallel run."""
 
     def __init__(
-        self, method: Method, train_data: ImageSet, val_data: ImageSet, config: TrainConfig, out: Path, metadata: dict[str, Any]
+        self,
+        method: Method,
+        train_data: ImageSet,
+        val_data: ImageSet,
+        config: TrainConfig,
+        out: Path,
+        metadata: dict[str, Any],
+        par: Parallel,
+        device: torch.device,
     ) -> None:
         self.method, self.train_data, self.val_data, self.config, self.out = method, train_data, val_data, config, out
-        self.metadata = metadata
-        self.device = select_device(config.device)
+        self.metadata, self.par, self.device = metadata, par, device
+        self.loss_fn: Callable[[Episode], LossOutput] = method.loss  # through DDP when distributed (train sets it)
         self.precision = resolve_precision(config.precision, self.device)
         self.opt = torch.optim.Adam(method.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.sched = torch.optim.lr_scheduler.StepLR(self.opt, step_size=max(1, config.lr_step), gamma=config.lr_gamma)
@@ -168,33 +189,52 @@ class _Run:
         """The gathered batch of ``tasks`` episodes (task-major, see ``Episode.tasks``); training episode
         ``number`` (1-based) seeds its augmentation, so a resumed run augments exactly as an unbroken one."""
         dev = self.device
-        support_labels = torch.arange(shape.ways, device=dev).repeat_interleave(shape.shots)
-        query_labels = torch.arange(shape.ways, device=dev).repeat_interleave(shape.queries)
-        if tasks > 1:
-            support_labels, query_labels = support_labels.repeat(tasks), query_labels.repeat(tasks)
         idx = torch.from_numpy(np.concatenate([ep.support, ep.query]))
         x = self.train_data.gather(idx, dev)
-        if self.augment is not None:
+        if self.augment is not None:  # the whole step's batch, so a rank's share is augmented as in one process
             x = self.augment(x, torch.Generator().manual_seed(self.config.seed * 1_000_003 + number))
         x = to_layout(x, self.config.channels_last)
         n = ep.support.size
-        return Episode(
-            x[:n], support_labels, x[n:], query_labels, shape.ways, shape.shots, torch.from_numpy(ep.classes).to(dev), tasks=tasks
-        )
+        support, query, classes = x[:n], x[n:], torch.from_numpy(ep.classes).to(dev)
+        if self.par.active:  # this rank's T/N tasks
+            support, query, classes = (shard_tasks(t, tasks, self.par) for t in (support, query, classes))
+            tasks //= self.par.world
+        support_labels = torch.arange(shape.ways, device=dev).repeat_interleave(shape.shots).repeat(tasks)
+        query_labels = torch.arange(shape.ways, device=dev).repeat_interleave(shape.queries).repeat(tasks)
+        return Episode(support, support_labels, query, query_labels, shape.ways, shape.shots, classes, tasks=tasks)
 
-    def step(self, episode: Episode) -> None:
-        """One optimiser step on ``episode``; updates the running loss and training accuracy."""
+    def step(self, episode: Episode, over_budget: bool) -> bool:
+        """One optimiser step on ``episode``; updates the running loss and training accuracy (averaged over
+        ranks) and returns whether any rank is over its time budget."""
         with autocast(self.device, self.precision):
-            out = self.method.loss(episode)
+            out = self.loss_fn(episode)
         self.opt.zero_grad(set_to_none=True)
         out.loss.backward()
         self.opt.step()
         self.sched.step()
-        self.loss.update(out.loss.item())
         target = out.labels if out.labels is not None else episode.query_labels
-        self.accuracy.update((out.logits.detach().argmax(1) == target).float().mean().item())
+        accuracy = (out.logits.detach().argmax(1) == target).float().mean().item()
+        loss, accuracy, over = mean_over_ranks([out.loss.item(), accuracy, float(over_budget)], self.par, self.device)
+        self.loss.update(loss)
+        self.accuracy.update(accuracy)
+        return over > 0
+
+    def save_resume(self, state: TrainState) -> None:
+        """Write the resume state (rank 0 only)."""
+        if self.par.main:
+            state.running_loss, state.running_accuracy = self.loss.value, self.accuracy.value
+            save_resume(resume_path(self.out), self.method, self.opt, self.sched, asdict(state))
 
     def validate(self, state: TrainState) -> bool:
+        """Validate on rank 0 (the others wait and receive its state); True to stop early."""
+        stop = self._validate(state) if self.par.main else False
+        if self.par.active:
+            stop, shared = from_main((stop, asdict(state)), self.par)
+            for k, v in shared.items():
+                setattr(state, k, v)
+        return stop
+
+    def _validate(self, state: TrainState) -> bool:
         """Validate, keep the checkpoint if best, write the resume state; True to stop early."""
         cfg = self.config
         own = getattr(self.val_data, "validate", None)  # data with its own validation protocol (molecule assays)
@@ -240,7 +280,7 @@ class _Run:
             save_checkpoint(self.out, self.method, meta)
         else:
             state.bad_evals += 1
-        save_resume(resume_path(self.out), self.method, self.opt, self.sched, asdict(state))
+        self.save_resume(state)
         self.method.train()
         return bool(cfg.patience and state.bad_evals >= cfg.patience)
 
@@ -263,37 +303,69 @@ def train(
         on_progress: called after each step with a :class:`TrainProgress`, for progress bars.
     """
     out = Path(out)
-    device = select_device(config.device)
+    par, device = setup(config.device)
+    try:
+        return _train(method, train_data, val_data, config, out, metadata, resume, on_progress, par, device)
+    finally:
+        par.close()
+
+
+def _train(
+    method: Method,
+    train_data: ImageSet,
+    val_data: ImageSet,
+    config: TrainConfig,
+    out: Path,
+    metadata: dict[str, Any],
+    resume: bool,
+    on_progress: Callable[[TrainProgress], None] | None,
+    par: Parallel,
+    device: torch.device,
+) -> TrainResult:
     if device.type == "cpu":
         tune_cpu_allocator()
     torch.manual_seed(config.seed)
     method.to(device)
     if config.channels_last:
         method.to(memory_format=torch.channels_last)
-    run = _Run(method, train_data, val_data, config, out, metadata)
+    run = _Run(method, train_data, val_data, config, out, metadata, par, device)
     state = TrainState()
     if resume and resume_path(out).is_file():
         state = TrainState.from_dict(load_resume(resume_path(out), method, run.opt, run.sched))
+        run.loss, run.accuracy = _Running(state.running_loss), _Running(state.running_accuracy)
+    if not all_equal(state.episode, par):
+        raise OneshotError(
+            f"the processes found different resume states at {resume_path(out)}: put --out on a filesystem they share"
+        )
     shape = TrainShape(config.ways, config.shots, config.queries)
     sampler = method.training_sampler(train_data, shape, config.episodes, config.seed, state.episode)
+    check_tasks(sampler.tasks, par)
+    run.loss_fn = loss_function(method, par)
     method.train()
     stopped = False
     tick = time.perf_counter()
+    spent = 0.0  # this invocation's training seconds (the budget is per invocation)
     for ep in sampler:
         episode = run.episode(ep, sampler.tasks, shape, state.episode + 1)
-        run.step(episode)
+        over_budget = config.max_minutes > 0 and spent + time.perf_counter() - tick > 60 * config.max_minutes
+        over_budget = run.step(episode, over_budget)
         state.episode += 1
         state.images += int(ep.support.size + ep.query.size)
-        if on_progress:
+        if on_progress and par.main:
             on_progress(TrainProgress(state.episode, run.loss.value, run.accuracy.value, state.best))
-        over_budget = config.max_minutes > 0 and state.seconds + time.perf_counter() - tick > 60 * config.max_minutes
         if state.episode % config.eval_every == 0 or state.episode == config.episodes or over_budget:
             state.seconds += time.perf_counter() - tick
+            spent += time.perf_counter() - tick
             stopped = run.validate(state)
             tick = time.perf_counter()
             if stopped or over_budget:
                 stopped = True
                 break
+        elif config.resume_every and state.episode % config.resume_every == 0:
+            elapsed = time.perf_counter() - tick
+            state.seconds, spent = state.seconds + elapsed, spent + elapsed
+            run.save_resume(state)
+            tick = time.perf_counter()
     else:
         state.seconds += time.perf_counter() - tick
         if state.best < 0:  # zero episodes requested, or resumed at the end: still leave a checkpoint
