@@ -211,3 +211,35 @@ def test_trains_on_omniglot_above_chance(name, options, steps, lr, vinyals_train
     print(f"{name} 5-way 1-shot: {before:.3f} untrained, {after:.3f} after {steps} meta-steps")
     assert after > 0.42, (before, after)  # chance is 0.20
     assert after > before + MIN_GAIN[name], (before, after)
+
+
+@pytest.mark.parametrize(
+    "name,options",
+    [("maml", {"test_steps": 3, "inner_lr": 0.4}), ("fomaml", {"test_steps": 2}), ("reptile", {"test_steps": 4})],
+)
+def test_batched_evaluation_matches_episode_by_episode(name, options):
+    """evaluate() adapts several episodes at once (classify_tasks, vmap); same accuracies as classify one by one."""
+    from train_child import synthetic
+
+    from oneshot.encoders import Conv4
+    from oneshot.runtime import to_layout
+
+    data = synthetic(12, 6, 0)
+    torch.manual_seed(0)
+    method = build_method(name, Conv4(hidden=16), embedding_dim=16, **options).eval()
+    ways, shots, queries, episodes = 5, 1, 3, 6
+    batched = evaluate(method, data, ways, shots, queries, episodes, seed=0)
+    s_lab = torch.arange(ways).repeat_interleave(shots)
+    q_lab = torch.arange(ways).repeat_interleave(queries)
+    one_by_one, logits = [], []
+    with torch.no_grad():
+        for ep in EpisodeSampler(data.class_indices, ways, shots, queries, episodes, 0):
+            s, q = to_layout(data.gather(ep.support), True), to_layout(data.gather(ep.query), True)
+            logits.append(method.classify(s, s_lab, q, ways))
+            one_by_one.append((logits[-1].argmax(1) == q_lab).float().mean().item())
+        eps = list(EpisodeSampler(data.class_indices, ways, shots, queries, episodes, 0))
+        together = method.classify_tasks(
+            torch.stack([data.gather(e.support) for e in eps]), s_lab, torch.stack([data.gather(e.query) for e in eps]), ways
+        )
+    assert batched.per_episode == one_by_one
+    torch.testing.assert_close(together, torch.stack(logits), rtol=1e-4, atol=1e-4)

@@ -13,14 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
-
-ROOT = Path(__file__).resolve().parent.parent
-CHILD = Path(__file__).resolve().parent / "train_child.py"
-
-
-def child_env() -> dict[str, str]:
-    src = str(ROOT / "src")
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+from training_util import CHILD, child_env
 
 
 def read_resume(path: Path) -> tuple[dict[str, torch.Tensor], dict]:

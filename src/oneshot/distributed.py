@@ -12,6 +12,7 @@ files; its validation state is broadcast so every rank stops together.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -129,6 +130,9 @@ def loss_function(method: Method, par: Parallel) -> Any:
     broadcasts rank 0's weights now and averages gradients in every backward pass)."""
     if not par.active:
         return method.loss
+    # Channels-last 1-channel convolution weights: the gradient's stride of the size-1 dimension differs from
+    # the bucket's, which is the same memory layout; DDP warns on every step.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     ddp = nn.parallel.DistributedDataParallel(_LossModule(method), device_ids=None)
 
     def run(episode: Episode) -> LossOutput:

@@ -2,12 +2,14 @@
 
 Methods that embed each input independently are evaluated from embeddings computed once for the whole
 split (:func:`split_embeddings`, the one place that asks); the others are asked to classify each episode
-(``Method.classify``, which manages its own gradients). Either way the episodes come from the same seeded
+(``Method.classify``, which manages its own gradients) -- several at once when they adapt to each episode
+(``classify_tasks``: MAML, first-order MAML, Reptile). Either way the episodes come from the same seeded
 sampler, so every method sees exactly the same tasks and a checkpoint always prints the same number.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -20,6 +22,10 @@ from oneshot.data.omniglot import LakeRun
 from oneshot.data.samplers import EpisodeSampler
 from oneshot.methods.base import Method
 from oneshot.runtime import autocast, to_layout, tune_cpu_allocator
+
+#: Episodes adapted at once by methods with ``classify_tasks`` (one ``torch.func.vmap`` over them), at most,
+#: and at most about this many images in them (the query forward pass holds their activations at once).
+EPISODE_BATCH, IMAGE_BATCH = 16, 2048
 
 
 def mean_ci95(values: np.ndarray | list[float]) -> tuple[float, float]:
@@ -104,6 +110,8 @@ def evaluate(
     support_labels = torch.arange(ways, device=device).repeat_interleave(shots)
     query_labels = torch.arange(ways, device=device).repeat_interleave(queries)
     z = embeddings if embeddings is not None else split_embeddings(method, data.images, device, precision)
+    if z is None and hasattr(method, "classify_tasks"):
+        return _evaluate_in_batches(method, data, sampler, ways, shots, queries, seed, device, precision, progress)
     accs = np.empty(episodes)
     for e, ep in enumerate(sampler):
         if z is not None:
@@ -118,6 +126,38 @@ def evaluate(
             progress(1)
     mean, ci = mean_ci95(accs)
     return EvalResult(mean, ci, ways, shots, queries, episodes, seed, accs.tolist())
+
+
+def _evaluate_in_batches(
+    method: Method,
+    data: ImageSet,
+    sampler: EpisodeSampler,
+    ways: int,
+    shots: int,
+    queries: int,
+    seed: int,
+    device: torch.device,
+    precision: str,
+    progress: Callable[[int], None] | None,
+) -> EvalResult:
+    """:func:`evaluate` for methods that adapt to each episode: ``EPISODE_BATCH`` episodes at a time through
+    ``method.classify_tasks`` (support (E, N*K, C, H, W), query (E, N*Q, C, H, W) -> logits (E, N*Q, N)).
+    Same episodes and same adaptation as the one-at-a-time path; logits agree to float rounding (~1e-5)."""
+    batch = max(1, min(EPISODE_BATCH, IMAGE_BATCH // (ways * (shots + queries))))
+    support_labels = torch.arange(ways, device=device).repeat_interleave(shots)
+    query_labels = torch.arange(ways, device=device).repeat_interleave(queries)
+    accs: list[float] = []
+    episodes = iter(sampler)
+    while chunk := list(itertools.islice(episodes, batch)):
+        s = torch.stack([data.gather(ep.support, device) for ep in chunk])
+        q = torch.stack([data.gather(ep.query, device) for ep in chunk])
+        with autocast(device, precision):
+            logits = method.classify_tasks(s, support_labels, q, ways)
+        accs.extend((logits.argmax(2) == query_labels).float().mean(1).tolist())
+        if progress:
+            progress(len(chunk))
+    mean, ci = mean_ci95(accs)
+    return EvalResult(mean, ci, ways, shots, queries, len(accs), seed, accs)
 
 
 @dataclass

@@ -327,7 +327,7 @@ def _train(
     torch.manual_seed(config.seed)
     method.to(device)
     if config.channels_last:
-        method.to(memory_format=torch.channels_last)
+        method.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to accepts it; the stubs omit it
     run = _Run(method, train_data, val_data, config, out, metadata, par, device)
     state = TrainState()
     if resume and resume_path(out).is_file():

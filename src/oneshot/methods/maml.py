@@ -101,13 +101,9 @@ class MAML(FastWeightMethod):
             logits.append(out.detach())
         return LossOutput(torch.stack(losses).mean(), torch.cat(logits))
 
-    def classify(self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
-        """Adapt on the support set (``test_steps`` steps), then logits (Q, N) of the query set."""
-        params = {k: v.detach() for k, v in self.meta_parameters().items()}
-        with torch.enable_grad():
-            fast = self.adapt(params, support, support_labels, ways, self.test_steps, second_order=False)
-        with torch.no_grad():
-            return self.functional_logits({k: v.detach() for k, v in fast.items()}, query)
+    def test_adapt(self, params: FastWeights, x: torch.Tensor, y: torch.Tensor, ways: int) -> FastWeights:
+        """``test_steps`` first-order steps on the support set (the gradient needs no graph to ``params``)."""
+        return self.adapt(params, x, y, ways, self.test_steps, second_order=False)
 
 
 class FOMAML(MAML):

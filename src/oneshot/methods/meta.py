@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, replace_all_batch_norm_modules_
+from torch.func import functional_call, replace_all_batch_norm_modules_, vmap
 
 from oneshot.choices import check_choice
 from oneshot.data.imageset import ImageSet
@@ -157,3 +157,28 @@ class FastWeightMethod(Method):
     def task_loss(self, fast: FastWeights, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy of the fast-weight model on (x, y)."""
         return F.cross_entropy(self.functional_logits(fast, x), y)
+
+    def test_adapt(self, params: FastWeights, x: torch.Tensor, y: torch.Tensor, ways: int) -> FastWeights:
+        """Fast weights adapted for testing on a support set (x (S, C, H, W), y (S,)); no graph to ``params``."""
+        raise NotImplementedError
+
+    def classify(self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
+        """Adapt on the support set (:meth:`test_adapt`), then logits (Q, N) of the query set."""
+        params = {k: v.detach() for k, v in self.meta_parameters().items()}
+        with torch.enable_grad():
+            fast = self.test_adapt(params, support, support_labels, ways)
+        with torch.no_grad():
+            return self.functional_logits({k: v.detach() for k, v in fast.items()}, query)
+
+    def classify_tasks(self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
+        """:meth:`classify` for E episodes of one shape at once (``torch.func.vmap`` over the episodes, each with
+        its own fast weights and batch statistics): support (E, S, C, H, W), labels (S,), query (E, Q, C, H, W)
+        -> logits (E, Q, N)."""
+        params = {k: v.detach() for k, v in self.meta_parameters().items()}
+
+        def one(xs: torch.Tensor, xq: torch.Tensor) -> torch.Tensor:
+            fast = self.test_adapt(params, xs, support_labels, ways)
+            return self.functional_logits({k: v.detach() for k, v in fast.items()}, xq)
+
+        with torch.enable_grad():
+            return vmap(one)(support, query).detach()

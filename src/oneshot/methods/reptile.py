@@ -137,9 +137,6 @@ class Reptile(FastWeightMethod):
                 logits.append(self.functional_logits(phi, xq))
         return LossOutput(reptile_surrogate(params, adapted), torch.cat(logits))
 
-    def classify(self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
-        """Train on the support set for ``test_steps`` steps, then logits (Q, N) of the query set."""
-        with torch.enable_grad():
-            phi = self.adapt(self.meta_parameters(), support, support_labels, ways, self.test_steps)
-        with torch.no_grad():
-            return self.functional_logits(phi, query)
+    def test_adapt(self, params: FastWeights, x: torch.Tensor, y: torch.Tensor, ways: int) -> FastWeights:
+        """``test_steps`` inner steps on the support set."""
+        return self.adapt(params, x, y, ways, self.test_steps)
