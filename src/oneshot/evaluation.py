@@ -24,8 +24,8 @@ from oneshot.methods.base import Method
 from oneshot.runtime import autocast, to_layout, tune_cpu_allocator
 
 #: Episodes adapted at once by methods with ``classify_tasks`` (one ``torch.func.vmap`` over them), at most,
-#: and at most about this many images in them (the query forward pass holds their activations at once).
-EPISODE_BATCH, IMAGE_BATCH = 16, 2048
+#: and at most about this many support images in them (their activations are held for the inner gradients).
+EPISODE_BATCH, IMAGE_BATCH = 16, 512
 
 
 def mean_ci95(values: np.ndarray | list[float]) -> tuple[float, float]:
@@ -110,8 +110,9 @@ def evaluate(
     support_labels = torch.arange(ways, device=device).repeat_interleave(shots)
     query_labels = torch.arange(ways, device=device).repeat_interleave(queries)
     z = embeddings if embeddings is not None else split_embeddings(method, data.images, device, precision)
-    if z is None and hasattr(method, "classify_tasks"):
-        return _evaluate_in_batches(method, data, sampler, ways, shots, queries, seed, device, precision, progress)
+    classify_tasks = getattr(method, "classify_tasks", None) if z is None else None
+    if classify_tasks is not None:
+        return _evaluate_in_batches(classify_tasks, data, sampler, ways, shots, queries, seed, device, precision, progress)
     accs = np.empty(episodes)
     for e, ep in enumerate(sampler):
         if z is not None:
@@ -129,7 +130,7 @@ def evaluate(
 
 
 def _evaluate_in_batches(
-    method: Method,
+    classify_tasks: Callable[..., torch.Tensor],
     data: ImageSet,
     sampler: EpisodeSampler,
     ways: int,
@@ -141,9 +142,9 @@ def _evaluate_in_batches(
     progress: Callable[[int], None] | None,
 ) -> EvalResult:
     """:func:`evaluate` for methods that adapt to each episode: ``EPISODE_BATCH`` episodes at a time through
-    ``method.classify_tasks`` (support (E, N*K, C, H, W), query (E, N*Q, C, H, W) -> logits (E, N*Q, N)).
+    ``classify_tasks`` (a method's; support (E, N*K, C, H, W), query (E, N*Q, C, H, W) -> logits (E, N*Q, N)).
     Same episodes and same adaptation as the one-at-a-time path; logits agree to float rounding (~1e-5)."""
-    batch = max(1, min(EPISODE_BATCH, IMAGE_BATCH // (ways * (shots + queries))))
+    batch = max(1, min(EPISODE_BATCH, IMAGE_BATCH // (ways * shots)))
     support_labels = torch.arange(ways, device=device).repeat_interleave(shots)
     query_labels = torch.arange(ways, device=device).repeat_interleave(queries)
     accs: list[float] = []
@@ -152,7 +153,7 @@ def _evaluate_in_batches(
         s = torch.stack([data.gather(ep.support, device) for ep in chunk])
         q = torch.stack([data.gather(ep.query, device) for ep in chunk])
         with autocast(device, precision):
-            logits = method.classify_tasks(s, support_labels, q, ways)
+            logits = classify_tasks(s, support_labels, q, ways)
         accs.extend((logits.argmax(2) == query_labels).float().mean(1).tolist())
         if progress:
             progress(len(chunk))

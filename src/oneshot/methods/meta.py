@@ -171,14 +171,17 @@ class FastWeightMethod(Method):
             return self.functional_logits({k: v.detach() for k, v in fast.items()}, query)
 
     def classify_tasks(self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
-        """:meth:`classify` for E episodes of one shape at once (``torch.func.vmap`` over the episodes, each with
-        its own fast weights and batch statistics): support (E, S, C, H, W), labels (S,), query (E, Q, C, H, W)
-        -> logits (E, Q, N)."""
+        """:meth:`classify` for E episodes of one shape: support (E, S, C, H, W), labels (S,), query (E, Q, C, H, W)
+        -> logits (E, Q, N). The adaptations run at once (``torch.func.vmap`` over the episodes, each with its own
+        fast weights and batch statistics), where one episode's small support batches leave the machine idle;
+        the query passes run one episode at a time, as plain batched convolutions (per-episode weights under
+        ``vmap`` would become grouped convolutions, slower on CPU)."""
         params = {k: v.detach() for k, v in self.meta_parameters().items()}
 
-        def one(xs: torch.Tensor, xq: torch.Tensor) -> torch.Tensor:
-            fast = self.test_adapt(params, xs, support_labels, ways)
-            return self.functional_logits({k: v.detach() for k, v in fast.items()}, xq)
+        def adapt(xs: torch.Tensor) -> FastWeights:
+            return {k: v.detach() for k, v in self.test_adapt(params, xs, support_labels, ways).items()}
 
         with torch.enable_grad():
-            return vmap(one)(support, query).detach()
+            fast = vmap(adapt)(support)
+        with torch.no_grad():
+            return torch.stack([self.functional_logits({k: v[e] for k, v in fast.items()}, q) for e, q in enumerate(query)])
