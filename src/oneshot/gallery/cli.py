@@ -442,6 +442,20 @@ def export(gallery: GalleryPath, out: Annotated[Path, typer.Argument(help="New f
     typer.echo(f"exported {gallery} to {out}")
 
 
+@command(app)
+def check(gallery: GalleryPath, as_json: Json = False) -> None:
+    """Verify the whole file: SQLite's integrity check and every row against its checksum."""
+    from oneshot.gallery.integrity import check_file, problem
+
+    report = check_file(gallery)
+    if as_json:
+        echo_json(report)
+    if problem(report):
+        raise OneshotError(problem(report))  # type: ignore[arg-type]
+    if not as_json:
+        typer.echo(f"{gallery}: ok ({report['classes']} classes, {report['examples']} examples verified)")
+
+
 @command(app, "import")
 def import_(
     gallery: GalleryPath,
