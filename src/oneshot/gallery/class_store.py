@@ -323,8 +323,8 @@ class Transaction:
             "INSERT INTO classes (id, label, template, n_examples, metadata, created, updated, digest) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (cid, label, to_blob(t), n, json.dumps(meta) if meta else "{}", now, now, class_digest(cid, label, to_blob(t)))
-                for cid, label, t, n, meta in rows
+                (c, lab, to_blob(t), n, json.dumps(m) if m else "{}", now, now, class_digest(c, lab, to_blob(t)))
+                for c, lab, t, n, m in rows
             ],
         )
         self._touch(r[0] for r in rows)
@@ -344,7 +344,10 @@ class Transaction:
         """Examples: (class id, embedding (D,), input bytes or None, path or None, source) each."""
         self.conn.executemany(
             "INSERT INTO examples (class_id, embedding, input, input_path, source, added, digest) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(cid, to_blob(v), inp, p, src, now, example_digest(cid, to_blob(v), inp, p)) for cid, v, inp, p, src in rows],
+            [
+                (cid, b, inp, p, src, now, example_digest(cid, b, inp, p))
+                for cid, b, inp, p, src in ((r[0], to_blob(r[1]), *r[2:]) for r in rows)
+            ],
         )
 
     def adapt_template(self, class_id: int, template: np.ndarray, now: str) -> None:

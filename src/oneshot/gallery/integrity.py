@@ -34,28 +34,26 @@ DIGEST_SIZE = 8
 SEALED_SCHEMA = 2
 
 
-def _len_prefixed(b: bytes | None) -> bytes:
-    """``b`` with its length in front (``None`` and ``b""`` differ)."""
-    return b"\xff" * 8 if b is None else struct.pack("<Q", len(b)) + b
+_HEAD = struct.Struct("<qQ")  # an id and the length of the blob after it
+_LEN = struct.Struct("<Q")
+_NONE = b"\xff" * 8  # the length field of a missing value (None and b"" differ)
 
 
-def _text(s: str | None) -> bytes | None:
-    return None if s is None else s.encode("utf-8", "surrogatepass")
+def _field(b: bytes | None) -> bytes:
+    return _NONE if b is None else _LEN.pack(len(b)) + b
 
 
 def class_digest(class_id: int, label: str, template: bytes) -> bytes:
     """The digest of a class row: id, label and template (the float32 blob of a (D,) vector)."""
-    h = hashlib.blake2b(b"class", digest_size=DIGEST_SIZE)
-    h.update(struct.pack("<q", int(class_id)) + _len_prefixed(template) + _len_prefixed(_text(label)))
-    return h.digest()
+    data = b"".join((_HEAD.pack(int(class_id), len(template)), template, _field(label.encode("utf-8", "surrogatepass"))))
+    return hashlib.blake2b(data, digest_size=DIGEST_SIZE, person=b"class").digest()
 
 
 def example_digest(class_id: int, embedding: bytes, inp: bytes | None, path: str | None) -> bytes:
     """The digest of an example row: class id, embedding (float32 blob), stored input bytes and path."""
-    h = hashlib.blake2b(b"example", digest_size=DIGEST_SIZE)
-    h.update(struct.pack("<q", int(class_id)) + _len_prefixed(embedding) + _len_prefixed(_text(path)))
-    h.update(_len_prefixed(inp))
-    return h.digest()
+    p = None if path is None else path.encode("utf-8", "surrogatepass")
+    data = b"".join((_HEAD.pack(int(class_id), len(embedding)), embedding, _field(p), _field(inp)))
+    return hashlib.blake2b(data, digest_size=DIGEST_SIZE, person=b"example").digest()
 
 
 def damaged(path: Path, what: str) -> OneshotError:
