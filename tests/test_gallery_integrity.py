@@ -109,6 +109,12 @@ def _as_schema_1(path) -> None:
 def test_schema_1_gallery_is_migrated_on_first_writable_open(gallery):
     path, v = gallery
     _as_schema_1(path)
+    before = path.read_bytes()
+    res = CliRunner().invoke(app, ["gallery", "check", str(path)])  # only reads: no migration
+    assert res.exit_code == 0 and "schema 1, so its 5 classes and 5 examples carry no checksums yet" in res.output
+    with Gallery.open(path.with_name("dest.db"), dim=D) as dest:
+        assert dest.import_from(path) == 5  # the source is only read: not migrated
+    assert path.read_bytes() == before
     with Gallery.open(path, create=False) as g:
         assert [r.label for r in g.identify(v, k=1)] == [f"c{i}" for i in range(5)]
     conn = sqlite3.connect(path)

@@ -92,9 +92,9 @@ class ClassStore:
 
     # ---------------------------------------------------------------- opening
     @classmethod
-    def open(cls, path: str | Path) -> ClassStore:
-        """Open an existing gallery after checking, read-only, that it is one we can use."""
-        return cls(Path(path), *store_file.open_checked(Path(path)))
+    def open(cls, path: str | Path, migrate: bool = True) -> ClassStore:
+        """Open an existing gallery once checked, read-only, as usable (``migrate``: see ``open_checked``)."""
+        return cls(Path(path), *store_file.open_checked(Path(path), migrate))
 
     @classmethod
     def create(cls, path: str | Path, meta: dict[str, Any]) -> ClassStore:

@@ -445,7 +445,7 @@ def export(gallery: GalleryPath, out: Annotated[Path, typer.Argument(help="New f
 @command(app)
 def check(gallery: GalleryPath, as_json: Json = False) -> None:
     """Verify the whole file: SQLite's integrity check and every row against its checksum."""
-    from oneshot.gallery.integrity import check_file, problem
+    from oneshot.gallery.integrity import check_file, problem, sound
 
     report = check_file(gallery)
     if as_json:
@@ -453,7 +453,7 @@ def check(gallery: GalleryPath, as_json: Json = False) -> None:
     if problem(report):
         raise OneshotError(problem(report))  # type: ignore[arg-type]
     if not as_json:
-        typer.echo(f"{gallery}: ok ({report['classes']} classes, {report['examples']} examples verified)")
+        typer.echo(sound(report))
 
 
 @command(app, "import")

@@ -14,7 +14,8 @@ template, to re-embed or to import; ``oneshot gallery check`` verifies every row
 
 Files of schema 1 (no ``digest`` column) are migrated on their first open that can write: the column is added
 and every row's digest computed from the row as it is, in one transaction (damage already there is sealed in;
-``PRAGMA quick_check`` runs first). Opened read-only, such a file is read unverified.
+``PRAGMA quick_check`` runs first). Opened read-only, or only read (an import's source, ``gallery check``), such
+a file is read unverified and left as it is.
 """
 
 from __future__ import annotations
@@ -163,11 +164,11 @@ def verified_classes(path: Path, sealed: bool, rows: Iterable[tuple]) -> Iterabl
 
 
 def check_file(path: Path) -> dict[str, Any]:
-    """Open the gallery at ``path`` (the opening checks; a schema-1 file is migrated when writable) and
-    :func:`check_all` it, in one read snapshot."""
+    """Open the gallery at ``path`` (the opening checks; a schema-1 file is not migrated: its rows carry no
+    digests and only SQLite's check applies) and :func:`check_all` it, in one read snapshot."""
     from oneshot.gallery.class_store import ClassStore
 
-    store = ClassStore.open(path)
+    store = ClassStore.open(path, migrate=False)
     try:
         with store.read():
             return check_all(store.conn, store.path)
@@ -186,3 +187,13 @@ def problem(report: dict[str, Any]) -> str | None:
         names = ", ".join(report["damaged_example_classes"][:5])
         parts.append(f"{report['damaged_examples']} example rows damaged (of {names})")
     return f"gallery {report['path']} is damaged: {'; '.join(parts)}: restore it from an export"
+
+
+def sound(report: dict[str, Any]) -> str:
+    """One line for a file :func:`check_all` found sound."""
+    if not report["sealed"]:
+        return (
+            f"{report['path']}: SQLite structure ok; schema 1, so its {report['classes']} classes and "
+            f"{report['examples']} examples carry no checksums yet (added when it is next opened for writing)"
+        )
+    return f"{report['path']}: ok ({report['classes']} classes, {report['examples']} examples verified)"

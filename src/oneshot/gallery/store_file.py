@@ -86,11 +86,13 @@ def _text(b: bytes) -> str:
     return b.decode("utf-8", "replace")
 
 
-def open_checked(path: Path) -> tuple[sqlite3.Connection, bool]:
+def open_checked(path: Path, migrate: bool = True) -> tuple[sqlite3.Connection, bool]:
     """A WAL connection to an existing gallery, after checking it read-only, and whether it can write.
 
     On a read-only file system (or a file or folder this user cannot write) the gallery opens read-only:
-    reads work, writes are refused with a message saying why (see :func:`write_error`)."""
+    reads work, writes are refused with a message saying why (see :func:`write_error`). A writable schema-1 file
+    is migrated to row checksums (:func:`oneshot.gallery.integrity.migrate`) unless ``migrate`` is False (a
+    file only read: an import's source, ``gallery check``)."""
     if not path.is_file():
         raise OneshotError(f"gallery {path} does not exist: create it with `oneshot gallery create`")
     _check_file(path)
@@ -111,7 +113,7 @@ def open_checked(path: Path) -> tuple[sqlite3.Connection, bool]:
         except sqlite3.OperationalError:
             return ro, False  # cannot write here: serve reads from the read-only connection
         ro.close()
-        if not integrity.columns(conn):
+        if migrate and not integrity.columns(conn):
             integrity.migrate(conn)  # a schema-1 file: its rows get their digests now
     except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
         if isinstance(exc, sqlite3.OperationalError) and _disk_full(path):

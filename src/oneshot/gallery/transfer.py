@@ -93,7 +93,7 @@ def import_classes(store: ClassStore, source: str | Path, fingerprint: dict, dim
     source = Path(source)
     if source.exists() and source.resolve() == store.path.resolve():
         raise OneshotError(f"{source} is this gallery: importing a gallery into itself would double every class")
-    src = ClassStore.open(source)
+    src = ClassStore.open(source, migrate=False)  # only read: a schema-1 source is not rewritten
     try:
         if src.get_meta("gallery_id") is not None and src.get_meta("gallery_id") == store.get_meta("gallery_id"):
             raise OneshotError(
