@@ -29,85 +29,18 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
 
 from oneshot.files import atomic_write_bytes
+from oneshot.gallery.index_file import read_frame
+from oneshot.gallery.index_settings import APPROX_KINDS, MIN_IVF, QUANTISED_KINDS, IndexSettings
 
 FILE_MAGIC = b"ONESHOT-GALLERY-INDEX\x00"
 INDEX_FORMAT = 1  # exact and hnsw files (unchanged, so older versions keep reading them)
 INDEX_FORMAT_V2 = 2  # the other approximate kinds: the header also records the refine vectors' blob
-
-APPROX_KINDS = ("hnsw", "hnsw_sq8", "ivf_flat", "ivf_sq8", "ivf_pq")
-QUANTISED_KINDS = ("hnsw_sq8", "ivf_sq8", "ivf_pq")
-MIN_IVF = 1000  # fewer classes than this: an IVF kind searches exactly (too few points to train on)
-
-
-@dataclass
-class IndexSettings:
-    """When and how to search approximately.
-
-    Attributes:
-        approx_above: use HNSW once the gallery holds more than this many classes (exact below).
-        hnsw_m: HNSW graph degree (memory: about 2*M*4 bytes per template on top of the vector).
-        ef_construction: HNSW build-time beam width.
-        ef_search: HNSW search-time beam width (higher: better recall, slower).
-        rebuild_fraction: rebuild the HNSW graph when tombstones exceed this fraction of it.
-        approx_kind: which approximate index (one of :data:`APPROX_KINDS`); ``hnsw`` reproduces the index
-            of galleries made before this setting existed.
-        nprobe: IVF kinds: inverted lists scanned per query (of ``sqrt(N)``; 128 of 1000 gives recall@1 0.998
-            at 10^6 real-like 64-d templates, ``benchmarks/results/gallery_memory.json``).
-        pq_m: ``ivf_pq``: bytes per vector (sub-quantisers of 8 bits; must divide the dimension).
-        refine_factor: quantised kinds: re-rank ``refine_factor * k`` candidates exactly (0: no re-ranking,
-            approximate scores and no float copies in memory).
-    """
-
-    approx_above: int = 20000
-    hnsw_m: int = 32
-    ef_construction: int = 80
-    ef_search: int = 128
-    rebuild_fraction: float = 0.1
-    approx_kind: str = "hnsw"
-    nprobe: int = 128
-    pq_m: int = 16
-    refine_factor: int = 4
-
-    def kind_for(self, n: int) -> str:
-        """The index kind a fresh build uses for ``n`` classes."""
-        if n <= self.approx_above or (self.approx_kind.startswith("ivf") and n < MIN_IVF):
-            return "exact"
-        return self.approx_kind
-
-    @property
-    def refines(self) -> bool:
-        """Whether the approximate kind re-ranks against float copies."""
-        return self.approx_kind in QUANTISED_KINDS and self.refine_factor > 0
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> IndexSettings:
-        d = d or {}
-        return cls(**{k: type(getattr(cls, k))(v) for k, v in d.items() if k in cls.__dataclass_fields__})
-
-
-#: The largest ``approx_above`` / ``ef_search`` accepted (far above any gallery this serves).
-MAX_SETTING = 1 << 31
-
-
-def check_index_settings(approx_above: int | None, ef_search: int | None) -> None:
-    """A :class:`OneshotError` for an ``approx_above`` outside [0, 2^31] or an ``ef_search`` outside [1, 2^31]."""
-    from oneshot.errors import OneshotError
-
-    for name, v, low in (("approx_above", approx_above, 0), ("ef_search", ef_search, 1)):
-        if v is None:
-            continue
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not low <= v <= MAX_SETTING:
-            raise OneshotError(f"{name} must be a whole number in [{low}, {MAX_SETTING}], not {v!r}")
 
 
 def _exact(dim: int) -> faiss.Index:
@@ -345,10 +278,10 @@ class TemplateIndex:
         """(index, epoch, generation) from ``path``, or None when missing, damaged or foreign."""
         try:
             with open(path, "rb") as f:
-                if f.read(len(FILE_MAGIC)) != FILE_MAGIC:
+                framed = read_frame(f, FILE_MAGIC, 3)
+                if framed is None:
                     return None
-                n_header, n_main, n_delta = struct.unpack("<QQQ", f.read(24))
-                header = json.loads(f.read(n_header))
+                header, (n_main, n_delta) = framed
                 main = np.frombuffer(f.read(n_main), dtype=np.uint8)
                 delta = np.frombuffer(f.read(n_delta), dtype=np.uint8)
                 n_vectors = int(header.get("vectors_bytes", 0))

@@ -24,7 +24,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from oneshot.gallery.index import IndexSettings
+from oneshot.gallery.index_file import read_frame
+from oneshot.gallery.index_settings import IndexSettings
 
 FILE_MAGIC = b"ONESHOT-TANIMOTO-INDEX\x00"
 INDEX_FORMAT = 1
@@ -200,10 +201,10 @@ class TanimotoIndex:
         """(index, epoch, generation) from ``path``, or None when missing, damaged or of another kind."""
         try:
             with open(path, "rb") as f:
-                if f.read(len(FILE_MAGIC)) != FILE_MAGIC:
+                framed = read_frame(f, FILE_MAGIC, 1)
+                if framed is None:
                     return None
-                (n_header,) = struct.unpack("<Q", f.read(8))
-                header = json.loads(f.read(n_header))
+                header = framed[0]
                 if header.get("format") != INDEX_FORMAT:
                     return None
                 index = cls(int(header["dim"]), settings)
