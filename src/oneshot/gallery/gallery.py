@@ -279,15 +279,8 @@ class Gallery(GalleryHandle):
     ) -> None:
         """Change when (``approx_above`` classes) and how (``approx_kind``, ``ef_search``, ``nprobe``,
         ``refine_factor``) the gallery searches approximately; the index is rebuilt on next use if its kind changed."""
-        change_settings(
-            self.settings,
-            self.dim,
-            approx_above=approx_above,
-            ef_search=ef_search,
-            approx_kind=approx_kind,
-            nprobe=nprobe,
-            refine_factor=refine_factor,
-        )
+        changes = {"approx_above": approx_above, "ef_search": ef_search, "approx_kind": approx_kind}
+        change_settings(self.settings, self.dim, dict(changes, nprobe=nprobe, refine_factor=refine_factor))
         with self.store.write() as tx:
             tx.set_meta("index", self.settings.to_dict())
         self.index_cache.set_settings(self.settings)

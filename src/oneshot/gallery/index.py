@@ -35,7 +35,7 @@ import faiss
 import numpy as np
 
 from oneshot.files import atomic_write_bytes
-from oneshot.gallery.index_file import read_frame
+from oneshot.gallery.index_file import frame, header_fields, read_frame
 from oneshot.gallery.index_settings import APPROX_KINDS, MIN_IVF, QUANTISED_KINDS, IndexSettings
 
 FILE_MAGIC = b"ONESHOT-GALLERY-INDEX\x00"
@@ -242,51 +242,27 @@ class TemplateIndex:
     # ------------------------------------------------------------------ persistence
     def save(self, path: Path, epoch: int, generation: int) -> None:
         """Write the index atomically and durably (:func:`oneshot.files.atomic_write_bytes`) with its epoch and generation."""
-        fields = {
-            "format": INDEX_FORMAT,
-            "kind": self.kind,
-            "dim": self.dim,
-            "epoch": epoch,
-            "generation": generation,
-            "max_id": self.max_id,
-            "tombstones": sorted(self.tombstones),
-        }
+        fields = header_fields(INDEX_FORMAT, self, epoch, generation)
+        fields["tombstones"] = sorted(self.tombstones)
         vectors = b"" if self.vectors is None else self.vectors[: self.max_id + 1].tobytes()
         if self.kind not in ("exact", "hnsw"):
             fields.update(
                 format=INDEX_FORMAT_V2, trained_n=self.trained_n, vectors_bytes=len(vectors), refine=self.vectors is not None
             )
-        header = json.dumps(fields).encode()
-        main = faiss.serialize_index(self.main)
-        delta = faiss.serialize_index(self.delta)
-        atomic_write_bytes(
-            path,
-            b"".join(
-                [
-                    FILE_MAGIC,
-                    struct.pack("<QQQ", len(header), main.nbytes, delta.nbytes),
-                    header,
-                    main.tobytes(),
-                    delta.tobytes(),
-                    vectors,
-                ]
-            ),
-        )
+        main = faiss.serialize_index(self.main).tobytes()
+        delta = faiss.serialize_index(self.delta).tobytes()
+        atomic_write_bytes(path, frame(FILE_MAGIC, fields, [main, delta], [vectors]))
 
     @classmethod
     def load(cls, path: Path, settings: IndexSettings) -> tuple[TemplateIndex, int, int] | None:
         """(index, epoch, generation) from ``path``, or None when missing, damaged or foreign."""
         try:
-            with open(path, "rb") as f:
-                framed = read_frame(f, FILE_MAGIC, 3)
-                if framed is None:
-                    return None
-                header, (n_main, n_delta) = framed
-                main = np.frombuffer(f.read(n_main), dtype=np.uint8)
-                delta = np.frombuffer(f.read(n_delta), dtype=np.uint8)
-                n_vectors = int(header.get("vectors_bytes", 0))
-                vectors = f.read(n_vectors)
-            if header.get("format") not in (INDEX_FORMAT, INDEX_FORMAT_V2) or len(main) != n_main or len(delta) != n_delta:
+            header, (main_bytes, delta_bytes), rest = read_frame(path, FILE_MAGIC, 3)
+            main = np.frombuffer(main_bytes, dtype=np.uint8)
+            delta = np.frombuffer(delta_bytes, dtype=np.uint8)
+            n_vectors = int(header.get("vectors_bytes", 0))
+            vectors = rest[:n_vectors]
+            if header.get("format") not in (INDEX_FORMAT, INDEX_FORMAT_V2):
                 return None
             if header["kind"] not in ("exact", *APPROX_KINDS) or len(vectors) != n_vectors:
                 return None

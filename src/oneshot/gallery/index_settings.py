@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -19,28 +20,31 @@ MAX_SETTING = 1 << 31
 
 @dataclass
 class IndexSettings:
-    """When and how to search approximately (each field's meaning is written above it)."""
+    """When and how to search approximately.
 
-    #: use the approximate kind once the gallery holds more than this many classes (exact below).
+    Attributes:
+        approx_above: use HNSW once the gallery holds more than this many classes (exact below).
+        hnsw_m: HNSW graph degree (memory: about 2*M*4 bytes per template on top of the vector).
+        ef_construction: HNSW build-time beam width.
+        ef_search: HNSW search-time beam width (higher: better recall, slower).
+        rebuild_fraction: rebuild the HNSW graph when tombstones exceed this fraction of it.
+        approx_kind: which approximate index (one of :data:`APPROX_KINDS`); ``hnsw`` reproduces the index
+            of galleries made before this setting existed.
+        nprobe: IVF kinds: inverted lists scanned per query (of ``sqrt(N)``; 128 of 1000 gives recall@1 0.998
+            at 10^6 real-like 64-d templates, ``benchmarks/results/gallery_memory.json``).
+        pq_m: ``ivf_pq``: bytes per vector (sub-quantisers of 8 bits; must divide the dimension).
+        refine_factor: quantised kinds: re-rank ``refine_factor * k`` candidates exactly (0: no re-ranking,
+            approximate scores and no float copies in memory).
+    """
+
     approx_above: int = 20000
-    #: HNSW graph degree (memory: about 2*M*4 bytes per template on top of the vector).
     hnsw_m: int = 32
-    #: HNSW build-time beam width.
     ef_construction: int = 80
-    #: HNSW search-time beam width (higher: better recall, slower).
     ef_search: int = 128
-    #: rebuild the HNSW graph when tombstones exceed this fraction of it.
     rebuild_fraction: float = 0.1
-    #: which approximate index (one of :data:`APPROX_KINDS`); ``hnsw`` reproduces the index of galleries made
-    #: before this setting existed.
-    approx_kind: str = "hnsw"
-    #: IVF kinds: inverted lists scanned per query (of ``sqrt(N)``; 128 of 1000 gives recall@1 0.998 at 10^6
-    #: real-like 64-d templates, ``benchmarks/results/gallery_memory.json``).
+    approx_kind: str = APPROX_KINDS[0]  # hnsw
     nprobe: int = 128
-    #: ``ivf_pq``: bytes per vector (sub-quantisers of 8 bits; must divide the dimension).
     pq_m: int = 16
-    #: quantised kinds: re-rank ``refine_factor * k`` candidates exactly (0: no re-ranking, approximate scores
-    #: and no float copies in memory).
     refine_factor: int = 4
 
     def kind_for(self, n: int) -> str:
@@ -75,36 +79,19 @@ def check_index_settings(approx_above: int | None, ef_search: int | None, approx
         raise OneshotError(f"unknown index kind {approx_kind!r}: choose one of {', '.join(APPROX_KINDS)}")
 
 
-def change_settings(
-    settings: IndexSettings,
-    dim: int,
-    *,
-    approx_above: int | None = None,
-    ef_search: int | None = None,
-    approx_kind: str | None = None,
-    nprobe: int | None = None,
-    refine_factor: int | None = None,
-) -> None:
-    """Check the given changes against a gallery of dimension ``dim``, then make them in ``settings`` (in place;
-    None leaves a setting as it is). A :class:`OneshotError` saying why, and nothing changed, for a bad one."""
-    check_index_settings(approx_above, ef_search, approx_kind)
+def change_settings(settings: IndexSettings, dim: int, changes: dict[str, Any]) -> None:
+    """Check ``changes`` (new values of ``approx_above``, ``ef_search``, ``approx_kind``, ``nprobe`` and
+    ``refine_factor``; None leaves a setting as it is) against a gallery of dimension ``dim``, then make them in
+    ``settings`` (in place). A :class:`OneshotError` saying why, and nothing changed, for a bad one."""
+    approx_kind = changes.get("approx_kind")
+    check_index_settings(changes.get("approx_above"), changes.get("ef_search"), approx_kind)
     if approx_kind == "ivf_pq" and dim % settings.pq_m:
         raise OneshotError(f"ivf_pq needs a dimension divisible by {settings.pq_m}, the gallery's is {dim}: choose ivf_sq8")
-    for label, v, low in (
-        ("nprobe", nprobe, 1),
-        ("refine_factor", refine_factor, 0),
-        ("approx_above", approx_above, 0),
-        ("ef_search", ef_search, 1),
-    ):
+    for label, low in (("nprobe", 1), ("refine_factor", 0), ("approx_above", 0), ("ef_search", 1)):
+        v = changes.get(label)
         if v is not None and v < low:
             raise OneshotError(f"{label} must be >= {low}")
-    if approx_kind is not None:
-        settings.approx_kind = approx_kind
-    if nprobe is not None:
-        settings.nprobe = int(nprobe)
-    if refine_factor is not None:
-        settings.refine_factor = int(refine_factor)
-    if approx_above is not None:
-        settings.approx_above = int(approx_above)
-    if ef_search is not None:
-        settings.ef_search = int(ef_search)
+    for name in ("approx_kind", "nprobe", "refine_factor", "approx_above", "ef_search"):
+        v = changes.get(name)
+        if v is not None:
+            setattr(settings, name, v if name == "approx_kind" else int(v))
