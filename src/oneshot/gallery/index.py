@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -52,6 +53,7 @@ def _ivf(kind: str, dim: int, n: int, settings: IndexSettings) -> faiss.Index:
     nlist = max(1, int(round(np.sqrt(n))))
     quantiser = faiss.IndexFlatIP(dim)
     ip = faiss.METRIC_INNER_PRODUCT
+    index: faiss.Index
     if kind == "ivf_flat":
         index = faiss.IndexIVFFlat(quantiser, dim, nlist, ip)
     elif kind == "ivf_sq8":
@@ -79,13 +81,15 @@ class TemplateIndex:
         self.delta = _exact(dim)
         # float32 copies indexed by class id, for exact re-ranking (quantised kinds with refine_factor > 0)
         self.vectors: np.ndarray | None = None
+        self.main: Any  # an IndexIDMap(2) around flat or HNSW, or an IVF index (FAISS's stubs only know Index)
         if kind == "exact":
             self.main = _exact(dim)
         elif kind in ("hnsw", "hnsw_sq8"):
+            hnsw: Any  # FAISS's type stubs know neither the graph attribute nor IndexHNSWSQ's arguments
             if kind == "hnsw":
                 hnsw = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             else:
-                hnsw = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+                hnsw = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)  # type: ignore[arg-type]
                 hnsw.train(self._train_sample(train))
             hnsw.hnsw.efConstruction = settings.ef_construction
             hnsw.hnsw.efSearch = settings.ef_search
@@ -133,7 +137,7 @@ class TemplateIndex:
         if self.kind == "exact":
             total += n_main * (self.dim * 4 + 8)
         elif self.kind.startswith("hnsw"):
-            inner = faiss.downcast_index(self.main.index)
+            inner: Any = faiss.downcast_index(self.main.index)  # HNSW; FAISS's stubs only know Index
             code = self.dim * 4 if self.kind == "hnsw" else inner.storage.sa_code_size()
             total += n_main * (code + 8)
             hnsw = inner.hnsw
@@ -143,7 +147,8 @@ class TemplateIndex:
             ivf = faiss.extract_index_ivf(self.main)
             total += n_main * (ivf.code_size + 8) + ivf.nlist * self.dim * 4
             if self.kind == "ivf_pq":
-                total += faiss.vector_to_array(faiss.downcast_index(ivf).pq.centroids).nbytes
+                pq: Any = faiss.downcast_index(ivf)  # IndexIVFPQ; FAISS's stubs only know Index
+                total += faiss.vector_to_array(pq.pq.centroids).nbytes
         if self.vectors is not None:
             total += self.vectors.nbytes
         return total
@@ -211,14 +216,14 @@ class TemplateIndex:
             return self.main.search(q, k)
         kk = k * self.settings.refine_factor if self.vectors is not None else k
         if self.kind.startswith("hnsw"):
-            params = faiss.SearchParametersHNSW()
+            params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # missing from FAISS's stubs
             params.efSearch = max(self.settings.ef_search, kk)
             if self.tombstones:
                 batch = faiss.IDSelectorBatch(np.fromiter(self.tombstones, dtype=np.int64, count=len(self.tombstones)))
                 params.sel = faiss.IDSelectorNot(batch)
             scores, ids = self.main.search(q, kk, params=params)
         else:
-            scores, ids = self.main.search(q, kk, params=faiss.SearchParametersIVF(nprobe=self.settings.nprobe))
+            scores, ids = self.main.search(q, kk, params=faiss.SearchParametersIVF(nprobe=self.settings.nprobe))  # type: ignore[call-arg]
         if self.vectors is not None:
             scores, ids = self._rerank(q, ids, k)
         if self.delta.ntotal:
@@ -283,13 +288,14 @@ class TemplateIndex:
             if index.main.d != index.dim or index.delta.d != index.dim:
                 return None
             if index.kind.startswith("hnsw"):
-                faiss.downcast_index(index.main.index).hnsw.efSearch = settings.ef_search
+                graph: Any = faiss.downcast_index(index.main.index)  # HNSW; FAISS's stubs only know Index
+                graph.hnsw.efSearch = settings.ef_search
             return index, int(header["epoch"]), int(header["generation"])
         except (OSError, ValueError, KeyError, RuntimeError, struct.error, json.JSONDecodeError):
             return None
 
 
-def index_class(fingerprint: dict) -> type:
+def index_class(fingerprint: dict) -> type[Any]:
     """The index kind a gallery's embedder asks for: its fingerprint's ``similarity`` (``cosine`` when absent,
     :class:`TemplateIndex`; ``tanimoto``, :class:`~oneshot.gallery.tanimoto.TanimotoIndex` over the bits)."""
     similarity = fingerprint.get("similarity", "cosine")

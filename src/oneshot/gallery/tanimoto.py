@@ -54,7 +54,7 @@ def hamming(queries: np.ndarray, base: np.ndarray) -> np.ndarray:
         raise ValueError(f"packed widths differ: {q.shape[1]} vs {x.shape[1]} bytes")
     out = np.empty((q.shape[0], x.shape[0]), dtype=np.int32)
     if q.shape[0] and x.shape[0]:
-        faiss.hammings(faiss.swig_ptr(q), faiss.swig_ptr(x), q.shape[0], x.shape[0], q.shape[1], faiss.swig_ptr(out))
+        faiss.hammings(faiss.swig_ptr(q), faiss.swig_ptr(x), q.shape[0], x.shape[0], q.shape[1], faiss.swig_ptr(out))  # type: ignore[attr-defined]
     return out
 
 
