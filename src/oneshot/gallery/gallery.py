@@ -1,10 +1,11 @@
 """``Gallery``: enrol classes from one example, identify, verify, reject strangers -- persistent and exact.
 
 A thin front over named parts: the store (:mod:`~oneshot.gallery.class_store`) is the truth; the index cache
-(:mod:`~oneshot.gallery.index_cache`) is caught up from the store's change log before every search;
-enrolment (:mod:`~oneshot.gallery.enrolment`) and its quality report (:mod:`~oneshot.gallery.quality`),
-calibration, and re-embedding / export / import (:mod:`~oneshot.gallery.transfer`) each live in their own
-module, and what the verbs return in :mod:`~oneshot.gallery.results`. Each class has one *template*: the
+(:mod:`~oneshot.gallery.index_cache`) is caught up from the store's change log before every search, by the
+open gallery this class extends (:mod:`~oneshot.gallery.handle`); enrolment (:mod:`~oneshot.gallery.enrolment`)
+and its quality report (:mod:`~oneshot.gallery.quality`), thresholds and calibration
+(:mod:`~oneshot.gallery.thresholds`), and re-embedding / export / import (:mod:`~oneshot.gallery.transfer`)
+each live in their own module, and what the verbs return in :mod:`~oneshot.gallery.results`. Each class has one *template*: the
 L2-normalised mean of its examples' L2-normalised embeddings (its prototype), optionally adapted over time.
 Scores are cosine similarities in [-1, 1]; higher means more alike.
 
