@@ -48,7 +48,7 @@ def reembed(store: ClassStore, enc: Embedder, epoch: int, batch: int, now: str) 
     are not held up for minutes), then, holding the lock (``BEGIN IMMEDIATE``: other writers queue), the
     examples enrolled meanwhile are embedded too and every template is rebuilt from the examples present at
     commit -- so no example keeps the old encoder's embedding under the new fingerprint. Writers that
-    embedded with the old encoder and commit after this are refused by :meth:`Gallery._write`."""
+    embedded with the old encoder and commit after this are refused by :meth:`~oneshot.gallery.handle.GalleryHandle._write`."""
     with store.read():
         rows = store.all_examples()
     _check_inputs(rows)
