@@ -8,9 +8,10 @@ Reptile: 50 Adam steps as Nichol et al.) on random 28x28 images of 100 classes (
 pixels) -- and checks that the per-episode accuracies agree.
 
 Writes ``benchmarks/results/adapt_eval_speed.json`` (or ``--out``) with the command, commit, machine, date
-and load average: seconds per 100 evaluation episodes, before (one by one) and after (batched).
+and load average: seconds per 100 evaluation episodes, before (one by one) and after (batched), each the
+median of ``--repeats`` blocks of ``--episodes`` episodes, the two paths' blocks interleaved.
 
-    python benchmarks/adapt_eval_speed.py --episodes 32
+    python benchmarks/adapt_eval_speed.py
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def one_by_one(method, data, ways: int, shots: int, queries: int, episodes: int) -> list[float]:
+def one_by_one(method, data, ways: int, shots: int, queries: int, episodes: int, seed: int) -> list[float]:
     """The previous evaluation loop: ``classify`` on each seeded episode; per-episode accuracies."""
     import torch
 
@@ -35,7 +37,7 @@ def one_by_one(method, data, ways: int, shots: int, queries: int, episodes: int)
     q_lab = torch.arange(ways).repeat_interleave(queries)
     accs = []
     with torch.no_grad():
-        for ep in EpisodeSampler(data.class_indices, ways, shots, queries, episodes, 0):
+        for ep in EpisodeSampler(data.class_indices, ways, shots, queries, episodes, seed):
             s, q = to_layout(data.gather(ep.support), True), to_layout(data.gather(ep.query), True)
             accs.append((method.classify(s, s_lab, q, ways).argmax(1) == q_lab).float().mean().item())
     return accs
@@ -46,7 +48,8 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=["maml", "reptile"])
     p.add_argument("--shapes", nargs="+", default=["5:1", "20:1"], help="WAYS:SHOTS")
     p.add_argument("--queries", type=int, default=15)
-    p.add_argument("--episodes", type=int, default=32)
+    p.add_argument("--episodes", type=int, default=16, help="episodes per timed block")
+    p.add_argument("--repeats", type=int, default=3, help="blocks per path, interleaved; the median is reported")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "adapt_eval_speed.json"))
     args = p.parse_args()
     import torch
@@ -70,23 +73,29 @@ def main() -> None:
         method = build_method(name, Conv4()).eval()
         for shape in args.shapes:
             ways, shots = (int(v) for v in shape.split(":"))
-            t = time.perf_counter()
-            before = one_by_one(method, data, ways, shots, args.queries, args.episodes)
-            t_before = time.perf_counter() - t
-            t = time.perf_counter()
-            after = evaluate(method, data, ways, shots, args.queries, args.episodes, seed=0).per_episode
-            t_after = time.perf_counter() - t
+            before, after, t_before, t_after = [], [], [], []
+            for r in range(args.repeats):  # interleaved, so a change in the machine's load hits both alike
+                t = time.perf_counter()
+                before += one_by_one(method, data, ways, shots, args.queries, args.episodes, seed=r)
+                t_before.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                after += evaluate(method, data, ways, shots, args.queries, args.episodes, seed=r).per_episode
+                t_after.append(time.perf_counter() - t)
+            per100 = lambda ts: 100 * statistics.median(ts) / args.episodes  # noqa: E731
             row = {
                 "method": name,
                 "ways": ways,
                 "shots": shots,
                 "queries": args.queries,
                 "test_steps": method.test_steps,
-                "episodes_timed": args.episodes,
+                "episodes_per_block": args.episodes,
+                "blocks": args.repeats,
                 "episodes_per_batch": max(1, min(EPISODE_BATCH, IMAGE_BATCH // (ways * shots))),
-                "seconds_per_100_episodes_before": 100 * t_before / args.episodes,
-                "seconds_per_100_episodes_after": 100 * t_after / args.episodes,
-                "speedup": t_before / t_after,
+                "seconds_per_100_episodes_before": per100(t_before),
+                "seconds_per_100_episodes_after": per100(t_after),
+                "speedup": statistics.median(t_before) / statistics.median(t_after),
+                "block_seconds_before": t_before,
+                "block_seconds_after": t_after,
                 "accuracy_before": sum(before) / len(before),
                 "accuracy_after": sum(after) / len(after),
                 "same_per_episode_accuracies": before == after,
@@ -95,8 +104,8 @@ def main() -> None:
             rows.append(row)
             print(
                 f"{name} {ways}-way {shots}-shot: {row['seconds_per_100_episodes_before']:.1f} s -> "
-                f"{row['seconds_per_100_episodes_after']:.1f} s per 100 episodes ({row['speedup']:.2f}x); "
-                f"accuracies equal: {row['same_per_episode_accuracies']}",
+                f"{row['seconds_per_100_episodes_after']:.1f} s per 100 episodes ({row['speedup']:.2f}x, median of "
+                f"{args.repeats} blocks of {args.episodes}); accuracies equal: {row['same_per_episode_accuracies']}",
                 flush=True,
             )
     result = {**record, "load_average": os.getloadavg(), "rows": rows}

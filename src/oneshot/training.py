@@ -305,30 +305,20 @@ def train(
     out = Path(out)
     par, device = setup(config.device)
     try:
-        return _train(method, train_data, val_data, config, out, metadata, resume, on_progress, par, device)
+        if device.type == "cpu":
+            tune_cpu_allocator()
+        torch.manual_seed(config.seed)
+        method.to(device)
+        if config.channels_last:
+            method.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to accepts it; the stubs omit it
+        return _train(_Run(method, train_data, val_data, config, out, metadata, par, device), resume, on_progress)
     finally:
         par.close()
 
 
-def _train(
-    method: Method,
-    train_data: ImageSet,
-    val_data: ImageSet,
-    config: TrainConfig,
-    out: Path,
-    metadata: dict[str, Any],
-    resume: bool,
-    on_progress: Callable[[TrainProgress], None] | None,
-    par: Parallel,
-    device: torch.device,
-) -> TrainResult:
-    if device.type == "cpu":
-        tune_cpu_allocator()
-    torch.manual_seed(config.seed)
-    method.to(device)
-    if config.channels_last:
-        method.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to accepts it; the stubs omit it
-    run = _Run(method, train_data, val_data, config, out, metadata, par, device)
+def _train(run: _Run, resume: bool, on_progress: Callable[[TrainProgress], None] | None) -> TrainResult:
+    """The loop of :func:`train` on a prepared run."""
+    method, train_data, config, out, par = run.method, run.train_data, run.config, run.out, run.par
     state = TrainState()
     if resume and resume_path(out).is_file():
         state = TrainState.from_dict(load_resume(resume_path(out), method, run.opt, run.sched))
@@ -381,7 +371,7 @@ def _train(
         train_seconds=secs,
         images_per_second=state.images / secs,
         episodes_per_second=state.episode / secs,
-        device=str(device),
+        device=str(run.device),
         precision=run.precision,
         history=state.history,
     )
