@@ -218,7 +218,8 @@ def test_trains_on_omniglot_above_chance(name, options, steps, lr, vinyals_train
     [("maml", {"test_steps": 3, "inner_lr": 0.4}), ("fomaml", {"test_steps": 2}), ("reptile", {"test_steps": 4})],
 )
 def test_batched_evaluation_matches_episode_by_episode(name, options):
-    """evaluate() adapts several episodes at once (classify_tasks, vmap); same accuracies as classify one by one."""
+    """evaluate(episode_batch=4) adapts 4 episodes at once (classify_tasks, vmap): the same per-episode
+    accuracies as one episode at a time (classify), logits within float rounding."""
     from train_child import synthetic
 
     from oneshot.encoders import Conv4
@@ -227,19 +228,18 @@ def test_batched_evaluation_matches_episode_by_episode(name, options):
     data = synthetic(12, 6, 0)
     torch.manual_seed(0)
     method = build_method(name, Conv4(hidden=16), embedding_dim=16, **options).eval()
-    ways, shots, queries, episodes = 5, 1, 3, 6
-    batched = evaluate(method, data, ways, shots, queries, episodes, seed=0)
+    ways, shots, queries, episodes = 5, 1, 3, 6  # two batches: 4 and 2 episodes
+    one_by_one = evaluate(method, data, ways, shots, queries, episodes, seed=0, episode_batch=1)
+    batched = evaluate(method, data, ways, shots, queries, episodes, seed=0, episode_batch=4)
+    assert batched.per_episode == one_by_one.per_episode and batched.episodes == episodes
     s_lab = torch.arange(ways).repeat_interleave(shots)
-    q_lab = torch.arange(ways).repeat_interleave(queries)
-    one_by_one, logits = [], []
+    eps = list(EpisodeSampler(data.class_indices, ways, shots, queries, episodes, 0))
     with torch.no_grad():
-        for ep in EpisodeSampler(data.class_indices, ways, shots, queries, episodes, 0):
-            s, q = to_layout(data.gather(ep.support), True), to_layout(data.gather(ep.query), True)
-            logits.append(method.classify(s, s_lab, q, ways))
-            one_by_one.append((logits[-1].argmax(1) == q_lab).float().mean().item())
-        eps = list(EpisodeSampler(data.class_indices, ways, shots, queries, episodes, 0))
+        logits = [
+            method.classify(to_layout(data.gather(e.support), True), s_lab, to_layout(data.gather(e.query), True), ways)
+            for e in eps
+        ]
         together = method.classify_tasks(
             torch.stack([data.gather(e.support) for e in eps]), s_lab, torch.stack([data.gather(e.query) for e in eps]), ways
         )
-    assert batched.per_episode == one_by_one
     torch.testing.assert_close(together, torch.stack(logits), rtol=1e-4, atol=1e-4)

@@ -2,8 +2,8 @@
 
 Methods that embed each input independently are evaluated from embeddings computed once for the whole
 split (:func:`split_embeddings`, the one place that asks); the others are asked to classify each episode
-(``Method.classify``, which manages its own gradients) -- several at once when they adapt to each episode
-(``classify_tasks``: MAML, first-order MAML, Reptile). Either way the episodes come from the same seeded
+(``Method.classify``, which manages its own gradients) -- on GPUs several at once when they adapt to each
+episode (``classify_tasks``: MAML, first-order MAML, Reptile; ``episode_batch``). Either way the episodes come from the same seeded
 sampler, so every method sees exactly the same tasks and a checkpoint always prints the same number.
 """
 
@@ -23,8 +23,11 @@ from oneshot.data.samplers import EpisodeSampler
 from oneshot.methods.base import Method
 from oneshot.runtime import autocast, to_layout, tune_cpu_allocator
 
-#: Episodes adapted at once by methods with ``classify_tasks`` (one ``torch.func.vmap`` over them), at most,
-#: and at most about this many support images in them (their activations are held for the inner gradients).
+#: Episodes adapted at once by methods with ``classify_tasks`` (one ``torch.func.vmap`` over them) on CUDA, at
+#: most, and at most about this many support images in them (their activations are held for the inner
+#: gradients). On CPU the default is one at a time: on the 2-core CPU batching gained 0.8-1.3x
+#: (benchmarks/results/adapt_eval_speed.json) while its different float rounding, amplified by Reptile's 50 Adam
+#: steps, changes a few episodes' accuracies.
 EPISODE_BATCH, IMAGE_BATCH = 16, 512
 
 
@@ -95,12 +98,15 @@ def evaluate(
     precision: str = "fp32",
     embeddings: torch.Tensor | None = None,
     progress: Callable[[int], None] | None = None,
+    episode_batch: int | None = None,
 ) -> EvalResult:
     """Mean accuracy and 95% CI of ``method`` over ``episodes`` seeded N-way K-shot episodes of ``data``.
 
     Args:
         embeddings: precomputed (N, D) embeddings of ``data`` (:func:`split_embeddings`, reused across shapes).
         progress: optional callable ``advance(n)`` for a progress bar.
+        episode_batch: episodes adapted at once by methods with ``classify_tasks`` (1: one at a time);
+            default ``EPISODE_BATCH`` on CUDA, 1 on CPU.
     """
     device = torch.device(device)
     if device.type == "cpu":
@@ -111,8 +117,10 @@ def evaluate(
     query_labels = torch.arange(ways, device=device).repeat_interleave(queries)
     z = embeddings if embeddings is not None else split_embeddings(method, data.images, device, precision)
     classify_tasks = getattr(method, "classify_tasks", None) if z is None else None
-    if classify_tasks is not None:
-        return _evaluate_in_batches(classify_tasks, data, sampler, ways, shots, queries, seed, device, precision, progress)
+    batch = episode_batch if episode_batch is not None else (EPISODE_BATCH if device.type == "cuda" else 1)
+    if classify_tasks is not None and batch > 1:
+        batch = max(1, min(batch, IMAGE_BATCH // (ways * shots)))
+        return _evaluate_in_batches(classify_tasks, batch, data, sampler, ways, shots, queries, seed, device, precision, progress)
     accs = np.empty(episodes)
     for e, ep in enumerate(sampler):
         if z is not None:
@@ -131,6 +139,7 @@ def evaluate(
 
 def _evaluate_in_batches(
     classify_tasks: Callable[..., torch.Tensor],
+    batch: int,
     data: ImageSet,
     sampler: EpisodeSampler,
     ways: int,
@@ -141,10 +150,9 @@ def _evaluate_in_batches(
     precision: str,
     progress: Callable[[int], None] | None,
 ) -> EvalResult:
-    """:func:`evaluate` for methods that adapt to each episode: ``EPISODE_BATCH`` episodes at a time through
+    """:func:`evaluate` for methods that adapt to each episode: ``batch`` episodes at a time through
     ``classify_tasks`` (a method's; support (E, N*K, C, H, W), query (E, N*Q, C, H, W) -> logits (E, N*Q, N)).
     Same episodes and same adaptation as the one-at-a-time path; logits agree to float rounding (~1e-5)."""
-    batch = max(1, min(EPISODE_BATCH, IMAGE_BATCH // (ways * shots)))
     support_labels = torch.arange(ways, device=device).repeat_interleave(shots)
     query_labels = torch.arange(ways, device=device).repeat_interleave(queries)
     accs: list[float] = []
