@@ -219,11 +219,12 @@ class _Run:
         self.accuracy.update(accuracy)
         return over > 0
 
-    def save_resume(self, state: TrainState) -> None:
-        """Write the resume state (rank 0 only)."""
+    def save_resume(self, state: TrainState) -> bool:
+        """Write the resume state (rank 0 only); False (no reason to stop)."""
         if self.par.main:
             state.running_loss, state.running_accuracy = self.loss.value, self.accuracy.value
             save_resume(resume_path(self.out), self.method, self.opt, self.sched, asdict(state))
+        return False
 
     def validate(self, state: TrainState) -> bool:
         """Validate on rank 0 (the others wait and receive its state); True to stop early."""
@@ -343,19 +344,15 @@ def _train(run: _Run, resume: bool, on_progress: Callable[[TrainProgress], None]
         state.images += int(ep.support.size + ep.query.size)
         if on_progress and par.main:
             on_progress(TrainProgress(state.episode, run.loss.value, run.accuracy.value, state.best))
-        if state.episode % config.eval_every == 0 or state.episode == config.episodes or over_budget:
-            state.seconds += time.perf_counter() - tick
-            spent += time.perf_counter() - tick
-            stopped = run.validate(state)
+        validate = state.episode % config.eval_every == 0 or state.episode == config.episodes or over_budget
+        if validate or (config.resume_every and state.episode % config.resume_every == 0):
+            elapsed = time.perf_counter() - tick  # training time only: validation and writes excluded
+            state.seconds, spent = state.seconds + elapsed, spent + elapsed
+            stopped = run.validate(state) if validate else run.save_resume(state)
             tick = time.perf_counter()
             if stopped or over_budget:
                 stopped = True
                 break
-        elif config.resume_every and state.episode % config.resume_every == 0:
-            elapsed = time.perf_counter() - tick
-            state.seconds, spent = state.seconds + elapsed, spent + elapsed
-            run.save_resume(state)
-            tick = time.perf_counter()
     else:
         state.seconds += time.perf_counter() - tick
         if state.best < 0:  # zero episodes requested, or resumed at the end: still leave a checkpoint
