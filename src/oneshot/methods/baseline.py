@@ -23,17 +23,15 @@ batch size 4 for 100 iterations).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from oneshot.choices import check_choice
-from oneshot.data.imageset import ImageSet
 from oneshot.encoders import embedding_dim
 from oneshot.errors import OneshotError
-from oneshot.methods.base import Episode, LossOutput, Method, nearest_prototype, prototypes
+from oneshot.methods.base import Episode, LossOutput, Method, input_shape_of, nearest_prototype, prototypes
 from oneshot.methods.pairs import episode_images
 
 HEADS = ("linear", "cosine")
@@ -77,6 +75,10 @@ class Baseline(Method):
     """
 
     name = "baseline"
+    base_mean: torch.Tensor  # (D,) buffer: mean base-class feature (SimpleShot's centring)
+    base_batches: torch.Tensor  # () buffer: training batches seen by the running mean
+    option_names = ("num_classes", "head", "test_time", "scale", "finetune_steps", "finetune_lr", "input_shape")
+    data_options = ("num_classes", "input_shape")
 
     def __init__(
         self,
@@ -97,27 +99,12 @@ class Baseline(Method):
         self.test_time = check_choice("baseline", "test_time", test_time, TEST_TIME)
         self.scale, self.finetune_steps, self.finetune_lr = float(scale), int(finetune_steps), float(finetune_lr)
         self.input_shape = [int(v) for v in input_shape]
-        dim = embedding_dim(encoder, tuple(self.input_shape))
+        dim = embedding_dim(encoder, input_shape_of(self.input_shape))
         self.classifier = (
             nn.Linear(dim, self.num_classes) if self.head == "linear" else CosineHead(dim, self.num_classes, self.scale)
         )
         self.register_buffer("base_mean", torch.zeros(dim))
         self.register_buffer("base_batches", torch.zeros((), dtype=torch.long))
-
-    def options(self) -> dict[str, Any]:
-        return {
-            "num_classes": self.num_classes,
-            "head": self.head,
-            "test_time": self.test_time,
-            "scale": self.scale,
-            "finetune_steps": self.finetune_steps,
-            "finetune_lr": self.finetune_lr,
-            "input_shape": self.input_shape,
-        }
-
-    @classmethod
-    def options_for_data(cls, data: ImageSet) -> dict[str, Any]:
-        return {"num_classes": data.num_classes, "input_shape": list(data.images.shape[1:])}
 
     def classify_embeddings(
         self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, ways: int
@@ -127,8 +114,9 @@ class Baseline(Method):
             return self.simpleshot(support, support_labels, query, ways)
         with torch.enable_grad():
             if self.test_time == "cosine":
-                head: nn.Module = CosineHead(support.shape[1], ways, self.scale).to(support.device)
-                head.weight.data.copy_(F.normalize(prototypes(support, support_labels, ways), dim=1))
+                cosine = CosineHead(support.shape[1], ways, self.scale).to(support.device)
+                cosine.weight.data.copy_(F.normalize(prototypes(support, support_labels, ways), dim=1))
+                head: nn.Module = cosine
             else:
                 head = nn.Linear(support.shape[1], ways).to(support.device)
                 nn.init.zeros_(head.weight)

@@ -25,10 +25,13 @@ class Flatten(nn.Module):
 class PCAProjection(nn.Module):
     """(B, C, H, W) -> (B, k): centred pixels projected on k principal axes (fitted by :func:`fit_pca`)."""
 
+    mean: torch.Tensor  # (P,) buffer
+    axes: torch.Tensor  # (P, k) buffer
+
     def __init__(self, mean: torch.Tensor, axes: torch.Tensor) -> None:
         super().__init__()
-        self.register_buffer("mean", mean)  # (P,)
-        self.register_buffer("axes", axes)  # (P, k)
+        self.register_buffer("mean", mean)
+        self.register_buffer("axes", axes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x.flatten(1) - self.mean) @ self.axes
