@@ -1,6 +1,7 @@
-"""What every ``oneshot`` command shares: user mistakes as one line and exit status 2, progress bars,
-``--json`` output, and the option types several commands take. Imported by :mod:`oneshot.cli` and
-:mod:`oneshot.gallery.cli` (neither imports the other's internals).
+"""What every ``oneshot`` command shares: user mistakes as one line and exit status 2, progress bars (training and
+evaluation behind one), ``--json`` output or a one-line summary, result tables, and the option types several
+commands take. Imported by :mod:`oneshot.cli`, its command modules and :mod:`oneshot.gallery.cli` (neither
+imports the other's internals).
 """
 
 from __future__ import annotations

@@ -20,12 +20,21 @@ from torch import nn
 
 from oneshot.data.imageset import ImageSet
 from oneshot.data.samplers import EpisodeSampler, IndexSampler
+from oneshot.errors import OneshotError
 
 
 def input_shape_of(shape: Sequence[int]) -> tuple[int, int, int]:
     """A method's ``input_shape`` option as the shape :func:`oneshot.encoders.embedding_dim` takes: (C, H, W)
     for images; feature vectors (molecules) pass their (F,) through unchanged."""
     return cast(tuple[int, int, int], tuple(int(v) for v in shape))
+
+
+def base_class_count(method: str, num_classes: int) -> int:
+    """The number of base classes of a method's training classifier, refused below 2 (``oneshot train`` sets it
+    from the training data)."""
+    if int(num_classes) < 2:
+        raise OneshotError(f"{method} needs num_classes >= 2 (set from the training data by oneshot train)")
+    return int(num_classes)
 
 
 def full_precision(z: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ from torch import nn
 from oneshot.choices import check_choice
 from oneshot.encoders import embedding_dim
 from oneshot.errors import OneshotError
-from oneshot.methods.base import Episode, LossOutput, Method, input_shape_of, nearest_prototype, prototypes
+from oneshot.methods.base import Episode, LossOutput, Method, base_class_count, input_shape_of, nearest_prototype, prototypes
 from oneshot.methods.pairs import episode_images
 
 HEADS = ("linear", "cosine")
@@ -92,9 +92,7 @@ class Baseline(Method):
         input_shape: Sequence[int] = (1, 28, 28),
     ) -> None:
         super().__init__(encoder)
-        if int(num_classes) < 2:
-            raise OneshotError("baseline needs num_classes >= 2 (set from the training data by oneshot train)")
-        self.num_classes = int(num_classes)
+        self.num_classes = base_class_count("baseline", num_classes)
         self.head = check_choice("baseline", "head", head, HEADS)
         self.test_time = check_choice("baseline", "test_time", test_time, TEST_TIME)
         self.scale, self.finetune_steps, self.finetune_lr = float(scale), int(finetune_steps), float(finetune_lr)

@@ -28,7 +28,7 @@ from torch import nn
 from oneshot.choices import check_choice
 from oneshot.encoders import embedding_dim
 from oneshot.errors import OneshotError
-from oneshot.methods.base import Episode, LossOutput, Method, input_shape_of, prototypes
+from oneshot.methods.base import Episode, LossOutput, Method, base_class_count, input_shape_of, prototypes
 from oneshot.methods.pairs import episode_images
 
 MARGINS = ("arcface", "cosface")
@@ -86,13 +86,11 @@ class MarginSoftmax(Method):
         input_shape: Sequence[int] = (1, 28, 28),
     ) -> None:
         super().__init__(encoder)
-        if int(num_classes) < 2:
-            raise OneshotError("margin needs num_classes >= 2 (set from the training data by oneshot train)")
+        self.num_classes = base_class_count("margin", num_classes)
         if not 0 <= float(margin) < math.pi / 2:
             raise OneshotError(f"margin {margin} must be in [0, pi/2): e.g. 0.3 (arcface) or 0.25 (cosface)")
         if float(scale) <= 0:
             raise OneshotError(f"scale {scale} must be positive, e.g. 30")
-        self.num_classes = int(num_classes)
         self.margin_type = check_choice("margin", "margin_type", margin_type, MARGINS)
         self.margin, self.scale = float(margin), float(scale)
         self.input_shape = [int(v) for v in input_shape]
