@@ -23,6 +23,7 @@ from oneshot.cli_common import (
     train_with_progress,
 )
 from oneshot.errors import OneshotError
+from oneshot.shapes import check_evaluation
 
 if TYPE_CHECKING:
     from oneshot.training import TrainProgress
@@ -66,6 +67,9 @@ def demo(
     from oneshot.weights import resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint or DEFAULT_CHECKPOINT)
+    shapes = [(5, 1), (20, 1)]
+    if path.is_file():  # a checkpoint of another dataset may not supply the demo's episodes
+        check_evaluation(load_checkpoint(path).metadata, None, "test", None, shapes, 15)
     out.mkdir(parents=True, exist_ok=True)
     if not path.is_file():
         typer.echo(f"{path} not found: training a ProtoNet for {train_minutes:g} minutes")
@@ -73,7 +77,7 @@ def demo(
         cfg = TrainConfig(episodes=100000, eval_every=250, val_episodes=200, max_minutes=train_minutes, device=device)
         train_with_progress(False, None, _loss, "protonet", cfg, path, data_dir=data_dir, command="oneshot demo")
     t0 = time.perf_counter()
-    res = evaluate_with_progress(path, [(5, 1), (20, 1)], episodes, False, seed=0, data_dir=data_dir, device=device)
+    res = evaluate_with_progress(path, shapes, episodes, False, seed=0, data_dir=data_dir, device=device)
     typer.echo(f"checkpoint: {path}")
     for r in res.results:
         typer.echo(
