@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,6 +19,10 @@ import torch
 from oneshot.data.molecules import AssayTable
 from oneshot.data.samplers import EpisodeIndices
 from oneshot.errors import OneshotError
+
+if TYPE_CHECKING:
+    from oneshot.evaluation import EvalResult
+    from oneshot.methods.base import Method
 
 #: score(support rows (2K,), support labels (2K,) 0/1, query rows (Q,), draw) -> (Q,) scores, higher = active.
 Scorer = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
@@ -204,12 +209,12 @@ class MoleculeSet:
         return AssayEpisodeSampler(self.pairs, shape.shots, shape.queries, episodes, seed, start)
 
     @torch.no_grad()
-    def embed(self, method: torch.nn.Module, device: torch.device | str = "cpu", batch: int = 4096) -> np.ndarray:
+    def embed(self, method: Method, device: torch.device | str = "cpu", batch: int = 4096) -> np.ndarray:
         method.eval()
         out = [method.embed(self.features[i : i + batch].to(device)).float().cpu() for i in range(0, len(self), batch)]
         return torch.cat(out).numpy()
 
-    def validate(self, method: torch.nn.Module, device: torch.device | str = "cpu"):
+    def validate(self, method: Method, device: torch.device | str = "cpu") -> EvalResult:
         """Mean ROC-AUC over this split's assays (``val_draws`` seeded draws each) as an ``EvalResult``."""
         from oneshot.evaluation import EvalResult, mean_ci95
 

@@ -110,7 +110,8 @@ class Method(nn.Module):
     """
 
     name: ClassVar[str] = ""
-    embeds_independently: ClassVar[bool] = True
+    #: Class default; Matching Networks set it per instance (False with full-context embeddings).
+    embeds_independently: bool = True
 
     def __init__(self, encoder: nn.Module) -> None:
         super().__init__()

@@ -45,7 +45,7 @@ class CosineHead(nn.Module):
 
     def __init__(self, dim: int, classes: int, scale: float) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(classes, dim) * dim**-0.5)
+        self.weight = nn.Parameter(torch.randn(classes, dim) * dim**-0.5)  # (C, D)
         self.scale = scale
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -77,6 +77,8 @@ class Baseline(Method):
     """
 
     name = "baseline"
+    base_mean: torch.Tensor  # (D,) buffer: running mean of base-class features
+    base_batches: torch.Tensor  # () long buffer: training batches seen
 
     def __init__(
         self,
@@ -127,8 +129,9 @@ class Baseline(Method):
             return self.simpleshot(support, support_labels, query, ways)
         with torch.enable_grad():
             if self.test_time == "cosine":
-                head: nn.Module = CosineHead(support.shape[1], ways, self.scale).to(support.device)
-                head.weight.data.copy_(F.normalize(prototypes(support, support_labels, ways), dim=1))
+                cosine = CosineHead(support.shape[1], ways, self.scale).to(support.device)
+                cosine.weight.data.copy_(F.normalize(prototypes(support, support_labels, ways), dim=1))
+                head: nn.Module = cosine
             else:
                 head = nn.Linear(support.shape[1], ways).to(support.device)
                 nn.init.zeros_(head.weight)

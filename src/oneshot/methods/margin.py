@@ -96,7 +96,7 @@ class MarginSoftmax(Method):
         self.margin_type = check_choice("margin", "margin_type", margin_type, MARGINS)
         self.margin, self.scale = float(margin), float(scale)
         self.input_shape = [int(v) for v in input_shape]
-        dim = embedding_dim(encoder, tuple(self.input_shape))  # type: ignore[arg-type]
+        dim = embedding_dim(encoder, tuple(self.input_shape))
         self.weight = nn.Parameter(torch.randn(self.num_classes, dim) * dim**-0.5)
 
     def options(self) -> dict[str, Any]:
