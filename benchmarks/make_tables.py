@@ -596,7 +596,7 @@ def reliability_table() -> str:
         "index_cache_files": "index cache: bytes flipped, truncated, sizes edited, another gallery's file",
         "gallery_files": "gallery files: bytes flipped",
         "imports": "imports: NaN / zero / short vectors, escape / newline / 5000-char / bidi / zero-width labels, bad meta; into itself",
-        "cli_options": "CLI options the issue lists (out of range, NaN, bad paths)",
+        "cli_options": "CLI options the issue lists (out of range, NaN, bad paths, impossible episode shapes, unusable device)",
     }
     lines = [
         "| what was tried | trials | refused (one-line error, files unchanged) | correct answer | anything else |",

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from oneshot.cli_common import CHECKPOINT_HELP, DEFAULT_CHECKPOINT, DataDir, Device, Json, check_range, progress
 from oneshot.errors import OneshotError
+from oneshot.shapes import check_evaluation
 
 
 def demo(
@@ -55,6 +56,9 @@ def demo(
     from oneshot.weights import resolve_checkpoint
 
     checkpoint = resolve_checkpoint(checkpoint)
+    shapes = [(5, 1), (20, 1)]
+    if checkpoint.is_file():  # a checkpoint of another dataset may not supply the demo's episodes
+        check_evaluation(load_checkpoint(checkpoint).metadata, None, "test", None, shapes, 15)
     out.mkdir(parents=True, exist_ok=True)
     if not checkpoint.is_file():
         typer.echo(f"{checkpoint} not found: training a ProtoNet for {train_minutes:g} minutes")
@@ -73,7 +77,6 @@ def demo(
                 ),
             )
     t0 = time.perf_counter()
-    shapes = [(5, 1), (20, 1)]
     with progress(False) as bar:
         task = bar.add_task("evaluating", total=episodes * len(shapes), info="")
         res = evaluate_checkpoint(

@@ -21,9 +21,15 @@ def select_device(name: str = "auto") -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise OneshotError("--device cuda asked for but no CUDA GPU is available: use --device cpu or auto")
     try:
-        return torch.device(name)
+        dev = torch.device(name)
     except RuntimeError:
         raise OneshotError(f"unknown device {name!r}: use auto, cpu or cuda") from None
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise OneshotError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s): use cuda or cuda:0")
+    mps = getattr(torch.backends, "mps", None)
+    if dev.type not in ("cpu", "cuda") and not (dev.type == "mps" and mps is not None and mps.is_available()):
+        raise OneshotError(f"--device {name} is not available here: use auto, cpu or cuda")
+    return dev
 
 
 def cpu_has_bf16() -> bool:

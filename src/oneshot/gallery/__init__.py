@@ -19,7 +19,7 @@ _EXPORTS = {
     "Identification": "oneshot.gallery.results",
     "Match": "oneshot.gallery.results",
     "Verification": "oneshot.gallery.results",
-    "IndexSettings": "oneshot.gallery.index",
+    "IndexSettings": "oneshot.gallery.index_settings",
 }
 __all__ = sorted(_EXPORTS)
 

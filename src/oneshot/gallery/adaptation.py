@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from oneshot.errors import OneshotError
-from oneshot.gallery.class_store import ClassStore, from_blob
+from oneshot.gallery.class_store import ClassRow, ClassStore, from_blob
 from oneshot.gallery.examples import label_key, unit
 from oneshot.modalities import fingerprint_id
 
@@ -45,3 +45,16 @@ def adapt(
             return False  # bounded: never drift further than max_drift (cosine) from the enrolled examples
         tx.adapt_template(class_id, new, now)
     return True
+
+
+def adapt_confirmed(
+    store: ClassStore, row: ClassRow, query: np.ndarray, score: float, threshold: float, dim: int, now: str, fingerprint: str
+) -> bool:
+    """After a confirmed, accepted verification of ``row``'s class with unit ``query`` (D,) scoring ``score``:
+    :func:`adapt` when the class adapts and the score reaches its adaptation minimum (at least ``threshold``)."""
+    if row.adapt_rate <= 0:
+        return False
+    floor = threshold if row.adapt_min_score is None else max(threshold, row.adapt_min_score)
+    if score < floor:
+        return False
+    return adapt(store, row.id, query, row.metadata.get("adapt_max_drift", 0.8), dim, now, fingerprint)

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from oneshot.errors import OneshotError
+from oneshot.gallery.class_store import ClassStore
 from oneshot.gallery.enrolment import STORE_MODES
-from oneshot.gallery.index import IndexSettings
+from oneshot.gallery.index_settings import IndexSettings
 from oneshot.modalities import Embedder, fingerprint_id, load_embedder, vector_fingerprint
 
 
@@ -66,3 +67,20 @@ def load_recorded(path: Path, fingerprint: dict[str, Any], modality: str, where:
     except OneshotError as exc:
         raise OneshotError(f"the encoder of gallery {path} ({where}) cannot be loaded ({exc}): pass --encoder") from None
     return check_embedder(path, fingerprint, enc)
+
+
+def read_meta(store: ClassStore) -> dict[str, Any]:
+    """The gallery's meta, checked to hold a fingerprint and a dimension; on any error the store is closed and
+    a :class:`OneshotError` says what to do."""
+    try:
+        with store.read():
+            meta = store.all_meta()
+        if not isinstance(meta.get("fingerprint"), dict) or type(meta.get("dim")) is not int or meta["dim"] < 1:
+            raise ValueError("fingerprint or dim")
+    except OneshotError:
+        store.close()
+        raise
+    except (ValueError, TypeError, KeyError) as exc:
+        store.close()
+        raise OneshotError(f"gallery {store.path} has damaged meta ({exc}): restore it from an export") from None
+    return meta

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from oneshot.errors import OneshotError
-from oneshot.gallery import store_file
+from oneshot.gallery import integrity, store_file
+from oneshot.gallery.integrity import check_class, check_example, class_digest, example_digest
 
 #: Ids per ``IN (...)`` query (below SQLite's bound on host parameters).
 CHUNK = 500
@@ -84,12 +85,16 @@ class ClassStore:
         self.conn = conn
         #: False when the file could only be opened read-only (read-only file system, no permission).
         self.writable = writable
+        #: True when rows carry digests (:mod:`~oneshot.gallery.integrity`); False only for an unmigrated
+        #: schema-1 file opened read-only, whose rows are read unverified.
+        self.sealed = integrity.columns(conn)
+        self._dg = "digest" if self.sealed else "NULL"
 
     # ---------------------------------------------------------------- opening
     @classmethod
-    def open(cls, path: str | Path) -> ClassStore:
-        """Open an existing gallery after checking, read-only, that it is one we can use."""
-        return cls(Path(path), *store_file.open_checked(Path(path)))
+    def open(cls, path: str | Path, migrate: bool = True) -> ClassStore:
+        """Open an existing gallery once checked, read-only, as usable (``migrate``: see ``open_checked``)."""
+        return cls(Path(path), *store_file.open_checked(Path(path), migrate))
 
     @classmethod
     def create(cls, path: str | Path, meta: dict[str, Any]) -> ClassStore:
@@ -187,11 +192,14 @@ class ClassStore:
     def class_by_label(self, label: str) -> ClassRow:
         """The class named ``label``; a :class:`OneshotError` when there is none."""
         row = self.conn.execute(
-            "SELECT id, n_examples, template, adapt_rate, adapt_min_score, metadata FROM classes WHERE label = ?", (label,)
+            f"SELECT id, n_examples, template, adapt_rate, adapt_min_score, metadata, label, {self._dg} FROM classes "
+            "WHERE label = ?",
+            (label,),
         ).fetchone()
         if row is None:
             raise OneshotError(f"no class {label!r} in gallery {self.path}: see `oneshot gallery list`")
-        return ClassRow(*row[:5], _json_or_none(row[5]) or {})
+        check_class(self.path, self.sealed, row[0], row[6], row[2], row[7])
+        return ClassRow(row[0], row[1], row[2], row[3], row[4], _json_or_none(row[5]) or {})
 
     def class_id(self, label: str) -> int | None:
         row = self.conn.execute("SELECT id FROM classes WHERE label = ?", (label,)).fetchone()
@@ -205,12 +213,18 @@ class ClassStore:
     def labels_of(self, ids: Iterable[int]) -> dict[int, str]:
         """class id -> label for the ids (negative ids, FAISS's padding, are skipped) that exist."""
         keys = sorted({int(i) for i in ids if i >= 0})
-        return dict(self._in_chunks("SELECT id, label FROM classes WHERE id IN ({})", keys))
+        sql = f"SELECT id, label, template, {self._dg} FROM classes WHERE id IN ({{}})"
+        return {i: lab for i, lab, _ in self._verified(self._in_chunks(sql, keys))}
+
+    def _verified(self, rows: Iterable[tuple]) -> Iterator[tuple]:
+        """``(id, label, template, digest)`` rows, each checked against its digest, as ``(id, label, template)``."""
+        return integrity.verified_classes(self.path, self.sealed, rows)  # type: ignore[return-value]
 
     def templates_of(self, ids: Sequence[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
         """(M,) ids and (M, D) templates of those of ``ids`` that exist."""
         got_ids, got = [], []
-        for i, b in self._in_chunks("SELECT id, template FROM classes WHERE id IN ({})", list(ids)):
+        sql = f"SELECT id, label, template, {self._dg} FROM classes WHERE id IN ({{}})"
+        for i, _, b in self._verified(self._in_chunks(sql, list(ids))):
             got_ids.append(i)
             got.append(from_blob(b, dim))
         return np.asarray(got_ids, np.int64), (np.stack(got) if got else np.zeros((0, dim), np.float32))
@@ -219,9 +233,9 @@ class ClassStore:
         """Every class: ids (N,) and templates (N, D), in id order."""
         ids: list[int] = []
         blobs: list[bytes] = []
-        cur = self.conn.execute("SELECT id, template FROM classes ORDER BY id")
+        cur = self.conn.execute(f"SELECT id, label, template, {self._dg} FROM classes ORDER BY id")
         while rows := cur.fetchmany(65536):
-            for i, b in rows:
+            for i, _, b in self._verified(rows):
                 ids.append(i)
                 blobs.append(b)
         if not ids:
@@ -239,29 +253,40 @@ class ClassStore:
     def list_classes(self) -> list[tuple]:
         """(id, label, n_examples, adapt_rate, adaptations, created, updated, metadata dict) per class, by id."""
         rows = self.conn.execute(
-            "SELECT id, label, n_examples, adapt_rate, adaptations, created, updated, metadata FROM classes ORDER BY id"
+            "SELECT id, label, n_examples, adapt_rate, adaptations, created, updated, metadata, template, "
+            f"{self._dg} FROM classes ORDER BY id"
         )
-        return [(*r[:7], _json_or_none(r[7]) or {}) for r in rows]
+        out = []
+        for r in rows:
+            check_class(self.path, self.sealed, r[0], r[1], r[8], r[9])
+            out.append((*r[:7], _json_or_none(r[7]) or {}))
+        return out
 
     # ---------------------------------------------------------------- examples
     def example_vectors(self, class_id: int, dim: int) -> np.ndarray:
         """The stored embeddings (n, D) of a class's examples, in enrolment order."""
-        rows = self.conn.execute("SELECT embedding FROM examples WHERE class_id = ? ORDER BY id", (class_id,)).fetchall()
-        return np.stack([from_blob(r[0], dim) for r in rows]) if rows else np.zeros((0, dim), np.float32)
+        rows = self._examples("class_id, embedding", "WHERE class_id = ?", (class_id,))
+        return np.stack([from_blob(r[1], dim) for r in rows]) if rows else np.zeros((0, dim), np.float32)
+
+    def _examples(self, cols: str, where: str, args: tuple = ()) -> list[tuple]:
+        """Rows ``cols`` of the examples ``where`` selects (by id), each checked against its digest."""
+        sql = f"SELECT class_id, embedding, input, input_path, {self._dg}, {cols} FROM examples {where} ORDER BY id"
+        rows = self.conn.execute(sql, args).fetchall()
+        for r in rows:
+            check_example(self.path, self.sealed, r[:5], lambda cid: self.labels_of([cid]).get(cid))
+        return [r[5:] for r in rows]
 
     def all_examples(self) -> list[ExampleRow]:
         """Every example's stored input or path, by id (what re-embedding reads)."""
-        rows = self.conn.execute("SELECT id, class_id, input, input_path, source FROM examples ORDER BY id")
-        return [ExampleRow(*r) for r in rows]
+        return [ExampleRow(*r) for r in self._examples("id, class_id, input, input_path, source", "")]
 
     def class_examples(self, dim: int) -> Iterator[tuple[str, dict[str, Any], list[tuple]]]:
         """For each class with examples, by id: label, metadata and its examples' (embedding (D,), input, path,
         source) in enrolment order (what importing into another gallery reads)."""
-        classes = self.conn.execute("SELECT id, label, metadata FROM classes ORDER BY id").fetchall()
-        for cid, label, meta in classes:
-            ex = self.conn.execute(
-                "SELECT embedding, input, input_path, source FROM examples WHERE class_id = ? ORDER BY id", (cid,)
-            ).fetchall()
+        classes = self.conn.execute(f"SELECT id, label, metadata, template, {self._dg} FROM classes ORDER BY id")
+        for cid, label, meta, template, digest in classes.fetchall():
+            check_class(self.path, self.sealed, cid, label, template, digest)
+            ex = self._examples("embedding, input, input_path, source", "WHERE class_id = ?", (cid,))
             if ex:
                 yield label, _json_or_none(meta), [(from_blob(e[0], dim), *e[1:]) for e in ex]
 
@@ -283,6 +308,10 @@ class Transaction:
         self.conn.executemany("INSERT INTO changes (class_id) VALUES (?)", [(cid,) for cid in self._changed])
         self._changed = {}
 
+    def _class_digest(self, class_id: int, template: np.ndarray) -> bytes:
+        """The digest of a class with a new template (its label read and checked first)."""
+        return class_digest(class_id, self.store.labels_of([class_id])[class_id], to_blob(template))
+
     def set_meta(self, key: str, value: Any) -> None:
         self.conn.execute(
             "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, json.dumps(value))
@@ -291,8 +320,12 @@ class Transaction:
     def insert_classes(self, rows: Sequence[tuple[int, str, np.ndarray, int, dict[str, Any] | None]], now: str) -> None:
         """New classes: (id, label, template (D,), number of examples, metadata or None) each."""
         self.conn.executemany(
-            "INSERT INTO classes (id, label, template, n_examples, metadata, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(cid, label, to_blob(t), n, json.dumps(meta) if meta else "{}", now, now) for cid, label, t, n, meta in rows],
+            "INSERT INTO classes (id, label, template, n_examples, metadata, created, updated, digest) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (c, lab, to_blob(t), n, json.dumps(m) if m else "{}", now, now, class_digest(c, lab, to_blob(t)))
+                for c, lab, t, n, m in rows
+            ],
         )
         self._touch(r[0] for r in rows)
 
@@ -302,23 +335,26 @@ class Transaction:
         """A class's new template after more examples (adaptation restarts; ``metadata`` replaces the old when given)."""
         meta_sql, meta_args = ("", ()) if metadata is None else (", metadata = ?", (json.dumps(metadata),))
         self.conn.execute(
-            f"UPDATE classes SET template = ?, n_examples = ?, adaptations = 0, updated = ?{meta_sql} WHERE id = ?",
-            (to_blob(template), n_examples, now, *meta_args, class_id),
+            f"UPDATE classes SET template = ?, n_examples = ?, adaptations = 0, updated = ?, digest = ?{meta_sql} WHERE id = ?",
+            (to_blob(template), n_examples, now, self._class_digest(class_id, template), *meta_args, class_id),
         )
         self._touch([class_id])
 
     def add_examples(self, rows: Iterable[tuple[int, np.ndarray, bytes | None, str | None, str]], now: str) -> None:
         """Examples: (class id, embedding (D,), input bytes or None, path or None, source) each."""
         self.conn.executemany(
-            "INSERT INTO examples (class_id, embedding, input, input_path, source, added) VALUES (?, ?, ?, ?, ?, ?)",
-            [(cid, to_blob(v), inp, p, src, now) for cid, v, inp, p, src in rows],
+            "INSERT INTO examples (class_id, embedding, input, input_path, source, added, digest) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (cid, b, inp, p, src, now, example_digest(cid, b, inp, p))
+                for cid, b, inp, p, src in ((r[0], to_blob(r[1]), *r[2:]) for r in rows)
+            ],
         )
 
     def adapt_template(self, class_id: int, template: np.ndarray, now: str) -> None:
         """One template adaptation step (counted)."""
         self.conn.execute(
-            "UPDATE classes SET template = ?, adaptations = adaptations + 1, updated = ? WHERE id = ?",
-            (to_blob(template), now, class_id),
+            "UPDATE classes SET template = ?, adaptations = adaptations + 1, updated = ?, digest = ? WHERE id = ?",
+            (to_blob(template), now, self._class_digest(class_id, template), class_id),
         )
         self._touch([class_id])
 
@@ -336,21 +372,28 @@ class Transaction:
 
     def rename(self, old: str, new: str, now: str) -> None:
         """Rename class ``old`` (which must exist) to ``new`` (which must not)."""
-        self.store.class_by_label(old)
+        row = self.store.class_by_label(old)
         if self.store.class_id(new) is not None:
             raise OneshotError(f"class {new!r} already exists: forget it first or choose another name")
-        self.conn.execute("UPDATE classes SET label = ?, updated = ? WHERE label = ?", (new, now, old))
+        digest = class_digest(row.id, new, row.template)
+        self.conn.execute("UPDATE classes SET label = ?, updated = ?, digest = ? WHERE label = ?", (new, now, digest, old))
 
     def replace_embeddings(
         self, example_ids: Sequence[int], vectors: np.ndarray, templates: dict[int, np.ndarray], now: str
     ) -> None:
         """Re-embedding: examples' new embeddings (N, D), classes' new templates (adaptations reset)."""
+        new = dict(zip((int(i) for i in example_ids), vectors, strict=False))
+        old = {}  # example id -> (class id, input, path), each old row checked before it is resealed
+        for s in range(0, len(new), CHUNK):
+            part = tuple(new)[s : s + CHUNK]
+            where = f"WHERE id IN ({','.join('?' * len(part))})"
+            old.update({r[0]: r[1:] for r in self.store._examples("id, class_id, input, input_path", where, part)})
         self.conn.executemany(
-            "UPDATE examples SET embedding = ? WHERE id = ?",
-            [(to_blob(v), i) for v, i in zip(vectors, example_ids, strict=False)],
+            "UPDATE examples SET embedding = ?, digest = ? WHERE id = ?",
+            [(to_blob(v), example_digest(old[i][0], to_blob(v), *old[i][1:]), i) for i, v in new.items()],
         )
         self.conn.executemany(
-            "UPDATE classes SET template = ?, adaptations = 0, updated = ? WHERE id = ?",
-            [(to_blob(t), now, cid) for cid, t in templates.items()],
+            "UPDATE classes SET template = ?, adaptations = 0, updated = ?, digest = ? WHERE id = ?",
+            [(to_blob(t), now, self._class_digest(cid, t), cid) for cid, t in templates.items()],
         )
         self._touch(templates)

@@ -1,7 +1,10 @@
 """``oneshot gallery ...``: the gallery's command line, a thin layer over :class:`oneshot.gallery.Gallery`.
 
 Every command takes the gallery file first, prints tables (or one JSON object with ``--json``) and turns
-user mistakes into ``error: ...`` with exit status 2.
+user mistakes into ``error: ...`` with exit status 2. This module holds the commands on classes (create,
+enrol, identify, verify, forget, rename, list); :mod:`oneshot.gallery.cli_admin` those on the decision rules
+and the file (calibrate, threshold, adapt, export, import, reembed); their option types are in
+:mod:`oneshot.gallery.cli_options`.
 """
 
 from __future__ import annotations
@@ -15,42 +18,32 @@ from rich.table import Table
 
 from oneshot.cli_common import Json, check_range, command, echo_json
 from oneshot.errors import OneshotError
+from oneshot.gallery.cli_admin import admin
+from oneshot.gallery.cli_options import (
+    ApproxAbove,
+    Augment,
+    ClassFolder,
+    CsvOpt,
+    Description,
+    EncoderOpt,
+    FromFile,
+    GalleryPath,
+    IndexKind,
+    LabelColumn,
+    NewEncoder,
+    SaltsOpt,
+    SmilesColumn,
+    SmilesOpt,
+    StoreMode,
+    TextOpt,
+    open_gallery,
+)
 
 app = typer.Typer(
     no_args_is_help=True,
     help="A persistent gallery: enrol classes from one example, identify, verify.",
     pretty_exceptions_enable=False,
 )
-
-GalleryPath = Annotated[Path, typer.Argument(help="The gallery file (SQLite).")]
-ENCODER_HELP = "A built-in encoder name, a checkpoint file (.safetensors) or a model folder"
-EncoderOpt = Annotated[
-    Optional[str], typer.Option("--encoder", help=f"{ENCODER_HELP}; default: the one the gallery was created with.")
-]
-TextOpt = Annotated[Optional[list[str]], typer.Option("--text", help="Text gallery: the text itself (repeat for several).")]
-
-
-def Cosine(what: str) -> object:  # noqa: N802  (an option type, named like one)
-    """An optional cosine-threshold option's type, its help naming ``what`` threshold it sets."""
-    return Annotated[Optional[float], typer.Option(help=f"{what} threshold (cosine).")]
-
-
-def _open(path: Path, encoder: Optional[str] = None):
-    from oneshot.gallery import Gallery
-
-    return Gallery.open(path, encoder=encoder, create=False)
-
-
-SmilesOpt = Annotated[
-    Optional[list[str]], typer.Option("--smiles", help="A molecule as SMILES (repeatable); for molecule galleries.")
-]
-CsvOpt = Annotated[
-    Optional[Path], typer.Option("--csv", help="A CSV of molecules, one per row (see --smiles-column, --label-column).")
-]
-SmilesColumn = Annotated[str, typer.Option(help="The --csv column holding SMILES.")]
-SaltsOpt = Annotated[
-    str, typer.Option(help="Molecules of several fragments (salts): largest (keep the largest fragment) or refuse.")
-]
 
 
 def _molecules(
@@ -84,19 +77,10 @@ def _molecules(
 @command(app)
 def create(
     gallery: GalleryPath,
-    encoder: Annotated[str, typer.Option("--encoder", help=f"{ENCODER_HELP} the gallery will use.")],
-    store: Annotated[
-        str, typer.Option(help="What to keep of each example: inputs (bytes, for reembed), paths, or none.")
-    ] = "inputs",
-    approx_above: Annotated[
-        Optional[int], typer.Option(help="Search approximately above this many classes, in [0, 2147483648].")
-    ] = None,
-    index: Annotated[
-        Optional[str],
-        typer.Option(
-            help="Approximate index kind: hnsw (default), hnsw_sq8, ivf_flat, ivf_sq8 (least memory at 1e6 with recall@1 >= 0.99, docs/gallery.md), ivf_pq."
-        ),
-    ] = None,
+    encoder: NewEncoder,
+    store: StoreMode = "inputs",
+    approx_above: ApproxAbove = None,
+    index: IndexKind = None,
     as_json: Json = False,
 ) -> None:
     """Create an empty gallery bound to an encoder checkpoint."""
@@ -122,35 +106,16 @@ def enrol(
     gallery: GalleryPath,
     label: Annotated[Optional[str], typer.Argument(help="Class label (omit with --folder).")] = None,
     files: Annotated[Optional[list[Path]], typer.Argument(help="One or more example files of the class.")] = None,
-    folder: Annotated[
-        Optional[Path], typer.Option(help="Enrol every sub-folder of this folder as a class named after it.")
-    ] = None,
+    folder: ClassFolder = None,
     text: TextOpt = None,
-    description: Annotated[
-        Optional[str], typer.Option(help="Text gallery: what the class means (enrolled as one more example).")
-    ] = None,
-    from_file: Annotated[
-        Optional[Path],
-        typer.Option(
-            help="Text gallery: a CSV/TSV/JSON lines file (label, text[, description]) "
-            "enrolling many classes, or a file with one example of LABEL per line."
-        ),
-    ] = None,
+    description: Description = None,
+    from_file: FromFile = None,
     smiles: SmilesOpt = None,
     csv: CsvOpt = None,
     smiles_column: SmilesColumn = "smiles",
-    label_column: Annotated[
-        Optional[str], typer.Option(help="The --csv column naming each row's class (else LABEL for all rows).")
-    ] = None,
+    label_column: LabelColumn = None,
     salts: SaltsOpt = "largest",
-    augment: Annotated[
-        Optional[int],
-        typer.Option(
-            min=0,
-            max=100,
-            help="Synthetic examples per example from the encoder's generator (0: none; default: on only where validation showed it helps, docs/images.md).",
-        ),
-    ] = None,
+    augment: Augment = None,
     encoder: EncoderOpt = None,
     as_json: Json = False,
 ) -> None:
@@ -162,7 +127,7 @@ def enrol(
             raise OneshotError("give molecules (--smiles/--csv) or files, not both")
         if label is None and label_column is None:
             raise OneshotError("give a LABEL for the molecules, or --label-column with --csv")
-        with _open(gallery, encoder) as g:
+        with open_gallery(gallery, encoder) as g:
             mols = _molecules(g, smiles, csv, smiles_column, label_column, salts)
             groups: dict[str, list] = {}
             for example, where, lab in mols:
@@ -190,7 +155,7 @@ def enrol(
         if not label or not files:
             raise OneshotError("give a LABEL and at least one example file (or --folder with one sub-folder per class)")
         jobs = [(label, files)]
-    with _open(gallery, encoder) as g:  # every class read and checked first, then one transaction
+    with open_gallery(gallery, encoder) as g:  # every class read and checked first, then one transaction
         batch = [(lab, list(fs), metas[i] if i < len(metas) else None) for i, (lab, fs) in enumerate(jobs)]
         reports = [r.to_dict() for r in g.enrol_batch(batch, augment=augment)]
     _print_enrolments(gallery, reports, as_json)
@@ -229,7 +194,7 @@ def identify(
         from oneshot.modalities.text.enrol import text_queries
 
         items += text_queries(text)
-    with _open(gallery, encoder) as g:
+    with open_gallery(gallery, encoder) as g:
         if smiles or csv is not None:
             mols = _molecules(g, smiles, csv, smiles_column, None, salts)
             items += [m[0] for m in mols]
@@ -262,7 +227,7 @@ def verify(
     as_json: Json = False,
 ) -> None:
     """Accept or reject a query as a claimed class; exit status 1 when rejected."""
-    with _open(gallery, encoder) as g:
+    with open_gallery(gallery, encoder) as g:
         res = g.verify(query, label, confirm=confirm)
     if as_json:
         echo_json(res.to_dict())
@@ -279,7 +244,7 @@ def verify(
 @command(app)
 def forget(gallery: GalleryPath, label: Annotated[str, typer.Argument(help="The class to remove.")]) -> None:
     """Remove a class and its examples."""
-    with _open(gallery) as g:
+    with open_gallery(gallery) as g:
         n = g.forget(label)
     typer.echo(f"forgot {label!r} ({n} examples)")
 
@@ -287,7 +252,7 @@ def forget(gallery: GalleryPath, label: Annotated[str, typer.Argument(help="The 
 @command(app)
 def rename(gallery: GalleryPath, old: Annotated[str, typer.Argument()], new: Annotated[str, typer.Argument()]) -> None:
     """Rename a class."""
-    with _open(gallery) as g:
+    with open_gallery(gallery) as g:
         g.rename(old, new)
     typer.echo(f"renamed {old!r} to {new!r}")
 
@@ -297,7 +262,7 @@ def list_classes(gallery: GalleryPath, as_json: Json = False) -> None:
     """The gallery's classes, encoder, thresholds and calibration."""
     from dataclasses import asdict
 
-    with _open(gallery) as g:
+    with open_gallery(gallery) as g:
         info = g.info()
         classes = g.list()
     if as_json:
@@ -329,140 +294,4 @@ def list_classes(gallery: GalleryPath, as_json: Json = False) -> None:
         typer.echo(f"warning: {info['warning']}")
 
 
-@command(app)
-def calibrate(
-    gallery: GalleryPath,
-    folder: Annotated[
-        Optional[Path], typer.Option(help="Validation classes: one sub-folder of examples per class, none of them enrolled.")
-    ] = None,
-    omniglot: Annotated[
-        Optional[str],
-        typer.Option(help="Use Omniglot validation classes instead: lake-val (the Lake split's validation alphabets)."),
-    ] = None,
-    far: Annotated[float, typer.Option(help="Target false-accept rate, in (0, 1).")] = 1e-3,
-    gallery_size: Annotated[
-        Optional[int], typer.Option(help="Gallery size the identify threshold is for (>= 1; default: the current size).")
-    ] = None,
-    trials: Annotated[int, typer.Option(help="Random gallery/stranger splits simulated, in [1, 100000].")] = 20,
-    seed: Annotated[int, typer.Option(help="Seed of the simulated splits.")] = 0,
-    data_dir: Annotated[Optional[Path], typer.Option(help="Dataset folder for --omniglot (else $ONESHOT_DATA).")] = None,
-    encoder: EncoderOpt = None,
-    as_json: Json = False,
-) -> None:
-    """Measure genuine and impostor scores on validation classes; set thresholds for a target false-accept rate."""
-    check_range("far", far, 0, 1, low_open=True, high_open=True)
-    check_range("gallery_size", gallery_size, 1)
-    check_range("trials", trials, 1, 100000)
-    with _open(gallery, encoder) as g:
-        if (folder is None) == (omniglot is None):
-            raise OneshotError("give exactly one of --folder DIR or --omniglot lake-val")
-        if folder is not None:
-            rec = g.calibrate_folder(folder, target_far=far, gallery_size=gallery_size, trials=trials, seed=seed)
-        else:
-            if omniglot != "lake-val":
-                raise OneshotError(f"unknown --omniglot {omniglot!r}: use lake-val")
-            from oneshot.data import load_omniglot
-
-            enc = g.encoder
-            if not hasattr(enc, "embed_images"):
-                raise OneshotError("--omniglot needs an image checkpoint encoder")
-            if getattr(enc, "domain", "omniglot") != "omniglot":
-                raise OneshotError(
-                    f"the gallery's encoder was trained on {enc.domain}, not handwriting: an Omniglot "  # type: ignore[attr-defined]
-                    "threshold would be meaningless; calibrate with --folder on validation classes of its domain"
-                )
-            val = load_omniglot("lake", "val", enc.preprocessing.size, data_dir)  # type: ignore[attr-defined]
-            x = enc.embed_images(val.images.numpy())  # type: ignore[attr-defined]
-            rec = g.calibrate(
-                x,
-                val.labels.numpy(),
-                target_far=far,
-                gallery_size=gallery_size,
-                trials=trials,
-                seed=seed,
-                source="omniglot lake val",
-                domain="omniglot",
-            )
-    if as_json:
-        echo_json(rec)
-        return
-    m = rec["measured"]
-    typer.echo(
-        f"target false-accept rate {far:g} on {rec['validation_classes']} validation classes "
-        f"({rec['validation_examples']} examples), gallery of {rec['gallery_size']} classes:"
-    )
-    typer.echo(
-        f"  identify threshold {rec['identify_threshold']:.4f} ({rec['identify_method']}): measured FAR {m['identify_far']:.2e}, "
-        f"TAR {m['identify_tar']:.4f}, closed-set accuracy {m['closed_set_accuracy']:.4f}"
-    )
-    typer.echo(f"  verify threshold {rec['verify_threshold']:.4f}: measured FAR {m['verify_far']:.2e}, TAR {m['verify_tar']:.4f}")
-    for n in rec["notes"]:
-        typer.echo(f"  note: {n}")
-
-
-@command(app)
-def threshold(gallery: GalleryPath, identify: Cosine("Identify") = None, verify: Cosine("Verify") = None) -> None:
-    """Set thresholds by hand (recorded as manual); prefer `calibrate`."""
-    check_range("identify", identify, -1, 1)
-    check_range("verify", verify, -1, 1)
-    if identify is None and verify is None:
-        raise OneshotError("give --identify and/or --verify")
-    with _open(gallery) as g:
-        g.set_threshold(identify=identify, verify=verify)
-        t = g.thresholds()
-    typer.echo(f"thresholds: identify {t['identify']}, verify {t['verify']} (manual)")
-
-
-@command(app)
-def adapt(
-    gallery: GalleryPath,
-    label: Annotated[str, typer.Argument(help="The class.")],
-    rate: Annotated[float, typer.Option(help="Rate in [0, 0.5]; 0 turns adaptation off.")],
-    min_score: Annotated[
-        Optional[float], typer.Option(help="Only confirmed matches scoring at least this adapt (cosine, in [-1, 1]).")
-    ] = None,
-    max_drift: Annotated[
-        float, typer.Option(help="Keep at least this cosine to the enrolled examples' prototype, in [-1, 1].")
-    ] = 0.8,
-) -> None:
-    """Turn template adaptation on or off for one class (off by default)."""
-    check_range("rate", rate, 0, 0.5)
-    check_range("min_score", min_score, -1, 1)
-    check_range("max_drift", max_drift, -1, 1)
-    with _open(gallery) as g:
-        g.set_adaptation(label, rate, min_score=min_score, max_drift=max_drift)
-    typer.echo(f"adaptation of {label!r}: " + (f"rate {rate:g}" if rate else "off"))
-
-
-@command(app)
-def export(gallery: GalleryPath, out: Annotated[Path, typer.Argument(help="New file for the copy.")]) -> None:
-    """Write a consistent copy of the gallery (itself a gallery file)."""
-    with _open(gallery) as g:
-        g.export(out)
-    typer.echo(f"exported {gallery} to {out}")
-
-
-@command(app, "import")
-def import_(
-    gallery: GalleryPath,
-    source: Annotated[Path, typer.Argument(help="A gallery (or export) with the same encoder.")],
-    on_conflict: Annotated[str, typer.Option(help="For labels in both: error, skip or merge.")] = "error",
-) -> None:
-    """Add another gallery's classes (same encoder fingerprint), all or nothing."""
-    with _open(gallery) as g:
-        n = g.import_from(source, on_conflict=on_conflict)
-    typer.echo(f"imported {n} classes from {source}")
-
-
-@command(app)
-def reembed(
-    gallery: GalleryPath,
-    encoder: Annotated[str, typer.Option("--encoder", help=f"The new encoder: {ENCODER_HELP}.")],
-) -> None:
-    """Rebuild every template with a new encoder from the stored examples; thresholds are cleared."""
-    from oneshot.gallery import Gallery
-
-    with Gallery.open(gallery, create=False) as g:
-        n = g.reembed(encoder)
-        fp = g.info()["encoder"]
-    typer.echo(f"re-embedded {n} examples with encoder {fp}; run `oneshot gallery calibrate` again")
+app.registered_commands.extend(admin.registered_commands)  # calibrate ... reembed, listed after these

@@ -17,7 +17,7 @@ import numpy as np
 from oneshot.errors import OneshotError
 from oneshot.gallery.class_store import Transaction
 from oneshot.gallery.examples import as_list, check_label, class_template, embed_examples
-from oneshot.modalities import Embedder, Example
+from oneshot.modalities import Embedder, Example, check_vectors
 
 #: What a gallery keeps of each example besides its embedding: the input bytes, the absolute path, or nothing.
 STORE_MODES = ("inputs", "paths", "none")
@@ -75,6 +75,36 @@ def prepare(
     )
 
 
+def with_synthetic(prep: Prepared, generator: Callable[[], Any], augment: int | None, dim: int) -> Prepared:
+    """``prep`` and ``augment`` synthetic examples per real one from the embedder's generator (``generator()``:
+    a :mod:`oneshot.generative` generator or None), stored as vectors of source ``synthetic``.
+
+    ``None`` means the generator's validated default: on (8 per example) only when validation said it helps."""
+    gen = generator()
+    if augment is None:
+        augment = 8 if gen is not None and gen.helps else 0
+    if isinstance(augment, bool) or not isinstance(augment, int) or not 0 <= augment <= 100:
+        raise OneshotError(f"augment={augment!r}: give a whole number of synthetic examples from 0 to 100")
+    if augment == 0:
+        return prep
+    if gen is None:
+        raise OneshotError(
+            "this gallery's encoder has no generator (a <checkpoint>.generator.safetensors beside it): "
+            "enrol without augment, or fit one with benchmarks/generative_augmentation.py"
+        )
+    synth = gen.sample(prep.vectors, augment, seed=0).reshape(-1, dim)
+    synth = check_vectors(synth, dim, "synthetic examples")
+    n = len(synth)
+    return Prepared(
+        prep.label,
+        np.concatenate([prep.vectors, synth]),
+        prep.inputs + [None] * n,
+        prep.paths + [None] * n,
+        prep.sources + ["synthetic"] * n,
+        prep.metadata,
+    )
+
+
 def one_vector_each(labels: Sequence[str], vectors: np.ndarray) -> list[Prepared]:
     """Enrolments of one (already validated) unit embedding per label: labels (N,), vectors (N, D)."""
     return [Prepared(check_label(lab), vectors[i : i + 1], [None], [None], ["vector"]) for i, lab in enumerate(labels)]
@@ -98,7 +128,7 @@ def write_enrolments(tx: Transaction, items: list[Prepared], dim: int, now: str)
         rows = [(first + j, it.label, class_template(it.vectors), len(it.vectors), it.metadata) for j, it in enumerate(new)]
         tx.insert_classes(rows, now)
         result.update({it.label: (cid, True, len(it.vectors)) for (cid, *_), it in zip(rows, new, strict=False)})
-    examples = []
+    examples: list[tuple[int, np.ndarray, bytes | None, str | None, str]] = []
     for it in merged.values():
         if it.label in existing:
             cid, _ = existing[it.label]

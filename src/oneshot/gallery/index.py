@@ -29,85 +29,19 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
 
 from oneshot.files import atomic_write_bytes
+from oneshot.gallery.index_file import frame, header_fields, read_frame
+from oneshot.gallery.index_settings import APPROX_KINDS, MIN_IVF, QUANTISED_KINDS, IndexSettings
 
 FILE_MAGIC = b"ONESHOT-GALLERY-INDEX\x00"
 INDEX_FORMAT = 1  # exact and hnsw files (unchanged, so older versions keep reading them)
 INDEX_FORMAT_V2 = 2  # the other approximate kinds: the header also records the refine vectors' blob
-
-APPROX_KINDS = ("hnsw", "hnsw_sq8", "ivf_flat", "ivf_sq8", "ivf_pq")
-QUANTISED_KINDS = ("hnsw_sq8", "ivf_sq8", "ivf_pq")
-MIN_IVF = 1000  # fewer classes than this: an IVF kind searches exactly (too few points to train on)
-
-
-@dataclass
-class IndexSettings:
-    """When and how to search approximately.
-
-    Attributes:
-        approx_above: use HNSW once the gallery holds more than this many classes (exact below).
-        hnsw_m: HNSW graph degree (memory: about 2*M*4 bytes per template on top of the vector).
-        ef_construction: HNSW build-time beam width.
-        ef_search: HNSW search-time beam width (higher: better recall, slower).
-        rebuild_fraction: rebuild the HNSW graph when tombstones exceed this fraction of it.
-        approx_kind: which approximate index (one of :data:`APPROX_KINDS`); ``hnsw`` reproduces the index
-            of galleries made before this setting existed.
-        nprobe: IVF kinds: inverted lists scanned per query (of ``sqrt(N)``; 128 of 1000 gives recall@1 0.998
-            at 10^6 real-like 64-d templates, ``benchmarks/results/gallery_memory.json``).
-        pq_m: ``ivf_pq``: bytes per vector (sub-quantisers of 8 bits; must divide the dimension).
-        refine_factor: quantised kinds: re-rank ``refine_factor * k`` candidates exactly (0: no re-ranking,
-            approximate scores and no float copies in memory).
-    """
-
-    approx_above: int = 20000
-    hnsw_m: int = 32
-    ef_construction: int = 80
-    ef_search: int = 128
-    rebuild_fraction: float = 0.1
-    approx_kind: str = "hnsw"
-    nprobe: int = 128
-    pq_m: int = 16
-    refine_factor: int = 4
-
-    def kind_for(self, n: int) -> str:
-        """The index kind a fresh build uses for ``n`` classes."""
-        if n <= self.approx_above or (self.approx_kind.startswith("ivf") and n < MIN_IVF):
-            return "exact"
-        return self.approx_kind
-
-    @property
-    def refines(self) -> bool:
-        """Whether the approximate kind re-ranks against float copies."""
-        return self.approx_kind in QUANTISED_KINDS and self.refine_factor > 0
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> IndexSettings:
-        d = d or {}
-        return cls(**{k: type(getattr(cls, k))(v) for k, v in d.items() if k in cls.__dataclass_fields__})
-
-
-#: The largest ``approx_above`` / ``ef_search`` accepted (far above any gallery this serves).
-MAX_SETTING = 1 << 31
-
-
-def check_index_settings(approx_above: int | None, ef_search: int | None) -> None:
-    """A :class:`OneshotError` for an ``approx_above`` outside [0, 2^31] or an ``ef_search`` outside [1, 2^31]."""
-    from oneshot.errors import OneshotError
-
-    for name, v, low in (("approx_above", approx_above, 0), ("ef_search", ef_search, 1)):
-        if v is None:
-            continue
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not low <= v <= MAX_SETTING:
-            raise OneshotError(f"{name} must be a whole number in [{low}, {MAX_SETTING}], not {v!r}")
 
 
 def _exact(dim: int) -> faiss.Index:
@@ -119,6 +53,7 @@ def _ivf(kind: str, dim: int, n: int, settings: IndexSettings) -> faiss.Index:
     nlist = max(1, int(round(np.sqrt(n))))
     quantiser = faiss.IndexFlatIP(dim)
     ip = faiss.METRIC_INNER_PRODUCT
+    index: faiss.Index
     if kind == "ivf_flat":
         index = faiss.IndexIVFFlat(quantiser, dim, nlist, ip)
     elif kind == "ivf_sq8":
@@ -146,13 +81,15 @@ class TemplateIndex:
         self.delta = _exact(dim)
         # float32 copies indexed by class id, for exact re-ranking (quantised kinds with refine_factor > 0)
         self.vectors: np.ndarray | None = None
+        self.main: Any  # an IndexIDMap(2) around flat or HNSW, or an IVF index (FAISS's stubs only know Index)
         if kind == "exact":
             self.main = _exact(dim)
         elif kind in ("hnsw", "hnsw_sq8"):
+            hnsw: Any  # FAISS's type stubs know neither the graph attribute nor IndexHNSWSQ's arguments
             if kind == "hnsw":
                 hnsw = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             else:
-                hnsw = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+                hnsw = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)  # type: ignore[arg-type]
                 hnsw.train(self._train_sample(train))
             hnsw.hnsw.efConstruction = settings.ef_construction
             hnsw.hnsw.efSearch = settings.ef_search
@@ -200,7 +137,7 @@ class TemplateIndex:
         if self.kind == "exact":
             total += n_main * (self.dim * 4 + 8)
         elif self.kind.startswith("hnsw"):
-            inner = faiss.downcast_index(self.main.index)
+            inner: Any = faiss.downcast_index(self.main.index)  # HNSW; FAISS's stubs only know Index
             code = self.dim * 4 if self.kind == "hnsw" else inner.storage.sa_code_size()
             total += n_main * (code + 8)
             hnsw = inner.hnsw
@@ -210,7 +147,8 @@ class TemplateIndex:
             ivf = faiss.extract_index_ivf(self.main)
             total += n_main * (ivf.code_size + 8) + ivf.nlist * self.dim * 4
             if self.kind == "ivf_pq":
-                total += faiss.vector_to_array(faiss.downcast_index(ivf).pq.centroids).nbytes
+                pq: Any = faiss.downcast_index(ivf)  # IndexIVFPQ; FAISS's stubs only know Index
+                total += faiss.vector_to_array(pq.pq.centroids).nbytes
         if self.vectors is not None:
             total += self.vectors.nbytes
         return total
@@ -278,14 +216,14 @@ class TemplateIndex:
             return self.main.search(q, k)
         kk = k * self.settings.refine_factor if self.vectors is not None else k
         if self.kind.startswith("hnsw"):
-            params = faiss.SearchParametersHNSW()
+            params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # missing from FAISS's stubs
             params.efSearch = max(self.settings.ef_search, kk)
             if self.tombstones:
                 batch = faiss.IDSelectorBatch(np.fromiter(self.tombstones, dtype=np.int64, count=len(self.tombstones)))
                 params.sel = faiss.IDSelectorNot(batch)
             scores, ids = self.main.search(q, kk, params=params)
         else:
-            scores, ids = self.main.search(q, kk, params=faiss.SearchParametersIVF(nprobe=self.settings.nprobe))
+            scores, ids = self.main.search(q, kk, params=faiss.SearchParametersIVF(nprobe=self.settings.nprobe))  # type: ignore[call-arg]
         if self.vectors is not None:
             scores, ids = self._rerank(q, ids, k)
         if self.delta.ntotal:
@@ -309,51 +247,27 @@ class TemplateIndex:
     # ------------------------------------------------------------------ persistence
     def save(self, path: Path, epoch: int, generation: int) -> None:
         """Write the index atomically and durably (:func:`oneshot.files.atomic_write_bytes`) with its epoch and generation."""
-        fields = {
-            "format": INDEX_FORMAT,
-            "kind": self.kind,
-            "dim": self.dim,
-            "epoch": epoch,
-            "generation": generation,
-            "max_id": self.max_id,
-            "tombstones": sorted(self.tombstones),
-        }
+        fields = header_fields(INDEX_FORMAT, self, epoch, generation)
+        fields["tombstones"] = sorted(self.tombstones)
         vectors = b"" if self.vectors is None else self.vectors[: self.max_id + 1].tobytes()
         if self.kind not in ("exact", "hnsw"):
             fields.update(
                 format=INDEX_FORMAT_V2, trained_n=self.trained_n, vectors_bytes=len(vectors), refine=self.vectors is not None
             )
-        header = json.dumps(fields).encode()
-        main = faiss.serialize_index(self.main)
-        delta = faiss.serialize_index(self.delta)
-        atomic_write_bytes(
-            path,
-            b"".join(
-                [
-                    FILE_MAGIC,
-                    struct.pack("<QQQ", len(header), main.nbytes, delta.nbytes),
-                    header,
-                    main.tobytes(),
-                    delta.tobytes(),
-                    vectors,
-                ]
-            ),
-        )
+        main = faiss.serialize_index(self.main).tobytes()
+        delta = faiss.serialize_index(self.delta).tobytes()
+        atomic_write_bytes(path, frame(FILE_MAGIC, fields, [main, delta], [vectors]))
 
     @classmethod
     def load(cls, path: Path, settings: IndexSettings) -> tuple[TemplateIndex, int, int] | None:
         """(index, epoch, generation) from ``path``, or None when missing, damaged or foreign."""
         try:
-            with open(path, "rb") as f:
-                if f.read(len(FILE_MAGIC)) != FILE_MAGIC:
-                    return None
-                n_header, n_main, n_delta = struct.unpack("<QQQ", f.read(24))
-                header = json.loads(f.read(n_header))
-                main = np.frombuffer(f.read(n_main), dtype=np.uint8)
-                delta = np.frombuffer(f.read(n_delta), dtype=np.uint8)
-                n_vectors = int(header.get("vectors_bytes", 0))
-                vectors = f.read(n_vectors)
-            if header.get("format") not in (INDEX_FORMAT, INDEX_FORMAT_V2) or len(main) != n_main or len(delta) != n_delta:
+            header, (main_bytes, delta_bytes), rest = read_frame(path, FILE_MAGIC, 3)
+            main = np.frombuffer(main_bytes, dtype=np.uint8)
+            delta = np.frombuffer(delta_bytes, dtype=np.uint8)
+            n_vectors = int(header.get("vectors_bytes", 0))
+            vectors = rest[:n_vectors]
+            if header.get("format") not in (INDEX_FORMAT, INDEX_FORMAT_V2):
                 return None
             if header["kind"] not in ("exact", *APPROX_KINDS) or len(vectors) != n_vectors:
                 return None
@@ -374,13 +288,14 @@ class TemplateIndex:
             if index.main.d != index.dim or index.delta.d != index.dim:
                 return None
             if index.kind.startswith("hnsw"):
-                faiss.downcast_index(index.main.index).hnsw.efSearch = settings.ef_search
+                graph: Any = faiss.downcast_index(index.main.index)  # HNSW; FAISS's stubs only know Index
+                graph.hnsw.efSearch = settings.ef_search
             return index, int(header["epoch"]), int(header["generation"])
         except (OSError, ValueError, KeyError, RuntimeError, struct.error, json.JSONDecodeError):
             return None
 
 
-def index_class(fingerprint: dict) -> type:
+def index_class(fingerprint: dict) -> type[Any]:
     """The index kind a gallery's embedder asks for: its fingerprint's ``similarity`` (``cosine`` when absent,
     :class:`TemplateIndex`; ``tanimoto``, :class:`~oneshot.gallery.tanimoto.TanimotoIndex` over the bits)."""
     similarity = fingerprint.get("similarity", "cosine")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 from oneshot.files import atomic_write_bytes
 from oneshot.gallery.class_store import ClassStore
@@ -49,20 +50,26 @@ class IndexCache:
     """
 
     def __init__(
-        self, path: Path, dim: int, epoch: int, settings: IndexSettings, kind: type = TemplateIndex, gallery_id: str | None = None
+        self,
+        path: Path,
+        dim: int,
+        epoch: int,
+        settings: IndexSettings,
+        kind: type[Any] = TemplateIndex,
+        gallery_id: str | None = None,
     ) -> None:
         self.path = path
         #: the id of the gallery this cache belongs to (meta ``gallery_id``); None: never load a file.
         self.gallery_id = gallery_id
         #: The index class: :class:`TemplateIndex` (cosine), or what the gallery's fingerprint declares
         #: (:func:`oneshot.gallery.index.index_class`, e.g. the exact Tanimoto index of ECFP galleries).
-        self.kind: type = TemplateIndex
+        self.kind: type[Any] = TemplateIndex
         self.index: TemplateIndex | None = None
         self.generation = 0
         self._saved_generation = -1
         self.reset(dim, epoch, settings, kind)
 
-    def reset(self, dim: int, epoch: int, settings: IndexSettings, kind: type = TemplateIndex) -> None:
+    def reset(self, dim: int, epoch: int, settings: IndexSettings, kind: type[Any] = TemplateIndex) -> None:
         """Forget the index (the gallery's templates were rebuilt, e.g. re-embedded by another process)."""
         self.dim, self.epoch, self.settings, self.kind = dim, epoch, settings, kind
         self.index = None

@@ -8,10 +8,12 @@ other class scores at least the threshold, or more than its own class. Computed 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
+from oneshot.gallery.class_store import ClassStore
+from oneshot.gallery.enrolment import Prepared
 from oneshot.gallery.examples import unit
 from oneshot.gallery.index import TemplateIndex
 from oneshot.gallery.results import EnrolReport, Match
@@ -91,3 +93,24 @@ def fill_report(
             )
         elif s_self is not None and s > s_self:
             report.warnings.append(f"ambiguous: example {j} is closer to {name!r} ({s:.3f}) than to its own class ({s_self:.3f})")
+
+
+def reports_before(
+    preps: Sequence[Prepared],
+    store: ClassStore,
+    dim: int,
+    threshold: float | None,
+    index: Callable[[], TemplateIndex],
+    check: bool,
+) -> list[EnrolReport]:
+    """The quality report of each prepared enrolment against the gallery as it is before they are written
+    (``index()``: the gallery's index, caught up; only called with ``check``, which computes the warnings)."""
+    reports = []
+    for prep in preps:
+        own = store.class_id(prep.label)
+        previous = store.example_vectors(own, dim) if own is not None else np.zeros((0, dim), np.float32)
+        report = EnrolReport(prep.label, own is None, len(prep.vectors), len(previous) + len(prep.vectors))
+        if check:
+            fill_report(report, prep.vectors, previous, own, threshold, index(), store.labels_of)
+        reports.append(report)
+    return reports

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 
 @dataclass
 class Match:
@@ -100,3 +102,16 @@ class ClassInfo:
     created: str
     updated: str
     metadata: dict[str, Any]
+
+
+def identifications(scores: np.ndarray, ids: np.ndarray, names: dict[int, str], threshold: float | None) -> list[Identification]:
+    """One :class:`Identification` per query from top-k scores (B, k) and class ids (B, k) (-1 pads, ids
+    missing from ``names`` skipped): the best class, or "unknown" when its score is below ``threshold``."""
+    out = []
+    for srow, irow in zip(scores, ids, strict=False):
+        cands = [Match(names[int(i)], float(s)) for s, i in zip(srow, irow, strict=False) if int(i) in names]
+        best = cands[0] if cands else None
+        known = best is not None and (threshold is None or best.score >= threshold)
+        label = best.label if best is not None and known else None
+        out.append(Identification(label, best.score if best else float("-inf"), cands, threshold))
+    return out

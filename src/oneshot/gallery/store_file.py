@@ -7,8 +7,8 @@ Tables:
       template is rebuilt, e.g. by ``reembed``), ``index`` settings.
     * ``classes(id, label, template, ...)`` -- one row per class; ``id`` is AUTOINCREMENT, so an id is never
       reused after a class is forgotten (the FAISS index uses these ids); ``template`` is a float32 blob (D,),
-      L2-normalised.
-    * ``examples(id, class_id, embedding, input, input_path, ...)`` -- the enrolled examples: float32 (D,)
+      L2-normalised; ``digest`` is the row's checksum (:mod:`oneshot.gallery.integrity`, schema 2).
+    * ``examples(id, class_id, embedding, input, input_path, ..., digest)`` -- the enrolled examples: float32 (D,)
       embedding, and the raw input bytes or its path when the gallery stores them (for ``reembed``).
     * ``changes(seq, class_id)`` -- the change log: every write that alters a class's template (or removes
       the class) appends the class id. ``MAX(seq)`` is the gallery's *generation*; an index built at
@@ -30,9 +30,10 @@ from typing import Any
 
 from oneshot.errors import OneshotError
 from oneshot.files import atomic_path
+from oneshot.gallery import integrity
 
 FORMAT = "oneshot-gallery"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: row digests (oneshot.gallery.integrity); files of 1 are migrated on open
 SQLITE_MAGIC = b"SQLite format 3\x00"
 #: Files up to this size get a structural ``PRAGMA quick_check`` on open (larger ones: header checks only).
 QUICK_CHECK_MAX_BYTES = 1 << 30
@@ -50,7 +51,8 @@ CREATE TABLE classes (
     adaptations INTEGER NOT NULL DEFAULT 0,
     metadata TEXT NOT NULL DEFAULT '{}',
     created TEXT NOT NULL,
-    updated TEXT NOT NULL
+    updated TEXT NOT NULL,
+    digest BLOB
 );
 CREATE TABLE examples (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -59,7 +61,8 @@ CREATE TABLE examples (
     input BLOB,
     input_path TEXT,
     source TEXT,
-    added TEXT NOT NULL
+    added TEXT NOT NULL,
+    digest BLOB
 );
 CREATE INDEX examples_by_class ON examples(class_id);
 CREATE TABLE changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, class_id INTEGER NOT NULL);
@@ -83,11 +86,13 @@ def _text(b: bytes) -> str:
     return b.decode("utf-8", "replace")
 
 
-def open_checked(path: Path) -> tuple[sqlite3.Connection, bool]:
+def open_checked(path: Path, migrate: bool = True) -> tuple[sqlite3.Connection, bool]:
     """A WAL connection to an existing gallery, after checking it read-only, and whether it can write.
 
     On a read-only file system (or a file or folder this user cannot write) the gallery opens read-only:
-    reads work, writes are refused with a message saying why (see :func:`write_error`)."""
+    reads work, writes are refused with a message saying why (see :func:`write_error`). A writable schema-1 file
+    is migrated to row checksums (:func:`oneshot.gallery.integrity.migrate`) unless ``migrate`` is False (a
+    file only read: an import's source, ``gallery check``)."""
     if not path.is_file():
         raise OneshotError(f"gallery {path} does not exist: create it with `oneshot gallery create`")
     _check_file(path)
@@ -108,6 +113,8 @@ def open_checked(path: Path) -> tuple[sqlite3.Connection, bool]:
         except sqlite3.OperationalError:
             return ro, False  # cannot write here: serve reads from the read-only connection
         ro.close()
+        if migrate and not integrity.columns(conn):
+            integrity.migrate(conn)  # a schema-1 file: its rows get their digests now
     except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
         if isinstance(exc, sqlite3.OperationalError) and _disk_full(path):
             raise OneshotError(

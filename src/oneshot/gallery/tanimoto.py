@@ -16,15 +16,15 @@ several examples is searched by the bits of its template, the union of its examp
 from __future__ import annotations
 
 import json
-import os
 import struct
-import tempfile
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from oneshot.gallery.index import IndexSettings
+from oneshot.files import atomic_write_bytes
+from oneshot.gallery.index_file import frame, header_fields, read_frame
+from oneshot.gallery.index_settings import IndexSettings
 
 FILE_MAGIC = b"ONESHOT-TANIMOTO-INDEX\x00"
 INDEX_FORMAT = 1
@@ -54,7 +54,7 @@ def hamming(queries: np.ndarray, base: np.ndarray) -> np.ndarray:
         raise ValueError(f"packed widths differ: {q.shape[1]} vs {x.shape[1]} bytes")
     out = np.empty((q.shape[0], x.shape[0]), dtype=np.int32)
     if q.shape[0] and x.shape[0]:
-        faiss.hammings(faiss.swig_ptr(q), faiss.swig_ptr(x), q.shape[0], x.shape[0], q.shape[1], faiss.swig_ptr(out))
+        faiss.hammings(faiss.swig_ptr(q), faiss.swig_ptr(x), q.shape[0], x.shape[0], q.shape[1], faiss.swig_ptr(out))  # type: ignore[attr-defined]
     return out
 
 
@@ -172,44 +172,21 @@ class TanimotoIndex:
         return scores, ids
 
     def save(self, path: Path, epoch: int, generation: int) -> None:
-        header = json.dumps(
-            {
-                "format": INDEX_FORMAT,
-                "kind": self.kind,
-                "dim": self.dim,
-                "epoch": epoch,
-                "generation": generation,
-                "max_id": self.max_id,
-                "n": self.live,
-            }
-        ).encode()
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(FILE_MAGIC + struct.pack("<Q", len(header)))
-                f.write(header)
-                f.write(self.ids.tobytes())
-                f.write(self.packed.tobytes())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        """Write the index atomically and durably (:func:`oneshot.files.atomic_write_bytes`) with its epoch and generation."""
+        header = dict(header_fields(INDEX_FORMAT, self, epoch, generation), n=self.live)
+        atomic_write_bytes(path, frame(FILE_MAGIC, header, [], [self.ids.tobytes(), self.packed.tobytes()]))
 
     @classmethod
     def load(cls, path: Path, settings: IndexSettings) -> tuple[TanimotoIndex, int, int] | None:
         """(index, epoch, generation) from ``path``, or None when missing, damaged or of another kind."""
         try:
-            with open(path, "rb") as f:
-                if f.read(len(FILE_MAGIC)) != FILE_MAGIC:
-                    return None
-                (n_header,) = struct.unpack("<Q", f.read(8))
-                header = json.loads(f.read(n_header))
-                if header.get("format") != INDEX_FORMAT:
-                    return None
-                index = cls(int(header["dim"]), settings)
-                n, width = int(header["n"]), index.packed.shape[1]
-                ids = np.frombuffer(f.read(8 * n), dtype=np.int64)
-                packed = np.frombuffer(f.read(n * width), dtype=np.uint8)
+            header, _, rest = read_frame(path, FILE_MAGIC, 1)
+            if header.get("format") != INDEX_FORMAT:
+                return None
+            index = cls(int(header["dim"]), settings)
+            n, width = int(header["n"]), index.packed.shape[1]
+            ids = np.frombuffer(rest[: 8 * n], dtype=np.int64)
+            packed = np.frombuffer(rest[8 * n : 8 * n + n * width], dtype=np.uint8)
             if len(ids) != n or len(packed) != n * width:
                 return None
             index.ids = ids.copy()

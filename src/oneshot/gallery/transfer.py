@@ -48,7 +48,7 @@ def reembed(store: ClassStore, enc: Embedder, epoch: int, batch: int, now: str) 
     are not held up for minutes), then, holding the lock (``BEGIN IMMEDIATE``: other writers queue), the
     examples enrolled meanwhile are embedded too and every template is rebuilt from the examples present at
     commit -- so no example keeps the old encoder's embedding under the new fingerprint. Writers that
-    embedded with the old encoder and commit after this are refused by :meth:`Gallery._write`."""
+    embedded with the old encoder and commit after this are refused by :meth:`~oneshot.gallery.handle.GalleryHandle._write`."""
     with store.read():
         rows = store.all_examples()
     _check_inputs(rows)
@@ -93,7 +93,7 @@ def import_classes(store: ClassStore, source: str | Path, fingerprint: dict, dim
     source = Path(source)
     if source.exists() and source.resolve() == store.path.resolve():
         raise OneshotError(f"{source} is this gallery: importing a gallery into itself would double every class")
-    src = ClassStore.open(source)
+    src = ClassStore.open(source, migrate=False)  # only read: a schema-1 source is not rewritten
     try:
         if src.get_meta("gallery_id") is not None and src.get_meta("gallery_id") == store.get_meta("gallery_id"):
             raise OneshotError(

@@ -1,0 +1,134 @@
+"""The gallery's thresholds: read, set by hand, or set from a calibration on validation data of a domain.
+
+A calibration (:func:`oneshot.gallery.calibration.calibrate`) is recorded with the domain it was measured on:
+data of a named domain other than the encoder's training domain is refused (a handwriting threshold is
+meaningless for faces), and data whose pixels mostly look unlike the encoder's training images is recorded as a
+mismatch. :func:`calibration_warning` says when a recorded calibration no longer fits the gallery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from oneshot.errors import OneshotError
+from oneshot.gallery import calibration
+from oneshot.gallery.class_store import ClassStore
+from oneshot.modalities import Embedder, check_vectors
+from oneshot.ranges import in_range
+
+
+def read_thresholds(store: ClassStore) -> dict[str, float | None]:
+    """The current ``identify`` and ``verify`` thresholds (None when not set)."""
+    t = store.get_meta("threshold") or {}
+    return {"identify": t.get("identify"), "verify": t.get("verify")}
+
+
+def set_manual_thresholds(store: ClassStore, identify: float | None, verify: float | None, now: str) -> None:
+    """Set thresholds by hand (recorded as ``manual``; a threshold left None keeps its value)."""
+    for name, v in (
+        ("identify threshold (a cosine similarity)", identify),
+        ("verify threshold (a cosine similarity)", verify),
+    ):
+        in_range(name, v, -1, 1)
+    cur = read_thresholds(store)
+    with store.write() as tx:
+        tx.set_meta(
+            "threshold",
+            {
+                "identify": identify if identify is not None else cur["identify"],
+                "verify": verify if verify is not None else cur["verify"],
+                "source": "manual",
+                "set": now,
+            },
+        )
+
+
+def encoder_domain(modality: str, embedder: Callable[[], Embedder]) -> str | None:
+    """The training domain of the gallery's embedder (``omniglot``, ``att_faces`` ...) when it records one."""
+    if modality == "vectors":
+        return None
+    try:
+        return getattr(embedder(), "domain", None)
+    except OneshotError:
+        return None
+
+
+def calibration_record(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    dim: int,
+    n_classes: int,
+    *,
+    target_far: float,
+    gallery_size: int | None,
+    trials: int,
+    seed: int,
+    source: str,
+    domain: str | None,
+    enc_domain: str | None,
+    unlike_fraction: float | None,
+    now: str,
+) -> dict[str, Any]:
+    """The calibration record of validation embeddings (N, D) with labels (N,) for a gallery of ``gallery_size``
+    classes (default: ``n_classes``, at least 1), with the domain it was measured on (see ``Gallery.calibrate``)."""
+    if domain is not None and enc_domain is not None and domain != enc_domain:
+        raise OneshotError(
+            f"calibration data is {domain} but the gallery's encoder was trained on {enc_domain}: "
+            f"calibrate on validation classes of {enc_domain} (e.g. --folder DIR)"
+        )
+    in_range("target_far", target_far, 0, 1, low_open=True, high_open=True)
+    in_range("gallery_size", gallery_size, 1)
+    in_range("trials", trials, 1, 100000)
+    x = check_vectors(embeddings, dim, "calibration embeddings")
+    size = gallery_size if gallery_size is not None else max(1, n_classes)
+    rec = calibration.calibrate(x, np.asarray(labels), target_far, size, trials, seed)
+    rec["source"] = source
+    mismatch = unlike_fraction is not None and unlike_fraction > 0.5
+    rec["domain"] = {
+        "data": domain or source or "embeddings",
+        "encoder": enc_domain,
+        "unlike_encoder_inputs": unlike_fraction,
+        "mismatch": bool(mismatch),
+    }
+    if unlike_fraction is not None and mismatch:
+        rec["notes"].append(
+            f"{100 * unlike_fraction:.0f}% of the calibration inputs look unlike the images the "
+            f"encoder ({enc_domain}) was trained on: these thresholds may not hold for its domain"
+        )
+    rec["date"] = now
+    return rec
+
+
+def save_calibration(store: ClassStore, rec: dict[str, Any], target_far: float) -> None:
+    """Store a calibration record and the thresholds it chose (recorded as ``calibrated``), in one transaction."""
+    with store.write() as tx:
+        tx.set_meta("calibration", rec)
+        tx.set_meta(
+            "threshold",
+            {
+                "identify": rec["identify_threshold"],
+                "verify": rec["verify_threshold"],
+                "source": "calibrated",
+                "target_far": target_far,
+                "set": rec["date"],
+            },
+        )
+
+
+def calibration_warning(cal: dict[str, Any] | None, n_classes: int) -> str | None:
+    """Why the recorded calibration ``cal`` may not hold for a gallery of ``n_classes`` classes, or None."""
+    said: list[str] = []
+    if cal and n_classes and not (cal["gallery_size"] / 2 <= n_classes <= cal["gallery_size"] * 2):
+        said.append(
+            f"calibrated for {cal['gallery_size']} classes, the gallery now has {n_classes}: "
+            "the identify false-accept rate has changed; run calibrate again"
+        )
+    if cal and (cal.get("domain") or {}).get("mismatch"):
+        said.append(
+            f"calibrated on {cal['domain']['data']}, which looks unlike the encoder's "
+            f"{cal['domain']['encoder']} training images: calibrate on data of that domain"
+        )
+    return "; ".join(said) or None
