@@ -22,6 +22,7 @@ from oneshot.data.samplers import EpisodeIndices
 from oneshot.errors import OneshotError
 
 if TYPE_CHECKING:
+    from oneshot.evaluation import EvalResult
     from oneshot.methods.base import Method
 
 #: score(support rows (2K,), support labels (2K,) 0/1, query rows (Q,), draw) -> (Q,) scores, higher = active.
@@ -210,7 +211,7 @@ class MoleculeSet(ClassSet):
         out = [method.embed(self.features[i : i + batch].to(device)).float().cpu() for i in range(0, len(self), batch)]
         return torch.cat(out).numpy()
 
-    def validate(self, method: Method, device: torch.device | str = "cpu"):
+    def validate(self, method: Method, device: torch.device | str = "cpu") -> EvalResult:
         """Mean ROC-AUC over this split's assays (``val_draws`` seeded draws each) as an ``EvalResult``."""
         from oneshot.evaluation import EvalResult, mean_ci95
 

@@ -11,9 +11,9 @@ rule is the nearest prototype (Snell et al. 2017), which metric methods override
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -21,12 +21,6 @@ from torch import nn
 from oneshot.data.imageset import ImageSet
 from oneshot.data.samplers import EpisodeSampler, IndexSampler
 from oneshot.errors import OneshotError
-
-
-def input_shape_of(shape: Sequence[int]) -> tuple[int, int, int]:
-    """A method's ``input_shape`` option as the shape :func:`oneshot.encoders.embedding_dim` takes: (C, H, W)
-    for images; feature vectors (molecules) pass their (F,) through unchanged."""
-    return cast(tuple[int, int, int], tuple(int(v) for v in shape))
 
 
 def base_class_count(method: str, num_classes: int) -> int:
@@ -126,7 +120,8 @@ class Method(nn.Module):
     """
 
     name: ClassVar[str] = ""
-    embeds_independently: bool = True  # a class's default; MatchingNet sets it per instance (FCE)
+    #: Class default; Matching Networks set it per instance (False with full-context embeddings).
+    embeds_independently: bool = True
     option_names: ClassVar[tuple[str, ...]] = ()
     data_options: ClassVar[tuple[str, ...]] = ()  # of "num_classes" (base classes), "input_shape" ((C, H, W))
 

@@ -31,7 +31,7 @@ from torch import nn
 from oneshot.choices import check_choice
 from oneshot.encoders import embedding_dim
 from oneshot.errors import OneshotError
-from oneshot.methods.base import Episode, LossOutput, Method, base_class_count, input_shape_of, nearest_prototype, prototypes
+from oneshot.methods.base import Episode, LossOutput, Method, base_class_count, nearest_prototype, prototypes
 from oneshot.methods.pairs import episode_images
 
 HEADS = ("linear", "cosine")
@@ -43,7 +43,7 @@ class CosineHead(nn.Module):
 
     def __init__(self, dim: int, classes: int, scale: float) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(classes, dim) * dim**-0.5)
+        self.weight = nn.Parameter(torch.randn(classes, dim) * dim**-0.5)  # (C, D)
         self.scale = scale
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -75,8 +75,8 @@ class Baseline(Method):
     """
 
     name = "baseline"
-    base_mean: torch.Tensor  # (D,) buffer: mean base-class feature (SimpleShot's centring)
-    base_batches: torch.Tensor  # () buffer: training batches seen by the running mean
+    base_mean: torch.Tensor  # (D,) buffer: running mean of base-class features
+    base_batches: torch.Tensor  # () long buffer: training batches seen
     option_names = ("num_classes", "head", "test_time", "scale", "finetune_steps", "finetune_lr", "input_shape")
     data_options = ("num_classes", "input_shape")
 
@@ -97,7 +97,7 @@ class Baseline(Method):
         self.test_time = check_choice("baseline", "test_time", test_time, TEST_TIME)
         self.scale, self.finetune_steps, self.finetune_lr = float(scale), int(finetune_steps), float(finetune_lr)
         self.input_shape = [int(v) for v in input_shape]
-        dim = embedding_dim(encoder, input_shape_of(self.input_shape))
+        dim = embedding_dim(encoder, tuple(self.input_shape))
         self.classifier = (
             nn.Linear(dim, self.num_classes) if self.head == "linear" else CosineHead(dim, self.num_classes, self.scale)
         )

@@ -28,7 +28,7 @@ from torch import nn
 from oneshot.choices import check_choice
 from oneshot.encoders import embedding_dim
 from oneshot.errors import OneshotError
-from oneshot.methods.base import Episode, LossOutput, Method, base_class_count, input_shape_of, prototypes
+from oneshot.methods.base import Episode, LossOutput, Method, base_class_count, prototypes
 from oneshot.methods.pairs import episode_images
 
 MARGINS = ("arcface", "cosface")
@@ -94,7 +94,7 @@ class MarginSoftmax(Method):
         self.margin_type = check_choice("margin", "margin_type", margin_type, MARGINS)
         self.margin, self.scale = float(margin), float(scale)
         self.input_shape = [int(v) for v in input_shape]
-        dim = embedding_dim(encoder, input_shape_of(self.input_shape))
+        dim = embedding_dim(encoder, tuple(self.input_shape))
         self.weight = nn.Parameter(torch.randn(self.num_classes, dim) * dim**-0.5)
 
     def pair_score(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from oneshot.encoders import embedding_dim
-from oneshot.methods.base import Episode, LossOutput, Method, input_shape_of
+from oneshot.methods.base import Episode, LossOutput, Method
 
 
 def attention_log_probs(
@@ -95,7 +95,7 @@ class MatchingNet(Method):
         self.input_shape = [int(v) for v in input_shape]
         self.embeds_independently = not self.fce  # with FCE, f and g depend on the episode
         if self.fce:
-            dim = embedding_dim(encoder, input_shape_of(self.input_shape))
+            dim = embedding_dim(encoder, tuple(self.input_shape))
             self.support_lstm = nn.LSTM(dim, dim, batch_first=True, bidirectional=True)
             self.query_lstm = AttentionLSTM(dim, self.steps)
 

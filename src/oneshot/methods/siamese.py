@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from oneshot.encoders import embedding_dim
-from oneshot.methods.base import Episode, LossOutput, Method, input_shape_of
+from oneshot.methods.base import Episode, LossOutput, Method
 from oneshot.methods.pairs import episode_pairs
 
 
@@ -41,7 +41,7 @@ class Siamese(Method):
     def __init__(self, encoder: nn.Module, input_shape: Sequence[int] = (1, 28, 28)) -> None:
         super().__init__(encoder)
         self.input_shape = [int(v) for v in input_shape]
-        dim = embedding_dim(encoder, input_shape_of(self.input_shape))
+        dim = embedding_dim(encoder, tuple(self.input_shape))
         self.distance = nn.Linear(dim, 1)  # alpha (1, D), bias b
         # Start as a scaled negative L1 distance (same-probability falling with distance) rather than random
         # signs (5-way validation accuracy after 150 short episodes: 88% against 65% with the default init).
