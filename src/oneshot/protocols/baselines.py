@@ -30,8 +30,8 @@ class PCAProjection(nn.Module):
 
     def __init__(self, mean: torch.Tensor, axes: torch.Tensor) -> None:
         super().__init__()
-        self.register_buffer("mean", mean)
-        self.register_buffer("axes", axes)
+        self.register_buffer("mean", mean)  # (P,)
+        self.register_buffer("axes", axes)  # (P, k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x.flatten(1) - self.mean) @ self.axes
