@@ -265,7 +265,7 @@ def test_evaluate_and_info_on_a_users_own_folder(tmp_path):
     r = CliRunner().invoke(
         app, ["evaluate", "--checkpoint", ck, "--folder", str(tmp_path), "--ways", "5", "--queries", "9", "--episodes", "20"]
     )
-    assert r.exit_code == 2 and "--queries 5 or fewer" in r.stderr
+    assert r.exit_code == 2 and "has 6 in some class" in r.stderr and "at most 6 together" in r.stderr
     r = CliRunner().invoke(app, ["info", ck])
     assert r.exit_code == 0 and "28x28 grey, resize stretch, inverted" in r.stdout
 

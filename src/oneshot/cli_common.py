@@ -1,24 +1,31 @@
-"""What every ``oneshot`` command shares: user mistakes as one line and exit status 2, progress bars,
-``--json`` output, and the option types several commands take. Imported by :mod:`oneshot.cli` and
-:mod:`oneshot.gallery.cli` (neither imports the other's internals).
+"""What every ``oneshot`` command shares: user mistakes as one line and exit status 2, progress bars (training and
+evaluation behind one), ``--json`` output or a one-line summary, result tables, and the option types several
+commands take. Imported by :mod:`oneshot.cli`, its command modules and :mod:`oneshot.gallery.cli` (neither
+imports the other's internals).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import shlex
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
 
 from oneshot.errors import OneshotError, OneshotWarning
 from oneshot.ranges import in_range
+
+if TYPE_CHECKING:
+    from oneshot.experiment import CheckpointEvaluation
+    from oneshot.training import TrainConfig, TrainProgress, TrainResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -26,6 +33,8 @@ console = Console(stderr=True)
 
 DEFAULT_CHECKPOINT = "omniglot"  # the shipped ProtoNet (oneshot.weights); a path works everywhere a name does
 CHECKPOINT_HELP = "a built-in encoder name (`oneshot encoders`) or a checkpoint file (.safetensors)"
+# `train --augment` and the faces demo: the batch augmentation of photo datasets (oneshot.data.augment.Augment)
+PHOTO_AUGMENT = {"flip": 0.5, "scale": [0.8, 1.0], "rotate": 10.0, "shift": 0.05, "brightness": 0.2, "contrast": 0.2}
 
 DataDir = Annotated[
     Optional[Path], typer.Option(help="Folder with the dataset files (else $ONESHOT_DATA, then the user cache, then download).")
@@ -120,17 +129,69 @@ def echo_json(obj: object) -> None:
     typer.echo(json.dumps(obj, default=str))
 
 
-def check_range(
-    name: str,
-    value: float | int | None,
-    low: float | None = None,
-    high: float | None = None,
-    *,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> None:
-    """Refuse, before any work, option ``--name`` outside its range (see :func:`oneshot.ranges.in_range`)."""
-    in_range(f"--{name.replace('_', '-')}", value, low, high, low_open=low_open, high_open=high_open)
+def echo_result(as_json: bool, obj: object, text: str) -> None:
+    """A command's result: ``obj`` as one JSON object under ``--json``, else the one-line summary ``text``."""
+    if as_json:
+        echo_json(obj)
+    else:
+        typer.echo(text)
+
+
+def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], **column: Any) -> None:
+    """A table on stdout: a heading per column (each added with the ``column`` settings, e.g.
+    ``justify="right"``) and one row of texts per item of ``rows``."""
+    table = Table(title=title)
+    for name in columns:
+        table.add_column(name, **column)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
+def command_line() -> str:
+    """The command as typed (``oneshot train ...``), recorded in what a command writes."""
+    return "oneshot " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def train_with_progress(
+    quiet: bool,
+    total: int | None,
+    describe: Callable[[TrainProgress], str],
+    method: str,
+    cfg: TrainConfig,
+    out: Path,
+    **options: Any,
+) -> TrainResult:
+    """:func:`oneshot.experiment.train_model` (``options`` passed on) behind a "training" progress bar, updated
+    every 10 episodes (and at episode ``total``) with the text ``describe(progress)``."""
+    from oneshot.experiment import train_model
+
+    with progress(quiet) as bar:
+        task = bar.add_task("training", total=total, info="")
+
+        def on_progress(p: TrainProgress) -> None:
+            if p.episode % 10 == 0 or p.episode == total:
+                bar.update(task, completed=p.episode, info=describe(p))
+
+        return train_model(method, cfg, out, on_progress=on_progress, **options)
+
+
+def evaluate_with_progress(
+    checkpoint: str | Path, shapes: list[tuple[int, int]], episodes: int, quiet: bool, **options: Any
+) -> CheckpointEvaluation:
+    """:func:`oneshot.experiment.evaluate_checkpoint` (``options`` passed on) behind an "evaluating" progress
+    bar over ``episodes`` per shape; returns its :class:`~oneshot.evaluation.CheckpointEvaluation`."""
+    from oneshot.experiment import evaluate_checkpoint
+
+    with progress(quiet) as bar:
+        task = bar.add_task("evaluating", total=episodes * len(shapes), info="")
+        return evaluate_checkpoint(checkpoint, shapes, episodes=episodes, progress=lambda n: bar.advance(task, n), **options)
+
+
+def check_range(name: str, value: float | int | None, low: float | None = None, high: float | None = None, **ends: bool) -> None:
+    """Refuse, before any work, option ``--name`` outside its range; ``ends`` are ``low_open`` / ``high_open``
+    (see :func:`oneshot.ranges.in_range`)."""
+    in_range(f"--{name.replace('_', '-')}", value, low, high, **ends)
 
 
 def check_output_file(name: str, path: Path) -> None:

@@ -1,19 +1,15 @@
-"""Command bodies for the non-image domains that ``oneshot train`` / ``oneshot evaluate`` route to: SetFit-style
-text fine-tuning (docs/text.md) and the Tox21 few-shot evaluation of molecule checkpoints (docs/molecules.md)."""
+"""Command bodies for the non-image domains that ``oneshot train`` / ``evaluate`` / ``predict`` route to: SetFit-style
+text fine-tuning, CLINC150 evaluation and text prediction (docs/text.md), and the Tox21 few-shot evaluation and
+the queries of molecule checkpoints (docs/molecules.md)."""
 
 from __future__ import annotations
 
-import json
-import shlex
-import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from oneshot.cli_common import parse_options, progress
+from oneshot.cli_common import command_line, echo_json, echo_result, parse_options, print_table, progress
 from oneshot.errors import OneshotError
 
 
@@ -32,9 +28,9 @@ def train_text_command(
 
     if out.suffix == ".safetensors":
         raise OneshotError("--domain text writes a model folder: give --out a folder name, e.g. runs/text-model")
-    finetune_config(parse_options(option), seed, max_minutes)  # an unknown -o option fails before any work
+    options = parse_options(option)
+    finetune_config(options, seed, max_minutes)  # an unknown -o option fails before any work
     ex, data = training_examples(examples, shots, seed, data_dir)
-    command = "oneshot " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with progress(as_json) as bar:
         tasks: dict[str, object] = {}
 
@@ -48,19 +44,56 @@ def train_text_command(
             ex,
             data,
             encoder=encoder,
-            options=parse_options(option),
+            options=options,
             seed=seed,
             max_minutes=max_minutes,
-            command=command,
+            command=command_line(),
             progress=on_progress,
         )
+    echo_result(
+        as_json,
+        res,
+        f"fine-tuned {res['base_encoder']['spec']} on {res['examples']} texts of {res['classes']} classes in "
+        f"{res['seconds']:.0f}s; model folder {res['out']} (encoder {res['fingerprint']})",
+    )
+
+
+def evaluate_text_command(
+    encoder: str, shots: list[int], seeds: int, split: str, data_dir: Optional[Path], as_json: bool
+) -> None:
+    """``oneshot evaluate --domain text``: CLINC150 150-way K-shot accuracy over ``seeds`` support draws."""
+    from oneshot.modalities.text.commands import evaluate_text
+
+    res = evaluate_text(encoder, shots, seeds, split, data_dir)
     if as_json:
-        typer.echo(json.dumps(res))
-    else:
-        typer.echo(
-            f"fine-tuned {res['base_encoder']['spec']} on {res['examples']} texts of {res['classes']} classes in "
-            f"{res['seconds']:.0f}s; model folder {res['out']} (encoder {res['fingerprint']})"
-        )
+        return echo_json(res)
+    rows = [(str(r["ways"]), str(r["shots"]), f"{100 * r['accuracy']:.2f}%", f"+- {100 * r['ci95']:.2f}") for r in res["results"]]
+    title = f"{encoder} on CLINC150 {split} (nearest template, {seeds} support draws)"
+    print_table(title, ("ways", "shots", "accuracy", "95% CI"), rows, justify="right")
+
+
+def predict_text_command(support: Path, texts: list[str], files: list[Path], encoder: str, as_json: bool) -> None:
+    """``oneshot predict`` with texts: each query (a ``--text``, or a file holding one query) to its nearest class."""
+    from oneshot.modalities.text.commands import predict_text
+    from oneshot.modalities.text.files import read_lines
+
+    classes, preds = predict_text(support, texts + [" ".join(read_lines(f)) for f in files], encoder)
+    if as_json:
+        return echo_json({"encoder": encoder, "classes": classes, "predictions": preds})
+    rows = [(p["query"], p["class"], f"{p['score']:.3f}", f"{p['probability']:.3f}") for p in preds]
+    print_table(f"{len(preds)} queries, {len(classes)} classes", ("query", "class", "score", "probability"), rows)
+
+
+def predict_molecules_command(checkpoint: Path, support: Path, smiles: list[str], files: list[Path]) -> dict[str, Any]:
+    """``oneshot predict`` for a molecule checkpoint: ``{"classes", "predictions"}`` for the ``--smiles`` and the
+    smiles column of each CSV file."""
+    from oneshot.data.molecules import read_smiles_column
+    from oneshot.modalities.molecule.commands import predict_molecules
+
+    queries = [(v, v) for v in smiles] + [(s, w) for f in files for s, w, _ in read_smiles_column(f)]
+    if not queries:
+        raise OneshotError("give query molecules: CSV files with a smiles column, or --smiles")
+    return predict_molecules(checkpoint, support, queries)
 
 
 def evaluate_molecules_command(
@@ -80,18 +113,17 @@ def evaluate_molecules_command(
         task = bar.add_task("evaluating", total=draws * n * len(shots), info="")
         res = evaluate_molecule_checkpoint(checkpoint, shots, draws, seed, assays, data_dir, lambda k: bar.advance(task, k))
     if as_json:
-        typer.echo(json.dumps(res))
-        return
-    table = Table(title=f"{checkpoint.name} on Tox21 ({draws} support draws per assay, seed {seed}): ROC-AUC %")
-    for col in ["shots", *res["assays"], "mean", "95% CI"]:
-        table.add_column(col, justify="right")
-    for r in res["results"]:
-        table.add_row(
+        return echo_json(res)
+    rows = [
+        (
             f"{r['shots']}+/{r['shots']}-",
             *(f"{100 * r['assays'][a]['roc_auc']:.2f}" for a in res["assays"]),
             f"{100 * r['mean_roc_auc']:.2f}",
             f"+- {100 * r['ci95']:.2f}",
         )
-    Console().print(table)
+        for r in res["results"]
+    ]
+    title = f"{checkpoint.name} on Tox21 ({draws} support draws per assay, seed {seed}): ROC-AUC %"
+    print_table(title, ["shots", *res["assays"], "mean", "95% CI"], rows, justify="right")
     if res["seen_in_training"]:
         typer.echo(f"warning: the checkpoint was trained on {', '.join(res['seen_in_training'])}: not a few-shot test for those")

@@ -6,15 +6,27 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from oneshot.cli_common import CHECKPOINT_HELP, DEFAULT_CHECKPOINT, DataDir, Device, Json, check_range, progress
+from oneshot.cli_common import (
+    CHECKPOINT_HELP,
+    DEFAULT_CHECKPOINT,
+    DataDir,
+    Device,
+    Json,
+    check_range,
+    echo_json,
+    evaluate_with_progress,
+    print_table,
+    train_with_progress,
+)
 from oneshot.errors import OneshotError
 from oneshot.shapes import check_evaluation
+
+if TYPE_CHECKING:
+    from oneshot.training import TrainProgress
 
 
 def demo(
@@ -46,56 +58,34 @@ def demo(
         return _demo_faces(Path(checkpoint) if checkpoint else FACES_CHECKPOINT, out, episodes, train_minutes, data_dir)
     if what != "omniglot":
         raise OneshotError(f"unknown demo {what!r}: choose omniglot or faces")
-    checkpoint = checkpoint or DEFAULT_CHECKPOINT
 
     from oneshot.checkpoint import load_checkpoint
-    from oneshot.experiment import evaluate_checkpoint, load_split, train_model
+    from oneshot.experiment import load_split
     from oneshot.runtime import select_device
     from oneshot.training import TrainConfig
     from oneshot.viz import EpisodePicture, plot_episodes
     from oneshot.weights import resolve_checkpoint
 
-    checkpoint = resolve_checkpoint(checkpoint)
+    path = resolve_checkpoint(checkpoint or DEFAULT_CHECKPOINT)
     shapes = [(5, 1), (20, 1)]
-    if checkpoint.is_file():  # a checkpoint of another dataset may not supply the demo's episodes
-        check_evaluation(load_checkpoint(checkpoint).metadata, None, "test", None, shapes, 15)
+    if path.is_file():  # a checkpoint of another dataset may not supply the demo's episodes
+        check_evaluation(load_checkpoint(path).metadata, None, "test", None, shapes, 15)
     out.mkdir(parents=True, exist_ok=True)
-    if not checkpoint.is_file():
-        typer.echo(f"{checkpoint} not found: training a ProtoNet for {train_minutes:g} minutes")
-        checkpoint = out / "protonet_demo.safetensors"
+    if not path.is_file():
+        typer.echo(f"{path} not found: training a ProtoNet for {train_minutes:g} minutes")
+        path = out / "protonet_demo.safetensors"
         cfg = TrainConfig(episodes=100000, eval_every=250, val_episodes=200, max_minutes=train_minutes, device=device)
-        with progress(False) as bar:
-            task = bar.add_task("training", total=None, info="")
-            train_model(
-                "protonet",
-                cfg,
-                checkpoint,
-                data_dir=data_dir,
-                command="oneshot demo",
-                on_progress=lambda p: (
-                    bar.update(task, completed=p.episode, info=f"loss {p.loss:.3f}") if p.episode % 10 == 0 else None
-                ),
-            )
+        train_with_progress(False, None, _loss, "protonet", cfg, path, data_dir=data_dir, command="oneshot demo")
     t0 = time.perf_counter()
-    with progress(False) as bar:
-        task = bar.add_task("evaluating", total=episodes * len(shapes), info="")
-        res = evaluate_checkpoint(
-            checkpoint,
-            shapes,
-            episodes=episodes,
-            seed=0,
-            data_dir=data_dir,
-            device=device,
-            progress=lambda n: bar.advance(task, n),
-        )
-    typer.echo(f"checkpoint: {checkpoint}")
+    res = evaluate_with_progress(path, shapes, episodes, False, seed=0, data_dir=data_dir, device=device)
+    typer.echo(f"checkpoint: {path}")
     for r in res.results:
         typer.echo(
             f"{r.ways}-way {r.shots}-shot on unseen Omniglot alphabets: {100 * r.accuracy:.2f}% +- {100 * r.ci95:.2f} (95% CI, {r.episodes} episodes)"
         )
     # Picture: three 5-way 1-shot test episodes, 2 queries per class.
     dev = select_device(device)
-    ck = load_checkpoint(checkpoint, device=dev)
+    ck = load_checkpoint(path, device=dev)
     test = load_split("omniglot", res.split, "test", ck.preprocessing.size, data_dir)
     from oneshot.data.samplers import EpisodeSampler
 
@@ -118,9 +108,14 @@ def demo(
 FACES_CHECKPOINT = Path("models/protonet_resnet12s_att.safetensors")
 
 
+def _loss(p: TrainProgress) -> str:
+    """The demos' progress text: the training loss."""
+    return f"loss {p.loss:.3f}"
+
+
 def _demo_faces(checkpoint: Path, out: Path, episodes: int, train_minutes: float, data_dir: Optional[Path]) -> None:
     """``oneshot demo faces``: train on s1-s20 if needed, then the whole faces protocol with its baselines."""
-    from oneshot.experiment import train_model
+    from oneshot.cli_common import PHOTO_AUGMENT
     from oneshot.protocols.faces import run_faces
     from oneshot.training import TrainConfig
 
@@ -142,40 +137,25 @@ def _demo_faces(checkpoint: Path, out: Path, episodes: int, train_minutes: float
             val_episodes=300,
             max_minutes=train_minutes,
             precision="fp32",
-            augment={"flip": 0.5, "scale": [0.8, 1.0], "rotate": 10.0, "shift": 0.05, "brightness": 0.2, "contrast": 0.2},
+            augment=PHOTO_AUGMENT,
         )
-        with progress(False) as bar:
-            task = bar.add_task("training", total=None, info="")
-            train_model(
-                "protonet",
-                cfg,
-                checkpoint,
-                dataset="att_faces",
-                size=32,
-                encoder="resnet12_small",
-                data_dir=data_dir,
-                command="oneshot demo faces",
-                on_progress=lambda p: (
-                    bar.update(task, completed=p.episode, info=f"loss {p.loss:.3f}") if p.episode % 10 == 0 else None
-                ),
-            )
+        model = {"dataset": "att_faces", "size": 32, "encoder": "resnet12_small"}
+        train_with_progress(
+            False, None, _loss, "protonet", cfg, checkpoint, data_dir=data_dir, command="oneshot demo faces", **model
+        )
     res = run_faces(checkpoint, episodes, roc_png=out / "faces_roc.png", data_dir=data_dir)
-    table = Table(title=f"AT&T faces, people s21-s40 never seen in training ({episodes} episodes, all 19,900 pairs)")
-    for col in ("method", "20-way 1-shot", "EER", "TAR @ FAR 1e-2", "TAR @ FAR 1e-3"):
-        table.add_column(col, justify="right")
+    rows = []
     for name, r in res["methods"].items():
         if "verification" not in r:  # e.g. dlib-face without its optional packages
             typer.echo(f"{name}: {r.get('unavailable', 'not measured')}")
             continue
         v = r["verification"]
-        table.add_row(
-            name,
-            f"{100 * r['accuracy']:.2f}% +- {100 * r['ci95']:.2f}",
-            f"{100 * v['eer']:.2f}%",
-            f"{100 * v['tar_at_far_1e-2']:.1f}%",
-            f"{100 * v['tar_at_far_1e-3']:.1f}%",
+        acc = f"{100 * r['accuracy']:.2f}% +- {100 * r['ci95']:.2f}"
+        rows.append(
+            (name, acc, f"{100 * v['eer']:.2f}%", f"{100 * v['tar_at_far_1e-2']:.1f}%", f"{100 * v['tar_at_far_1e-3']:.1f}%")
         )
-    Console().print(table)
+    title = f"AT&T faces, people s21-s40 never seen in training ({episodes} episodes, all 19,900 pairs)"
+    print_table(title, ("method", "20-way 1-shot", "EER", "TAR @ FAR 1e-2", "TAR @ FAR 1e-3"), rows, justify="right")
     g = res["gallery"]
     typer.echo(
         f"gallery: {g['enrolled']} people enrolled from one photo each, closed-set accuracy "
@@ -224,8 +204,7 @@ def info(
         "created": meta.get("created"),
     }
     if as_json:
-        typer.echo(json.dumps(out))
-        return
+        return echo_json(out)
     typer.echo(f"{checkpoint}: {out['method']} on {out['encoder']} {enc_opts}, {out['embedding_dim']}-d embeddings")
     typer.echo(f"trained on: {ck.domain} {out['data']}")
     typer.echo(f"preprocessing: {prep.describe()}")
@@ -268,11 +247,8 @@ def encoders(as_json: Json = False) -> None:
             }
         )
     if as_json:
-        typer.echo(json.dumps(rows))
-        return
-    table = Table(title="built-in encoders (--encoder NAME)")
-    for col in ("name", "modality", "trained on / what", "figures"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        table.add_row(r["name"], r["modality"], r["trained_on"], r["figures"])
-    Console().print(table)
+        return echo_json(rows)
+    table = [(r["name"], r["modality"], r["trained_on"], r["figures"]) for r in rows]
+    print_table(
+        "built-in encoders (--encoder NAME)", ("name", "modality", "trained on / what", "figures"), table, overflow="fold"
+    )

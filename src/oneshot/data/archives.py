@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,6 +34,9 @@ from oneshot.data.imageset import ImageSet
 from oneshot.data.paths import RemoteFile, cache_dir, locate_files
 from oneshot.errors import OneshotError
 from oneshot.files import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsRichComparison
 
 CACHE_FORMAT = 1
 
@@ -47,7 +51,7 @@ class ArchiveSpec:
     classes: int
     per_class: int
     image_size: tuple[int, int]  # (width, height) of every image
-    class_key: Callable[[str], object] = str
+    class_key: Callable[[str], SupportsRichComparison] = str  # sort key of a class name
 
 
 ATT = ArchiveSpec(

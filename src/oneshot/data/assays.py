@@ -11,13 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from oneshot.data.imageset import ClassSet
 from oneshot.data.molecules import AssayTable
 from oneshot.data.samplers import EpisodeIndices
 from oneshot.errors import OneshotError
+
+if TYPE_CHECKING:
+    from oneshot.evaluation import EvalResult
+    from oneshot.methods.base import Method
 
 #: score(support rows (2K,), support labels (2K,) 0/1, query rows (Q,), draw) -> (Q,) scores, higher = active.
 Scorer = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
@@ -158,7 +164,7 @@ class AssayEpisodeSampler:
             yield self.episode(e)
 
 
-class MoleculeSet:
+class MoleculeSet(ClassSet):
     """Featurised molecules and the assays of one split, as the training loop sees a dataset.
 
     Attributes:
@@ -187,10 +193,6 @@ class MoleculeSet:
         return int(self.features.shape[0])
 
     @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
     def class_indices(self) -> list[np.ndarray]:
         return [rows for pair in self.pairs for rows in pair]
 
@@ -204,12 +206,12 @@ class MoleculeSet:
         return AssayEpisodeSampler(self.pairs, shape.shots, shape.queries, episodes, seed, start)
 
     @torch.no_grad()
-    def embed(self, method: torch.nn.Module, device: torch.device | str = "cpu", batch: int = 4096) -> np.ndarray:
+    def embed(self, method: Method, device: torch.device | str = "cpu", batch: int = 4096) -> np.ndarray:
         method.eval()
         out = [method.embed(self.features[i : i + batch].to(device)).float().cpu() for i in range(0, len(self), batch)]
         return torch.cat(out).numpy()
 
-    def validate(self, method: torch.nn.Module, device: torch.device | str = "cpu"):
+    def validate(self, method: Method, device: torch.device | str = "cpu") -> EvalResult:
         """Mean ROC-AUC over this split's assays (``val_draws`` seeded draws each) as an ``EvalResult``."""
         from oneshot.evaluation import EvalResult, mean_ci95
 

@@ -213,7 +213,7 @@ def open_image(data: bytes | Path | str, name: str | None = None) -> Image.Image
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+            image: Image.Image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
         w, h = image.size
         if w * h > limit:
             raise OneshotError(
@@ -317,7 +317,7 @@ def out_of_envelope(images: np.ndarray, envelope: dict[str, Any], margin: float 
     s = image_stats(images)
     lo = np.asarray(envelope["low"]) - margin
     hi = np.asarray(envelope["high"]) + margin
-    return ((s < lo) | (s > hi)).any(1)
+    return np.asarray(((s < lo) | (s > hi)).any(1))
 
 
 #: :func:`stats_envelope` of Omniglot's Vinyals training split at 28 x 28, inverted, for checkpoints written before

@@ -12,8 +12,19 @@ import numpy as np
 import torch
 
 
+class ClassSet:
+    """What samplers and the training loop need of any labelled set (images here, molecules in
+    :class:`oneshot.data.assays.MoleculeSet`): one readable name per class, hence the number of classes."""
+
+    class_names: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
 @dataclass
-class ImageSet:
+class ImageSet(ClassSet):
     """Images of several classes.
 
     Attributes:
@@ -35,10 +46,6 @@ class ImageSet:
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
 
     @property
     def class_indices(self) -> list[np.ndarray]:

@@ -167,7 +167,9 @@ def load_omniglot(
                 keep = lambda k: k.split("/")[0] in LAKE_VAL_ALPHABETS  # noqa: E731
             else:
                 keep = None
-        images, names, labels = [], [], []
+        images: list[torch.Tensor] = []
+        names: list[str] = []
+        labels: list[int] = []
         for kind in kinds:
             chars = load_characters(kind, prep, data_dir)
             order: dict[str, int] = {}
@@ -191,7 +193,7 @@ def load_omniglot(
         for key, idx in idx_of.items():
             by_key[key] = chars.images[torch.tensor(idx)]
     lines = _split_lines(part, data_dir)
-    images, labels = [], []
+    images, label_parts = [], []
     for c, line in enumerate(lines):
         alphabet, character, rot = line.split("/")
         key = f"{alphabet}/{character}"
@@ -200,8 +202,8 @@ def load_omniglot(
         k = int(rot[3:]) // 90
         imgs = by_key[key]
         images.append(torch.rot90(imgs, k, dims=(2, 3)) if k else imgs)
-        labels.append(torch.full((imgs.shape[0],), c, dtype=torch.long))
-    return ImageSet(torch.cat(images).contiguous(), torch.cat(labels), list(lines))
+        label_parts.append(torch.full((imgs.shape[0],), c, dtype=torch.long))
+    return ImageSet(torch.cat(images).contiguous(), torch.cat(label_parts), list(lines))
 
 
 @dataclass

@@ -6,7 +6,7 @@ through :func:`build_encoder`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -31,8 +31,8 @@ def build_encoder(name: str, **options: object) -> nn.Module:
 
 
 @torch.no_grad()
-def embedding_dim(encoder: nn.Module, input_shape: tuple[int, int, int]) -> int:
-    """D for inputs of shape (C, H, W), found by a forward pass on zeros (in eval mode)."""
+def embedding_dim(encoder: nn.Module, input_shape: Sequence[int]) -> int:
+    """D for inputs of shape (C, H, W) (or any per-example shape), found by a forward pass on zeros (in eval mode)."""
     was_training = encoder.training
     encoder.eval()
     d = int(encoder(torch.zeros(1, *input_shape)).shape[1])

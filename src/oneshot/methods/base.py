@@ -20,6 +20,15 @@ from torch import nn
 
 from oneshot.data.imageset import ImageSet
 from oneshot.data.samplers import EpisodeSampler, IndexSampler
+from oneshot.errors import OneshotError
+
+
+def base_class_count(method: str, num_classes: int) -> int:
+    """The number of base classes of a method's training classifier, refused below 2 (``oneshot train`` sets it
+    from the training data)."""
+    if int(num_classes) < 2:
+        raise OneshotError(f"{method} needs num_classes >= 2 (set from the training data by oneshot train)")
+    return int(num_classes)
 
 
 def full_precision(z: torch.Tensor) -> torch.Tensor:
@@ -105,26 +114,37 @@ class Method(nn.Module):
     """Base class of one-shot methods.
 
     Subclasses set :attr:`name`, implement :meth:`loss`, override :meth:`classify_embeddings` when their
-    rule is not the nearest prototype (metric methods) or :meth:`classify` (adaptive methods), and list their
-    options in :meth:`options`.
+    rule is not the nearest prototype (metric methods) or :meth:`classify` (adaptive methods), and name their
+    constructor options in :attr:`option_names` (each kept in the attribute of that name) and those the
+    training data sets in :attr:`data_options`.
     """
 
     name: ClassVar[str] = ""
-    embeds_independently: ClassVar[bool] = True
+    #: Class default; Matching Networks set it per instance (False with full-context embeddings).
+    embeds_independently: bool = True
+    option_names: ClassVar[tuple[str, ...]] = ()
+    data_options: ClassVar[tuple[str, ...]] = ()  # of "num_classes" (base classes), "input_shape" ((C, H, W))
 
     def __init__(self, encoder: nn.Module) -> None:
         super().__init__()
         self.encoder = encoder
 
     def options(self) -> dict[str, Any]:
-        """Constructor options (besides the encoder), stored in checkpoints to rebuild the method."""
-        return {}
+        """Constructor options (besides the encoder), stored in checkpoints to rebuild the method: the
+        attributes named in :attr:`option_names`, in that order."""
+        return {name: getattr(self, name) for name in self.option_names}
 
     @classmethod
     def options_for_data(cls, data: ImageSet) -> dict[str, Any]:
-        """Constructor options that depend on the training data (e.g. the number of base classes of a
-        transfer baseline's classifier); ``experiment.train_model`` merges them under the user's options."""
-        return {}
+        """Constructor options that depend on the training data, those of :attr:`data_options` (e.g. the number
+        of base classes of a transfer baseline's classifier); ``experiment.train_model`` merges them under the
+        user's options."""
+        out: dict[str, Any] = {}
+        if "num_classes" in cls.data_options:
+            out["num_classes"] = data.num_classes
+        if "input_shape" in cls.data_options:
+            out["input_shape"] = list(data.images.shape[1:])
+        return out
 
     def pair_score(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Similarity (P,) of embedding pairs a, b (P, D), higher = more likely the same class; used by

@@ -23,17 +23,15 @@ batch size 4 for 100 iterations).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from oneshot.choices import check_choice
-from oneshot.data.imageset import ImageSet
 from oneshot.encoders import embedding_dim
 from oneshot.errors import OneshotError
-from oneshot.methods.base import Episode, LossOutput, Method, nearest_prototype, prototypes
+from oneshot.methods.base import Episode, LossOutput, Method, base_class_count, nearest_prototype, prototypes
 from oneshot.methods.pairs import episode_images
 
 HEADS = ("linear", "cosine")
@@ -45,7 +43,7 @@ class CosineHead(nn.Module):
 
     def __init__(self, dim: int, classes: int, scale: float) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(classes, dim) * dim**-0.5)
+        self.weight = nn.Parameter(torch.randn(classes, dim) * dim**-0.5)  # (C, D)
         self.scale = scale
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -77,6 +75,10 @@ class Baseline(Method):
     """
 
     name = "baseline"
+    base_mean: torch.Tensor  # (D,) buffer: running mean of base-class features
+    base_batches: torch.Tensor  # () long buffer: training batches seen
+    option_names = ("num_classes", "head", "test_time", "scale", "finetune_steps", "finetune_lr", "input_shape")
+    data_options = ("num_classes", "input_shape")
 
     def __init__(
         self,
@@ -90,9 +92,7 @@ class Baseline(Method):
         input_shape: Sequence[int] = (1, 28, 28),
     ) -> None:
         super().__init__(encoder)
-        if int(num_classes) < 2:
-            raise OneshotError("baseline needs num_classes >= 2 (set from the training data by oneshot train)")
-        self.num_classes = int(num_classes)
+        self.num_classes = base_class_count("baseline", num_classes)
         self.head = check_choice("baseline", "head", head, HEADS)
         self.test_time = check_choice("baseline", "test_time", test_time, TEST_TIME)
         self.scale, self.finetune_steps, self.finetune_lr = float(scale), int(finetune_steps), float(finetune_lr)
@@ -104,21 +104,6 @@ class Baseline(Method):
         self.register_buffer("base_mean", torch.zeros(dim))
         self.register_buffer("base_batches", torch.zeros((), dtype=torch.long))
 
-    def options(self) -> dict[str, Any]:
-        return {
-            "num_classes": self.num_classes,
-            "head": self.head,
-            "test_time": self.test_time,
-            "scale": self.scale,
-            "finetune_steps": self.finetune_steps,
-            "finetune_lr": self.finetune_lr,
-            "input_shape": self.input_shape,
-        }
-
-    @classmethod
-    def options_for_data(cls, data: ImageSet) -> dict[str, Any]:
-        return {"num_classes": data.num_classes, "input_shape": list(data.images.shape[1:])}
-
     def classify_embeddings(
         self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, ways: int
     ) -> torch.Tensor:
@@ -127,8 +112,9 @@ class Baseline(Method):
             return self.simpleshot(support, support_labels, query, ways)
         with torch.enable_grad():
             if self.test_time == "cosine":
-                head: nn.Module = CosineHead(support.shape[1], ways, self.scale).to(support.device)
-                head.weight.data.copy_(F.normalize(prototypes(support, support_labels, ways), dim=1))
+                cosine = CosineHead(support.shape[1], ways, self.scale).to(support.device)
+                cosine.weight.data.copy_(F.normalize(prototypes(support, support_labels, ways), dim=1))
+                head: nn.Module = cosine
             else:
                 head = nn.Linear(support.shape[1], ways).to(support.device)
                 nn.init.zeros_(head.weight)

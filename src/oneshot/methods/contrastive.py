@@ -9,8 +9,6 @@ until they are at least the margin m apart. Pairs are the balanced pairs of
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,14 +34,12 @@ class Contrastive(Method):
     """
 
     name = "contrastive"
+    option_names = ("margin", "normalize")
 
     def __init__(self, encoder: nn.Module, margin: float = 1.0, normalize: bool = True) -> None:
         super().__init__(encoder)
         self.margin = float(margin)
         self.normalize = bool(normalize)
-
-    def options(self) -> dict[str, Any]:
-        return {"margin": self.margin, "normalize": self.normalize}
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         z = self.encoder(x).float()

@@ -20,17 +20,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from oneshot.choices import check_choice
-from oneshot.data.imageset import ImageSet
 from oneshot.encoders import embedding_dim
 from oneshot.errors import OneshotError
-from oneshot.methods.base import Episode, LossOutput, Method, prototypes
+from oneshot.methods.base import Episode, LossOutput, Method, base_class_count, prototypes
 from oneshot.methods.pairs import episode_images
 
 MARGINS = ("arcface", "cosface")
@@ -75,6 +73,8 @@ class MarginSoftmax(Method):
     """
 
     name = "margin"
+    option_names = ("num_classes", "margin_type", "margin", "scale", "input_shape")
+    data_options = ("num_classes", "input_shape")
 
     def __init__(
         self,
@@ -86,31 +86,16 @@ class MarginSoftmax(Method):
         input_shape: Sequence[int] = (1, 28, 28),
     ) -> None:
         super().__init__(encoder)
-        if int(num_classes) < 2:
-            raise OneshotError("margin needs num_classes >= 2 (set from the training data by oneshot train)")
+        self.num_classes = base_class_count("margin", num_classes)
         if not 0 <= float(margin) < math.pi / 2:
             raise OneshotError(f"margin {margin} must be in [0, pi/2): e.g. 0.3 (arcface) or 0.25 (cosface)")
         if float(scale) <= 0:
             raise OneshotError(f"scale {scale} must be positive, e.g. 30")
-        self.num_classes = int(num_classes)
         self.margin_type = check_choice("margin", "margin_type", margin_type, MARGINS)
         self.margin, self.scale = float(margin), float(scale)
         self.input_shape = [int(v) for v in input_shape]
-        dim = embedding_dim(encoder, tuple(self.input_shape))  # type: ignore[arg-type]
+        dim = embedding_dim(encoder, tuple(self.input_shape))
         self.weight = nn.Parameter(torch.randn(self.num_classes, dim) * dim**-0.5)
-
-    def options(self) -> dict[str, Any]:
-        return {
-            "num_classes": self.num_classes,
-            "margin_type": self.margin_type,
-            "margin": self.margin,
-            "scale": self.scale,
-            "input_shape": self.input_shape,
-        }
-
-    @classmethod
-    def options_for_data(cls, data: ImageSet) -> dict[str, Any]:
-        return {"num_classes": data.num_classes, "input_shape": list(data.images.shape[1:])}
 
     def pair_score(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Cosine similarity (P,) of embedding pairs (P, D)."""

@@ -20,13 +20,11 @@ declares ``embeds_independently = False`` and is evaluated episode by episode.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oneshot.data.imageset import ImageSet
 from oneshot.encoders import embedding_dim
 from oneshot.methods.base import Episode, LossOutput, Method
 
@@ -81,6 +79,8 @@ class MatchingNet(Method):
     """
 
     name = "matching"
+    option_names = ("fce", "steps", "scale", "input_shape")
+    data_options = ("input_shape",)
 
     def __init__(
         self,
@@ -98,13 +98,6 @@ class MatchingNet(Method):
             dim = embedding_dim(encoder, tuple(self.input_shape))
             self.support_lstm = nn.LSTM(dim, dim, batch_first=True, bidirectional=True)
             self.query_lstm = AttentionLSTM(dim, self.steps)
-
-    def options(self) -> dict[str, Any]:
-        return {"fce": self.fce, "steps": self.steps, "scale": self.scale, "input_shape": self.input_shape}
-
-    @classmethod
-    def options_for_data(cls, data: ImageSet) -> dict[str, Any]:
-        return {"input_shape": list(data.images.shape[1:])}
 
     def pair_score(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return F.cosine_similarity(a.float(), b.float(), dim=1)

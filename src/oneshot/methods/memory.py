@@ -26,8 +26,6 @@ the support embeddings, and minimises the memory loss of the queries; the encode
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -148,6 +146,7 @@ class MemoryLearner(Method):
     """
 
     name = "memory"
+    option_names = ("embedding_dim", "key_dim", "memory_size", "choose_k", "margin", "key_gradients")
 
     def __init__(
         self,
@@ -163,16 +162,6 @@ class MemoryLearner(Method):
         self.embedding_dim, self.key_dim, self.memory_size = int(embedding_dim), int(key_dim), int(memory_size)
         self.choose_k, self.margin, self.key_gradients = int(choose_k), float(margin), bool(key_gradients)
         self.query_proj = nn.Linear(self.embedding_dim, self.key_dim, bias=False)
-
-    def options(self) -> dict[str, Any]:
-        return {
-            "embedding_dim": self.embedding_dim,
-            "key_dim": self.key_dim,
-            "memory_size": self.memory_size,
-            "choose_k": self.choose_k,
-            "margin": self.margin,
-            "key_gradients": self.key_gradients,
-        }
 
     def keys_of(self, z: torch.Tensor) -> torch.Tensor:
         """Encoder embeddings (B, D) -> normalised memory keys (B, key_dim), in float32 at least."""

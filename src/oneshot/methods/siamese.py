@@ -10,13 +10,11 @@ classification picks the class whose support example has the highest "same" prob
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oneshot.data.imageset import ImageSet
 from oneshot.encoders import embedding_dim
 from oneshot.methods.base import Episode, LossOutput, Method
 from oneshot.methods.pairs import episode_pairs
@@ -37,6 +35,8 @@ class Siamese(Method):
     """
 
     name = "siamese"
+    option_names = ("input_shape",)
+    data_options = ("input_shape",)
 
     def __init__(self, encoder: nn.Module, input_shape: Sequence[int] = (1, 28, 28)) -> None:
         super().__init__(encoder)
@@ -47,13 +47,6 @@ class Siamese(Method):
         # signs (5-way validation accuracy after 150 short episodes: 88% against 65% with the default init).
         nn.init.constant_(self.distance.weight, -16.0 / dim)
         nn.init.constant_(self.distance.bias, 8.0)
-
-    def options(self) -> dict[str, Any]:
-        return {"input_shape": self.input_shape}
-
-    @classmethod
-    def options_for_data(cls, data: ImageSet) -> dict[str, Any]:
-        return {"input_shape": list(data.images.shape[1:])}
 
     def pair_logits(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """ "Same" logits of embedding pairs: a, b (..., D) -> (...,)."""

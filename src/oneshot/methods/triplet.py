@@ -18,8 +18,6 @@ One-shot classification: the interface's nearest prototype, on the normalised em
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -95,14 +93,12 @@ class Triplet(Method):
     """
 
     name = "triplet"
+    option_names = ("margin", "mining")
 
     def __init__(self, encoder: nn.Module, margin: float = 0.2, mining: str = "semihard") -> None:
         super().__init__(encoder)
         self.margin = float(margin)
         self.mining = check_choice("triplet", "mining strategy", mining, MINING)
-
-    def options(self) -> dict[str, Any]:
-        return {"margin": self.margin, "mining": self.mining}
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.encoder(x).float(), dim=1)

@@ -25,6 +25,9 @@ class Flatten(nn.Module):
 class PCAProjection(nn.Module):
     """(B, C, H, W) -> (B, k): centred pixels projected on k principal axes (fitted by :func:`fit_pca`)."""
 
+    mean: torch.Tensor
+    axes: torch.Tensor
+
     def __init__(self, mean: torch.Tensor, axes: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("mean", mean)  # (P,)

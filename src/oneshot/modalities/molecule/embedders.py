@@ -110,6 +110,7 @@ class MoleculeCheckpointEmbedder:
 
     def __init__(self, path: str | Path, device: str = "cpu", salts: str = "largest") -> None:
         from oneshot.checkpoint import load_checkpoint
+        from oneshot.encoders.molecule_mlp import MoleculeMLP
 
         self.path = Path(path)
         self.spec: str | None = str(self.path.resolve())
@@ -117,7 +118,10 @@ class MoleculeCheckpointEmbedder:
         self.device, self.salts = device, salts
         meta = self.checkpoint.metadata
         self.options = meta.get("encoder_options", {})
-        self.dim = int(self.checkpoint.method.encoder.out_dim)
+        encoder = self.checkpoint.method.encoder
+        if not isinstance(encoder, MoleculeMLP):
+            raise OneshotError(f"{path} is a molecule checkpoint without a molecule encoder ({type(encoder).__name__})")
+        self.dim = encoder.out_dim
         self.fingerprint: dict[str, Any] = {
             "kind": "checkpoint",
             "modality": MODALITY,

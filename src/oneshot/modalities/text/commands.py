@@ -173,7 +173,8 @@ def predict_text(support: Path, queries: list[str], encoder: str) -> tuple[list[
     if not isinstance(enc, TextEmbedder):
         raise OneshotError(f"--encoder {encoder} is not a text encoder: give 'text' or a sentence-transformers folder")
     labels = list(table)
-    per = [table[lab].examples + ([table[lab].description] if table[lab].description else []) for lab in labels]
+    classes = [table[lab] for lab in labels]
+    per = [c.examples + ([c.description] if c.description else []) for c in classes]
     texts: list[str] = [str(t) for ts in per for t in ts]
     y = np.array([i for i, ts in enumerate(per) for _ in ts])
     t = class_templates(enc.embed_texts(texts), y, len(labels))
