@@ -89,6 +89,8 @@ class ClassStore:
         #: schema-1 file opened read-only, whose rows are read unverified.
         self.sealed = integrity.columns(conn)
         self._dg = "digest" if self.sealed else "NULL"
+        #: True when meta rows carry digests (schema 3); False only for an older file opened read-only.
+        self.meta_sealed = integrity.meta_sealed(conn)
 
     # ---------------------------------------------------------------- opening
     @classmethod
@@ -154,17 +156,16 @@ class ClassStore:
 
     # ---------------------------------------------------------------- meta and counts
     def get_meta(self, key: str, default: Any = None) -> Any:
-        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return default if row is None else self._meta_value(key, row[0])
+        """The value stored under ``key`` (checked against its digest), or ``default`` when there is none."""
+        return next(iter(self._meta("WHERE key = ?", (key,)).values()), default)
 
     def all_meta(self) -> dict[str, Any]:
-        return {k: self._meta_value(k, v) for k, v in self.conn.execute("SELECT key, value FROM meta")}
+        """Every meta key and its value, each checked against its digest."""
+        return self._meta("", ())
 
-    def _meta_value(self, key: str, text: Any) -> Any:
-        try:
-            return json.loads(text)
-        except (TypeError, ValueError):
-            raise OneshotError(f"gallery {self.path} has a damaged meta entry {key!r}: restore it from an export") from None
+    def _meta(self, where: str, args: tuple) -> dict[str, Any]:
+        sql = f"SELECT key, value, {'digest' if self.meta_sealed else 'NULL'} FROM meta {where}"
+        return {r[0]: integrity.meta_value(self.path, self.meta_sealed, *r) for r in self.conn.execute(sql, args)}
 
     def generation(self) -> int:
         """The gallery's generation: the last change-log sequence number (0 when empty)."""
@@ -313,9 +314,8 @@ class Transaction:
         return class_digest(class_id, self.store.labels_of([class_id])[class_id], to_blob(template))
 
     def set_meta(self, key: str, value: Any) -> None:
-        self.conn.execute(
-            "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, json.dumps(value))
-        )
+        """Store ``value`` under ``key`` with its digest, in the same statement."""
+        self.conn.execute(store_file.UPSERT_META, integrity.meta_row(key, value))
 
     def insert_classes(self, rows: Sequence[tuple[int, str, np.ndarray, int, dict[str, Any] | None]], now: str) -> None:
         """New classes: (id, label, template (D,), number of examples, metadata or None) each."""

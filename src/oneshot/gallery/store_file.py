@@ -2,9 +2,9 @@
 
 Tables:
     * ``schema_version(version)`` -- one row; a file from a newer oneshot is refused, never touched.
-    * ``meta(key, value)`` -- JSON values: ``format``, the encoder ``fingerprint``, ``dim``, ``store`` (what is
-      kept of example inputs), ``threshold`` and ``calibration`` records, ``epoch`` (bumped when every
-      template is rebuilt, e.g. by ``reembed``), ``index`` settings.
+    * ``meta(key, value, digest)`` -- JSON values: ``format``, the encoder ``fingerprint``, ``dim``, ``store``
+      (what is kept of example inputs), ``threshold`` and ``calibration`` records, ``epoch`` (bumped when every
+      template is rebuilt, e.g. by ``reembed``), ``index`` settings; ``digest`` is the row's checksum (schema 3).
     * ``classes(id, label, template, ...)`` -- one row per class; ``id`` is AUTOINCREMENT, so an id is never
       reused after a class is forgotten (the FAISS index uses these ids); ``template`` is a float32 blob (D,),
       L2-normalised; ``digest`` is the row's checksum (:mod:`oneshot.gallery.integrity`, schema 2).
@@ -33,14 +33,14 @@ from oneshot.files import atomic_path
 from oneshot.gallery import integrity
 
 FORMAT = "oneshot-gallery"
-SCHEMA_VERSION = 2  # 2: row digests (oneshot.gallery.integrity); files of 1 are migrated on open
+SCHEMA_VERSION = 3  # 2: row digests, 3: meta digests (oneshot.gallery.integrity); older files migrated on open
 SQLITE_MAGIC = b"SQLite format 3\x00"
 #: Files up to this size get a structural ``PRAGMA quick_check`` on open (larger ones: header checks only).
 QUICK_CHECK_MAX_BYTES = 1 << 30
 
 SCHEMA = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL, digest BLOB);
 CREATE TABLE classes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     label TEXT NOT NULL UNIQUE,
@@ -67,6 +67,11 @@ CREATE TABLE examples (
 CREATE INDEX examples_by_class ON examples(class_id);
 CREATE TABLE changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, class_id INTEGER NOT NULL);
 """
+#: Store one meta row ``(key, JSON text, digest)`` (see :func:`oneshot.gallery.integrity.meta_row`).
+UPSERT_META = (
+    "INSERT INTO meta (key, value, digest) VALUES (?, ?, ?) "
+    "ON CONFLICT(key) DO UPDATE SET value = excluded.value, digest = excluded.digest"
+)
 
 
 def connect(path: Path, mode: str) -> sqlite3.Connection:
@@ -90,9 +95,9 @@ def open_checked(path: Path, migrate: bool = True) -> tuple[sqlite3.Connection, 
     """A WAL connection to an existing gallery, after checking it read-only, and whether it can write.
 
     On a read-only file system (or a file or folder this user cannot write) the gallery opens read-only:
-    reads work, writes are refused with a message saying why (see :func:`write_error`). A writable schema-1 file
-    is migrated to row checksums (:func:`oneshot.gallery.integrity.migrate`) unless ``migrate`` is False (a
-    file only read: an import's source, ``gallery check``)."""
+    reads work, writes are refused with a message saying why (see :func:`write_error`). A writable file
+    of an older schema is migrated to row and meta checksums (:func:`oneshot.gallery.integrity.migrate`) unless
+    ``migrate`` is False (a file only read: an import's source, ``gallery check``)."""
     if not path.is_file():
         raise OneshotError(f"gallery {path} does not exist: create it with `oneshot gallery create`")
     _check_file(path)
@@ -113,8 +118,8 @@ def open_checked(path: Path, migrate: bool = True) -> tuple[sqlite3.Connection, 
         except sqlite3.OperationalError:
             return ro, False  # cannot write here: serve reads from the read-only connection
         ro.close()
-        if migrate and not integrity.columns(conn):
-            integrity.migrate(conn)  # a schema-1 file: its rows get their digests now
+        if migrate and not integrity.sealed_throughout(conn):
+            integrity.migrate(conn)  # a schema-1 or -2 file: its rows get their digests now
     except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
         if isinstance(exc, sqlite3.OperationalError) and _disk_full(path):
             raise OneshotError(
@@ -183,7 +188,7 @@ def create_file(path: Path, meta: dict[str, Any]) -> None:
                         conn.execute(stmt)
                 conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
                 rows = dict(meta, format=FORMAT, epoch=0)
-                conn.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in rows.items()])
+                conn.executemany(UPSERT_META, [integrity.meta_row(k, v) for k, v in rows.items()])
                 conn.execute("COMMIT")
                 conn.execute("PRAGMA journal_mode = WAL")
             finally:
@@ -200,10 +205,13 @@ def backup(conn: sqlite3.Connection, dest: Path, gallery_id: str) -> None:
         out = sqlite3.connect(tmp)
         try:
             conn.backup(out)
-            out.execute(
-                "INSERT INTO meta VALUES ('gallery_id', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (json.dumps(gallery_id),),
-            )
+            if integrity.meta_sealed(out):
+                out.execute(UPSERT_META, integrity.meta_row("gallery_id", gallery_id))
+            else:  # a copy of an older file opened read-only: it is migrated when first opened for writing
+                out.execute(
+                    "INSERT INTO meta VALUES ('gallery_id', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (json.dumps(gallery_id),),
+                )
             out.commit()
             out.execute("PRAGMA journal_mode = DELETE")
         finally:
