@@ -171,8 +171,9 @@ def migrate(conn: sqlite3.Connection) -> None:
 
 
 def check_all(conn: sqlite3.Connection, path: Path) -> dict[str, Any]:
-    """Verify the whole file (``oneshot gallery check``): SQLite's ``integrity_check``, then every class and
-    example row against its digest. Returns counts and the names of the damaged classes (at most 20 each)."""
+    """Verify the whole file (``oneshot gallery check``): SQLite's ``integrity_check``, then every meta entry,
+    class and example row against its digest. Returns counts and the names of the damaged meta keys and classes
+    (at most 20 each)."""
     verdict = [r[0] for r in conn.execute("PRAGMA integrity_check(20)")]
     sealed, msealed = columns(conn), meta_sealed(conn)
     report: dict[str, Any] = {"path": str(path), "sqlite": "ok" if verdict == ["ok"] else verdict, "sealed": sealed}
