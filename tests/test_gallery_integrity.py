@@ -269,3 +269,18 @@ def test_a_newer_schema_is_refused_untouched(gallery):
     with pytest.raises(OneshotError, match=r"newer oneshot \(schema 4, this one reads 3\)"):
         Gallery.open(path, create=False)
     assert path.read_bytes() == before
+
+
+def test_check_and_import_leave_an_exported_gallery_byte_identical(gallery, tmp_path):
+    """Reading a file (``gallery check``, an import's source) never rewrites it, not even its journal mode."""
+    path, v = gallery
+    with Gallery.open(path, create=False) as g:
+        export = g.export(tmp_path / "export.db")
+    before = export.read_bytes()
+    res = CliRunner().invoke(app, ["gallery", "check", str(export)])
+    assert res.exit_code == 0 and "ok (5 classes, 5 examples" in res.output
+    with Gallery.open(tmp_path / "dest.db", dim=D) as dest:
+        assert dest.import_from(export) == 5
+        assert [r.label for r in dest.identify(v, k=1)] == [f"c{i}" for i in range(5)]
+    assert export.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("export.db")) == ["export.db"]

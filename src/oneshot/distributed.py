@@ -55,6 +55,13 @@ class Parallel:
             dist.destroy_process_group()
 
 
+def launched_rank() -> int:
+    """This process's rank as ``torchrun`` announces it (``RANK``; 0 when not launched by torchrun).
+
+    Readable before the process group exists, so the command line can keep every rank but 0 quiet."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def setup(device_name: str) -> tuple[Parallel, torch.device]:
     """Join the ``torchrun`` process group when ``WORLD_SIZE`` > 1; the process's device (``cuda:LOCAL_RANK`` on GPUs)."""
     device = select_device(device_name)

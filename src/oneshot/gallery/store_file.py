@@ -97,7 +97,8 @@ def open_checked(path: Path, migrate: bool = True) -> tuple[sqlite3.Connection, 
     On a read-only file system (or a file or folder this user cannot write) the gallery opens read-only:
     reads work, writes are refused with a message saying why (see :func:`write_error`). A writable file
     of an older schema is migrated to row and meta checksums (:func:`oneshot.gallery.integrity.migrate`) unless
-    ``migrate`` is False (a file only read: an import's source, ``gallery check``)."""
+    ``migrate`` is False: a file only read (an import's source, ``gallery check``) opens read-only, so it
+    stays byte-identical (not even switched to WAL mode)."""
     if not path.is_file():
         raise OneshotError(f"gallery {path} does not exist: create it with `oneshot gallery create`")
     _check_file(path)
@@ -108,7 +109,7 @@ def open_checked(path: Path, migrate: bool = True) -> tuple[sqlite3.Connection, 
         except BaseException:
             ro.close()
             raise
-        if _read_only_fs(path):
+        if not migrate or _read_only_fs(path):
             return ro, False
         try:
             conn = connect(path, "rw")
