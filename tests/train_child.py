@@ -49,6 +49,8 @@ def main() -> None:
     opts = {"meta_batch": args.meta_batch} if args.meta_batch else {}
     if args.method in ("maml", "fomaml"):
         opts.update(inner_steps=1, test_steps=1)
+    if args.method == "reptile":  # Nichol's outer update: SGD, its step annealed over the run
+        opts.update(inner_steps=2, test_steps=1)
     method = (
         build_method(args.method, Conv4(hidden=16), embedding_dim=16, **opts)
         if opts

@@ -26,7 +26,7 @@ from oneshot.data.images import Preprocessing
 from oneshot.encoders import build_encoder
 from oneshot.errors import OneshotError
 from oneshot.files import atomic_write_bytes
-from oneshot.methods import Method, build_method
+from oneshot.methods import METHODS, Method, build_method
 
 FORMAT = "oneshot-checkpoint"
 FORMAT_VERSION = 1
@@ -73,7 +73,6 @@ def validate_metadata(path: Path, meta: Any) -> dict[str, Any]:
     [1, 1024], ``channels`` 1 or 3 and equal to the encoder's ``in_channels`` when given, ``invert`` a bool),
     ``tensors_sha256`` (64 hex digits) and, when present, ``metadata_sha256`` matching the rest."""
     from oneshot.encoders import ENCODERS
-    from oneshot.methods import METHODS
 
     def bad(field: str, want: str) -> OneshotError:
         return OneshotError(f"{path}: checkpoint metadata field {field!r} is missing or not {want}: re-download or retrain it")
@@ -250,7 +249,8 @@ def load_checkpoint(
         raise OneshotError(f"{path} is truncated or corrupt ({exc}): re-download or retrain it") from None
     if _tensor_digest(tensors) != meta.get("tensors_sha256"):
         raise OneshotError(f"{path} is corrupt: its weights do not match the checksum in its metadata")
-    options = {**meta.get("method_options", {}), **(method_options or {})}
+    legacy = METHODS[meta["method"]].legacy_options  # what a checkpoint lacking a later option meant
+    options = {**legacy, **meta.get("method_options", {}), **(method_options or {})}
     _check_shapes(path, meta, options, tensors)
     encoder = build_encoder(meta["encoder"], **meta.get("encoder_options", {}))
     method = build_method(meta["method"], encoder, **options)

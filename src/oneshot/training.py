@@ -1,6 +1,6 @@
 """The one training loop that serves every method.
 
-Adam with a step learning-rate schedule, validation episodes every ``eval_every`` episodes, the best
+Adam with a step learning-rate schedule (or the optimiser a method prescribes, ``Method.outer_optimizer``), validation episodes every ``eval_every`` episodes, the best
 checkpoint kept on validation accuracy (never on test), early stopping after ``patience`` validations
 without improvement, and exact resume from a state file written at every validation, every ``resume_every``
 steps and when the per-invocation time budget runs out (its format: :mod:`oneshot.resume`). Under ``torchrun``
@@ -178,8 +178,14 @@ class _Run:
         self.metadata, self.par, self.device = metadata, par, device
         self.loss_fn: Callable[[Episode], LossOutput] = method.loss  # through DDP when distributed (train sets it)
         self.precision = resolve_precision(config.precision, self.device)
-        self.opt = torch.optim.Adam(method.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.sched = torch.optim.lr_scheduler.StepLR(self.opt, step_size=max(1, config.lr_step), gamma=config.lr_gamma)
+        own = method.outer_optimizer(config.episodes)  # a method's own outer update (Reptile's annealed SGD)
+        if own is None:
+            self.opt: torch.optim.Optimizer = torch.optim.Adam(
+                method.parameters(), lr=config.lr, weight_decay=config.weight_decay
+            )
+            self.sched: Any = torch.optim.lr_scheduler.StepLR(self.opt, step_size=max(1, config.lr_step), gamma=config.lr_gamma)
+        else:
+            self.opt, self.sched = own
         self.loss, self.accuracy = _Running(), _Running()
         from oneshot.data.augment import Augment
 

@@ -124,6 +124,9 @@ class Method(nn.Module):
     embeds_independently: bool = True
     option_names: ClassVar[tuple[str, ...]] = ()
     data_options: ClassVar[tuple[str, ...]] = ()  # of "num_classes" (base classes), "input_shape" ((C, H, W))
+    #: Options added after checkpoints were written, with the value such a checkpoint (which lacks them) meant;
+    #: ``load_checkpoint`` fills them in, so a stored option set keeps its meaning when a default changes.
+    legacy_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, encoder: nn.Module) -> None:
         super().__init__()
@@ -167,6 +170,11 @@ class Method(nn.Module):
     def loss(self, episode: Episode) -> LossOutput:
         """Training loss on one episode (or T stacked tasks) and its query logits."""
         raise NotImplementedError
+
+    def outer_optimizer(self, episodes: int) -> tuple[torch.optim.Optimizer, Any] | None:
+        """The optimiser and learning-rate scheduler of a run of ``episodes`` steps when the method prescribes
+        its own (Reptile's annealed outer step), else None: the training loop's Adam and step schedule."""
+        return None
 
     def classify_embeddings(
         self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, ways: int

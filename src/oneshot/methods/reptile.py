@@ -7,9 +7,17 @@ For each task i of a meta-batch, Reptile copies the meta-parameters (phi_i = the
 
 How it fits the one training loop. The loop only calls ``loss`` and back-propagates, so ``loss`` returns the
 surrogate ``(1/T) sum_i 0.5 * ||theta - stopgrad(phi_i)||^2``, whose gradient w.r.t. theta is exactly the
-Reptile direction ``(1/T) sum_i (theta - phi_i)``. With plain SGD at learning rate epsilon that is the update
-above; the loop's Adam treats it as a gradient, which Nichol et al. (section 3, Algorithm 2's remark) suggest
-("treat (theta - phi) as a gradient and plug it into an adaptive algorithm such as Adam").
+Reptile direction ``(1/T) sum_i (theta - phi_i)`` (under ``torchrun`` the ranks' gradients are averaged, so it
+is the mean over the whole meta-batch). The outer update (``outer``):
+
+* ``sgd`` (the default, the paper's Omniglot and Mini-ImageNet setting): Reptile gives the loop its own optimiser
+  (:meth:`Reptile.outer_optimizer`), plain SGD whose step size epsilon is annealed linearly from ``outer_lr``
+  (1.0) to 0 over the run's episodes: step ``i`` (0-based) of ``n`` uses ``outer_lr * (1 - i/n)``, as
+  ``frac_done`` in the authors' code, so ``theta <- theta + epsilon_i (mean phi_i - theta)``. The run's
+  ``--lr``, ``--lr-step``, ``--lr-gamma`` and ``--weight-decay`` do not apply.
+* ``adam``: the loop's Adam (``--lr`` with its step schedule) treats ``theta - mean phi_i`` as a gradient,
+  which Nichol et al. mention as an option (section 3). A checkpoint written before ``outer`` existed means
+  this (:attr:`Reptile.legacy_options`).
 
 The inner loop trains on the task's support and query images together during meta-training (Nichol et al.
 train on all ``train_shots`` examples of each class; ``train_on_query=False`` uses the support set only) and
@@ -32,6 +40,13 @@ from oneshot.methods.base import Episode, LossOutput
 from oneshot.methods.meta import FastWeightMethod, FastWeights, sgd_step, split_tasks
 
 INNER_OPTIMIZERS = ("sgd", "adam")
+OUTER_UPDATES = ("sgd", "adam")
+
+
+def annealed(episodes: int) -> Callable[[int], float]:
+    """The factor of the outer step after ``i`` steps of a run of ``episodes``: ``1 - i/episodes``, 0 from the end on."""
+    n = max(1, int(episodes))
+    return lambda i: max(0.0, 1.0 - i / n)
 
 
 def inner_train(
@@ -87,10 +102,14 @@ class Reptile(FastWeightMethod):
         meta_batch: T, tasks per outer step (Nichol et al.: 5).
         test_steps: adaptation steps at evaluation (Nichol et al.: 50).
         train_on_query: use the task's query images as inner training data too during meta-training.
+        outer: ``sgd`` (the outer step ``outer_lr`` annealed linearly to 0 over the run, as the paper) or ``adam``
+            (the training loop's Adam on theta - mean phi_i; what checkpoints without this option used).
+        outer_lr: the initial outer step size epsilon of ``outer=sgd`` (Nichol et al.: 1.0); unused by ``adam``.
         head, ways, embedding_dim: see :class:`~oneshot.methods.meta.FastWeightMethod`.
     """
 
     name = "reptile"
+    legacy_options = {"outer": "adam"}
 
     def __init__(
         self,
@@ -101,6 +120,8 @@ class Reptile(FastWeightMethod):
         meta_batch: int = 5,
         test_steps: int = 50,
         train_on_query: bool = True,
+        outer: str = "sgd",
+        outer_lr: float = 1.0,
         head: str = "zero",
         ways: int = 5,
         embedding_dim: int = 64,
@@ -109,6 +130,7 @@ class Reptile(FastWeightMethod):
         check_choice(self.name, "inner optimizer", inner_optimizer, INNER_OPTIMIZERS)
         self.inner_steps, self.inner_lr, self.test_steps = int(inner_steps), float(inner_lr), int(test_steps)
         self.inner_optimizer, self.train_on_query = inner_optimizer, bool(train_on_query)
+        self.outer, self.outer_lr = check_choice(self.name, "outer update", outer, OUTER_UPDATES), float(outer_lr)
 
     def options(self) -> dict[str, Any]:
         return dict(
@@ -118,7 +140,17 @@ class Reptile(FastWeightMethod):
             inner_optimizer=self.inner_optimizer,
             test_steps=self.test_steps,
             train_on_query=self.train_on_query,
+            outer=self.outer,
+            outer_lr=self.outer_lr,
         )
+
+    def outer_optimizer(self, episodes: int) -> tuple[torch.optim.Optimizer, Any] | None:
+        """``outer=sgd``: SGD at ``outer_lr``, annealed linearly to 0 over ``episodes`` steps (a ``LambdaLR``, so
+        resume restores its position); ``adam``: None (the loop's Adam)."""
+        if self.outer != "sgd":
+            return None
+        opt = torch.optim.SGD(self.parameters(), lr=self.outer_lr)
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, annealed(episodes))
 
     def adapt(self, params: FastWeights, x: torch.Tensor, y: torch.Tensor, ways: int, steps: int) -> FastWeights:
         """phi after ``steps`` inner steps on (x (S, C, H, W), y (S,)), starting from ``params`` (detached)."""
