@@ -116,3 +116,19 @@ def test_neu_protocol_rows_on_an_untrained_checkpoint(tmp_path):
         assert set(row) == {"6w1s", "6w5s"} and all(0 <= r["accuracy"] <= 1 and r["episodes"] == 5 for r in row.values())
     # the "random weights" row rebuilds the same untrained encoder with seed 0: the same embeddings as the checkpoint
     assert rows["random_weights"] == rows["self_supervised"]
+
+
+def test_faces_demo_warns_when_strangers_get_in_far_above_the_target(capsys):
+    """The demo prints each encoder's gallery flow; a stranger rate beyond target + 2/n (n stranger photos) is flagged."""
+    from oneshot.cli_show import _echo_gallery_flow
+
+    def flow(stranger_far: float) -> dict:
+        rate = {"target_far": 0.01, "tar": 0.76, "stranger_far": stranger_far, "stranger_queries": 50}
+        return {"enrolled": 15, "strangers": 5, "closed_set_accuracy": 0.91, "rates": [rate]}
+
+    _echo_gallery_flow("trained", flow(0.48))
+    out = capsys.readouterr()
+    assert "gallery (trained): 15 people" in out.out and "strangers accepted 48.0%" in out.out
+    assert out.err.startswith("warning: with the trained encoder, 48% of the strangers' photos were accepted")
+    _echo_gallery_flow("dlib_face", flow(0.02))  # one photo in 50: within the measurement's resolution
+    assert capsys.readouterr().err == ""
