@@ -137,51 +137,16 @@ def test_cli_evaluate_reports_verification_and_writes_curves(tmp_path):
     }
     ck = save_checkpoint(tmp_path / "siamese.safetensors", Siamese(Conv4()), meta)
     roc, det = tmp_path / "roc.png", tmp_path / "det.png"
-    out = CliRunner().invoke(
-        app,
-        [
-            "evaluate",
-            "--checkpoint",
-            str(ck),
-            "--ways",
-            "3",
-            "--queries",
-            "2",
-            "--episodes",
-            "5",
-            "--device",
-            "cpu",
-            "--pairs",
-            "200",
-            "--roc-png",
-            str(roc),
-            "--det-png",
-            str(det),
-            "--json",
-        ],
-    )
+
+    def evaluate(episodes: int, *extra: str):
+        args = ["evaluate", "--checkpoint", str(ck), "--ways", "3", "--queries", "2", "--episodes", str(episodes)]
+        return CliRunner().invoke(app, [*args, "--device", "cpu", *extra])
+
+    out = evaluate(5, "--pairs", "200", "--roc-png", str(roc), "--det-png", str(det), "--json")
     assert out.exit_code == 0, out.output
     obj = json.loads(out.stdout.strip().splitlines()[-1])
     v = obj["verification"]
     assert v["pairs"] == 200 and 0 <= v["eer"] <= 1 and 0 <= v["auc"] <= 1 and "tar_at_far_1e-3" in v
     assert roc.is_file() and det.is_file()
-    bad = CliRunner().invoke(
-        app,
-        [
-            "evaluate",
-            "--checkpoint",
-            str(ck),
-            "--ways",
-            "3",
-            "--queries",
-            "2",
-            "--episodes",
-            "2",
-            "--device",
-            "cpu",
-            "--verification",
-            "--similarity",
-            "l1",
-        ],
-    )
+    bad = evaluate(2, "--verification", "--similarity", "l1")
     assert bad.exit_code == 2 and "unknown similarity 'l1'" in bad.output
