@@ -66,6 +66,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test-episodes", type=int, default=1000)
     p.add_argument("--no-copy", action="store_true", help="do not copy the checkpoint into models/")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run from benchmarks/runs/<name>.safetensors.resume (same command otherwise); "
+        "--max-minutes is this invocation's budget",
+    )
     p.add_argument("--option", action="append", default=[], help="method option KEY=VALUE (JSON value or text); repeat")
     p.add_argument("--verification", action="store_true", help="also report verification metrics on test pairs")
     p.add_argument("--verification-pairs", type=int, default=20000)
@@ -109,6 +115,7 @@ def main() -> None:
         command=command,
         on_progress=report,
         method_options=method_options,
+        resume=args.resume,
     )
     wall = time.perf_counter() - t0
     print(
