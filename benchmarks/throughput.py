@@ -185,6 +185,7 @@ def measure_easyfsl(data, cfg: TrainConfig, seed: int, workers: int) -> float:
         def get_labels(self) -> list[int]:
             return self.labels
 
+    set_threads(cfg.threads)  # --threads applies to every loop, so that the ratio compares like with like
     torch.manual_seed(seed)
     model = PrototypicalNetworks(build_encoder("conv4"))
     model.train()
@@ -298,7 +299,7 @@ def main() -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default=None)
     p.add_argument("--default-allocator", action="store_true", help="do not tune glibc's allocator (for all three loops)")
-    p.add_argument("--threads", type=int, default=0, help="intra-op threads for oneshot and raw (0: one per core)")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads for every loop, easyfsl included (0: one per core)")
     p.add_argument("--compile", default="off", help="on: torch.compile the encoder in the oneshot and raw loops")
     p.add_argument(
         "--levers", type=int, default=0, metavar="EPISODES", help="also measure each speed lever (raw step, this many episodes)"
