@@ -142,6 +142,9 @@ def _throughput_detail(r: dict) -> list[str]:
         notes.append(
             f"{r['flops_per_image'] / 1e6:.1f} MFLOP per image (FlopCounterMode, one real step); threads {r.get('threads')}."
         )
+    if r.get("load_average_1min"):
+        load = r["load_average_1min"]
+        notes.append(f"Machine load (1-minute average) {load['before']:.1f} before, {load['after']:.1f} after the run.")
     if r.get("fp32_peak"):
         notes.append(f"fp32 peak {r['fp32_peak']['gflops']:.0f} GFLOP/s = {r['fp32_peak']['how']}.")
     if notes:
@@ -151,7 +154,7 @@ def _throughput_detail(r: dict) -> list[str]:
         lines += [
             "",
             f"Levers, one at a time against the default raw step ({lv['episodes_per_measurement']} episodes, median of per-repeat ratios; "
-            f"compilation took {lv['compile_seconds']:.0f} s more warm-up than eager):",
+            f"compilation took {lv['compile_seconds']:.0f} s more warm-up than eager, less when inductor's on-disk cache holds it):",
             "",
             "| lever | images/s | ratio to default |",
             "|---|---|---|",

@@ -308,6 +308,7 @@ def main() -> None:
     if args.default_allocator:
         os.environ["ONESHOT_MALLOC_TUNING"] = "0"
     allocator_tuned = tune_cpu_allocator()
+    load_before = os.getloadavg()  # the machine may be shared: ratios within one run are what count
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     torch.set_num_threads(torch.get_num_threads())
     data = load_omniglot("vinyals", "train", 28, args.data_dir)
@@ -385,6 +386,7 @@ def main() -> None:
         "fp32_peak": peak.to_dict() if peak else None,
         "fraction_of_fp32_peak": {k: v / peak.gflops for k, v in gflops.items()} if peak else None,
         "levers": levers,
+        "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
         **provenance(command),
     }
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"throughput_{args.method}_{cpu_slug()}.json"
