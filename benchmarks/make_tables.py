@@ -223,7 +223,7 @@ def _text_classifier_lines(r: dict | None) -> list[str]:
     if "protocol7" in r:
         p = r["protocol7"]
         lines += [
-            f"Out of scope with the classifier + lexical (5-shot, same calibration rule on `val` + `oos_val`; the rejection "
+            "Out of scope with the classifier + lexical (5-shot, same calibration rule on `val` + `oos_val`; the rejection "
             "score chosen on val). The `oos_train` row also enrolls CLINC150's 100 `oos_train` utterances as a reject class "
             "(the CLINC paper's oos-train setting): it uses out-of-scope training data the other rows do not.",
             "",

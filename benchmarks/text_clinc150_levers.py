@@ -65,10 +65,18 @@ class Levers:
         seeds, yv = self.b.args.select_seeds, self.b.lab["val"]
         rows = []
         for values in itertools.product(*GRID.values()):
-            g = dict(zip(GRID, values))
+            g = dict(zip(GRID, values, strict=True))
             accs = {}
             for k in (5, 10):
-                a = [float((self.fit(self.support(k, s)[0], ClassifierConfig(**g), False)[0].logits(self.b.emb["val"]).argmax(1) == yv).mean()) for s in seeds]
+                a = [
+                    float(
+                        (
+                            self.fit(self.support(k, s)[0], ClassifierConfig(**g), False)[0].logits(self.b.emb["val"]).argmax(1)
+                            == yv
+                        ).mean()
+                    )
+                    for s in seeds
+                ]
                 accs[str(k)] = float(np.mean(a))
             rows.append(dict(g, val_accuracy=accs, val_mean=float(np.mean(list(accs.values())))))
         best = max(rows, key=lambda r: r["val_mean"])
@@ -106,7 +114,12 @@ class Levers:
                 clf_acc.append(float((clf.logits(self.b.emb["test"]).argmax(1) == self.b.lab["test"]).mean()))
                 mix_acc.append(float((self.proba(clf, lex, "test", w).argmax(1) == self.b.lab["test"]).mean()))
                 secs.append(s)
-            row = {"shots": shots, "classifier": self.agg(clf_acc), "classifier_lexical": self.agg(mix_acc), "fit_seconds_mean": float(np.mean(secs))}
+            row = {
+                "shots": shots,
+                "classifier": self.agg(clf_acc),
+                "classifier_lexical": self.agg(mix_acc),
+                "fit_seconds_mean": float(np.mean(secs)),
+            }
             print("protocol6", row, flush=True)
             out.append(row)
         return {"classifier": sel["chosen"], "lexical_weight": w, "rows": out}

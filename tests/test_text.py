@@ -285,7 +285,9 @@ def test_predict_text_from_a_support_file(builtin_copy, tmp_path):
     assert [p["class"] for p in json.loads(r.stdout)["predictions"]] == ["weather", "music"]
     classifier = json.loads(r.stdout)["predictions"]
     assert all(0.0 < p["probability"] <= 1.0 and -1.0 <= p["score"] <= 1.0 for p in classifier)
-    r = cli("predict", "--support", sup, "--text", "will it snow today", "--text", "put on some jazz", "--nearest-template", "--json")
+    r = cli(
+        "predict", "--support", sup, "--text", "will it snow today", "--text", "put on some jazz", "--nearest-template", "--json"
+    )
     assert r.exit_code == 0, r.output
     templates = json.loads(r.stdout)["predictions"]
     assert [p["class"] for p in templates] == ["weather", "music"]

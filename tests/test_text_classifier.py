@@ -82,3 +82,20 @@ def test_cosine_classifier_beats_the_nearest_template_on_confusable_clinc150_int
     clf = fit_cosine_classifier(xs, ys, len(CONFUSABLE), prior=desc)
     tuned = float((clf.proba(xq).argmax(1) == yq).mean())
     assert tuned > frozen + 0.03, (frozen, tuned)
+
+
+def test_lexical_view_separates_by_words_and_mixes_linearly():
+    pytest.importorskip("sklearn")
+    from oneshot.modalities.text.lexical import fit_lexical, mix
+
+    texts = ["update my todo list", "add milk to my todo list", "what is on my todo list", "read my todo list"]
+    lex = fit_lexical(texts, np.array([0, 0, 2, 2]), 3)  # class 1 has no text: probability 0
+    p = lex.proba(["please update the todo list", "tell me what is on the list"])
+    assert p.shape == (2, 3) and np.allclose(p.sum(1), 1.0, atol=1e-5) and (p[:, 1] == 0).all()
+    assert p.argmax(1).tolist() == [0, 2]
+    a, b = np.array([[0.8, 0.2]], np.float32), np.array([[0.0, 1.0]], np.float32)
+    assert np.allclose(mix(a, b, 0.25), [[0.6, 0.4]])
+    with pytest.raises(OneshotError, match="between 0 and 1"):
+        mix(a, b, 1.5)
+    with pytest.raises(OneshotError, match="at least 2 classes"):
+        fit_lexical(texts[:2], np.array([0, 0]), 3)
