@@ -18,7 +18,7 @@ import numpy as np
 from oneshot.errors import OneshotError
 
 #: Mixing weight of the lexical probabilities (chosen on CLINC150 val, 150-way 5- and 10-shot).
-LEXICAL_WEIGHT = 0.3
+LEXICAL_WEIGHT = 0.2
 
 
 @dataclass
