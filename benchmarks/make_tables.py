@@ -4,8 +4,8 @@ Each table sits in README.md between ``<!-- table:NAME -->`` and ``<!-- /table:N
 between the two markers is replaced, nothing else is touched. Tables: ``methods`` (every
 ``*_conv4_vinyals.json``: accuracy with 95% CI per shape, Lake's runs, EER, training budget and speed,
 published figures), ``throughput`` (``throughput_protonet*.json``, the latest per CPU model), ``meta_cost`` (``meta_step_cost*.json``, one per device),
-``gallery_open_set`` and ``gallery_scale`` (``gallery_*.json``), ``text_clinc150`` (``text_clinc150.json`` and,
-for the whole-encoder row, ``text_clinc150_body.json``),
+``gallery_open_set`` and ``gallery_scale`` (``gallery_*.json``), ``text_clinc150`` (``text_clinc150.json``,
+for the whole-encoder row ``text_clinc150_body.json``, for the classifier rows ``text_clinc150_classifier.json``),
 ``molecules_*`` (``molecules_*.json``), ``serve_load`` (``serve_load.json``), ``faces``, ``defects`` and
 ``generative`` (``faces_att.json``, ``defects_neu.json``, ``generative_augmentation.json``), ``gallery_memory`` (``gallery_memory.json``) and
 ``gallery_levers`` (``gallery_open_set_levers*.json``).
@@ -256,6 +256,53 @@ def _pc(agg: dict | None) -> str:
     return f"{100 * agg['mean']:.2f}{ci} ({agg['n']})"
 
 
+def _text_classifier_lines(r: dict | None) -> list[str]:
+    """Protocols 6 and 7 (the few-shot intent classifier) from ``text_clinc150_classifier.json``."""
+    if r is None:
+        return []
+    lines: list[str] = []
+    if "protocol6" in r:
+        p = r["protocol6"]
+        c = p["classifier"]
+        lines += [
+            f"Few-shot intent classifier (`oneshot.modalities.text.classifier`; {r['date'][:10]}, commit {r['commit'][:10]}): "
+            f"cosine-softmax weights started at the description + examples templates and tuned on the support "
+            f"(scale {c['scale']:g}, description weight {c['prior_weight']:g}); '+ lexical' mixes in a TF-IDF word + char "
+            f"n-gram logistic regression fitted on the same support (weight {p['lexical_weight']:g}); every setting chosen on `val`. "
+            "Fit time per draw in brackets (contended CPU).",
+            "",
+            "| 150-way | classifier (description + examples) | classifier + lexical | published (5 / 10-shot) |",
+            "|---|---|---|---|",
+        ]
+        for row in p["rows"]:
+            lines.append(
+                f"| {row['shots']}-shot | {_pc(row['classifier'])} | {_pc(row['classifier_lexical'])} "
+                f"[{row['fit_seconds_mean']:.0f} s] | {PUBLISHED_TEXT.get(row['shots'], '-')} |"
+            )
+        lines.append("")
+    if "protocol7" in r:
+        p = r["protocol7"]
+        lines += [
+            "Out of scope with the classifier + lexical (5-shot, same calibration rule on `val` + `oos_val`; the rejection "
+            "score chosen on val). The `oos_train` row also enrolls CLINC150's 100 `oos_train` utterances as a reject class "
+            "(the CLINC paper's oos-train setting): it uses out-of-scope training data the other rows do not.",
+            "",
+            "| classifier | score (chosen on val) | in-scope acc., no rejection | in-scope acc. | OOS recall | OOS precision |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, m in p["results"].items():
+            label = "+ oos_train reject class" if name.endswith("oos_train_class") else "classifier + lexical"
+            lines.append(
+                f"| {label} | {m['score'].replace('_', ' ')} | {_pc(m['no_rejection_accuracy'])} | {_pc(m['in_scope_accuracy'])} | "
+                f"{_pc(m['oos_recall'])} | {_pc(m['oos_precision'])} |"
+            )
+        lines.append("")
+    return lines
+
+
+PUBLISHED_TEXT = {5: "ICDA 92.62", 10: "ICDA 94.84"}
+
+
 def text_clinc150_table() -> str:
     """CLINC150 protocols 1-5 from ``text_clinc150.json`` (benchmarks/text_clinc150.py)."""
     r = load("text_clinc150")
@@ -330,6 +377,7 @@ def text_clinc150_table() -> str:
                 f"{_pc(m['oos_recall'])} | {_pc(m['oos_precision'])} |"
             )
         lines.append("")
+    lines += _text_classifier_lines(load("text_clinc150_classifier"))
     if "protocol5" in r:
         p = r["protocol5"]
         rates = (
@@ -369,8 +417,21 @@ def molecules_tox21_table() -> str:
             )
     pub = " · ".join(f"{k} {v[0]:.2f} / {v[1]:.2f}" for k, v in r["published"].items())
     train = []
+    t = r.get("training") or {}
+    if "selection" in t:  # the activity-prior model: chosen on validation, refitted on the 9 training assays
+        sel = t["selection"]
+        val = "; ".join(
+            f"{k}-shot " + ", ".join(f"{a} {100 * v:.2f}" for a, v in per.items())
+            for k, per in sorted(sel["val_auc_per_assay"].items(), key=lambda kv: int(kv[0]))
+        )
+        weights = ", ".join(f"w_{k} = {w:g}" for k, w in sorted(sel["chosen_weights"].items(), key=lambda kv: int(kv[0])))
+        train.append(
+            f"learned = activity prior + ProtoNet evidence, one checkpoint for every K: {sel['chosen_epochs']} epochs and "
+            f"{weights} chosen on the validation assays (ROC-AUC there, {sel['val_draws']} draws: {val}), then refitted on "
+            f"all 9 training assays; {t['cpu_seconds_total'] / 60:.1f} CPU minutes of training in all"
+        )
     for shots, block in sorted(r["shots"].items(), key=lambda kv: int(kv[0])):
-        t = block["training"] or {}
+        t = block.get("training") or {}
         if "train_seconds" in t:
             train.append(
                 f"{shots}-shot model: {t['train_seconds'] / 60:.1f} min training (validation excluded), {t['episodes']} episodes "

@@ -164,6 +164,44 @@ class AssayEpisodeSampler:
             yield self.episode(e)
 
 
+def method_scorer(method: Method, embeddings: np.ndarray, shots: int) -> Scorer:
+    """The assay score of a trained method from its embeddings (N, D): the method's own ``assay_scorer`` when it
+    has one (:class:`~oneshot.methods.activity_prior.ActivityPrior`: prior + evidence), else ProtoNet's gap."""
+    own = getattr(method, "assay_scorer", None)
+    return own(embeddings, shots) if own is not None else prototype_scorer(embeddings)
+
+
+class MultiTaskBatches:
+    """Mini-batches of molecule rows for multi-task training, as the loop's index batches.
+
+    Step ``e`` (0-based) is batch ``e % n_batches`` of epoch ``e // n_batches``, whose order is
+    ``default_rng((seed, epoch)).permutation(rows)``; a step's ``support`` and ``classes`` are its rows (B,)
+    and ``query`` is empty (the method looks the labels up by row).
+    """
+
+    tasks = 1
+
+    def __init__(self, rows: np.ndarray, batch_size: int, episodes: int, seed: int = 0, start: int = 0) -> None:
+        if len(rows) == 0:
+            raise OneshotError("multi-task training has no labelled molecule")
+        self.rows, self.batch_size = np.asarray(rows), int(batch_size)
+        self.episodes, self.seed, self.start = episodes, seed, start
+        self.per_epoch = -(-len(self.rows) // self.batch_size)
+
+    def __len__(self) -> int:
+        return max(0, self.episodes - self.start)
+
+    def batch(self, e: int) -> EpisodeIndices:
+        epoch, i = divmod(e, self.per_epoch)
+        order = np.random.default_rng((self.seed, epoch)).permutation(self.rows)
+        rows = order[i * self.batch_size : (i + 1) * self.batch_size]
+        return EpisodeIndices(rows, rows[:0], rows)
+
+    def __iter__(self) -> Iterator[EpisodeIndices]:
+        for e in range(self.start, self.episodes):
+            yield self.batch(e)
+
+
 class MoleculeSet(ClassSet):
     """Featurised molecules and the assays of one split, as the training loop sees a dataset.
 
@@ -196,6 +234,10 @@ class MoleculeSet(ClassSet):
     def class_indices(self) -> list[np.ndarray]:
         return [rows for pair in self.pairs for rows in pair]
 
+    def multitask_targets(self) -> np.ndarray:
+        """Labels (N, T) of this split's assays for every molecule: 1, 0 or NaN (not measured)."""
+        return np.ascontiguousarray(self.table.labels[:, [self.table.task(t) for t in self.tasks]], np.float32)
+
     def gather(self, indices: torch.Tensor | np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
         """Features (B, F) of the given molecule rows on ``device``."""
         return self.features.index_select(0, torch.as_tensor(indices, dtype=torch.long)).to(device)
@@ -215,7 +257,7 @@ class MoleculeSet(ClassSet):
         """Mean ROC-AUC over this split's assays (``val_draws`` seeded draws each) as an ``EvalResult``."""
         from oneshot.evaluation import EvalResult, mean_ci95
 
-        scorer = prototype_scorer(self.embed(method, device))
+        scorer = method_scorer(method, self.embed(method, device), self.val_shots)
         aucs = [
             a for t in self.tasks for a in assay_auc(self.table, t, scorer, self.val_shots, self.val_draws, self.val_seed).aucs
         ]

@@ -34,6 +34,8 @@ REGISTRY: dict[str, str] = {
     # Self-supervised pretraining (issue 15) and open-set margins (issue 16).
     "simclr": "oneshot.methods.simclr:SimCLR",
     "margin": "oneshot.methods.margin:MarginSoftmax",
+    # Molecule assays (issue 14): multi-task activity prior + ProtoNet evidence.
+    "activity_prior": "oneshot.methods.activity_prior:ActivityPrior",
 }
 
 

@@ -2,8 +2,9 @@
 
 * evaluate: the Tox21 few-shot protocol (K actives + K inactives drawn at random, every other labelled
   compound queried, ROC-AUC per draw) on the test assays SR-HSE, SR-MMP, SR-p53 (or the assays named).
+  The score is the method's own (``assay_scorer``: the activity prior + evidence) or ProtoNet's gap.
 * predict: a support CSV (SMILES and label columns, one or more molecules per label) and query CSVs or SMILES;
-  each query gets the label of the nearest prototype and a softmax probability.
+  each query gets the label of the nearest prototype (``method.classify_embeddings``) and a softmax probability.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def evaluate_molecule_checkpoint(
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """ROC-AUC mean and 95% CI per assay and over them, for each K in ``shots``."""
-    from oneshot.data.assays import assay_auc, prototype_scorer
+    from oneshot.data.assays import assay_auc, method_scorer
     from oneshot.data.molecules import TOX21_TEST, TOX21_TRAIN, load_tox21
     from oneshot.evaluation import mean_ci95
     from oneshot.modalities.molecule.embedders import MoleculeCheckpointEmbedder
@@ -39,9 +40,9 @@ def evaluate_molecule_checkpoint(
         tox.task(a)
     trained_on = set(emb.checkpoint.metadata.get("data", {}).get("train_tasks", TOX21_TRAIN))
     z = emb.embed_features(emb.features(tox.mols))
-    scorer = prototype_scorer(z)
     rows = []
     for k in shots:
+        scorer = method_scorer(emb.checkpoint.method, z, k)
         results = [assay_auc(tox, a, scorer, k, draws, seed, progress) for a in assays]
         pooled = mean_ci95([x for r in results for x in r.aucs])
         rows.append(

@@ -103,7 +103,7 @@ class EcfpEmbedder:
 
 class MoleculeCheckpointEmbedder:
     """Molecules through a learned oneshot checkpoint (metadata ``modality: molecule``): its encoder's own
-    featurisation (Morgan bits + descriptors, options in ``encoder_options``), then ``method.embed``."""
+    featurisation (Morgan bits [+ MACCS keys] + descriptors, options in ``encoder_options``), then ``method.embed``."""
 
     modality = MODALITY
     similarity = "cosine"
@@ -140,7 +140,11 @@ class MoleculeCheckpointEmbedder:
         """The encoder's input (N, F) for RDKit molecules."""
         o = self.options
         return molecule_features(
-            mols, int(o.get("radius", DEFAULT_RADIUS)), int(o.get("n_bits", DEFAULT_BITS)), bool(o.get("descriptors", True))
+            mols,
+            int(o.get("radius", DEFAULT_RADIUS)),
+            int(o.get("n_bits", DEFAULT_BITS)),
+            bool(o.get("descriptors", True)),
+            bool(o.get("maccs", False)),
         )
 
     def embed_features(self, x: np.ndarray) -> np.ndarray:

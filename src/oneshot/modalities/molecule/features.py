@@ -1,5 +1,5 @@
-"""Molecule featurisation: Morgan / ECFP bit vectors (Rogers & Hahn, J. Chem. Inf. Model. 2010) and a few
-cheap RDKit physico-chemical descriptors, for the fingerprint embedder and the learned model's encoder."""
+"""Molecule featurisation: Morgan / ECFP bit vectors (Rogers & Hahn, J. Chem. Inf. Model. 2010), MACCS keys and a
+few cheap RDKit physico-chemical descriptors, for the fingerprint embedder and the learned model's encoder."""
 
 from __future__ import annotations
 
@@ -71,6 +71,21 @@ def morgan_bits(mols: Sequence[Any], radius: int = DEFAULT_RADIUS, n_bits: int =
     return out
 
 
+#: MACCS structural keys (RDKit's 167-bit ``GenMACCSKeys``; bit 0 is unused).
+N_MACCS = 167
+
+
+def maccs_keys(mols: Sequence[Any]) -> np.ndarray:
+    """MACCS keys of RDKit molecules -> float32 (N, 167) of 0/1 (Durant et al., J. Chem. Inf. Comput. Sci. 2002)."""
+    require_rdkit()
+    from rdkit.Chem import MACCSkeys
+
+    out = np.zeros((len(mols), N_MACCS), np.float32)
+    for i, m in enumerate(mols):
+        out[i] = np.frombuffer(MACCSkeys.GenMACCSKeys(m).ToBitString().encode(), np.uint8) - ord("0")
+    return out
+
+
 def descriptors(mols: Sequence[Any]) -> np.ndarray:
     """The :data:`DESCRIPTOR_NAMES` descriptors -> float32 (N, 16); a descriptor RDKit cannot compute is 0."""
     table = _descriptor_table()
@@ -85,10 +100,17 @@ def descriptors(mols: Sequence[Any]) -> np.ndarray:
 
 
 def molecule_features(
-    mols: Sequence[Any], radius: int = DEFAULT_RADIUS, n_bits: int = DEFAULT_BITS, with_descriptors: bool = True
+    mols: Sequence[Any],
+    radius: int = DEFAULT_RADIUS,
+    n_bits: int = DEFAULT_BITS,
+    with_descriptors: bool = True,
+    with_maccs: bool = False,
 ) -> np.ndarray:
-    """The learned model's input: Morgan bits then (optionally) descriptors -> float32 (N, n_bits [+ 16])."""
-    x = morgan_bits(mols, radius, n_bits).astype(np.float32)
+    """The learned model's input: Morgan bits, then (optionally) MACCS keys, then (optionally) descriptors ->
+    float32 (N, n_bits [+ 167] [+ 16])."""
+    parts = [morgan_bits(mols, radius, n_bits).astype(np.float32)]
+    if with_maccs:
+        parts.append(maccs_keys(mols))
     if with_descriptors:
-        x = np.concatenate([x, descriptors(mols)], 1)
-    return x
+        parts.append(descriptors(mols))
+    return np.concatenate(parts, 1)

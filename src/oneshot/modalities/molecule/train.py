@@ -1,6 +1,8 @@
-"""Train the learned molecule model with the project's one training loop and checkpoint format.
+"""Train the molecule models with the project's one training loop and checkpoint format.
 
-Method: prototypical network (Snell et al. 2017) -- an assay's actives and inactives in the support set each
+The current learned model is the activity prior + evidence (:mod:`oneshot.modalities.molecule.prior`,
+:class:`~oneshot.methods.activity_prior.ActivityPrior`). The earlier model, kept for comparison and for
+its checkpoints: a prototypical network (Snell et al. 2017) -- an assay's actives and inactives in the support set each
 give a prototype, a query scores by how much nearer it is to the active one. Encoder: :class:`MoleculeMLP`
 over ECFP4 bits + 16 RDKit descriptors. Sampler: 2-way episodes within one training assay
 (:class:`~oneshot.data.assays.AssayEpisodeSampler`). Validation: mean ROC-AUC of the few-shot protocol on
@@ -24,9 +26,28 @@ from oneshot.training import TrainProgress
 TOX21_VAL = ("NR-AhR", "SR-ARE")
 
 
-def featurise(table: AssayTable, radius: int = 2, n_bits: int = 2048, descriptors: bool = True) -> np.ndarray:
-    """Encoder inputs (N, F) for every molecule of ``table``."""
-    return molecule_features(table.mols, radius, n_bits, descriptors)
+def featurise(
+    table: AssayTable, radius: int = 2, n_bits: int = 2048, descriptors: bool = True, maccs: bool = False
+) -> np.ndarray:
+    """Encoder inputs (N, F) for every molecule of ``table`` (layout: :func:`molecule_features`)."""
+    return molecule_features(table.mols, radius, n_bits, descriptors, maccs)
+
+
+def molecule_metadata(
+    table: AssayTable, train_tasks: Sequence[str], val_tasks: Sequence[str], opts: dict[str, Any], shots: int, draws: int
+) -> dict[str, Any]:
+    """The checkpoint metadata of a molecule model (``modality: molecule``, encoder and data split)."""
+    return {
+        "modality": "molecule",
+        "encoder": "molecule_mlp",
+        "encoder_options": opts,
+        "data": {
+            "source": Path(table.source).name,
+            "train_tasks": list(train_tasks),
+            "val_tasks": list(val_tasks),
+            "validation": f"mean ROC-AUC, {shots}+/{shots}- support, {draws} draws per assay",
+        },
+    }
 
 
 def train_molecule_model(
@@ -67,16 +88,6 @@ def train_molecule_model(
     method = ProtoNet(encoder)
     train_set = MoleculeSet(x, table, train_tasks)
     val_set = MoleculeSet(x, table, val_tasks, val_shots=config.val_shots, val_draws=val_draws, val_seed=config.val_seed)
-    meta = {
-        "modality": "molecule",
-        "encoder": "molecule_mlp",
-        "encoder_options": opts,
-        "data": {
-            "source": Path(table.source).name,
-            "train_tasks": list(train_tasks),
-            "val_tasks": list(val_tasks),
-            "validation": f"mean ROC-AUC, {config.val_shots}+/{config.val_shots}- support, {val_draws} draws per assay",
-        },
-    }
+    meta = molecule_metadata(table, train_tasks, val_tasks, opts, config.val_shots, val_draws)
     meta.update(metadata or {})
     return train(method, train_set, val_set, config, out, meta, on_progress=on_progress)  # type: ignore[arg-type]
