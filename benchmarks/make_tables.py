@@ -4,8 +4,8 @@ Each table sits in README.md between ``<!-- table:NAME -->`` and ``<!-- /table:N
 between the two markers is replaced, nothing else is touched. Tables: ``methods`` (every
 ``*_conv4_vinyals.json``: accuracy with 95% CI per shape, Lake's runs, EER, training budget and speed,
 published figures), ``throughput`` (``throughput_protonet.json``), ``meta_cost`` (``meta_step_cost*.json``, one per device),
-``gallery_open_set`` and ``gallery_scale`` (``gallery_*.json``), ``text_clinc150`` (``text_clinc150.json`` and,
-for the whole-encoder row, ``text_clinc150_body.json``),
+``gallery_open_set`` and ``gallery_scale`` (``gallery_*.json``), ``text_clinc150`` (``text_clinc150.json``,
+for the whole-encoder row ``text_clinc150_body.json``, for the classifier rows ``text_clinc150_classifier.json``),
 ``molecules_*`` (``molecules_*.json``), ``serve_load`` (``serve_load.json``), ``faces``, ``defects`` and
 ``generative`` (``faces_att.json``, ``defects_neu.json``, ``generative_augmentation.json``), ``gallery_memory`` (``gallery_memory.json``) and
 ``gallery_levers`` (``gallery_open_set_levers*.json``).
@@ -196,6 +196,53 @@ def _pc(agg: dict | None) -> str:
     return f"{100 * agg['mean']:.2f}{ci} ({agg['n']})"
 
 
+def _text_classifier_lines(r: dict | None) -> list[str]:
+    """Protocols 6 and 7 (the few-shot intent classifier) from ``text_clinc150_classifier.json``."""
+    if r is None:
+        return []
+    lines: list[str] = []
+    if "protocol6" in r:
+        p = r["protocol6"]
+        c = p["classifier"]
+        lines += [
+            f"Few-shot intent classifier (`oneshot.modalities.text.classifier`; {r['date'][:10]}, commit {r['commit'][:10]}): "
+            f"cosine-softmax weights started at the description + examples templates and tuned on the support "
+            f"(scale {c['scale']:g}, description weight {c['prior_weight']:g}); '+ lexical' mixes in a TF-IDF word + char "
+            f"n-gram logistic regression fitted on the same support (weight {p['lexical_weight']:g}); every setting chosen on `val`. "
+            "Fit time per draw in brackets (contended CPU).",
+            "",
+            "| 150-way | classifier (description + examples) | classifier + lexical | published (5 / 10-shot) |",
+            "|---|---|---|---|",
+        ]
+        for row in p["rows"]:
+            lines.append(
+                f"| {row['shots']}-shot | {_pc(row['classifier'])} | {_pc(row['classifier_lexical'])} "
+                f"[{row['fit_seconds_mean']:.0f} s] | {PUBLISHED_TEXT.get(row['shots'], '-')} |"
+            )
+        lines.append("")
+    if "protocol7" in r:
+        p = r["protocol7"]
+        lines += [
+            "Out of scope with the classifier + lexical (5-shot, same calibration rule on `val` + `oos_val`; the rejection "
+            "score chosen on val). The `oos_train` row also enrolls CLINC150's 100 `oos_train` utterances as a reject class "
+            "(the CLINC paper's oos-train setting): it uses out-of-scope training data the other rows do not.",
+            "",
+            "| classifier | score (chosen on val) | in-scope acc., no rejection | in-scope acc. | OOS recall | OOS precision |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, m in p["results"].items():
+            label = "+ oos_train reject class" if name.endswith("oos_train_class") else "classifier + lexical"
+            lines.append(
+                f"| {label} | {m['score'].replace('_', ' ')} | {_pc(m['no_rejection_accuracy'])} | {_pc(m['in_scope_accuracy'])} | "
+                f"{_pc(m['oos_recall'])} | {_pc(m['oos_precision'])} |"
+            )
+        lines.append("")
+    return lines
+
+
+PUBLISHED_TEXT = {5: "ICDA 92.62", 10: "ICDA 94.84"}
+
+
 def text_clinc150_table() -> str:
     """CLINC150 protocols 1-5 from ``text_clinc150.json`` (benchmarks/text_clinc150.py)."""
     r = load("text_clinc150")
@@ -270,6 +317,7 @@ def text_clinc150_table() -> str:
                 f"{_pc(m['oos_recall'])} | {_pc(m['oos_precision'])} |"
             )
         lines.append("")
+    lines += _text_classifier_lines(load("text_clinc150_classifier"))
     if "protocol5" in r:
         p = r["protocol5"]
         rates = (
