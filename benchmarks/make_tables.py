@@ -425,6 +425,10 @@ def molecules_tox21_table() -> str:
             for k, per in sorted(sel["val_auc_per_assay"].items(), key=lambda kv: int(kv[0]))
         )
         weights = ", ".join(f"w_{k} = {w:g}" for k, w in sorted(sel["chosen_weights"].items(), key=lambda kv: int(kv[0])))
+        if "chosen_betas" in sel:  # the support-weighted head mixture (beta_K = 0: the mean head logit)
+            weights += ", " + ", ".join(
+                f"beta_{k} = {b:g}" for k, b in sorted(sel["chosen_betas"].items(), key=lambda kv: int(kv[0]))
+            )
         train.append(
             f"learned = activity prior + ProtoNet evidence, one checkpoint for every K: {sel['chosen_epochs']} epochs and "
             f"{weights} chosen on the validation assays (ROC-AUC there, {sel['val_draws']} draws: {val}), then refitted on "
