@@ -15,6 +15,7 @@ load average before and after (on a shared machine only the ratios within one ru
 method, ways and task batching (``task_batch``; rows without it, from before it existed, are the loop).
 
     python benchmarks/meta_memory.py                 # CPU, or CUDA when present
+    python benchmarks/meta_memory.py --threads 1     # one CPU thread (a shared machine: no waiting on a busy core)
     python benchmarks/meta_memory.py --device cuda --out benchmarks/results/meta_step_cost_cuda.json
 """
 
@@ -35,9 +36,12 @@ ROOT = Path(__file__).resolve().parent.parent
 FINN = {5: {"inner_steps": 1, "inner_lr": 0.4, "meta_batch": 32}, 20: {"inner_steps": 5, "inner_lr": 0.1, "meta_batch": 16}}
 
 
-def one(method: str, ways: int, task_batch: str, queries: int, steps: int, warmup: int, device: str) -> dict:
+def one(method: str, ways: int, task_batch: str, queries: int, steps: int, warmup: int, device: str, threads: int) -> dict:
     """Measure one configuration in this process; returns its row."""
     import torch
+
+    if threads:
+        torch.set_num_threads(threads)
 
     from oneshot.encoders import Conv4
     from oneshot.methods import Episode, build_method
@@ -128,6 +132,7 @@ def main() -> None:
     p.add_argument("--queries", type=int, default=1)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "meta_step_cost.json"))
     p.add_argument("--commit", default=None, help="commit to record when the tree has no .git (a copy on another machine)")
     p.add_argument("--one", help=argparse.SUPPRESS)  # METHOD:WAYS:TASK_BATCH, run in a subprocess
@@ -137,7 +142,7 @@ def main() -> None:
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if args.one:
         method, ways, task_batch = args.one.split(":")
-        print(json.dumps(one(method, int(ways), task_batch, args.queries, args.steps, args.warmup, device)))
+        print(json.dumps(one(method, int(ways), task_batch, args.queries, args.steps, args.warmup, device, args.threads)))
         return
     from oneshot.provenance import provenance
 
@@ -160,6 +165,8 @@ def main() -> None:
             str(args.steps),
             "--warmup",
             str(args.warmup),
+            "--threads",
+            str(args.threads),
         ]
         out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
         if out.returncode != 0:

@@ -20,8 +20,8 @@ and one checkpoint adapts to any number of ways -- which is what lets one model 
 Meta-training runs the T tasks of a meta-batch through one per-task function (``map_tasks``), either one
 task after another (``task_batch="loop"``) or all at once with ``torch.func.vmap`` over tasks (``"vmap"``), each
 task with its own fast weights and batch statistics; both give the same loss and meta-gradients up to float
-rounding. ``"auto"`` (the default) picks vmap on CUDA and on the CPU what
-:data:`~oneshot.methods.task_batch.AUTO_VMAP_ON_CPU` says (``benchmarks/meta_memory.py`` measures both); see
+rounding. ``"auto"`` (the default) picks vmap on CUDA and the loop on the CPU
+(:data:`~oneshot.methods.task_batch.AUTO_VMAP_ON_CPU`) (``benchmarks/meta_memory.py`` measures both); see
 :mod:`oneshot.methods.task_batch`.
 """
 
@@ -96,7 +96,7 @@ class FastWeightMethod(Method):
         embedding_dim: D, needed to build the learned head.
         meta_batch: T, tasks per training step.
         task_batch: how a meta-batch's tasks are adapted in training: ``vmap`` (all at once), ``loop`` (one after
-            another) or ``auto`` (vmap on CUDA, ``AUTO_VMAP_ON_CPU`` on the CPU); same result up to rounding.
+            another) or ``auto`` (vmap on CUDA, the loop on the CPU); same result up to rounding.
     """
 
     embeds_independently = False

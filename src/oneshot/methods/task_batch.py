@@ -28,8 +28,9 @@ from torch.utils._pytree import tree_map
 from oneshot.methods.base import Episode
 
 TASK_BATCHES = ("auto", "vmap", "loop")
-#: What ``task_batch="auto"`` chooses on the CPU (vmap turns the per-task weights into grouped convolutions
-#: there): measured by ``benchmarks/meta_memory.py``, see the meta-step cost table in docs/methods.md.
+#: What ``task_batch="auto"`` chooses on the CPU. Measured by ``benchmarks/meta_memory.py`` (docs/methods.md): on
+#: one thread vmap was as fast as the loop at 5 ways and 2x slower at 20 ways (5 inner steps on per-task weights,
+#: i.e. grouped convolutions), with twice the memory; so the loop.
 AUTO_VMAP_ON_CPU = False
 
 Tasks = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -37,10 +38,10 @@ Tasks = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 def uses_vmap(task_batch: str, episode: Episode) -> bool:
     """Whether ``task_batch`` (one of :data:`TASK_BATCHES`) adapts this episode's tasks at once: never for one task,
-    always for ``vmap``, and for ``auto`` on CUDA (and on the CPU when :data:`AUTO_VMAP_ON_CPU`)."""
+    always for ``vmap``, and for ``auto`` on an accelerator (on the CPU when :data:`AUTO_VMAP_ON_CPU`)."""
     if episode.tasks < 2 or task_batch == "loop":
         return False
-    return task_batch == "vmap" or episode.support.device.type == "cuda" or AUTO_VMAP_ON_CPU
+    return task_batch == "vmap" or episode.support.device.type != "cpu" or AUTO_VMAP_ON_CPU
 
 
 def split_tasks(episode: Episode) -> Iterator[Tasks]:
