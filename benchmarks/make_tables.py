@@ -3,9 +3,9 @@
 Each table sits in README.md between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->``; everything
 between the two markers is replaced, nothing else is touched. Tables: ``methods`` (every
 ``*_conv4_vinyals.json``: accuracy with 95% CI per shape, Lake's runs, EER, training budget and speed,
-published figures), ``throughput`` (``throughput_protonet.json``), ``meta_cost`` (``meta_step_cost*.json``, one per device),
-``gallery_open_set`` and ``gallery_scale`` (``gallery_*.json``), ``text_clinc150`` (``text_clinc150.json`` and,
-for the whole-encoder row, ``text_clinc150_body.json``),
+published figures), ``throughput`` (``throughput_protonet*.json``, the latest per CPU model), ``meta_cost`` (``meta_step_cost*.json``, one per device),
+``gallery_open_set`` and ``gallery_scale`` (``gallery_*.json``), ``text_clinc150`` (``text_clinc150.json``,
+for the whole-encoder row ``text_clinc150_body.json``, for the classifier rows ``text_clinc150_classifier.json``),
 ``molecules_*`` (``molecules_*.json``), ``serve_load`` (``serve_load.json``), ``faces``, ``defects`` and
 ``generative`` (``faces_att.json``, ``defects_neu.json``, ``generative_augmentation.json``), ``gallery_memory`` (``gallery_memory.json``) and
 ``gallery_levers`` (``gallery_open_set_levers*.json``).
@@ -70,38 +70,98 @@ def methods_table() -> str:
     return "\n".join(lines)
 
 
+def _throughput_results() -> list[dict]:
+    """The latest ``throughput_protonet*.json`` per CPU model (one README row per CPU seen)."""
+    latest: dict[str, dict] = {}
+    for path in sorted(RESULTS.glob("throughput_protonet*.json")):
+        r = json.loads(path.read_text())
+        cpu = r["machine"].get("cpu", "unknown CPU")
+        if cpu not in latest or r["date"] > latest[cpu]["date"]:
+            latest[cpu] = r
+    return [latest[k] for k in sorted(latest)]
+
+
+def _gflops(r: dict, key: str) -> str:
+    g = (r.get("gflops_per_second") or {}).get(key)
+    return f"{g:.0f}" if g is not None else "-"
+
+
 def throughput_table() -> str:
-    r = load("throughput_protonet")
-    if r is None:
+    results = _throughput_results()
+    if not results:
         return "_not measured yet: run `python benchmarks/throughput.py`_"
+    lines = [
+        "| CPU | cores | precision | oneshot images/s | easyfsl 1.5.0 images/s | oneshot / easyfsl | GFLOP/s | of fp32 peak (estimate) | date, commit |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        frac = (r.get("fraction_of_fp32_peak") or {}).get("oneshot")
+        peak = r.get("fp32_peak")
+        ratio = f"**{r['speedup_over_easyfsl']:.2f}x**" if r.get("speedup_over_easyfsl") else "-"
+        of_peak = f"{100 * frac:.1f}% of {peak['gflops']:.0f}" if frac is not None and peak else "- (not recorded)"
+        lines.append(
+            f"| {r['machine'].get('cpu', 'unknown CPU')} | {r['machine'].get('cpu_count')} | {r['precision']} | {r['images_per_second']:.0f} "
+            f"| {r['easyfsl_images_per_second'] or 0:.0f} | {ratio} | {_gflops(r, 'oneshot')} "
+            f"| {of_peak} | {r['date'][:10]}, {r['commit'][:10]} |"
+        )
+    for r in results:
+        lines += ["", *_throughput_detail(r)]
+    return "\n".join(lines)
+
+
+def _throughput_detail(r: dict) -> list[str]:
+    """The loops of one CPU's run, and its levers when measured."""
     s = r["episode_shape"]
     lines = [
-        f"ProtoNet, Conv-4, {s['ways']}-way {s['shots']}-shot {s['queries']}-query {s['size']}x{s['size']} episodes ({s['images']} images), "
+        f"**{r['machine'].get('cpu', 'unknown CPU')}**: ProtoNet, Conv-4, {s['ways']}-way {s['shots']}-shot {s['queries']}-query {s['size']}x{s['size']} episodes ({s['images']} images), "
         f"{r['precision']}, channels_last={r['channels_last']}; median of {len(r['measurements']['oneshot'])} interleaved repeats, "
         f"{r['machine'].get('cpu_count')} CPU cores, {r['date'][:10]}, commit {r['commit'][:10]}.",
         "",
-        "| loop | images/s | episodes/s | ratio |",
-        "|---|---|---|---|",
-        f"| raw forward + backward + Adam (one batch in memory) | {r['raw_images_per_second']:.0f} | {r['raw_images_per_second'] / s['images']:.2f} | 1.00 |",
-        f"| oneshot training loop (sampler, gather, step) | {r['images_per_second']:.0f} | {r['episodes_per_second']:.2f} | {r['ratio_to_raw']:.2f} of raw |",
+        "| loop | images/s | episodes/s | GFLOP/s | ratio |",
+        "|---|---|---|---|---|",
+        f"| raw forward + backward + Adam (one batch in memory) | {r['raw_images_per_second']:.0f} | {r['raw_images_per_second'] / s['images']:.2f} | {_gflops(r, 'raw')} | 1.00 |",
+        f"| oneshot training loop (sampler, gather, step) | {r['images_per_second']:.0f} | {r['episodes_per_second']:.2f} | {_gflops(r, 'oneshot')} | {r['ratio_to_raw']:.2f} of raw |",
     ]
     if r.get("easyfsl_images_per_second"):
         lines.append(
             f"| easyfsl 1.5.0 as shipped (TaskSampler + DataLoader + PrototypicalNetworks, fp32, own process) | {r['easyfsl_images_per_second']:.0f} | "
-            f"{r['easyfsl_episodes_per_second']:.2f} | oneshot is **{r['speedup_over_easyfsl']:.2f}x** |"
+            f"{r['easyfsl_episodes_per_second']:.2f} | {_gflops(r, 'easyfsl')} | oneshot is **{r['speedup_over_easyfsl']:.2f}x** |"
         )
     if r.get("easyfsl_tuned_allocator_images_per_second"):
         e = r["easyfsl_tuned_allocator_images_per_second"]
         lines.append(
-            f"| easyfsl 1.5.0 given oneshot's allocator tuning (same process) | {e:.0f} | {e / s['images']:.2f} "
+            f"| easyfsl 1.5.0 given oneshot's allocator tuning (same process) | {e:.0f} | {e / s['images']:.2f} | {_gflops(r, 'easyfsl_tuned_allocator')} "
             f"| oneshot is {r['speedup_over_easyfsl_tuned_allocator']:.2f}x |"
         )
+    notes = []
     if "allocator_tuned" in r:
+        notes.append(
+            f"Allocator tuning (`oneshot.runtime.tune_cpu_allocator`) in the oneshot and raw loops: {r['allocator_tuned']}."
+        )
+    if r.get("flops_per_image"):
+        notes.append(
+            f"{r['flops_per_image'] / 1e6:.1f} MFLOP per image (FlopCounterMode, one real step); threads {r.get('threads')}."
+        )
+    if r.get("load_average_1min"):
+        load = r["load_average_1min"]
+        notes.append(f"Machine load (1-minute average) {load['before']:.1f} before, {load['after']:.1f} after the run.")
+    if r.get("fp32_peak"):
+        notes.append(f"fp32 peak {r['fp32_peak']['gflops']:.0f} GFLOP/s = {r['fp32_peak']['how']}.")
+    if notes:
+        lines += ["", " ".join(notes)]
+    lv = r.get("levers")
+    if lv:
         lines += [
             "",
-            f"Allocator tuning (`oneshot.runtime.tune_cpu_allocator`) in the oneshot and raw loops: {r['allocator_tuned']}.",
+            f"Levers, one at a time against the default raw step ({lv['episodes_per_measurement']} episodes, median of per-repeat ratios; "
+            f"compilation took {lv['compile_seconds']:.0f} s more warm-up than eager, less when inductor's on-disk cache holds it):",
+            "",
+            "| lever | images/s | ratio to default |",
+            "|---|---|---|",
+            f"| default | {lv['images_per_second']['default']:.0f} | 1.00 |",
         ]
-    return "\n".join(lines)
+        lines += [f"| {k} | {lv['images_per_second'][k]:.0f} | {v:.2f}x |" for k, v in lv["ratio_to_default"].items()]
+    return lines
 
 
 def meta_cost_table() -> str:
@@ -219,6 +279,53 @@ def _pc(agg: dict | None) -> str:
     return f"{100 * agg['mean']:.2f}{ci} ({agg['n']})"
 
 
+def _text_classifier_lines(r: dict | None) -> list[str]:
+    """Protocols 6 and 7 (the few-shot intent classifier) from ``text_clinc150_classifier.json``."""
+    if r is None:
+        return []
+    lines: list[str] = []
+    if "protocol6" in r:
+        p = r["protocol6"]
+        c = p["classifier"]
+        lines += [
+            f"Few-shot intent classifier (`oneshot.modalities.text.classifier`; {r['date'][:10]}, commit {r['commit'][:10]}): "
+            f"cosine-softmax weights started at the description + examples templates and tuned on the support "
+            f"(scale {c['scale']:g}, description weight {c['prior_weight']:g}); '+ lexical' mixes in a TF-IDF word + char "
+            f"n-gram logistic regression fitted on the same support (weight {p['lexical_weight']:g}); every setting chosen on `val`. "
+            "Fit time per draw in brackets (contended CPU).",
+            "",
+            "| 150-way | classifier (description + examples) | classifier + lexical | published (5 / 10-shot) |",
+            "|---|---|---|---|",
+        ]
+        for row in p["rows"]:
+            lines.append(
+                f"| {row['shots']}-shot | {_pc(row['classifier'])} | {_pc(row['classifier_lexical'])} "
+                f"[{row['fit_seconds_mean']:.0f} s] | {PUBLISHED_TEXT.get(row['shots'], '-')} |"
+            )
+        lines.append("")
+    if "protocol7" in r:
+        p = r["protocol7"]
+        lines += [
+            "Out of scope with the classifier + lexical (5-shot, same calibration rule on `val` + `oos_val`; the rejection "
+            "score chosen on val). The `oos_train` row also enrolls CLINC150's 100 `oos_train` utterances as a reject class "
+            "(the CLINC paper's oos-train setting): it uses out-of-scope training data the other rows do not.",
+            "",
+            "| classifier | score (chosen on val) | in-scope acc., no rejection | in-scope acc. | OOS recall | OOS precision |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, m in p["results"].items():
+            label = "+ oos_train reject class" if name.endswith("oos_train_class") else "classifier + lexical"
+            lines.append(
+                f"| {label} | {m['score'].replace('_', ' ')} | {_pc(m['no_rejection_accuracy'])} | {_pc(m['in_scope_accuracy'])} | "
+                f"{_pc(m['oos_recall'])} | {_pc(m['oos_precision'])} |"
+            )
+        lines.append("")
+    return lines
+
+
+PUBLISHED_TEXT = {5: "ICDA 92.62", 10: "ICDA 94.84"}
+
+
 def text_clinc150_table() -> str:
     """CLINC150 protocols 1-5 from ``text_clinc150.json`` (benchmarks/text_clinc150.py)."""
     r = load("text_clinc150")
@@ -293,6 +400,7 @@ def text_clinc150_table() -> str:
                 f"{_pc(m['oos_recall'])} | {_pc(m['oos_precision'])} |"
             )
         lines.append("")
+    lines += _text_classifier_lines(load("text_clinc150_classifier"))
     if "protocol5" in r:
         p = r["protocol5"]
         rates = (
@@ -340,6 +448,10 @@ def molecules_tox21_table() -> str:
             for k, per in sorted(sel["val_auc_per_assay"].items(), key=lambda kv: int(kv[0]))
         )
         weights = ", ".join(f"w_{k} = {w:g}" for k, w in sorted(sel["chosen_weights"].items(), key=lambda kv: int(kv[0])))
+        if "chosen_betas" in sel:  # the support-weighted head mixture (beta_K = 0: the mean head logit)
+            weights += ", " + ", ".join(
+                f"beta_{k} = {b:g}" for k, b in sorted(sel["chosen_betas"].items(), key=lambda kv: int(kv[0]))
+            )
         train.append(
             f"learned = activity prior + ProtoNet evidence, one checkpoint for every K: {sel['chosen_epochs']} epochs and "
             f"{weights} chosen on the validation assays (ROC-AUC there, {sel['val_draws']} draws: {val}), then refitted on "

@@ -9,8 +9,8 @@ Writes (each with command, commit, machine, date):
 
 Protocol (docs/molecules.md): the learned model (activity prior + ProtoNet evidence,
 ``oneshot.methods.activity_prior``) trains on NR-AR, NR-AR-LBD, NR-Aromatase, NR-ER, NR-ER-LBD, NR-PPAR-gamma,
-SR-ATAD5; its epoch count and evidence weights w_K are chosen on the held-out training assays NR-AhR and
-SR-ARE; it is then refitted on all nine training assays with those settings (models/molecule_prior_tox21.safetensors).
+SR-ATAD5; its epoch count, evidence weights w_K and head-mixture betas beta_K are chosen on the held-out training
+assays NR-AhR and SR-ARE (with the 7-head trunk); it is then refitted on all nine training assays with those settings (models/molecule_prior_tox21.safetensors).
 Test on SR-HSE, SR-MMP, SR-p53 (labels used only here). Support draw d of assay t: ``default_rng((seed, t, d))``; queries: every other labelled
 compound; ROC-AUC per draw.
 
@@ -104,10 +104,10 @@ def rf_scorer(bits: np.ndarray, trees: int):
 
 def select_and_refit(args: argparse.Namespace, tox, x: np.ndarray, train_tasks: list[str], ckpt: Path) -> dict:
     """The activity-prior model: (1) train on the 7 training assays, keep the best epoch on the validation
-    assays and choose w_K per shot count on them; (2) refit on all 9 training assays (the issue's split) for
-    that many epochs with those w_K. Returns what was chosen and the CPU seconds spent."""
+    assays and choose w_K, then beta_K, per shot count on them; (2) refit on all 9 training assays (the issue's
+    split) for that many epochs with those w_K and beta_K. Returns what was chosen and the CPU seconds spent."""
     from oneshot.data.assays import MoleculeSet, assay_auc
-    from oneshot.modalities.molecule.prior import set_evidence_weights, train_activity_prior, weight_table
+    from oneshot.modalities.molecule.prior import BETA_GRID, rule_table, set_scoring_rule, train_activity_prior
 
     command = "python " + shlex.join(sys.argv)
     cpu0 = time.process_time()
@@ -117,16 +117,21 @@ def select_and_refit(args: argparse.Namespace, tox, x: np.ndarray, train_tasks: 
         per_epoch = sel.episodes_run // args.max_epochs
         epochs = max(1, sel.best_episode // per_epoch)
         method = load_checkpoint(sel_path).method
-        tables = {str(k): weight_table(method, x, tox, TOX21_VAL, k, draws=args.select_draws) for k in args.shots}
+        tables = {str(k): rule_table(method, x, tox, TOX21_VAL, k, draws=args.select_draws) for k in args.shots}
         weights = {k: max(t, key=lambda w: (t[w], -w)) for k, t in tables.items()}
         method.evidence_weights = {k: float(w) for k, w in weights.items()}
+        beta_tables = {
+            str(k): rule_table(method, x, tox, TOX21_VAL, k, "head_betas", BETA_GRID, args.select_draws) for k in args.shots
+        }
+        betas = {k: max(t, key=lambda b: (t[b], -b)) for k, t in beta_tables.items()}
+        method.head_betas = {k: float(b) for k, b in betas.items()}
         z = MoleculeSet(x, tox, TOX21_VAL).embed(method)
         val = {
             str(k): {t: assay_auc(tox, t, method.assay_scorer(z, k), k, args.draws, args.seed).mean for t in TOX21_VAL}
             for k in args.shots
         }
     select_cpu = time.process_time() - cpu0
-    print(f"selection: {epochs} epochs, w_K {weights}, validation {val} ({select_cpu:.0f} CPU s)", flush=True)
+    print(f"selection: {epochs} epochs, w_K {weights}, beta_K {betas}, validation {val} ({select_cpu:.0f} CPU s)", flush=True)
     fit = train_activity_prior(
         tox,
         list(TOX21_TRAIN),
@@ -139,7 +144,8 @@ def select_and_refit(args: argparse.Namespace, tox, x: np.ndarray, train_tasks: 
         metadata={"command": command},
     )
     note = {"refit": "all 9 training assays (the issue's split); validation assays were held out only for the choices"}
-    set_evidence_weights(ckpt, weights, note)
+    note["head_betas"] = "chosen with the 7-head selection trunk, applied unchanged to the 9-head refit"
+    set_scoring_rule(ckpt, weights, betas, note)
     Path(str(ckpt) + ".resume").unlink(missing_ok=True)
     total_cpu = time.process_time() - cpu0
     print(
@@ -158,6 +164,8 @@ def select_and_refit(args: argparse.Namespace, tox, x: np.ndarray, train_tasks: 
             "weight_grid_val_auc": {k: {str(w): a for w, a in t.items()} for k, t in tables.items()},
             "weight_draws": args.select_draws,
             "chosen_weights": weights,
+            "beta_grid_val_auc": {k: {str(b): a for b, a in t.items()} for k, t in beta_tables.items()},
+            "chosen_betas": betas,
             "val_auc_per_assay": val,
             "val_draws": args.draws,
         },

@@ -12,11 +12,15 @@ Protocols (docs/text.md):
  4. Out of scope: all 150 intents from 5 examples; the rejection threshold calibrated on ``val`` + ``oos_val``
     only; in-scope accuracy, OOS recall, OOS precision on ``test`` + ``oos_test``.
  5. Speed: sentences embedded per second (batch 64) and enrol / identify latency in a 10,000-class text gallery.
+ 6. / 7. The few-shot intent classifier (cosine-softmax from the description + examples templates, mixed with a
+    lexical TF-IDF view) on protocols 1 and 4, every setting chosen on ``val`` (benchmarks/text_clinc150_levers.py);
+    written by ``--protocols 6,7 --out benchmarks/results/text_clinc150_classifier.json``.
 
 The head's settings are chosen on ``val`` (support from train with seeds 1000+, never the test split).
 Embeddings of the dataset are cached per encoder fingerprint ($ONESHOT_CACHE/text-embeddings).
 
 Usage: python benchmarks/text_clinc150.py [--seeds 10] [--protocols 1,2,3,4,5] [--body-epochs 0 --body-seeds 1]
+       python benchmarks/text_clinc150.py --protocols 6,7 --select-seeds 1000 1001 --out benchmarks/results/text_clinc150_classifier.json
 """
 
 from __future__ import annotations
@@ -77,12 +81,13 @@ class Bench:
         self.embedder = load_embedder(args.encoder)
         self.emb: dict[str, np.ndarray] = {}
         self.lab: dict[str, np.ndarray] = {}
-        for split in ("train", "val", "test", "oos_val", "oos_test"):
+        for split in ("train", "val", "test", "oos_val", "oos_test", "oos_train"):
             t0 = time.perf_counter()
             self.emb[split] = cached_embeddings(self.embedder, self.data[split].texts, f"clinc150-{split}")
             self.lab[split] = np.array([self.pos.get(x, -1) for x in self.data[split].labels])
             print(f"embeddings {split}: {len(self.emb[split])} in {time.perf_counter() - t0:.1f}s", flush=True)
-        self.descriptions = self.embedder.embed_texts([intent_description(n) for n in self.intents])
+        self.description_texts = [intent_description(n) for n in self.intents]
+        self.descriptions = self.embedder.embed_texts(self.description_texts)
 
     # ------------------------------------------------------------------ helpers
     def head(self, x: np.ndarray, y: np.ndarray, cfg):
@@ -389,6 +394,15 @@ def main() -> None:
         result["protocol4"] = b.protocol4(chosen)
     if 5 in protos:
         result["protocol5"] = b.protocol5()
+    if protos & {6, 7}:
+        from text_clinc150_levers import Levers
+
+        lev = Levers(b, draw, Bench._agg)
+        result["classifier_selection"] = lev.select()
+        if 6 in protos:
+            result["protocol6"] = lev.protocol6(result["classifier_selection"])
+        if 7 in protos:
+            result["protocol7"] = lev.protocol7(result["classifier_selection"])
     result["total_seconds"] = time.perf_counter() - t_start
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from oneshot.cli import app
 from oneshot.encoders.molecule_mlp import MoleculeMLP
 from oneshot.errors import OneshotError
-from oneshot.methods.activity_prior import ActivityPrior, masked_bce
+from oneshot.methods.activity_prior import ActivityPrior, head_mixture, masked_bce
 
 DATA = data_dir()
 needs_tox21 = pytest.mark.skipif(not (DATA / "molecules" / "tox21.csv").is_file(), reason="Tox21 CSV not present")
@@ -58,10 +58,7 @@ def test_combined_score_equals_brute_force_prior_plus_weighted_evidence():
         evidences = []
         for i, row in enumerate(q):
             prior = sum(float(w_mat[t] @ z[row] + b[t]) for t in range(3)) / 3
-            unit = [z[r] / math.sqrt(sum(v * v for v in z[r])) for r in (*s, row)]
-            c0 = sum(unit[k] for k in range(6) if sl[k] == 0) / 3
-            c1 = sum(unit[k] for k in range(6) if sl[k] == 1) / 3
-            evidence = sum((unit[-1] - c0) ** 2) - sum((unit[-1] - c1) ** 2)
+            evidence = _brute_evidence(z, s, sl, row)
             evidences.append(evidence)
             assert got[i] == pytest.approx(prior + w * evidence, rel=1e-6, abs=1e-6)  # the heads run in float32
     logits = model.classify_embeddings(torch.from_numpy(z[s]).float(), torch.from_numpy(sl), torch.from_numpy(z[q]).float(), 2)
@@ -69,6 +66,39 @@ def test_combined_score_equals_brute_force_prior_plus_weighted_evidence():
     assert np.allclose(gap, 0.7 * np.array(evidences), atol=1e-4)
     with pytest.raises(OneshotError, match="molecule_mlp"):
         ActivityPrior(torch.nn.Linear(3, 3))
+
+
+def _brute_evidence(z: np.ndarray, s: np.ndarray, sl: np.ndarray, row: int) -> float:
+    """ProtoNet's gap on L2-normalised embeddings, one query row, by loops."""
+    unit = [z[r] / math.sqrt(sum(v * v for v in z[r])) for r in (*s, row)]
+    c0 = sum(unit[k] for k in range(len(s)) if sl[k] == 0) / int((sl == 0).sum())
+    c1 = sum(unit[k] for k in range(len(s)) if sl[k] == 1) / int((sl == 1).sum())
+    return float(sum((unit[-1] - c0) ** 2) - sum((unit[-1] - c1) ** 2))
+
+
+def test_head_mixture_prior_equals_brute_force_loop():
+    """score(q) = sum_t a_t h_t(q) + w_K * evidence, a = softmax(beta_K * g), g_t = mean h_t(actives) -
+    mean h_t(inactives): against loops over heads and support rows; beta 0 (or no stored betas, as in a
+    checkpoint from before them) is the mean head logit."""
+    model = _model(tasks=4)
+    model.head_betas = {"1": 0.0, "10": 1.5}
+    model.eval()
+    no_betas = _model(tasks=4).eval()  # the same seeded weights, head_betas never set
+    assert no_betas.head_betas == {} and no_betas.beta(10) == 0.0
+    z = torch.relu(torch.randn(14, 16, generator=torch.Generator().manual_seed(3))).numpy().astype(np.float64)
+    w_mat, b = model.heads.weight.detach().double().numpy(), model.heads.bias.detach().double().numpy()
+    h = [[float(w_mat[t] @ z[r] + b[t]) for t in range(4)] for r in range(14)]
+    s, sl, q = np.array([0, 3, 5, 1, 7, 8, 12]), np.array([0, 0, 0, 1, 1, 1, 1]), np.array([2, 4, 6, 9, 10, 11, 13])
+    act, ina = [r for r, y in zip(s, sl, strict=True) if y == 1], [r for r, y in zip(s, sl, strict=True) if y == 0]
+    for shots, w, beta in ((1, 0.7, 0.0), (3, 0.7, 0.0), (10, 4.0, 1.5), (40, 4.0, 1.5)):  # nearest stored K
+        got = model.assay_scorer(z, shots)(s, sl, q, 0)
+        g = [sum(h[r][t] for r in act) / len(act) - sum(h[r][t] for r in ina) / len(ina) for t in range(4)]
+        e = [math.exp(beta * gt) for gt in g]
+        for i, row in enumerate(q):
+            prior = sum(e[t] / sum(e) * h[row][t] for t in range(4))
+            assert got[i] == pytest.approx(prior + w * _brute_evidence(z, s, sl, row), rel=1e-6, abs=1e-6)
+        assert np.allclose(got, no_betas.assay_scorer(z, shots)(s, sl, q, 0)) == (beta == 0)
+    assert np.allclose(head_mixture(np.ones((4, 3)), np.array([0, 0, 1, 1]), 5.0), 1 / 3)  # no signal: uniform
 
 
 def test_maccs_features_layout_and_standardisation():
@@ -92,8 +122,8 @@ def test_maccs_features_layout_and_standardisation():
 
 
 @needs_tox21
-def test_checkpoint_round_trips_and_serves_evaluate_predict_and_gallery(tmp_path):
-    from oneshot.checkpoint import load_checkpoint, save_checkpoint
+def test_checkpoint_round_trips_and_serves_evaluate_predict_and_gallery(tmp_path, monkeypatch):
+    from oneshot.checkpoint import load_checkpoint, read_metadata, save_checkpoint
     from oneshot.gallery import Gallery
     from oneshot.modalities import load_embedder
 
@@ -102,6 +132,14 @@ def test_checkpoint_round_trips_and_serves_evaluate_predict_and_gallery(tmp_path
     path = save_checkpoint(tmp_path / "p.safetensors", model, meta)
     ck = load_checkpoint(path)
     assert isinstance(ck.method, ActivityPrior) and ck.method.evidence_weights == {"1": 0.7, "10": 4.0}
+    model.head_betas = {"10": 1.0}
+    assert load_checkpoint(save_checkpoint(tmp_path / "b.safetensors", model, meta)).method.head_betas == {"10": 1.0}
+    monkeypatch.setattr(ActivityPrior, "option_names", tuple(n for n in ActivityPrior.option_names if n != "head_betas"))
+    old = save_checkpoint(tmp_path / "old.safetensors", model, meta)  # written before head_betas existed
+    monkeypatch.undo()
+    assert "head_betas" not in json.dumps(read_metadata(old)["method_options"])
+    assert load_checkpoint(old).method.head_betas == {} and load_checkpoint(old).method.beta(10) == 0.0  # the mean
+    model.head_betas = {}
     x = torch.rand(5, 2048 + 167).round()
     model.eval()
     assert torch.equal(ck.method.embed(x), model.embed(x)) and torch.equal(

@@ -283,3 +283,13 @@ def test_predict_text_from_a_support_file(builtin_copy, tmp_path):
     r = cli("predict", "--support", sup, "--text", "will it snow today", "--text", "put on some jazz", "--json")
     assert r.exit_code == 0, r.output
     assert [p["class"] for p in json.loads(r.stdout)["predictions"]] == ["weather", "music"]
+    classifier = json.loads(r.stdout)["predictions"]
+    assert all(0.0 < p["probability"] <= 1.0 and -1.0 <= p["score"] <= 1.0 for p in classifier)
+    r = cli(
+        "predict", "--support", sup, "--text", "will it snow today", "--text", "put on some jazz", "--nearest-template", "--json"
+    )
+    assert r.exit_code == 0, r.output
+    templates = json.loads(r.stdout)["predictions"]
+    assert [p["class"] for p in templates] == ["weather", "music"]
+    # Both rules score with the cosine to the predicted class's template.
+    assert [p["score"] for p in templates] == pytest.approx([p["score"] for p in classifier], abs=1e-5)

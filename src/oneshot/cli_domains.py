@@ -72,12 +72,15 @@ def evaluate_text_command(
     print_table(title, ("ways", "shots", "accuracy", "95% CI"), rows, justify="right")
 
 
-def predict_text_command(support: Path, texts: list[str], files: list[Path], encoder: str, as_json: bool) -> None:
-    """``oneshot predict`` with texts: each query (a ``--text``, or a file holding one query) to its nearest class."""
+def predict_text_command(
+    support: Path, texts: list[str], files: list[Path], encoder: str, as_json: bool, nearest_template: bool = False
+) -> None:
+    """``oneshot predict`` with texts: each query (a ``--text``, or a file holding one query) to its class by the
+    few-shot intent classifier (or, with ``nearest_template``, the nearest template)."""
     from oneshot.modalities.text.commands import predict_text
     from oneshot.modalities.text.files import read_lines
 
-    classes, preds = predict_text(support, texts + [" ".join(read_lines(f)) for f in files], encoder)
+    classes, preds = predict_text(support, texts + [" ".join(read_lines(f)) for f in files], encoder, nearest_template)
     if as_json:
         return echo_json({"encoder": encoder, "classes": classes, "predictions": preds})
     rows = [(p["query"], p["class"], f"{p['score']:.3f}", f"{p['probability']:.3f}") for p in preds]

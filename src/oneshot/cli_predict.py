@@ -39,6 +39,13 @@ def predict(
         ),
     ] = None,
     encoder: Annotated[str, typer.Option(help="Text: 'text' (the shipped MiniLM) or a model folder.")] = "text",
+    nearest_template: Annotated[
+        bool,
+        typer.Option(
+            "--nearest-template",
+            help="Text: the nearest template instead of the few-shot intent classifier (templates + lexical view, docs/text.md).",
+        ),
+    ] = False,
 ) -> None:
     """Classify query images (or molecules; or texts: --text with a CSV support) given one example per class, with no retraining."""
     from oneshot.checkpoint import load_checkpoint
@@ -52,7 +59,7 @@ def predict(
     path = resolve_checkpoint(checkpoint)
     is_molecule = path.is_file() and checkpoint_modality(path) == "molecule"
     if not is_molecule and (text or is_table(support)):
-        return predict_text_command(support, list(text or []), list(query or []), encoder, as_json)
+        return predict_text_command(support, list(text or []), list(query or []), encoder, as_json, nearest_template)
     if is_molecule:
         res = predict_molecules_command(path, support, list(smiles or []), list(query or []))
         preds, classes = res["predictions"], res["classes"]

@@ -15,6 +15,12 @@ A new assay is then scored from a support set of K actives and K inactives as
 * ``w_K``: per support size K, chosen on held-out training assays (``evidence_weights``; the nearest stored K
   is used for another K).
 
+The prior can adapt to the new assay (``head_betas``, beta_K per support size like w_K): the heads' logits
+h(q) in R^T place a molecule in the space of the training assays, and the support says which of them the new
+assay resembles: ``prior(q) = sum_t a_t h_t(q)`` with ``a = softmax(beta_K * g)``, ``g_t`` = mean h_t over the
+support actives minus mean h_t over the support inactives. beta_K = 0 (the default, and what a checkpoint
+without ``head_betas`` gets) is the plain mean.
+
 Training goes through the one training loop: :meth:`ActivityPrior.training_sampler` yields mini-batches of
 labelled molecules (:class:`~oneshot.data.assays.MultiTaskBatches`, the episode's ``classes`` carry the
 molecule rows) and :meth:`ActivityPrior.loss` is the masked multi-task BCE.
@@ -45,6 +51,23 @@ def masked_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return (per * mask).sum() / mask.sum().clamp_min(1)
 
 
+def head_mixture(h_support: np.ndarray, support_labels: np.ndarray, beta: float) -> np.ndarray:
+    """The support-chosen head weights a (T,) = softmax(beta * g), g_t = mean h_t(actives) - mean h_t(inactives),
+    from the support's head logits (S, T) and labels (S,) 0/1; beta = 0 gives the uniform 1/T."""
+    h = np.asarray(h_support, np.float64)
+    g = float(beta) * (h[support_labels == 1].mean(0) - h[support_labels == 0].mean(0))
+    a = np.exp(g - g.max())
+    return a / a.sum()
+
+
+def nearest_k(table: Mapping[str, float], shots: int, default: float) -> float:
+    """The value stored for the K nearest ``shots`` on a log scale (the smaller K on a tie); ``default`` if empty."""
+    if not table:
+        return default
+    best = min((int(k) for k in table), key=lambda k: (abs(np.log(k) - np.log(max(1, shots))), k))
+    return table[str(best)]
+
+
 def evidence_gap(z_support: np.ndarray, support_labels: np.ndarray, z_query: np.ndarray) -> np.ndarray:
     """ProtoNet's gap on L2-normalised embeddings: support (S, D) with labels (S,) 0/1, queries (Q, D) -> (Q,)."""
 
@@ -66,10 +89,12 @@ class ActivityPrior(Method):
         head_dropout: dropout between the trunk and the heads (training only).
         batch_size: molecules per training step.
         evidence_weights: {K (as a string): w_K}, the evidence weight per support size.
+        head_betas: {K (as a string): beta_K}, the support's say in the head mixture (:func:`head_mixture`);
+            missing (older checkpoints) or empty: beta 0, the mean head logit.
     """
 
     name = "activity_prior"
-    option_names = ("num_tasks", "head_dropout", "batch_size", "evidence_weights")
+    option_names = ("num_tasks", "head_dropout", "batch_size", "evidence_weights", "head_betas")
 
     def __init__(
         self,
@@ -78,6 +103,7 @@ class ActivityPrior(Method):
         head_dropout: float = 0.5,
         batch_size: int = 128,
         evidence_weights: Mapping[str, float] | None = None,
+        head_betas: Mapping[str, float] | None = None,
     ) -> None:
         dim = getattr(encoder, "out_dim", None)  # the trunk's width D
         if type(encoder).__name__ != "MoleculeMLP" or not isinstance(dim, int):
@@ -90,6 +116,7 @@ class ActivityPrior(Method):
         super().__init__(encoder)
         self.num_tasks, self.head_dropout, self.batch_size = int(num_tasks), float(head_dropout), int(batch_size)
         self.evidence_weights = {str(int(k)): float(v) for k, v in (evidence_weights or {"1": 1.0}).items()}
+        self.head_betas = {str(int(k)): float(v) for k, v in (head_betas or {}).items()}
         self.dropout = nn.Dropout(self.head_dropout)
         self.heads = nn.Linear(dim, self.num_tasks)
         self.targets: torch.Tensor | None = None  # (N, T) training labels, NaN = missing; set by training_sampler
@@ -104,9 +131,11 @@ class ActivityPrior(Method):
 
     def weight(self, shots: int) -> float:
         """w_K for ``shots`` = K: the stored weight of the nearest K (on a log scale)."""
-        ks = sorted(int(k) for k in self.evidence_weights)
-        best = min(ks, key=lambda k: (abs(np.log(k) - np.log(max(1, shots))), k))
-        return self.evidence_weights[str(best)]
+        return nearest_k(self.evidence_weights, shots, 1.0)
+
+    def beta(self, shots: int) -> float:
+        """beta_K for ``shots`` = K: the stored value of the nearest K (on a log scale); 0 if none is stored."""
+        return nearest_k(self.head_betas, shots, 0.0)
 
     def training_sampler(self, data: Any, shape: TrainShape, episodes: int, seed: int, start: int) -> MultiTaskBatches:
         """Mini-batches of molecules labelled on a training assay; keeps the (N, T) label matrix for :meth:`loss`."""
@@ -145,15 +174,19 @@ class ActivityPrior(Method):
     @torch.no_grad()
     def assay_scorer(self, z: np.ndarray, shots: int) -> Scorer:
         """The few-shot assay score from precomputed trunk embeddings z (N, D): a
-        :data:`oneshot.data.assays.Scorer` giving prior + w_K * evidence for the query rows."""
+        :data:`oneshot.data.assays.Scorer` giving prior + w_K * evidence for the query rows, the prior mixing
+        the heads by :func:`head_mixture` with beta_K (the mean head logit when beta_K = 0)."""
         z = np.asarray(z, np.float64)
         was = self.training
         self.eval()
-        prior = self.prior_logit(torch.from_numpy(z).to(self.heads.weight)).double().cpu().numpy()
+        zt = torch.from_numpy(z).to(self.heads.weight)
+        prior = self.prior_logit(zt).double().cpu().numpy()  # (N,), the mean head logit
+        h = self.heads(zt).double().cpu().numpy()  # (N, T)
         self.train(was)
-        w = self.weight(shots)
+        w, beta = self.weight(shots), self.beta(shots)
 
         def score(s: np.ndarray, sl: np.ndarray, q: np.ndarray, draw: int) -> np.ndarray:
-            return prior[q] + w * evidence_gap(z[s], sl, z[q])
+            p = prior[q] if beta == 0 else h[q] @ head_mixture(h[s], sl, beta)
+            return p + w * evidence_gap(z[s], sl, z[q])
 
         return score

@@ -1,5 +1,5 @@
 """Train the activity-prior molecule model (:class:`~oneshot.methods.activity_prior.ActivityPrior`) with the one
-training loop, and choose its evidence weights w_K on held-out training assays.
+training loop, and choose its evidence weights w_K and head-mixture betas beta_K on held-out training assays.
 
 Every setting here was chosen on the validation assays NR-AhR and SR-ARE with a trunk trained on the other
 seven training assays (docs/molecules.md has the table of alternatives); the test assays are never used.
@@ -32,6 +32,8 @@ PRIOR_ENCODER: dict[str, Any] = {
 #: w_K chosen on validation (20 draws per assay, seed 1) from :data:`WEIGHT_GRID`.
 CHOSEN_WEIGHTS = {"1": 1.0, "10": 10.0}
 WEIGHT_GRID = (0.0, 0.3, 1.0, 3.0, 10.0, 30.0)
+#: beta_K (the support's say in the head mixture) is chosen after w_K, on the same draws, from this grid.
+BETA_GRID = (0.0, 0.3, 1.0, 3.0, 10.0)
 
 
 def prior_features(table: AssayTable) -> np.ndarray:
@@ -110,35 +112,40 @@ def train_activity_prior(
     return train(method, train_set, val_set, config, out, meta, on_progress=on_progress)  # type: ignore[arg-type]
 
 
-def weight_table(
+def rule_table(
     method: Any,
     features: np.ndarray,
     table: AssayTable,
     tasks: Sequence[str],
     shots: int,
+    option: str = "evidence_weights",
     grid: Sequence[float] = WEIGHT_GRID,
     draws: int = 20,
     seed: int = 1,
 ) -> dict[float, float]:
-    """Mean ROC-AUC over ``tasks`` (``draws`` seeded draws each) of prior + w * evidence for each w of ``grid``."""
+    """Mean ROC-AUC over ``tasks`` (``draws`` seeded draws each) of the method's assay score for each value of
+    ``grid`` given to ``option`` at K = ``shots``: ``evidence_weights`` (w_K) or ``head_betas`` (beta_K); the
+    method's other stored values are used as they are."""
     from oneshot.data.assays import MoleculeSet, assay_auc
 
     z = MoleculeSet(features, table, tasks).embed(method)
-    saved = dict(method.evidence_weights)
+    saved = dict(getattr(method, option))
     out = {}
     try:
-        for w in grid:
-            method.evidence_weights = {str(shots): float(w)}
+        for v in grid:
+            setattr(method, option, dict(saved, **{str(shots): float(v)}))
             scorer = method.assay_scorer(z, shots)
-            out[float(w)] = float(np.mean([assay_auc(table, t, scorer, shots, draws, seed).mean for t in tasks]))
+            out[float(v)] = float(np.mean([assay_auc(table, t, scorer, shots, draws, seed).mean for t in tasks]))
     finally:
-        method.evidence_weights = saved
+        setattr(method, option, saved)
     return out
 
 
-def set_evidence_weights(path: str | Path, weights: dict[str, float], note: dict[str, Any] | None = None) -> None:
-    """Rewrite the checkpoint at ``path`` with ``weights`` as its w_K (tensors unchanged; ``note`` merged into
-    its ``training`` metadata)."""
+def set_scoring_rule(
+    path: str | Path, weights: dict[str, float], betas: dict[str, float], note: dict[str, Any] | None = None
+) -> None:
+    """Rewrite the checkpoint at ``path`` with ``weights`` as its w_K and ``betas`` as its beta_K (tensors
+    unchanged; ``note`` merged into its ``training`` metadata)."""
     from oneshot.checkpoint import load_checkpoint, save_checkpoint
     from oneshot.methods.activity_prior import ActivityPrior
 
@@ -146,6 +153,7 @@ def set_evidence_weights(path: str | Path, weights: dict[str, float], note: dict
     method = ck.method
     assert isinstance(method, ActivityPrior)
     method.evidence_weights = {str(int(k)): float(v) for k, v in weights.items()}
+    method.head_betas = {str(int(k)): float(v) for k, v in betas.items()}
     meta = {k: v for k, v in ck.metadata.items() if k not in ("metadata_sha256", "tensors_sha256")}
     meta["training"] = dict(meta.get("training", {}), **(note or {}))
     save_checkpoint(path, method, meta)

@@ -154,9 +154,16 @@ def evaluate_text(encoder: str, shots: list[int], seeds: int, split: str, data_d
     return {"dataset": "clinc150", "split": split, "encoder": encoder, "results": rows}
 
 
-def predict_text(support: Path, queries: list[str], encoder: str) -> tuple[list[str], list[dict[str, Any]]]:
-    """Classify query texts given a CSV / JSON lines support file (label, text[, description]): nearest template;
-    probability = softmax over classes of cosine / 0.05 (the fine-tuning temperature)."""
+def predict_text(
+    support: Path, queries: list[str], encoder: str, nearest_template: bool = False
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Classify query texts given a CSV / JSON lines support file (label, text[, description]).
+
+    Default: the few-shot intent classifier (:func:`oneshot.modalities.text.lexical.fit_mixed`: cosine-softmax
+    weights started at the description + examples templates, mixed with a lexical TF-IDF view), probability =
+    its mixed probability; score = the cosine to the predicted class's template (what an out-of-scope
+    threshold is set on). ``nearest_template``: the nearest template, probability = softmax over classes of
+    cosine / 0.05 (the fine-tuning temperature)."""
     from oneshot.modalities import load_embedder
     from oneshot.modalities.text.embedder import TextEmbedder, read_text_example
     from oneshot.modalities.text.files import is_table, read_table
@@ -174,15 +181,38 @@ def predict_text(support: Path, queries: list[str], encoder: str) -> tuple[list[
         raise OneshotError(f"--encoder {encoder} is not a text encoder: give 'text' or a sentence-transformers folder")
     labels = list(table)
     classes = [table[lab] for lab in labels]
-    per = [c.examples + ([c.description] if c.description else []) for c in classes]
-    texts: list[str] = [str(t) for ts in per for t in ts]
-    y = np.array([i for i, ts in enumerate(per) for _ in ts])
-    t = class_templates(enc.embed_texts(texts), y, len(labels))
-    s = enc.embed_texts(queries) @ t.T
-    p = np.exp((s - s.max(1, keepdims=True)) / 0.05)
-    p /= p.sum(1, keepdims=True)
+    q = enc.embed_texts(queries)
+    if nearest_template:
+        per = [c.examples + ([c.description] if c.description else []) for c in classes]
+        texts: list[str] = [str(t) for ts in per for t in ts]
+        y = np.array([i for i, ts in enumerate(per) for _ in ts])
+        s = q @ class_templates(enc.embed_texts(texts), y, len(labels)).T
+        p = np.exp((s - s.max(1, keepdims=True)) / 0.05)
+        p /= p.sum(1, keepdims=True)
+        best = s.argmax(1)
+        score = s[np.arange(len(s)), best]
+    else:
+        p, score = _classify(enc, classes, q, queries)
+        best = p.argmax(1)
     out = [
-        {"query": qt, "class": labels[int(i)], "score": float(s[j, i]), "probability": float(p[j, i])}
-        for j, (qt, i) in enumerate(zip(queries, s.argmax(1), strict=True))
+        {"query": qt, "class": labels[int(i)], "score": float(score[j]), "probability": float(p[j, i])}
+        for j, (qt, i) in enumerate(zip(queries, best, strict=True))
     ]
     return labels, out
+
+
+def _classify(enc: Any, classes: list[Any], q: np.ndarray, queries: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities (Q, C), template cosine of the predicted class (Q,)) from the few-shot intent classifier."""
+    from oneshot.modalities.text.classifier import TEMPLATE_COSINE
+    from oneshot.modalities.text.lexical import fit_mixed
+
+    texts = [str(t) for c in classes for t in c.examples]
+    y = np.array([i for i, c in enumerate(classes) for _ in c.examples], np.int64)
+    x = enc.embed_texts(texts) if texts else np.zeros((0, enc.dim), np.float32)
+    desc = [c.description or None for c in classes]
+    dv = enc.embed_texts([d for d in desc if d]) if any(desc) else np.zeros((0, enc.dim), np.float32)
+    prior = np.zeros((len(classes), enc.dim), np.float32)
+    prior[[i for i, d in enumerate(desc) if d]] = dv
+    model = fit_mixed(x, texts, y, len(classes), prior, desc)
+    p = model.proba(q, queries)
+    return p, model.embedding.rejection_scores(q, TEMPLATE_COSINE, predicted=p.argmax(1))
