@@ -175,16 +175,18 @@ def meta_cost_table() -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     batched = [
-        "| device | threads | method | ways | loop s/step | vmap s/step | vmap speed-up | loop peak MiB | vmap peak MiB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| device | method | ways | loop s/step | vmap s/step | vmap speed-up | loop peak MiB | vmap peak MiB |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     mib = 1024 * 1024
     notes = []
     for path in files:
         r = json.loads(path.read_text())
         machine = r["machine"]
-        device = machine.get("gpu") or f"{machine.get('cpu', 'CPU')} ({machine.get('cpu_count')} cores)"
         rows = r.get("rows") or []
+        n = rows[0]["threads"] if rows and "task_batch" in rows[0] else 0  # files from before task_batch: not shown
+        threads = f", {n} thread{'s' * (n != 1)}" if n else ""
+        device = machine.get("gpu") or f"{machine.get('cpu', 'CPU')} ({machine.get('cpu_count')} cores{threads})"
         by = {(x["method"], x["ways"], x.get("task_batch", "loop")): x for x in rows}
         for ways in sorted({x["ways"] for x in rows}):
             m, f = by.get(("maml", ways, "loop")), by.get(("fomaml", ways, "loop"))
@@ -201,7 +203,7 @@ def meta_cost_table() -> str:
             loop = by.get((method, ways, "loop"))
             if batch == "vmap" and loop is not None:
                 batched.append(
-                    f"| {device} | {v['threads']} | {method} | {ways} | {loop['seconds_per_meta_step']:.3f} "
+                    f"| {device} | {method} | {ways} | {loop['seconds_per_meta_step']:.3f} "
                     f"| {v['seconds_per_meta_step']:.3f} | {loop['seconds_per_meta_step'] / v['seconds_per_meta_step']:.2f}x "
                     f"| {loop['meta_step_memory_bytes'] / mib:.0f} | {v['meta_step_memory_bytes'] / mib:.0f} |"
                 )
