@@ -165,7 +165,8 @@ def _throughput_detail(r: dict) -> list[str]:
 
 
 def meta_cost_table() -> str:
-    """MAML against first-order MAML per meta-step, one block of rows per ``meta_step_cost*.json`` (one per device)."""
+    """MAML against first-order MAML per meta-step (tasks in a loop), then the loop against vmap over tasks, one
+    block of rows per ``meta_step_cost*.json`` (one per device; rows without ``task_batch`` are the loop)."""
     files = sorted(RESULTS.glob("meta_step_cost*.json"))
     if not files:
         return "_not measured yet: run `python benchmarks/meta_memory.py`_"
@@ -173,16 +174,22 @@ def meta_cost_table() -> str:
         "| device | ways | shots / queries | inner steps | meta-batch | MAML s/step | FOMAML s/step | time ratio | MAML peak MiB | FOMAML peak MiB | memory ratio |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    batched = [
+        "| device | method | ways | loop s/step | vmap s/step | vmap speed-up | loop peak MiB | vmap peak MiB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     mib = 1024 * 1024
     notes = []
     for path in files:
         r = json.loads(path.read_text())
         machine = r["machine"]
-        device = machine.get("gpu") or f"{machine.get('cpu', 'CPU')} ({machine.get('cpu_count')} cores)"
         rows = r.get("rows") or []
-        by = {(x["method"], x["ways"]): x for x in rows}
+        n = rows[0]["threads"] if rows and "task_batch" in rows[0] else 0  # files from before task_batch: not shown
+        threads = f", {n} thread{'s' * (n != 1)}" if n else ""
+        device = machine.get("gpu") or f"{machine.get('cpu', 'CPU')} ({machine.get('cpu_count')} cores{threads})"
+        by = {(x["method"], x["ways"], x.get("task_batch", "loop")): x for x in rows}
         for ways in sorted({x["ways"] for x in rows}):
-            m, f = by.get(("maml", ways)), by.get(("fomaml", ways))
+            m, f = by.get(("maml", ways, "loop")), by.get(("fomaml", ways, "loop"))
             if m is None or f is None:
                 continue
             lines.append(
@@ -192,11 +199,29 @@ def meta_cost_table() -> str:
                 f"| {m['meta_step_memory_bytes'] / mib:.0f} | {f['meta_step_memory_bytes'] / mib:.0f} "
                 f"| {m['meta_step_memory_bytes'] / f['meta_step_memory_bytes']:.2f}x |"
             )
-        notes.append(f"`{path.name}`: `{r['command']}` at {r['commit'][:8]}, {r['date'][:10]}, torch {machine.get('torch')}")
+        for (method, ways, batch), v in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            loop = by.get((method, ways, "loop"))
+            if batch == "vmap" and loop is not None:
+                batched.append(
+                    f"| {device} | {method} | {ways} | {loop['seconds_per_meta_step']:.3f} "
+                    f"| {v['seconds_per_meta_step']:.3f} | {loop['seconds_per_meta_step'] / v['seconds_per_meta_step']:.2f}x "
+                    f"| {loop['meta_step_memory_bytes'] / mib:.0f} | {v['meta_step_memory_bytes'] / mib:.0f} |"
+                )
+        load = r.get("load_average")
+        at_load = f", load average {r['load_average_before'][0]:.1f} -> {load[0]:.1f}" if "load_average_before" in r else ""
+        notes.append(
+            f"`{path.name}`: `{r['command']}` at {r['commit'][:8]}, {r['date'][:10]}, torch {machine.get('torch')}{at_load}"
+        )
     memory = (
         "memory is the rise of the peak (CUDA: `max_memory_allocated`; CPU: peak RSS) over its value before the first meta-step"
     )
-    return "\n".join(lines) + "\n\n" + f"Mean seconds per timed meta-step; {memory}. " + "; ".join(notes) + "."
+    tables = "\n".join(lines) + (
+        "\n\nThe tasks of a meta-batch one after another (`-o task_batch=loop`) or all at once "
+        "(`-o task_batch=vmap`, `torch.func.vmap` over tasks):\n\n" + "\n".join(batched)
+        if len(batched) > 2
+        else ""
+    )
+    return tables + "\n\n" + f"Mean seconds per timed meta-step; {memory}. " + "; ".join(notes) + "."
 
 
 def gallery_open_set_table() -> str:

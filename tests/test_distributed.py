@@ -1,5 +1,6 @@
 """Data-parallel training (torchrun, DistributedDataParallel over gloo): two processes with two tasks each
-follow the same loss curve and reach the same weights as one process with the four-task meta-batch."""
+follow the same loss curve and reach the same weights as one process with the four-task meta-batch (the tasks
+of each process one by one, or at once under vmap)."""
 
 from __future__ import annotations
 
@@ -30,10 +31,11 @@ def test_tasks_are_split_evenly_across_ranks():
         check_tasks(1, Parallel(0, 2))
 
 
-def test_two_processes_match_one(tmp_path):
+@pytest.mark.parametrize("task_batch", ["loop", "vmap"])  # each rank's two tasks one by one, or under vmap
+def test_two_processes_match_one(tmp_path, task_batch):
     env = child_env()
     one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
-    args = ["maml", "8", "--meta-batch", "4", "--augment"]
+    args = ["maml", "8", "--meta-batch", "4", "--augment", "--task-batch", task_batch]
     subprocess.run([sys.executable, str(CHILD), str(one), *args], env=env, check=True, timeout=120)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     subprocess.run([*torchrun, str(CHILD), str(two), *args], env=env, check=True, timeout=180)

@@ -27,7 +27,13 @@ def last_per_step(losses_file: Path) -> dict[int, list[float]]:
 
 
 @pytest.mark.parametrize(
-    "method,extra", [("protonet", ["--augment"]), ("maml", ["--meta-batch", "2"]), ("reptile", ["--meta-batch", "2"])]
+    "method,extra",
+    [
+        ("protonet", ["--augment"]),
+        ("maml", ["--meta-batch", "2"]),
+        ("maml", ["--meta-batch", "2", "--task-batch", "vmap"]),
+        ("reptile", ["--meta-batch", "2"]),
+    ],
 )
 def test_killed_run_resumes_to_the_same_weights(tmp_path, method, extra):
     py, env = sys.executable, child_env()

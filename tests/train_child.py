@@ -1,7 +1,7 @@
 """A tiny training run on synthetic images, for the resume and data-parallel tests (run as a subprocess or
 under ``torchrun``; not collected by pytest).
 
-usage: python tests/train_child.py OUT METHOD EPISODES [--resume] [--hang-at N] [--meta-batch T] [--augment]
+usage: python tests/train_child.py OUT METHOD EPISODES [--resume] [--hang-at N] [--meta-batch T] [--augment] [--task-batch B]
 
 Writes OUT (the checkpoint), OUT.resume and OUT.losses.json (rank 0's running loss after every step). With
 ``--hang-at N`` it writes OUT.hanging after step N and sleeps, so the test can kill it there.
@@ -43,10 +43,13 @@ def main() -> None:
     ap.add_argument("--hang-at", type=int, default=0)
     ap.add_argument("--meta-batch", type=int, default=0)
     ap.add_argument("--augment", action="store_true")
+    ap.add_argument("--task-batch", default="", help="MAML/Reptile task_batch option (loop, vmap; default: the method's)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
     opts = {"meta_batch": args.meta_batch} if args.meta_batch else {}
+    if args.task_batch:
+        opts["task_batch"] = args.task_batch
     if args.method in ("maml", "fomaml"):
         opts.update(inner_steps=1, test_steps=1)
     if args.method == "reptile":  # Nichol's outer update: SGD, its step annealed over the run

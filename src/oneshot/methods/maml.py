@@ -28,7 +28,8 @@ from torch import nn
 from torch.func import grad
 
 from oneshot.methods.base import Episode, LossOutput
-from oneshot.methods.meta import FastWeightMethod, FastWeights, sgd_step, split_tasks
+from oneshot.methods.meta import FastWeightMethod, FastWeights, sgd_step
+from oneshot.methods.task_batch import map_tasks
 
 
 class MAML(FastWeightMethod):
@@ -41,7 +42,7 @@ class MAML(FastWeightMethod):
         meta_batch: T, tasks per outer step (32 for 5-way, 16 for 20-way Omniglot).
         test_steps: adaptation steps at evaluation (Finn et al. use 3 on Omniglot).
         first_order: drop the second-order term (first-order MAML).
-        head, ways, embedding_dim: see :class:`~oneshot.methods.meta.FastWeightMethod`.
+        head, ways, embedding_dim, task_batch: see :class:`~oneshot.methods.meta.FastWeightMethod`.
     """
 
     name = "maml"
@@ -58,8 +59,9 @@ class MAML(FastWeightMethod):
         head: str = "zero",
         ways: int = 5,
         embedding_dim: int = 64,
+        task_batch: str = "auto",
     ) -> None:
-        super().__init__(encoder, head=head, ways=ways, embedding_dim=embedding_dim, meta_batch=meta_batch)
+        super().__init__(encoder, head, ways, embedding_dim, meta_batch, task_batch)
         self.inner_steps, self.inner_lr, self.test_steps = int(inner_steps), float(inner_lr), int(test_steps)
         self.first_order = self.default_first_order if first_order is None else bool(first_order)
 
@@ -91,15 +93,18 @@ class MAML(FastWeightMethod):
         return fast
 
     def loss(self, episode: Episode) -> LossOutput:
-        """Mean query loss over the T tasks after inner adaptation; logits (T*N*Q, N)."""
+        """Mean query loss over the T tasks after inner adaptation (tasks one by one or under vmap, see
+        ``task_batch``); logits (T*N*Q, N)."""
         params = self.meta_parameters()
-        losses, logits = [], []
-        for xs, ys, xq, yq in split_tasks(episode):
+
+        def task(xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor, yq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """One task: support (N*K, C, H, W), (N*K,); query (N*Q, C, H, W), (N*Q,) -> query loss (), logits (N*Q, N)."""
             fast = self.adapt(params, xs, ys, episode.ways, self.inner_steps, second_order=not self.first_order)
             out = self.functional_logits(fast, xq)
-            losses.append(torch.nn.functional.cross_entropy(out, yq))
-            logits.append(out.detach())
-        return LossOutput(torch.stack(losses).mean(), torch.cat(logits))
+            return torch.nn.functional.cross_entropy(out, yq), out
+
+        losses, logits = map_tasks(task, episode, self.batches_tasks(episode))
+        return LossOutput(losses.mean(), logits.detach().flatten(0, 1))
 
     def test_adapt(self, params: FastWeights, x: torch.Tensor, y: torch.Tensor, ways: int) -> FastWeights:
         """``test_steps`` first-order steps on the support set (the gradient needs no graph to ``params``)."""

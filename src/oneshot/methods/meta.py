@@ -16,6 +16,13 @@ an episode with fewer ways uses the first N rows, more ways is an error). ``head
 every task from a zero head instead (the "zero trick" of Kao et al., "MAML is a Noisy Contrastive Learner in
 Classification", ICLR 2022): the head is then not a meta-parameter, the classifier is permutation invariant,
 and one checkpoint adapts to any number of ways -- which is what lets one model be evaluated at 5 and 20 ways.
+
+Meta-training runs the T tasks of a meta-batch through one per-task function (``map_tasks``), either one
+task after another (``task_batch="loop"``) or all at once with ``torch.func.vmap`` over tasks (``"vmap"``), each
+task with its own fast weights and batch statistics; both give the same loss and meta-gradients up to float
+rounding. ``"auto"`` (the default) picks vmap on CUDA and the loop on the CPU
+(:data:`~oneshot.methods.task_batch.AUTO_VMAP_ON_CPU`) (``benchmarks/meta_memory.py`` measures both); see
+:mod:`oneshot.methods.task_batch`.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from oneshot.data.imageset import ImageSet
 from oneshot.data.samplers import EpisodeIndices, EpisodeSampler, IndexSampler
 from oneshot.errors import OneshotError
 from oneshot.methods.base import Episode, Method, TrainShape
+from oneshot.methods.task_batch import TASK_BATCHES, uses_vmap
 
 FastWeights = dict[str, torch.Tensor]
 
@@ -73,19 +81,6 @@ class MetaBatchSampler:
             yield self.step(b)
 
 
-def split_tasks(episode: Episode) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """The T tasks of a (meta-batch) episode: (support (N*K, ...), labels (N*K,), query (N*Q, ...), labels (N*Q,))."""
-    ns = episode.support.shape[0] // episode.tasks
-    nq = episode.query.shape[0] // episode.tasks
-    for t in range(episode.tasks):
-        yield (
-            episode.support[t * ns : (t + 1) * ns],
-            episode.support_labels[t * ns : (t + 1) * ns],
-            episode.query[t * nq : (t + 1) * nq],
-            episode.query_labels[t * nq : (t + 1) * nq],
-        )
-
-
 def sgd_step(fast: FastWeights, grads: FastWeights, lr: float) -> FastWeights:
     """phi - lr * g for every fast weight (out of place, so it stays differentiable)."""
     return {k: fast[k] - lr * grads[k] for k in fast}
@@ -100,15 +95,24 @@ class FastWeightMethod(Method):
         ways: rows of the learned head (the largest N it serves); unused by the zero head.
         embedding_dim: D, needed to build the learned head.
         meta_batch: T, tasks per training step.
+        task_batch: how a meta-batch's tasks are adapted in training: ``vmap`` (all at once), ``loop`` (one after
+            another) or ``auto`` (vmap on CUDA, the loop on the CPU); same result up to rounding.
     """
 
     embeds_independently = False
 
     def __init__(
-        self, encoder: nn.Module, head: str = "zero", ways: int = 5, embedding_dim: int = 64, meta_batch: int = 1
+        self,
+        encoder: nn.Module,
+        head: str = "zero",
+        ways: int = 5,
+        embedding_dim: int = 64,
+        meta_batch: int = 1,
+        task_batch: str = "auto",
     ) -> None:
         super().__init__(encoder)
         check_choice(self.name, "head", head, HEADS)
+        self.task_batch = check_choice(self.name, "task batching", task_batch, TASK_BATCHES)
         replace_all_batch_norm_modules_(self.encoder)
         self.head_kind, self.ways, self.embedding_dim, self.meta_batch = head, int(ways), int(embedding_dim), int(meta_batch)
         if head == "learned":
@@ -116,7 +120,17 @@ class FastWeightMethod(Method):
             nn.init.zeros_(self.head.bias)
 
     def options(self) -> dict[str, Any]:
-        return {"head": self.head_kind, "ways": self.ways, "embedding_dim": self.embedding_dim, "meta_batch": self.meta_batch}
+        return {
+            "head": self.head_kind,
+            "ways": self.ways,
+            "embedding_dim": self.embedding_dim,
+            "meta_batch": self.meta_batch,
+            "task_batch": self.task_batch,
+        }
+
+    def batches_tasks(self, episode: Episode) -> bool:
+        """Whether :meth:`loss` adapts this episode's tasks at once (vmap) rather than one by one (``task_batch``)."""
+        return uses_vmap(self.task_batch, episode)
 
     def training_sampler(self, data: ImageSet, shape: TrainShape, episodes: int, seed: int, start: int) -> IndexSampler:
         base = EpisodeSampler(data.class_indices, shape.ways, shape.shots, shape.queries, episodes, seed, start)

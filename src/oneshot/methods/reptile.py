@@ -37,7 +37,8 @@ from torch.func import grad
 
 from oneshot.choices import check_choice
 from oneshot.methods.base import Episode, LossOutput
-from oneshot.methods.meta import FastWeightMethod, FastWeights, sgd_step, split_tasks
+from oneshot.methods.meta import FastWeightMethod, FastWeights, sgd_step
+from oneshot.methods.task_batch import map_tasks
 
 INNER_OPTIMIZERS = ("sgd", "adam")
 OUTER_UPDATES = ("sgd", "adam")
@@ -105,7 +106,7 @@ class Reptile(FastWeightMethod):
         outer: ``sgd`` (the outer step ``outer_lr`` annealed linearly to 0 over the run, as the paper) or ``adam``
             (the training loop's Adam on theta - mean phi_i; what checkpoints without this option used).
         outer_lr: the initial outer step size epsilon of ``outer=sgd`` (Nichol et al.: 1.0); unused by ``adam``.
-        head, ways, embedding_dim: see :class:`~oneshot.methods.meta.FastWeightMethod`.
+        head, ways, embedding_dim, task_batch: see :class:`~oneshot.methods.meta.FastWeightMethod`.
     """
 
     name = "reptile"
@@ -125,8 +126,9 @@ class Reptile(FastWeightMethod):
         head: str = "zero",
         ways: int = 5,
         embedding_dim: int = 64,
+        task_batch: str = "auto",
     ) -> None:
-        super().__init__(encoder, head=head, ways=ways, embedding_dim=embedding_dim, meta_batch=meta_batch)
+        super().__init__(encoder, head, ways, embedding_dim, meta_batch, task_batch)
         check_choice(self.name, "inner optimizer", inner_optimizer, INNER_OPTIMIZERS)
         self.inner_steps, self.inner_lr, self.test_steps = int(inner_steps), float(inner_lr), int(test_steps)
         self.inner_optimizer, self.train_on_query = inner_optimizer, bool(train_on_query)
@@ -158,16 +160,20 @@ class Reptile(FastWeightMethod):
         return inner_train(fast, lambda w: self.task_loss(w, x, y), steps, self.inner_lr, self.inner_optimizer)
 
     def loss(self, episode: Episode) -> LossOutput:
-        """The Reptile surrogate over the T tasks (gradient theta - mean phi_i); logits (T*N*Q, N) of the adapted models."""
+        """The Reptile surrogate over the T tasks (gradient theta - mean phi_i; tasks one by one or under vmap, see
+        ``task_batch``); logits (T*N*Q, N) of the adapted models."""
         params = self.meta_parameters()
-        adapted, logits = [], []
-        for xs, ys, xq, yq in split_tasks(episode):
+
+        def task(xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor, yq: torch.Tensor) -> tuple[FastWeights, torch.Tensor]:
+            """One task: support (N*K, C, H, W), (N*K,); query (N*Q, C, H, W), (N*Q,) -> phi (detached), logits (N*Q, N)."""
             x, y = (torch.cat([xs, xq]), torch.cat([ys, yq])) if self.train_on_query else (xs, ys)
             phi = self.adapt(params, x, y, episode.ways, self.inner_steps)
-            adapted.append(phi)
             with torch.no_grad():
-                logits.append(self.functional_logits(phi, xq))
-        return LossOutput(reptile_surrogate(params, adapted), torch.cat(logits))
+                return phi, self.functional_logits(phi, xq)
+
+        adapted, logits = map_tasks(task, episode, self.batches_tasks(episode))
+        phis = [{k: v[t] for k, v in adapted.items()} for t in range(episode.tasks)]
+        return LossOutput(reptile_surrogate(params, phis), logits.flatten(0, 1))
 
     def test_adapt(self, params: FastWeights, x: torch.Tensor, y: torch.Tensor, ways: int) -> FastWeights:
         """``test_steps`` inner steps on the support set."""
