@@ -3,7 +3,7 @@
 Each table sits in README.md between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->``; everything
 between the two markers is replaced, nothing else is touched. Tables: ``methods`` (every
 ``*_conv4_vinyals.json``: accuracy with 95% CI per shape, Lake's runs, EER, training budget and speed,
-published figures), ``throughput`` (``throughput_protonet.json``), ``meta_cost`` (``meta_step_cost*.json``, one per device),
+published figures), ``throughput`` (``throughput_protonet*.json``, the latest per CPU model), ``meta_cost`` (``meta_step_cost*.json``, one per device),
 ``gallery_open_set`` and ``gallery_scale`` (``gallery_*.json``), ``text_clinc150`` (``text_clinc150.json``,
 for the whole-encoder row ``text_clinc150_body.json``, for the classifier rows ``text_clinc150_classifier.json``),
 ``molecules_*`` (``molecules_*.json``), ``serve_load`` (``serve_load.json``), ``faces``, ``defects`` and
@@ -70,38 +70,98 @@ def methods_table() -> str:
     return "\n".join(lines)
 
 
+def _throughput_results() -> list[dict]:
+    """The latest ``throughput_protonet*.json`` per CPU model (one README row per CPU seen)."""
+    latest: dict[str, dict] = {}
+    for path in sorted(RESULTS.glob("throughput_protonet*.json")):
+        r = json.loads(path.read_text())
+        cpu = r["machine"].get("cpu", "unknown CPU")
+        if cpu not in latest or r["date"] > latest[cpu]["date"]:
+            latest[cpu] = r
+    return [latest[k] for k in sorted(latest)]
+
+
+def _gflops(r: dict, key: str) -> str:
+    g = (r.get("gflops_per_second") or {}).get(key)
+    return f"{g:.0f}" if g is not None else "-"
+
+
 def throughput_table() -> str:
-    r = load("throughput_protonet")
-    if r is None:
+    results = _throughput_results()
+    if not results:
         return "_not measured yet: run `python benchmarks/throughput.py`_"
+    lines = [
+        "| CPU | cores | precision | oneshot images/s | easyfsl 1.5.0 images/s | oneshot / easyfsl | GFLOP/s | of fp32 peak (estimate) | date, commit |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        frac = (r.get("fraction_of_fp32_peak") or {}).get("oneshot")
+        peak = r.get("fp32_peak")
+        ratio = f"**{r['speedup_over_easyfsl']:.2f}x**" if r.get("speedup_over_easyfsl") else "-"
+        of_peak = f"{100 * frac:.1f}% of {peak['gflops']:.0f}" if frac is not None and peak else "- (not recorded)"
+        lines.append(
+            f"| {r['machine'].get('cpu', 'unknown CPU')} | {r['machine'].get('cpu_count')} | {r['precision']} | {r['images_per_second']:.0f} "
+            f"| {r['easyfsl_images_per_second'] or 0:.0f} | {ratio} | {_gflops(r, 'oneshot')} "
+            f"| {of_peak} | {r['date'][:10]}, {r['commit'][:10]} |"
+        )
+    for r in results:
+        lines += ["", *_throughput_detail(r)]
+    return "\n".join(lines)
+
+
+def _throughput_detail(r: dict) -> list[str]:
+    """The loops of one CPU's run, and its levers when measured."""
     s = r["episode_shape"]
     lines = [
-        f"ProtoNet, Conv-4, {s['ways']}-way {s['shots']}-shot {s['queries']}-query {s['size']}x{s['size']} episodes ({s['images']} images), "
+        f"**{r['machine'].get('cpu', 'unknown CPU')}**: ProtoNet, Conv-4, {s['ways']}-way {s['shots']}-shot {s['queries']}-query {s['size']}x{s['size']} episodes ({s['images']} images), "
         f"{r['precision']}, channels_last={r['channels_last']}; median of {len(r['measurements']['oneshot'])} interleaved repeats, "
         f"{r['machine'].get('cpu_count')} CPU cores, {r['date'][:10]}, commit {r['commit'][:10]}.",
         "",
-        "| loop | images/s | episodes/s | ratio |",
-        "|---|---|---|---|",
-        f"| raw forward + backward + Adam (one batch in memory) | {r['raw_images_per_second']:.0f} | {r['raw_images_per_second'] / s['images']:.2f} | 1.00 |",
-        f"| oneshot training loop (sampler, gather, step) | {r['images_per_second']:.0f} | {r['episodes_per_second']:.2f} | {r['ratio_to_raw']:.2f} of raw |",
+        "| loop | images/s | episodes/s | GFLOP/s | ratio |",
+        "|---|---|---|---|---|",
+        f"| raw forward + backward + Adam (one batch in memory) | {r['raw_images_per_second']:.0f} | {r['raw_images_per_second'] / s['images']:.2f} | {_gflops(r, 'raw')} | 1.00 |",
+        f"| oneshot training loop (sampler, gather, step) | {r['images_per_second']:.0f} | {r['episodes_per_second']:.2f} | {_gflops(r, 'oneshot')} | {r['ratio_to_raw']:.2f} of raw |",
     ]
     if r.get("easyfsl_images_per_second"):
         lines.append(
             f"| easyfsl 1.5.0 as shipped (TaskSampler + DataLoader + PrototypicalNetworks, fp32, own process) | {r['easyfsl_images_per_second']:.0f} | "
-            f"{r['easyfsl_episodes_per_second']:.2f} | oneshot is **{r['speedup_over_easyfsl']:.2f}x** |"
+            f"{r['easyfsl_episodes_per_second']:.2f} | {_gflops(r, 'easyfsl')} | oneshot is **{r['speedup_over_easyfsl']:.2f}x** |"
         )
     if r.get("easyfsl_tuned_allocator_images_per_second"):
         e = r["easyfsl_tuned_allocator_images_per_second"]
         lines.append(
-            f"| easyfsl 1.5.0 given oneshot's allocator tuning (same process) | {e:.0f} | {e / s['images']:.2f} "
+            f"| easyfsl 1.5.0 given oneshot's allocator tuning (same process) | {e:.0f} | {e / s['images']:.2f} | {_gflops(r, 'easyfsl_tuned_allocator')} "
             f"| oneshot is {r['speedup_over_easyfsl_tuned_allocator']:.2f}x |"
         )
+    notes = []
     if "allocator_tuned" in r:
+        notes.append(
+            f"Allocator tuning (`oneshot.runtime.tune_cpu_allocator`) in the oneshot and raw loops: {r['allocator_tuned']}."
+        )
+    if r.get("flops_per_image"):
+        notes.append(
+            f"{r['flops_per_image'] / 1e6:.1f} MFLOP per image (FlopCounterMode, one real step); threads {r.get('threads')}."
+        )
+    if r.get("load_average_1min"):
+        load = r["load_average_1min"]
+        notes.append(f"Machine load (1-minute average) {load['before']:.1f} before, {load['after']:.1f} after the run.")
+    if r.get("fp32_peak"):
+        notes.append(f"fp32 peak {r['fp32_peak']['gflops']:.0f} GFLOP/s = {r['fp32_peak']['how']}.")
+    if notes:
+        lines += ["", " ".join(notes)]
+    lv = r.get("levers")
+    if lv:
         lines += [
             "",
-            f"Allocator tuning (`oneshot.runtime.tune_cpu_allocator`) in the oneshot and raw loops: {r['allocator_tuned']}.",
+            f"Levers, one at a time against the default raw step ({lv['episodes_per_measurement']} episodes, median of per-repeat ratios; "
+            f"compilation took {lv['compile_seconds']:.0f} s more warm-up than eager, less when inductor's on-disk cache holds it):",
+            "",
+            "| lever | images/s | ratio to default |",
+            "|---|---|---|",
+            f"| default | {lv['images_per_second']['default']:.0f} | 1.00 |",
         ]
-    return "\n".join(lines)
+        lines += [f"| {k} | {lv['images_per_second'][k]:.0f} | {v:.2f}x |" for k, v in lv["ratio_to_default"].items()]
+    return lines
 
 
 def meta_cost_table() -> str:

@@ -33,8 +33,10 @@ Example::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import re
 import shlex
 import statistics
 import sys
@@ -44,13 +46,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from oneshot.data.omniglot import load_omniglot
 from oneshot.encoders import build_encoder
+from oneshot.flops import count_flops, cpu_peak
 from oneshot.methods import build_method
 from oneshot.methods.base import Episode
 from oneshot.provenance import provenance
-from oneshot.runtime import autocast, resolve_precision, to_layout, tune_cpu_allocator
+from oneshot.runtime import (
+    autocast,
+    compile_encoder,
+    resolve_compile,
+    resolve_precision,
+    set_threads,
+    to_layout,
+    tune_cpu_allocator,
+)
 from oneshot.training import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,13 +77,19 @@ def measure_oneshot(data, method_name: str, cfg: TrainConfig, seed: int) -> floa
     return res.images_per_second
 
 
-def measure_raw(data, method_name: str, cfg: TrainConfig, seed: int) -> float:
-    """Images/s of forward + backward + Adam step on one batch already in memory (no data path)."""
+def raw_step(data, method_name: str, cfg: TrainConfig, seed: int, split: bool = False, compiled: bool = False):
+    """One pre-gathered episode in memory and its training step (forward + backward + Adam step, no data path).
+
+    ``split``: embed support and query in two forwards (as easyfsl does) instead of one. ``compiled``:
+    ``torch.compile`` the encoder (``--compile on``). Returns ``(step, images per step)``.
+    """
     torch.manual_seed(seed)
     method = build_method(method_name, build_encoder("conv4"))
     precision = resolve_precision(cfg.precision, torch.device("cpu"))
     if cfg.channels_last:
         method.to(memory_format=torch.channels_last)
+    if compiled:
+        compile_encoder(method)
     method.train()
     opt = torch.optim.Adam(method.parameters(), lr=cfg.lr)
     w, s, q = cfg.ways, cfg.shots, cfg.queries
@@ -87,17 +105,37 @@ def measure_raw(data, method_name: str, cfg: TrainConfig, seed: int) -> float:
 
     def step() -> None:
         with autocast(torch.device("cpu"), precision):
-            loss, _ = method.loss(ep)
+            if split:  # two forwards: batch norm sees support and query apart (not the same function)
+                loss = F.cross_entropy(
+                    method.episode_logits(torch.cat([method.embed(ep.support), method.embed(ep.query)]), ep), yq
+                )
+            else:
+                loss, _ = method.loss(ep)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    for _ in range(3):
-        step()
-    tick = time.perf_counter()
-    for _ in range(cfg.episodes):
-        step()
-    return cfg.episodes * x.shape[0] / (time.perf_counter() - tick)
+    return step, x.shape[0]
+
+
+def measure_raw(
+    data, method_name: str, cfg: TrainConfig, seed: int, split: bool = False, compiled: bool = False
+) -> tuple[float, float]:
+    """Images/s of the raw step over ``cfg.episodes`` steps after 3 warm-up steps (``cfg.threads`` threads), and
+    the seconds the warm-up took (compilation included)."""
+    before = set_threads(cfg.threads)
+    try:
+        step, images = raw_step(data, method_name, cfg, seed, split, compiled)
+        tick = time.perf_counter()
+        for _ in range(3):
+            step()
+        warm = time.perf_counter() - tick
+        tick = time.perf_counter()
+        for _ in range(cfg.episodes):
+            step()
+        return cfg.episodes * images / (time.perf_counter() - tick), warm
+    finally:
+        torch.set_num_threads(before)
 
 
 def measure_easyfsl(data, cfg: TrainConfig, seed: int, workers: int) -> float:
@@ -147,6 +185,7 @@ def measure_easyfsl(data, cfg: TrainConfig, seed: int, workers: int) -> float:
         def get_labels(self) -> list[int]:
             return self.labels
 
+    set_threads(cfg.threads)  # --threads applies to every loop, so that the ratio compares like with like
     torch.manual_seed(seed)
     model = PrototypicalNetworks(build_encoder("conv4"))
     model.train()
@@ -188,6 +227,63 @@ def measure_easyfsl_as_shipped(
         return pool.apply(_easyfsl_in_fresh_process, (data_dir, easyfsl_path, cfg, seed, workers))
 
 
+# Speed levers, each one change from the default step (keyword arguments of measure_raw; "cfg": TrainConfig fields).
+LEVERS: dict[str, dict] = {
+    "compile_on": {"compiled": True},
+    "channels_last_off": {"cfg": {"channels_last": False}},
+    "threads_1": {"cfg": {"threads": 1}},
+    "split_forward": {"split": True},
+    "fp32": {"cfg": {"precision": "fp32"}},
+}
+
+
+def _raw_with_interop(data_dir: str | None, method_name: str, cfg: TrainConfig, seed: int, interop: int) -> float:
+    """``measure_raw`` in a spawned interpreter whose inter-op pool has ``interop`` threads (settable once, first)."""
+    torch.set_num_interop_threads(interop)
+    tune_cpu_allocator()
+    return measure_raw(load_omniglot("vinyals", "train", 28, data_dir), method_name, cfg, seed)[0]
+
+
+def measure_levers(data, data_dir: str | None, method_name: str, cfg: TrainConfig, repeats: int) -> dict:
+    """Raw images/s of the default step and of each lever alone, interleaved; per lever the median of its ratio to
+    the default of the same repeat, and (``compile_on``) the extra warm-up seconds that compilation took."""
+    import multiprocessing
+
+    runs: dict[str, list[float]] = {"default": [], **{k: [] for k in LEVERS}, "interop_1": []}
+    ratios: dict[str, list[float]] = {k: [] for k in runs if k != "default"}
+    warm: dict[str, list[float]] = {"default": [], "compile_on": []}
+    for r in range(repeats):
+        speed, seconds = measure_raw(data, method_name, cfg, r)
+        runs["default"].append(speed)
+        warm["default"].append(seconds)
+        for name, lever in LEVERS.items():
+            c = dataclasses.replace(cfg, **lever.get("cfg", {}))
+            speed, seconds = measure_raw(data, method_name, c, r, lever.get("split", False), lever.get("compiled", False))
+            runs[name].append(speed)
+            if name in warm:
+                warm[name].append(seconds)
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            runs["interop_1"].append(pool.apply(_raw_with_interop, (data_dir, method_name, cfg, r, 1)))
+        for name in ratios:
+            ratios[name].append(runs[name][-1] / runs["default"][-1])
+        print(f"levers {r + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in runs.items()), flush=True)
+    return {
+        "images_per_second": {k: statistics.median(v) for k, v in runs.items()},
+        "ratio_to_default": {k: statistics.median(v) for k, v in ratios.items()},
+        "measurements": runs,
+        "compile_seconds": warm["compile_on"][0] - warm["default"][0],
+        "episodes_per_measurement": cfg.episodes,
+        "notes": "raw step (one episode in memory); interop_1 runs in a fresh spawned process",
+    }
+
+
+def cpu_slug() -> str:
+    """The CPU model as a file-name part (``intel-xeon-processor``)."""
+    name = provenance("")["machine"].get("cpu", "unknown")
+    words = re.sub(r"\(r\)|\(tm\)|cpu|@.*", " ", name.lower())
+    return "-".join(re.findall(r"[a-z0-9]+", words)) or "unknown"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", default="protonet")
@@ -203,10 +299,16 @@ def main() -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default=None)
     p.add_argument("--default-allocator", action="store_true", help="do not tune glibc's allocator (for all three loops)")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads for every loop, easyfsl included (0: one per core)")
+    p.add_argument("--compile", default="off", help="on: torch.compile the encoder in the oneshot and raw loops")
+    p.add_argument(
+        "--levers", type=int, default=0, metavar="EPISODES", help="also measure each speed lever (raw step, this many episodes)"
+    )
     args = p.parse_args()
     if args.default_allocator:
         os.environ["ONESHOT_MALLOC_TUNING"] = "0"
     allocator_tuned = tune_cpu_allocator()
+    load_before = os.getloadavg()  # the machine may be shared: ratios within one run are what count
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     torch.set_num_threads(torch.get_num_threads())
     data = load_omniglot("vinyals", "train", 28, args.data_dir)
@@ -223,7 +325,13 @@ def main() -> None:
         precision=args.precision,
         channels_last=not args.no_channels_last,
         device="cpu",
+        threads=args.threads,
+        compile=args.compile,
     )
+    compiled = resolve_compile(args.compile, torch.device("cpu"))
+    step, images = raw_step(data, args.method, cfg, 0, compiled=False)
+    flops_per_image = count_flops(step) / images  # the episode's encoder pass and loss, forward and backward
+    peak = cpu_peak()
     if args.easyfsl_path:
         sys.path.insert(0, args.easyfsl_path)
     try:
@@ -234,7 +342,7 @@ def main() -> None:
         has_easyfsl = False
     runs: dict[str, list[float]] = {"oneshot": [], "raw": [], "easyfsl": [], "easyfsl_tuned_allocator": []}
     for r in range(args.repeats):
-        runs["raw"].append(measure_raw(data, args.method, cfg, r))
+        runs["raw"].append(measure_raw(data, args.method, cfg, r, compiled=compiled)[0])
         runs["oneshot"].append(measure_oneshot(data, args.method, cfg, r))
         if has_easyfsl and args.method == "protonet":
             runs["easyfsl"].append(measure_easyfsl_as_shipped(args.data_dir, args.easyfsl_path, cfg, r, args.easyfsl_workers))
@@ -243,6 +351,12 @@ def main() -> None:
         print(f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]:.0f} img/s" for k, v in runs.items() if v), flush=True)
     per_episode = args.ways * (args.shots + args.queries)
     med = {k: statistics.median(v) for k, v in runs.items() if v}
+    levers = (
+        measure_levers(data, args.data_dir, args.method, dataclasses.replace(cfg, episodes=args.levers), args.repeats)
+        if args.levers
+        else None
+    )
+    gflops = {k: v * flops_per_image / 1e9 for k, v in med.items()}
     result = {
         "name": f"throughput_{args.method}",
         "method": args.method,
@@ -264,13 +378,31 @@ def main() -> None:
         ),
         "measurements": runs,
         "episodes_per_measurement": args.episodes,
+        "threads": args.threads or torch.get_num_threads(),
+        "compile": compiled,
+        "flops_per_image": flops_per_image,
+        "flops_counted": "torch.utils.flop_counter.FlopCounterMode on one raw step: convolutions and matrix products, forward and backward",
+        "gflops_per_second": gflops,
+        "fp32_peak": peak.to_dict() if peak else None,
+        "fraction_of_fp32_peak": {k: v / peak.gflops for k, v in gflops.items()} if peak else None,
+        "levers": levers,
+        "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
         **provenance(command),
     }
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"throughput_{args.method}.json"
+    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"throughput_{args.method}_{cpu_slug()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"oneshot training loop: {med['oneshot']:.0f} images/s ({med['oneshot'] / per_episode:.2f} episodes/s)")
     print(f"raw forward+backward:  {med['raw']:.0f} images/s; ratio {result['ratio_to_raw']:.2f}")
+    print(f"{flops_per_image / 1e6:.1f} MFLOP per image: oneshot {gflops['oneshot']:.1f} GFLOP/s, raw {gflops['raw']:.1f}")
+    if peak:
+        print(f"fp32 peak estimate {peak.gflops:.0f} GFLOP/s ({peak.how}); oneshot reaches {gflops['oneshot'] / peak.gflops:.1%}")
+    if levers:
+        print(
+            "levers (raw step, ratio to the default): "
+            + ", ".join(f"{k} {v:.2f}x" for k, v in levers["ratio_to_default"].items())
+        )
+        print(f"compile time: {levers['compile_seconds']:.1f} s")
     if "easyfsl" in med:
         print(
             f"easyfsl 1.5.0:         {med['easyfsl']:.0f} images/s ({med['easyfsl'] / per_episode:.2f} episodes/s); oneshot is {result['speedup_over_easyfsl']:.2f}x"

@@ -100,3 +100,37 @@ def tune_cpu_allocator() -> bool:
     # mallopt returns 0 when it refuses a setting (musl's stub always does).
     _allocator_tuned = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
     return _allocator_tuned
+
+
+COMPILE_CHOICES = ("auto", "on", "off")
+
+
+def resolve_compile(choice: str, device: torch.device) -> bool:
+    """Whether to ``torch.compile`` (inductor) the encoder: ``on`` / ``off`` as asked; ``auto`` -> off.
+
+    ``auto`` is a rule keyed on the device, from ``benchmarks/throughput.py --levers``: on the 2-core Intel Xeon
+    (AVX-512, AMX) compiling Conv-4's training step ran at 0.6x eager speed (oneDNN already runs the
+    convolutions; inductor's fused batch norm / pooling kernels did not pay for themselves) after about a minute
+    of compilation, so it stays off on CPU. No GPU was measured, so it stays off there too until one is.
+    """
+    if choice not in COMPILE_CHOICES:
+        raise OneshotError(f"unknown compile choice {choice!r}: use one of {', '.join(COMPILE_CHOICES)}")
+    return choice == "on"
+
+
+def compile_encoder(module: torch.nn.Module) -> None:
+    """Compile ``module.encoder`` in place (``nn.Module.compile``: parameter names, hence checkpoints, unchanged)."""
+    encoder = getattr(module, "encoder", None)
+    if not isinstance(encoder, torch.nn.Module):
+        raise OneshotError(f"--compile on: {type(module).__name__} has no encoder module to compile; use --compile off")
+    encoder.compile()
+
+
+def set_threads(threads: int) -> int:
+    """Use ``threads`` intra-op threads (0: leave PyTorch's default, one per core); returns the previous count."""
+    before = torch.get_num_threads()
+    if threads < 0:
+        raise OneshotError(f"--threads {threads}: use 0 (one per core) or a positive count")
+    if threads:
+        torch.set_num_threads(threads)
+    return before

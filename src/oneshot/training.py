@@ -30,7 +30,15 @@ from oneshot.evaluation import evaluate
 from oneshot.methods.base import Episode, LossOutput, Method, TrainShape
 from oneshot.provenance import provenance
 from oneshot.resume import load_resume, resume_path, save_resume
-from oneshot.runtime import autocast, resolve_precision, to_layout, tune_cpu_allocator
+from oneshot.runtime import (
+    autocast,
+    compile_encoder,
+    resolve_compile,
+    resolve_precision,
+    set_threads,
+    to_layout,
+    tune_cpu_allocator,
+)
 
 
 @dataclass
@@ -58,6 +66,9 @@ class TrainConfig:
             what a killed run loses.
         augment: :class:`~oneshot.data.augment.Augment` settings applied to every training batch (None: none);
             episode ``e``'s transformations are seeded by ``(seed, e)``, so resume stays exact.
+        compile: ``torch.compile`` the encoder: auto (the per-device rule of
+            :func:`oneshot.runtime.resolve_compile`), on or off.
+        threads: intra-op threads for this run (0: PyTorch's default, one per core).
     """
 
     episodes: int = 20000
@@ -82,6 +93,8 @@ class TrainConfig:
     max_minutes: float = 0.0
     resume_every: int = 0
     augment: dict[str, Any] | None = None
+    compile: str = "auto"
+    threads: int = 0
 
 
 @dataclass
@@ -311,6 +324,7 @@ def train(
     """
     out = Path(out)
     par, device = setup(config.device)
+    threads = set_threads(config.threads)
     try:
         if device.type == "cpu":
             tune_cpu_allocator()
@@ -318,8 +332,11 @@ def train(
         method.to(device)
         if config.channels_last:
             method.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to accepts it; the stubs omit it
+        if resolve_compile(config.compile, device):
+            compile_encoder(method)
         return _train(_Run(method, train_data, val_data, config, out, metadata, par, device), resume, on_progress)
     finally:
+        torch.set_num_threads(threads)
         par.close()
 
 
