@@ -182,9 +182,9 @@ def select_and_refit(args: argparse.Namespace, tox, x: np.ndarray, train_tasks: 
 
 def run_tox21(args: argparse.Namespace) -> None:
     tox = load_tox21(args.data_dir, on_invalid="skip")
-    x = prior_features(tox)  # ECFP4 bits, MACCS keys, descriptors
+    x = prior_features(tox)  # ECFP4 bits, MACCS keys, descriptors, extra descriptors
     bits = x[:, :2048].astype(np.uint8)
-    x_old = np.delete(x, np.s_[2048 : 2048 + N_MACCS], 1)  # the previous ProtoNet checkpoints' input: no MACCS keys
+    x_old = x[:, np.r_[0:2048, 2048 + N_MACCS : 2048 + N_MACCS + 16]]  # the previous ProtoNet checkpoints' input
     packed = pack_bits(bits)
     train_tasks = [t for t in TOX21_TRAIN if t not in TOX21_VAL]
     split = {"train": train_tasks, "validation": list(TOX21_VAL), "refit": list(TOX21_TRAIN), "test": list(TOX21_TEST)}

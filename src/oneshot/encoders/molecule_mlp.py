@@ -1,7 +1,7 @@
 """An MLP encoder over molecule features: Morgan bits (0/1), then optionally MACCS keys and RDKit descriptors,
 both standardised.
 
-Input (B, F) float32 with F = n_bits [+ 167 MACCS keys] [+ 16 descriptors] (see
+Input (B, F) float32 with F = n_bits [+ 167 MACCS keys] [+ 16 descriptors] [+ extra blocks] (see
 :mod:`oneshot.modalities.molecule.features`); output (B, out_dim). Every column after the Morgan bits is
 standardised with a mean and standard deviation held in buffers (set from the training molecules by
 :meth:`MoleculeMLP.set_descriptor_stats`), so a checkpoint carries its own standardisation.
@@ -22,6 +22,8 @@ class MoleculeMLP(nn.Module):
         descriptors: whether 16 descriptor columns come last.
         maccs: whether 167 MACCS-key columns follow the Morgan bits (standardised like descriptors; False in
             checkpoints written before the option).
+        extra: names of extra blocks (:mod:`oneshot.modalities.molecule.extra_features`) that come last, in order,
+            standardised like descriptors (empty in checkpoints written before the option).
         hidden: hidden layer widths.
         out_dim: embedding size D.
         dropout: dropout after each hidden layer (training only).
@@ -42,11 +44,15 @@ class MoleculeMLP(nn.Module):
         out_dim: int = 128,
         dropout: float = 0.2,
         maccs: bool = False,
+        extra: tuple[str, ...] | list[str] = (),
     ) -> None:
         super().__init__()
         self.n_bits, self.radius, self.descriptors, self.maccs = int(n_bits), int(radius), bool(descriptors), bool(maccs)
         self.out_dim = int(out_dim)
-        n_desc = (self.N_DESCRIPTORS if descriptors else 0) + (self.N_MACCS if maccs else 0)  # standardised columns
+        from oneshot.modalities.molecule.extra_features import extra_width
+
+        self.extra = tuple(str(n) for n in extra)
+        n_desc = (self.N_DESCRIPTORS if descriptors else 0) + (self.N_MACCS if maccs else 0) + extra_width(self.extra)
         self.in_features = self.n_bits + n_desc
         self.register_buffer("desc_mean", torch.zeros(n_desc))
         self.register_buffer("desc_std", torch.ones(n_desc))
@@ -61,7 +67,7 @@ class MoleculeMLP(nn.Module):
     @property
     def standardised(self) -> bool:
         """Whether columns after the Morgan bits (MACCS keys, descriptors) are standardised."""
-        return self.descriptors or self.maccs
+        return self.descriptors or self.maccs or bool(self.extra)
 
     def set_descriptor_stats(self, features: torch.Tensor) -> None:
         """Standardise the columns after the Morgan bits with the mean/std of training features (N, F)."""

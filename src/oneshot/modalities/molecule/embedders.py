@@ -145,6 +145,7 @@ class MoleculeCheckpointEmbedder:
             int(o.get("n_bits", DEFAULT_BITS)),
             bool(o.get("descriptors", True)),
             bool(o.get("maccs", False)),
+            tuple(o.get("extra", ())),
         )
 
     def embed_features(self, x: np.ndarray) -> np.ndarray:

@@ -105,12 +105,18 @@ def molecule_features(
     n_bits: int = DEFAULT_BITS,
     with_descriptors: bool = True,
     with_maccs: bool = False,
+    extra: Sequence[str] = (),
 ) -> np.ndarray:
-    """The learned model's input: Morgan bits, then (optionally) MACCS keys, then (optionally) descriptors ->
-    float32 (N, n_bits [+ 167] [+ 16])."""
+    """The learned model's input: Morgan bits, then (optionally) MACCS keys, then (optionally) descriptors, then
+    the named :data:`~oneshot.modalities.molecule.extra_features.EXTRA_BLOCKS` in order ->
+    float32 (N, n_bits [+ 167] [+ 16] [+ extra widths])."""
     parts = [morgan_bits(mols, radius, n_bits).astype(np.float32)]
     if with_maccs:
         parts.append(maccs_keys(mols))
     if with_descriptors:
         parts.append(descriptors(mols))
+    if extra:
+        from oneshot.modalities.molecule.extra_features import extra_features
+
+        parts.append(extra_features(mols, extra))
     return np.concatenate(parts, 1)

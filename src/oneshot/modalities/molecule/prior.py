@@ -17,14 +17,16 @@ from oneshot.data.molecules import AssayTable
 from oneshot.modalities.molecule.train import featurise, molecule_metadata
 from oneshot.training import TrainConfig, TrainProgress, TrainResult
 
-#: The trunk: one linear layer 2231 -> 512 over ECFP4 bits + 167 MACCS keys + 16 descriptors (the last two
-#: standardised); the method adds the ReLU, dropout 0.5 and the heads. (Input dropout, 256 / 1024 wide, 3 / 8
-#: epochs, an ensemble: no better on validation; MACCS keys: +3 points.)
+#: The trunk: one linear layer 2294 -> 512 over ECFP4 bits + 167 MACCS keys + 16 descriptors + 63 extra RDKit
+#: descriptors (all but the bits standardised); the method adds the ReLU, dropout 0.5 and the heads. (Input
+#: dropout, 256 / 1024 wide, 3 / 8 epochs, an ensemble, count / FCFP / atom-pair / torsion / Avalon
+#: fingerprints: no better on validation; MACCS keys: +3 points; the extra descriptors: +0.6.)
 PRIOR_ENCODER: dict[str, Any] = {
     "n_bits": 2048,
     "radius": 2,
     "descriptors": True,
     "maccs": True,
+    "extra": ["descriptors_extra"],
     "hidden": [],
     "out_dim": 512,
     "dropout": 0.0,
@@ -37,8 +39,9 @@ BETA_GRID = (0.0, 0.3, 1.0, 3.0, 10.0)
 
 
 def prior_features(table: AssayTable) -> np.ndarray:
-    """The trunk's input (N, 2048 + 167 + 16) for every molecule of ``table``."""
-    return featurise(table, PRIOR_ENCODER["radius"], PRIOR_ENCODER["n_bits"], PRIOR_ENCODER["descriptors"], maccs=True)
+    """The trunk's input (N, F) for every molecule of ``table``, as :data:`PRIOR_ENCODER` describes it."""
+    o = PRIOR_ENCODER
+    return featurise(table, o["radius"], o["n_bits"], o["descriptors"], o["maccs"], o.get("extra", ()))
 
 
 def prior_config(

@@ -27,10 +27,15 @@ TOX21_VAL = ("NR-AhR", "SR-ARE")
 
 
 def featurise(
-    table: AssayTable, radius: int = 2, n_bits: int = 2048, descriptors: bool = True, maccs: bool = False
+    table: AssayTable,
+    radius: int = 2,
+    n_bits: int = 2048,
+    descriptors: bool = True,
+    maccs: bool = False,
+    extra: Sequence[str] = (),
 ) -> np.ndarray:
     """Encoder inputs (N, F) for every molecule of ``table`` (layout: :func:`molecule_features`)."""
-    return molecule_features(table.mols, radius, n_bits, descriptors, maccs)
+    return molecule_features(table.mols, radius, n_bits, descriptors, maccs, extra)
 
 
 def molecule_metadata(
