@@ -13,17 +13,35 @@ import pytest
 from test_text import CONFUSABLE, builtin_copy, cli, clinc, minilm, requires_clinc  # noqa: F401  (fixtures)
 
 pytestmark = requires_clinc
-SHOTS, QUERIES = 5, 20
+SHOTS, QUERIES = 5, 10
+_MEMO: dict[str, np.ndarray] = {}
 
 
-def _enrolled(path: Path, clinc, encoder, rule: str | None = None):  # noqa: F811
+@pytest.fixture
+def memo_minilm(minilm, monkeypatch):  # noqa: F811
+    """The session's frozen MiniLM with its forward pass memoised per text (the same vectors; each utterance is
+    embedded once however many rules and tests ask for it), also as the built-in ``text`` encoder."""
+    import oneshot.modalities.text.embedder as emb
+
+    encode = type(minilm)._encode
+
+    def cached(texts):
+        missing = [t for t in dict.fromkeys(texts) if t not in _MEMO]
+        if missing:
+            _MEMO.update(zip(missing, encode(minilm, missing), strict=True))
+        return np.stack([_MEMO[t] for t in texts])
+
+    monkeypatch.setattr(minilm, "_encode", cached)
+    monkeypatch.setattr(emb, "builtin", lambda: minilm)
+    return minilm
+
+
+def _enrolled(path: Path, clinc, encoder):  # noqa: F811
     """A text gallery holding the 10 confusable intents, 5 train utterances each plus the intent name."""
     from oneshot.data.clinc150 import intent_description
     from oneshot.gallery import Gallery
 
     g = Gallery.open(path, encoder=encoder)
-    if rule is not None:
-        g.set_identify_rule(rule)
     tr = clinc["train"].by_label()
     g.enrol_batch(
         [(n, tr[n][:SHOTS] + [intent_description(n)], {"description": intent_description(n)}) for n in CONFUSABLE],
@@ -37,8 +55,8 @@ def _held_apart(clinc) -> tuple[list[str], list[str]]:  # noqa: F811
     return [t for n in CONFUSABLE for t in va[n][:QUERIES]], [n for n in CONFUSABLE for _ in range(QUERIES)]
 
 
-def test_classifier_rule_beats_the_nearest_template_on_held_apart_utterances(minilm, clinc, tmp_path):  # noqa: F811
-    g = _enrolled(tmp_path / "g.gallery", clinc, minilm)
+def test_classifier_rule_beats_the_nearest_template_on_held_apart_utterances(memo_minilm, clinc, tmp_path):  # noqa: F811
+    g = _enrolled(tmp_path / "g.gallery", clinc, memo_minilm)
     assert g.identify_rule == "classifier"  # the default of a new text gallery
     queries, truth = _held_apart(clinc)
     by_rule = {}
@@ -52,21 +70,21 @@ def test_classifier_rule_beats_the_nearest_template_on_held_apart_utterances(min
             template = g.store.templates_of([g.store.class_id(r.label)], g.dim)[1][0]
             assert r.score == pytest.approx(float(v @ template), abs=1e-5)
     g.close()
-    assert by_rule["classifier"] >= by_rule["nearest_template"] + 0.02, by_rule  # measured 0.645 vs 0.585
+    assert by_rule["classifier"] >= by_rule["nearest_template"] + 0.03, by_rule  # measured 0.73 vs 0.64
 
 
-def test_the_fit_is_cached_and_refreshed_after_every_change(minilm, clinc, tmp_path):  # noqa: F811
+def test_the_fit_is_cached_and_refreshed_after_every_change(memo_minilm, clinc, tmp_path):  # noqa: F811
     from oneshot.gallery import Gallery
 
     path = tmp_path / "g.gallery"
-    g = _enrolled(path, clinc, minilm)
+    g = _enrolled(path, clinc, memo_minilm)
     cache = g.classifier_cache
     query = "what is the weather like in paris tomorrow"
     assert g.identify([query])[0].label not in (None, "weather")
     assert g.identify([query])[0].label != "weather" and cache.fits == 1  # cached: no refit
     g.enrol("weather", ["will it rain today", "how hot is it outside", "weather forecast"])
     assert g.identify([query])[0].label == "weather" and cache.fits == 2
-    other = Gallery.open(path, encoder=minilm)  # another writer on the same file
+    other = Gallery.open(path, encoder=memo_minilm)  # another writer on the same file
     other.forget("weather")
     other.close()
     assert g.identify([query])[0].label != "weather" and cache.fits == 3  # the other process's change is seen
@@ -98,12 +116,12 @@ def test_the_rule_persists_and_older_galleries_keep_the_nearest_template(builtin
         assert g.identify_rule == "nearest_template"  # image galleries: unchanged
 
 
-def test_the_service_answers_with_the_gallerys_rule(builtin_copy, clinc, tmp_path):  # noqa: F811
+def test_the_service_answers_with_the_gallerys_rule(memo_minilm, clinc, tmp_path):  # noqa: F811
     from oneshot.service.app import create_app
     from oneshot.service.config import ServiceConfig
 
     path = tmp_path / "g.gallery"
-    g = _enrolled(path, clinc, builtin_copy)
+    g = _enrolled(path, clinc, memo_minilm)
     queries, _ = _held_apart(clinc)
     want = {}
     for rule in ("classifier", "nearest_template"):
