@@ -146,3 +146,19 @@ def test_the_service_answers_with_the_gallerys_rule(memo_minilm, clinc, tmp_path
 
     got = asyncio.run(run())
     assert got == {rule: [want[rule][i] for i in differ] for rule in want}
+
+
+def test_above_the_class_limit_the_classifier_rule_answers_with_the_nearest_template(memo_minilm, clinc, tmp_path, monkeypatch):  # noqa: F811
+    import oneshot.gallery.identify_rule as rule_module
+    from oneshot.errors import OneshotWarning
+
+    monkeypatch.setattr(rule_module, "MAX_CLASSIFIER_CLASSES", len(CONFUSABLE) - 1)
+    g = _enrolled(tmp_path / "g.gallery", clinc, memo_minilm)
+    queries, _ = _held_apart(clinc)
+    with pytest.warns(OneshotWarning, match="answers with the nearest template"):
+        got = g.identify(queries, k=3)
+    g.set_identify_rule("nearest_template")
+    want = g.identify(queries, k=3)
+    assert [[c.label for c in r.candidates] for r in got] == [[c.label for c in r.candidates] for r in want]
+    assert [r.score for r in got] == pytest.approx([r.score for r in want], abs=1e-5)
+    g.close()

@@ -121,19 +121,20 @@ class ClassifierCache:
             key = (int(store.get_meta("epoch", 0)), store.generation())
             if self.fitted is not None and self.fitted.key == key:
                 return self.fitted
+            n = store.count()
+            if n > MAX_CLASSIFIER_CLASSES:  # nothing read: the caller searches the index
+                warnings.warn(
+                    f"the gallery holds {n} classes, more than the classifier rule's {MAX_CLASSIFIER_CLASSES}: "
+                    "identify answers with the nearest template",
+                    OneshotWarning,
+                    stacklevel=3,
+                )
+                self.fitted = FittedRule(key, np.zeros(0, np.int64), np.zeros((0, dim), np.float32), None)
+                return self.fitted
             ids, templates = store.all_templates(dim)
-            examples = list(store.class_examples(dim)) if len(ids) <= MAX_CLASSIFIER_CLASSES else []
+            examples = list(store.class_examples(dim))
             found = store.find_labels([lab for lab, _, _ in examples])
-        model = None
-        if len(ids) <= MAX_CLASSIFIER_CLASSES:
-            model = _fit(ids, templates, {found[lab][0]: ex for lab, _, ex in examples})
-        else:
-            warnings.warn(
-                f"the gallery holds {len(ids)} classes, more than the classifier rule's {MAX_CLASSIFIER_CLASSES}: "
-                "identify answers with the nearest template",
-                OneshotWarning,
-                stacklevel=3,
-            )
+        model = _fit(ids, templates, {found[lab][0]: ex for lab, _, ex in examples})
         self.fitted = FittedRule(key, ids, templates, model)
         self.fits += 1
         return self.fitted
