@@ -162,3 +162,25 @@ def test_above_the_class_limit_the_classifier_rule_answers_with_the_nearest_temp
     assert [[c.label for c in r.candidates] for r in got] == [[c.label for c in r.candidates] for r in want]
     assert [r.score for r in got] == pytest.approx([r.score for r in want], abs=1e-5)
     g.close()
+
+
+def test_evaluate_domain_text_reports_both_rules_side_by_side(memo_minilm, clinc, tmp_path, monkeypatch):  # noqa: F811
+    """``oneshot evaluate --domain text`` on the 10 confusable intents (CLINC150 cut down to them, val queries)."""
+    import oneshot.data.clinc150 as clinc_module
+    from oneshot.data.clinc150 import Clinc150, TextSplit
+
+    def cut(split: TextSplit) -> TextSplit:
+        keep = [i for i, lab in enumerate(split.labels) if lab in CONFUSABLE]
+        return TextSplit([split.texts[i] for i in keep], [split.labels[i] for i in keep])
+
+    small = Clinc150({s: cut(clinc[s]) for s in ("train", "val")}, sorted(CONFUSABLE), clinc.path)
+    monkeypatch.setattr(clinc_module, "load_clinc150", lambda data_dir=None: small)
+    monkeypatch.setenv("ONESHOT_CACHE", str(tmp_path))
+    r = cli("evaluate", "--domain", "text", "--shots", "5", "--seeds", "2", "--split", "val", "--json")
+    assert r.exit_code == 0, r.output
+    (row,) = json.loads(r.stdout)["results"]
+    assert (row["ways"], row["shots"], row["seeds"]) == (len(CONFUSABLE), 5, 2)
+    assert row["classifier_accuracy"] > row["accuracy"] > 1 / len(CONFUSABLE)
+    assert row["ci95"] >= 0 and row["classifier_ci95"] >= 0
+    table = cli("evaluate", "--domain", "text", "--shots", "5", "--seeds", "2", "--split", "val").output
+    assert "nearest template" in table and "classifier" in table
