@@ -36,12 +36,12 @@ def memo_minilm(minilm, monkeypatch):  # noqa: F811
     return minilm
 
 
-def _enrolled(path: Path, clinc, encoder):  # noqa: F811
+def _enrolled(path: Path, clinc, encoder, store: str = "inputs"):  # noqa: F811
     """A text gallery holding the 10 confusable intents, 5 train utterances each plus the intent name."""
     from oneshot.data.clinc150 import intent_description
     from oneshot.gallery import Gallery
 
-    g = Gallery.open(path, encoder=encoder)
+    g = Gallery.open(path, encoder=encoder, store=store)
     tr = clinc["train"].by_label()
     g.enrol_batch(
         [(n, tr[n][:SHOTS] + [intent_description(n)], {"description": intent_description(n)}) for n in CONFUSABLE],
@@ -184,3 +184,16 @@ def test_evaluate_domain_text_reports_both_rules_side_by_side(memo_minilm, clinc
     assert row["ci95"] >= 0 and row["classifier_ci95"] >= 0
     table = cli("evaluate", "--domain", "text", "--shots", "5", "--seeds", "2", "--split", "val").output
     assert "nearest template" in table and "classifier" in table
+
+
+def test_without_stored_texts_the_classifier_has_no_lexical_view(memo_minilm, clinc, tmp_path):  # noqa: F811
+    g = _enrolled(tmp_path / "g.gallery", clinc, memo_minilm, store="none")
+    queries, truth = _held_apart(clinc)
+    res = g.identify(queries, k=1)
+    assert g.classifier_cache.fitted.model.lexical is None  # the cosine classifier alone
+    g.set_identify_rule("nearest_template")
+    nearest = g.identify(queries, k=1)
+    g.close()
+    assert np.mean([r.label == t for r, t in zip(res, truth, strict=True)]) >= np.mean(
+        [r.label == t for r, t in zip(nearest, truth, strict=True)]
+    )
