@@ -108,8 +108,8 @@ def main() -> None:
         clf = fit_cosine_classifier(xs.astype(np.float32), ys, n, desc, ClassifierConfig(scale=10.0, prior_weight=1.0))
         lex = fit_lexical(texts, np.concatenate([ys, np.arange(n)]), n)
         sc: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # name -> (val scores, oos_val scores)
-        pv = mix(clf.proba(emb["val"].astype(np.float32)), lex.proba(data["val"].texts), 0.2).argmax(1)
-        po = mix(clf.proba(emb["oos_val"].astype(np.float32)), lex.proba(data["oos_val"].texts), 0.2).argmax(1)
+        prob = {s: mix(clf.proba(emb[s].astype(np.float32)), lex.proba(data[s].texts), 0.2) for s in ("val", "oos_val")}
+        pv, po = prob["val"].argmax(1), prob["oos_val"].argmax(1)
         preds.append(pv)
         q = {"val": emb["val"], "oos_val": emb["oos_val"]}
         pr = {"val": pv, "oos_val": po}
@@ -119,6 +119,8 @@ def main() -> None:
 
         put(TEMPLATE_COSINE, lambda s: clf.rejection_scores(q[s].astype(np.float32), TEMPLATE_COSINE, predicted=pr[s]))
         put("max_template_cosine", lambda s: (q[s] @ clf.templates.T).max(1))
+        put("max_probability", lambda s: prob[s].max(1))
+        put("margin", lambda s: np.diff(np.sort(prob[s], axis=1)[:, -2:], axis=1)[:, 0])
         # class means in the unit space: the 5 examples + the description (weight 1), not renormalised
         xd = np.concatenate([unit(xs), unit(desc).astype(np.float64)])
         yd = np.concatenate([ys, np.arange(n)])
@@ -199,12 +201,14 @@ def main() -> None:
         f"zsum[{best_maha}+{best_knn}]": [best_maha, best_knn],
         f"zsum[{TEMPLATE_COSINE}+{best_maha}+in_vocabulary]": [TEMPLATE_COSINE, best_maha, "in_vocabulary"],
         f"zsum[{TEMPLATE_COSINE}+in_vocabulary]": [TEMPLATE_COSINE, "in_vocabulary"],
+        "zsum[mahalanobis[1.0]+max_probability]": ["mahalanobis[1.0]", "max_probability"],
+        "zsum[mahalanobis[1.0]+margin]": ["mahalanobis[1.0]", "margin"],
     }
     for sc in per_seed:
         for nm, parts in combos.items():
             sc[nm] = zsum(sc, parts)
     rows.update(evaluate(list(combos)))
-    halves = half_rows(per_seed, preds, yv, [TEMPLATE_COSINE, best_maha, best_knn, "in_vocabulary"])
+    halves = half_rows(per_seed, preds, yv, [TEMPLATE_COSINE, best_maha, best_knn, "in_vocabulary", "max_probability"])
     out = {
         "name": "text_oos_val_levers",
         "protocol": "CLINC150 150-way 5-shot, support seeds " + str(args.seeds) + "; val (3,000) + oos_val (100); "
@@ -229,7 +233,12 @@ def half_rows(per_seed: list, preds: list, yv: np.ndarray, feats: list[str]) -> 
     rng = np.random.default_rng(0)
     nv, no = len(yv), len(per_seed[0][feats[0]][1])
     hv, ho = rng.permutation(nv) % 2, rng.permutation(no) % 2
-    sets = {"logistic[all]": feats, "logistic[template+maha]": feats[:2], **{f: [f] for f in feats}}
+    sets = {
+        "logistic[all]": feats,
+        "logistic[template+maha]": feats[:2],
+        "logistic[maha+max_probability]": [feats[1], feats[-1]],
+        **{f: [f] for f in feats},
+    }
     res: dict[str, dict] = {}
     for nm, fs in sets.items():
         rec = []
