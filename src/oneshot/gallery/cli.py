@@ -199,7 +199,8 @@ def identify(
     as_json: Json = False,
 ) -> None:
     """Top-k classes for each query, or "unknown" when the best score is below the gallery's threshold (by the
-    gallery's identify rule, `oneshot gallery rule`; scores are cosines to the classes' templates)."""
+    gallery's identify rule, `oneshot gallery rule`; scores are cosines to the classes' templates, or for a text
+    gallery rejecting on mean_distance, `oneshot gallery score`, minus squared distances to the class means)."""
     check_range("k", k, 1)
     items: list = list(queries or [])
     if text:
@@ -221,7 +222,8 @@ def identify(
         return
     th = res[0].threshold if res else None
     table = Table(title=f"identify (threshold {th:.3f})" if th is not None else "identify (no threshold: run calibrate)")
-    for col in ("query", "class", "score", "candidates"):
+    kind = res[0].score_kind if res else None
+    for col in ("query", "class", f"score ({kind})" if kind else "score", "candidates"):
         table.add_column(col)
     for r in rows:
         cands = ", ".join(f"{c['label']} {c['score']:.3f}" for c in r["candidates"])
