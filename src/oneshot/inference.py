@@ -31,7 +31,7 @@ from oneshot.methods.base import Method, full_precision, nearest_prototype, prot
 
 TTA_MODES = ("none", "shift")
 #: Soft k-means settings chosen on the Vinyals validation split (benchmarks/results/omniglot_inference.json).
-SOFT_KMEANS_STEPS, SOFT_KMEANS_TEMPERATURE = 3, 16.0
+SOFT_KMEANS_STEPS, SOFT_KMEANS_TEMPERATURE = 5, 1.0
 
 Rule = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
 Embed = Callable[[torch.Tensor], torch.Tensor]
