@@ -135,6 +135,7 @@ def test_cli_score_command_predict_and_image_galleries(builtin_copy, clinc, tmp_
     r = cli("gallery", "threshold", path, "--identify", "0.5")
     assert r.exit_code == 2 and "identify threshold" in r.output, r.output
     assert cli("gallery", "threshold", path, "--identify", "-0.9").exit_code == 0
+    assert cli("gallery", "check", path).exit_code == 0  # the new meta keys are sealed like the others
     r = cli("gallery", "score", path, "template_cosine")
     assert r.exit_code == 0 and "cleared" in r.output and r.output.strip().endswith("template_cosine"), r.output
     for args, msg in [
