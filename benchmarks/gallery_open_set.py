@@ -1,7 +1,11 @@
 """Open-set Omniglot through the gallery: enrol 100 characters from one drawing, reject 500 strangers.
 
-Encoder: a ProtoNet/Conv-4 trained on the Lake split's background alphabets (``src/oneshot/weights/protonet_conv4_lake.safetensors``, built-in name ``omniglot-lake``,
-made with ``oneshot train --split lake --out src/oneshot/weights/protonet_conv4_lake.safetensors --episodes 4000 --max-minutes 12``).
+Encoder (``--encoder``: a built-in name or a checkpoint file): by default the gallery's default Omniglot
+encoder ``omniglot-lake-v2``, a ProtoNet/Conv-4 trained on the Lake split's background alphabets
+(``src/oneshot/weights/protonet_conv4_lake_v2.safetensors``; its training command is in its metadata,
+``oneshot info omniglot-lake-v2``). The first such encoder, ``omniglot-lake``
+(``src/oneshot/weights/protonet_conv4_lake.safetensors``, 12 CPU minutes), stays measurable with
+``--encoder omniglot-lake``.
 
 Protocol, per seed (``--seeds``): from the 659 evaluation-set characters, 100 are enrolled from one random
 drawing each (as PNG files, through ``Gallery.enrol``); queries are their 19 other drawings (1,900 genuine)
@@ -14,7 +18,10 @@ false-accept targets 1e-2 and 1e-3, for a gallery of 100 classes. Reported on th
   genuine queries whose best match is their own class *and* reaches it;
 * verification at each target: FAR over all (stranger, enrolled class) pairs, TAR over (genuine, own class).
 
-Writes ``benchmarks/results/gallery_open_set.json``.
+Writes ``benchmarks/results/gallery_open_set.json`` for ``omniglot-lake`` (the published first row) and
+``gallery_open_set_<checkpoint file stem>.json`` for any other encoder (``--out`` overrides), so each
+encoder's figures sit beside the others' and the README table shows one block per encoder. ``--seeds``
+fewer than the default five is recorded in the file and shown in the README caption.
 
 ``--levers`` measures the open-set levers one at a time on the same enrolled and stranger sets (computed on
 the embeddings, the gallery's own templates and cosine scores): score normalisation against a cohort of
@@ -22,7 +29,8 @@ background templates (one drawing of each of the 964 background characters; ``sn
 of :mod:`oneshot.gallery.normalise`) and the identification calibration procedure (``simulated`` galleries
 vs ``extrapolated`` from pairwise impostors). A lever is *kept* only when, on the validation characters at
 both targets, its calibrated thresholds keep the measured false-accept rates within target and accept more
-genuine identifications than the plain gallery. Writes ``benchmarks/results/gallery_open_set_levers.json``.
+genuine identifications than the plain gallery. Writes ``benchmarks/results/gallery_open_set_levers.json``
+(``gallery_open_set_levers_<checkpoint file stem>.json`` for encoders other than ``omniglot-lake``).
 """
 
 from __future__ import annotations
@@ -39,8 +47,17 @@ import numpy as np
 from oneshot.data import load_omniglot
 from oneshot.gallery import Gallery, ImageEmbedder
 from oneshot.provenance import provenance
+from oneshot.weights import LAKE_DEFAULT, SHIPPED, resolve_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
+FIRST_ENCODER = "protonet_conv4_lake"  # omniglot-lake: its results keep their original file names
+
+
+def default_out(encoder: Path, levers: bool) -> Path:
+    """``benchmarks/results/gallery_open_set[_levers][_<encoder stem>].json`` (no stem for omniglot-lake)."""
+    name = "gallery_open_set_levers" if levers else "gallery_open_set"
+    suffix = "" if encoder.stem == FIRST_ENCODER else f"_{encoder.stem}"
+    return ROOT / "benchmarks" / "results" / f"{name}{suffix}.json"
 
 
 def write_png(path: Path, img: np.ndarray) -> Path:
@@ -206,18 +223,17 @@ def run_levers(
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--encoder", type=Path, default=ROOT / "src" / "oneshot" / "weights" / "protonet_conv4_lake.safetensors")
+    p.add_argument(
+        "--encoder", type=Path, default=Path(LAKE_DEFAULT), help=f"built-in name or checkpoint (default {LAKE_DEFAULT})"
+    )
     p.add_argument("--data-dir", default=None)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--targets", type=float, nargs="+", default=[1e-2, 1e-3])
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--levers", action="store_true", help="measure the open-set levers (gallery_open_set_levers.json)")
     args = p.parse_args()
-    results = ROOT / "benchmarks" / "results"
-    args.out = args.out or results / ("gallery_open_set_levers.json" if args.levers else "gallery_open_set.json")
-    from oneshot.weights import resolve_checkpoint
-
     args.encoder = resolve_checkpoint(args.encoder).resolve()
+    args.out = args.out or default_out(args.encoder, args.levers)
     enc = ImageEmbedder(args.encoder)
     size = enc.preprocessing.size
     test = load_omniglot("lake", "test", size, args.data_dir)
@@ -277,7 +293,9 @@ def main() -> None:
     result = {
         "benchmark": "gallery_open_set",
         "encoder": str(args.encoder.relative_to(ROOT) if args.encoder.is_relative_to(ROOT) else args.encoder),
+        "encoder_name": next((n for n, e in SHIPPED.items() if e.file == args.encoder.name), None),
         "encoder_fingerprint": enc.fingerprint["tensors_sha256"][:16],
+        "seeds": args.seeds,
         "embed_seconds": embed_seconds,
         "protocol": "Omniglot evaluation set (Lake split test): 100 characters enrolled from 1 drawing, queries = their 19 "
         "other drawings + all 20 drawings of 500 never-enrolled characters; thresholds calibrated on the Lake "

@@ -17,8 +17,14 @@ Two steps, each through the one evaluation path (``oneshot.evaluation.evaluate``
 inductive and transductive configurations on Vinyals test (5w1s, 5w5s, 20w1s, 20w5s; 1000 episodes) and the
 Lake-split ones on Lake's 20 runs, each with the ``oneshot evaluate`` command that reproduces it.
 
+``encoder --checkpoint PATH`` (a later Lake-split encoder, e.g. ``omniglot-lake-v2``; writes
+``benchmarks/results/omniglot_inference_encoder_<stem>.json``): the same Lake-split val 20w1s (1000 episodes)
+without and with shift TTA -- the TTA choice, validation only -- and Lake's 20 runs with each, so the README's
+inference table shows the encoder's rows beside ``omniglot-lake``'s.
+
     python benchmarks/omniglot_inference.py select
     python benchmarks/omniglot_inference.py test
+    python benchmarks/omniglot_inference.py encoder --checkpoint omniglot-lake-v2
 """
 
 from __future__ import annotations
@@ -162,13 +168,59 @@ def test(episodes: int) -> None:
         (RESULTS / "omniglot_inference.json").write_text(json.dumps(out, indent=1) + "\n")
 
 
+def encoder(checkpoint: str, episodes: int) -> None:
+    """One Lake-split encoder alone: val 20w1s without / with shift TTA (the choice), then Lake's 20 runs with each."""
+    from oneshot.weights import resolve_checkpoint
+
+    t0, path = time.perf_counter(), resolve_checkpoint(checkpoint).resolve()
+    shown = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+    data = load_split("omniglot", "lake", "val", 28, None)
+    views = member_views({"encoder": shown}, data.images)["encoder"]
+    method = load_checkpoint(path).method
+    val = {
+        tta: score(
+            data,
+            method,
+            combine([views if tta == "shift" else views[:1]]),
+            episode_rule(method, 1, InferenceOptions(tta)),
+            [(20, 1)],
+            episodes,
+        )
+        for tta in ("none", "shift")
+    }
+    chosen = "shift" if val["shift"]["20w1s"]["accuracy"] > val["none"]["20w1s"]["accuracy"] else "none"
+    rows = []
+    for tta in ("none", "shift"):
+        opts = InferenceOptions(tta)
+        res = evaluate_checkpoint(path, [], episodes, inference=opts, lake_runs=True)
+        rows.append(dict(res.to_dict(), tta=tta, val=val[tta], cli=cli([checkpoint], opts, "--lake-runs --ways 20 --episodes 1")))
+        print(
+            f"{shown} TTA {tta}: val 20w1s {100 * val[tta]['20w1s']['accuracy']:.2f}, Lake's runs {100 * res.lake_runs.accuracy:.2f}",
+            flush=True,
+        )
+    meta = load_checkpoint(path).metadata.get("training", {})
+    out = {
+        "benchmark": "omniglot_inference_encoder",
+        "checkpoint": shown,
+        "name": checkpoint,
+        "training": meta,
+        "episodes": episodes,
+    }
+    out.update(tta_choice=chosen, rows=rows, seconds=time.perf_counter() - t0, **provenance(command_line()))
+    (RESULTS / f"omniglot_inference_encoder_{path.stem}.json").write_text(json.dumps(out, indent=1) + "\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("step", choices=("select", "test"))
+    p.add_argument("step", choices=("select", "test", "encoder"))
     p.add_argument("--episodes", type=int, default=1000)
+    p.add_argument("--checkpoint", default="omniglot-lake-v2", help="encoder step: a built-in name or checkpoint file")
     a = p.parse_args()
     torch.set_num_threads(1)
-    select(a.episodes) if a.step == "select" else test(a.episodes)
+    if a.step == "encoder":
+        encoder(a.checkpoint, a.episodes)
+    else:
+        select(a.episodes) if a.step == "select" else test(a.episodes)
 
 
 if __name__ == "__main__":

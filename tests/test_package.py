@@ -66,3 +66,41 @@ def test_unknown_encoder_name_is_a_clear_error():
 
     with pytest.raises(OneshotError, match="built-in"):
         load_embedder("no-such-encoder")
+
+
+def test_every_shipped_encoder_is_a_builtin_name():
+    from oneshot.modalities import BUILTIN
+    from oneshot.weights import LAKE_DEFAULT
+
+    assert set(SHIPPED) <= set(BUILTIN)
+    assert LAKE_DEFAULT in SHIPPED and LAKE_DEFAULT != "omniglot-lake"  # a new default is a new name
+    assert SHIPPED[LAKE_DEFAULT].file != SHIPPED["omniglot-lake"].file
+
+
+@pytest.mark.skipif(
+    not (ROOT / "src" / "oneshot" / "weights" / "protonet_conv4_lake_v2.safetensors").is_file(),
+    reason="the shipped omniglot-lake-v2 encoder is missing",
+)
+def test_galleries_of_the_first_lake_encoder_still_open_and_move_to_the_new_default(tmp_path):
+    from PIL import Image
+
+    from oneshot.gallery import Gallery
+    from oneshot.weights import LAKE_DEFAULT
+
+    rng = np.random.default_rng(1)
+    for name in ("a", "b"):
+        Image.fromarray((rng.random((28, 28)) > 0.8).astype(np.uint8) * 255).save(tmp_path / f"{name}.png")
+    path = tmp_path / "old.gallery"
+    with Gallery.open(path, encoder="omniglot-lake") as g:
+        g.enrol("a", [tmp_path / "a.png"])
+        g.enrol("b", [tmp_path / "b.png"])
+        assert g.info()["encoder"] == "027b41b3b5d25d04"  # the id galleries made before v2 recorded
+    with pytest.raises(OneshotError, match="reembed"):  # the new weights are another encoder: refused, not mixed
+        Gallery.open(path, encoder=LAKE_DEFAULT)
+    with Gallery.open(path) as g:  # reopened by its recorded name, with the weights it was made with
+        assert g.identify([tmp_path / "a.png"])[0].candidates[0].label == "a"
+        assert g.reembed(LAKE_DEFAULT) == 2
+        info = g.info()
+        assert info["encoder_path"] == LAKE_DEFAULT and info["encoder"] != "027b41b3b5d25d04"
+    with Gallery.open(path) as g:
+        assert g.identify([tmp_path / "b.png"])[0].candidates[0].label == "b"
