@@ -89,7 +89,7 @@ def test_galleries_of_the_first_lake_encoder_still_open_and_move_to_the_new_defa
 
     rng = np.random.default_rng(1)
     for name in ("a", "b"):
-        Image.fromarray((rng.random((28, 28)) > 0.8).astype(np.uint8) * 255).save(tmp_path / f"{name}.png")
+        Image.fromarray((rng.random((28, 28)) > 0.15).astype(np.uint8) * 255).save(tmp_path / f"{name}.png")  # dark ink
     path = tmp_path / "old.gallery"
     with Gallery.open(path, encoder="omniglot-lake") as g:
         g.enrol("a", [tmp_path / "a.png"])
