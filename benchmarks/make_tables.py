@@ -3,7 +3,7 @@
 Each table sits in README.md between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->``; everything
 between the two markers is replaced, nothing else is touched. Tables: ``methods`` (every
 ``*_conv4_vinyals.json``: accuracy with 95% CI per shape, Lake's runs, EER, training budget and speed,
-published figures), ``throughput`` (``throughput_protonet*.json``, the latest per CPU model), ``meta_cost`` (``meta_step_cost*.json``, one per device),
+published figures and the points each shape is short of them), ``throughput`` (``throughput_protonet*.json``, the latest per CPU model), ``meta_cost`` (``meta_step_cost*.json``, one per device),
 ``gallery_open_set`` and ``gallery_scale`` (``gallery_*.json``), ``text_clinc150`` (``text_clinc150.json``,
 for the whole-encoder row ``text_clinc150_body.json``, for the classifier rows ``text_clinc150_classifier.json``),
 ``molecules_*`` (``molecules_*.json``), ``serve_load`` (``serve_load.json``), ``faces``, ``defects`` and
@@ -43,12 +43,28 @@ def load(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def published_gap(method: str, acc: dict) -> str:
+    """Points each shape is short of the published figure (``+x`` above it; ``-`` where nothing is published)."""
+    pub = PUBLISHED.get(method)
+    if pub is None:
+        return "-"
+    figures = [float(x) for x in pub.split(" (")[0].split(" / ")]
+    gaps = []
+    for shape, want in zip(SHAPES, figures, strict=True):
+        if shape not in acc:
+            gaps.append("-")
+            continue
+        diff = 100 * acc[shape]["accuracy"] - want
+        gaps.append(f"+{diff:.2f}" if diff >= 0 else f"{diff:.2f}")
+    return " / ".join(gaps)
+
+
 def methods_table() -> str:
     results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*_conv4_vinyals.json"))]
     results.sort(key=lambda r: (ORDER.index(r["method"]) if r["method"] in ORDER else 99, r["name"]))
     lines = [
-        "| method | 5w1s | 5w5s | 20w1s | 20w5s | Lake 20 runs | EER % | training (CPU budget) | img/s | published 5w1s / 5w5s / 20w1s / 20w5s | checkpoint |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| method | 5w1s | 5w5s | 20w1s | 20w5s | Lake 20 runs | EER % | training (CPU budget) | img/s | published 5w1s / 5w5s / 20w1s / 20w5s | to published (points) | checkpoint |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         ev = r["evaluation"]
@@ -65,7 +81,7 @@ def methods_table() -> str:
             f"| {label} | "
             + " | ".join(cells)
             + f" | {lake} | {eer} | {tr['train_seconds'] / 60:.0f} min, {tr['episodes_run']} episodes, {tr['device']} "
-            f"| {tr['images_per_second']:.0f} | {PUBLISHED.get(r['method'], 'none on Omniglot')} | `models/{r['name']}.safetensors` |"
+            f"| {tr['images_per_second']:.0f} | {PUBLISHED.get(r['method'], 'none on Omniglot')} | {published_gap(r['method'], acc)} | `models/{r['name']}.safetensors` |"
         )
     return "\n".join(lines)
 
