@@ -57,8 +57,10 @@ def main() -> None:
     meta = read_metadata(chosen["checkpoint"])
     train = meta.get("training", {})
     res["training"] = {
-        "minutes": round(train.get("config", {}).get("max_minutes", 0), 1),
-        "episodes": train.get("episodes_trained"),
+        # A warm-started run (train_photo.py --init) counts the minutes and episodes of the run it continued.
+        "minutes": round(train.get("config", {}).get("max_minutes", 0) + (train.get("init_from") or {}).get("minutes", 0), 1),
+        "episodes": train.get("episodes_trained", 0) + (train.get("init_from") or {}).get("episodes", 0),
+        "init_from": train.get("init_from"),
         "device": train.get("device"),
         "encoder": meta["encoder"],
         "encoder_options": meta["encoder_options"],

@@ -627,6 +627,8 @@ def defects_table() -> str:
     t = r["training"]
     names = {
         "self_supervised": f"SimCLR on the unlabelled pool, {t['encoder']} ({t['minutes']:g} CPU min, {t['episodes']} steps)",
+        "self_supervised_logistic": "same SimCLR encoder, logistic regression fitted on the support "
+        f"(C={r['methods'].get('self_supervised_logistic', {}).get('logistic_c', 0):g}, chosen on validation)",
         "random_weights": "same encoder, random weights",
         "raw_pixels": "raw pixels, nearest prototype",
         "omniglot_encoder": "Omniglot ProtoNet (Conv-4, its own 28x28 inverted preprocessing)",

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from oneshot.data.imageset import ImageSet
@@ -42,6 +43,31 @@ def prototypes(embeddings: torch.Tensor, labels: torch.Tensor, ways: int) -> tor
     sums.index_add_(0, labels, embeddings)
     counts = torch.bincount(labels, minlength=ways).clamp_min(1).to(embeddings.dtype)
     return sums / counts[:, None]
+
+
+def logistic_logits(
+    support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int, c: float = 10.0, max_iter: int = 200
+) -> torch.Tensor:
+    """Log-probabilities (Q, N) of query embeddings (Q, D) under a multinomial logistic regression fitted on the
+    support embeddings (S, D) with labels (S,) in [0, N): it minimises ``0.5 |W|^2 + c * sum_i CE(W s_i + b, y_i)``
+    (intercept b unpenalised), the objective of scikit-learn's ``LogisticRegression(C=c)``, by L-BFGS in float64
+    from zero weights (deterministic)."""
+    s, q = support.detach().double(), query.detach().double()
+    w = torch.zeros(ways, s.shape[1], dtype=torch.float64, device=s.device, requires_grad=True)
+    b = torch.zeros(ways, dtype=torch.float64, device=s.device, requires_grad=True)
+    opt = torch.optim.LBFGS(
+        [w, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe"
+    )
+
+    def objective() -> torch.Tensor:
+        opt.zero_grad()
+        loss = 0.5 * w.pow(2).sum() + c * F.cross_entropy(s @ w.T + b, labels, reduction="sum")
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(objective)  # type: ignore[no-untyped-call]
+    return torch.log_softmax(q @ w.detach().T + b.detach(), dim=1).float()
 
 
 def squared_euclidean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
