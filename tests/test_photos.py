@@ -159,6 +159,31 @@ def test_short_faces_run_beats_its_untrained_model(tmp_path, one_thread):
 
 
 @pytest.mark.slow
+@needs_faces
+def test_warm_start_continues_from_a_checkpoint_and_records_it(tmp_path, one_thread):
+    """``train_model(init=...)`` starts from a checkpoint's weights (validation at step 0 equals the
+    checkpoint's), records where it came from, and refuses a checkpoint of other encoder options."""
+    from oneshot.checkpoint import load_checkpoint, read_metadata
+    from oneshot.experiment import train_model
+    from oneshot.training import TrainConfig
+
+    first = _short_run(tmp_path, "att_faces", "protonet", 4, 8, 2)
+    cfg = TrainConfig(
+        episodes=0, ways=8, queries=2, val_ways=4, val_queries=5, val_episodes=50, precision="fp32", channels_last=False
+    )
+    opts = {"in_channels": 1, "widths": [8, 16, 32, 64], "mean": 0.4, "std": 0.2}
+    out = tmp_path / "warm.safetensors"
+    kw = dict(dataset="att_faces", size=32, encoder="resnet12_small", data_dir=data_dir())
+    train_model("protonet", cfg, out, encoder_options=opts, init=first, **kw)
+    meta = read_metadata(out)["training"]
+    assert meta["init_from"]["checkpoint"] == str(first) and meta["init_from"]["episodes"] == 4
+    a, b = load_checkpoint(first).method.state_dict(), load_checkpoint(out).method.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(OneshotError, match="encoder options"):
+        train_model("protonet", cfg, tmp_path / "x.safetensors", encoder_options={**opts, "mean": 0.5}, init=first, **kw)
+
+
+@pytest.mark.slow
 @needs_neu
 def test_short_simclr_run_on_the_unlabelled_pool_beats_random_weights(tmp_path, one_thread):
     from oneshot.checkpoint import load_checkpoint
