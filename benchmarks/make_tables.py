@@ -636,7 +636,7 @@ def defects_table() -> str:
     lines = [
         f"Episodes drawn only from the {r['test_images']} test images; the {r['pool_images']}-image pretraining pool "
         f"(labels never read) and the 200 validation images that chose the checkpoint are disjoint from them. "
-        f"Input 32x32 grey; 15 queries per class, {r['episodes']} seeded episodes; CPU minutes are wall-clock on 2 "
+        f"Input {r['preprocessing']['size']}x{r['preprocessing']['size']} grey; 15 queries per class, {r['episodes']} seeded episodes; CPU minutes are wall-clock on 2 "
         f"contended cores. {r['date'][:10]}, commit {r['commit'][:10]}.",
         "",
         "| method | 6-way 1-shot % | 6-way 5-shot % |",
