@@ -67,12 +67,8 @@ class SimCLR(Method):
         self.test_time, self.logistic_c = test_time, float(logistic_c)
 
     def options(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "feature_dim": self.feature_dim,
-            "proj_dim": self.proj_dim,
-            "tau": self.tau,
-            "augment": self.augment_settings,
-        }
+        out: dict[str, Any] = {"feature_dim": self.feature_dim, "proj_dim": self.proj_dim, "tau": self.tau}
+        out["augment"] = self.augment_settings
         if self.test_time != "prototype":  # written only when not the default: older checkpoints' options unchanged
             out.update(test_time=self.test_time, logistic_c=self.logistic_c)
         return out
