@@ -5,7 +5,7 @@ between the two markers is replaced, nothing else is touched. Tables: ``methods`
 ``*_conv4_vinyals.json``: accuracy with 95% CI per shape, Lake's runs, EER, training budget and speed,
 published figures), ``throughput`` (``throughput_protonet*.json``, the latest per CPU model), ``meta_cost`` (``meta_step_cost*.json``, one per device),
 ``gallery_open_set`` and ``gallery_scale`` (``gallery_*.json``), ``text_clinc150`` (``text_clinc150.json``,
-for the whole-encoder row ``text_clinc150_body.json``, for the classifier rows ``text_clinc150_classifier.json``),
+for the whole-encoder row ``text_clinc150_body.json``, for the classifier rows ``text_clinc150_classifier.json`` and ``text_clinc150_oos.json``),
 ``molecules_*`` (``molecules_*.json``), ``serve_load`` (``serve_load.json``), ``faces``, ``defects`` and
 ``generative`` (``faces_att.json``, ``defects_neu.json``, ``generative_augmentation.json``), ``gallery_memory`` (``gallery_memory.json``) and
 ``gallery_levers`` (``gallery_open_set_levers*.json``).
@@ -281,8 +281,9 @@ def _pc(agg: dict | None) -> str:
     return f"{100 * agg['mean']:.2f}{ci} ({agg['n']})"
 
 
-def _text_classifier_lines(r: dict | None) -> list[str]:
-    """Protocols 6 and 7 (the few-shot intent classifier) from ``text_clinc150_classifier.json``."""
+def _text_classifier_lines(r: dict | None, oos: dict | None = None) -> list[str]:
+    """Protocols 6 and 7 (the few-shot intent classifier) from ``text_clinc150_classifier.json``; protocol 8's
+    rows (``oos``: ``text_clinc150_oos.json``) join protocol 7's table."""
     if r is None:
         return []
     lines: list[str] = []
@@ -315,12 +316,24 @@ def _text_classifier_lines(r: dict | None) -> list[str]:
             "| classifier | score (chosen on val) | in-scope acc., no rejection | in-scope acc. | OOS recall | OOS precision |",
             "|---|---|---|---|---|---|",
         ]
-        for name, m in p["results"].items():
-            label = "+ oos_train reject class" if name.endswith("oos_train_class") else "classifier + lexical"
+        rows = [
+            ("+ oos_train reject class" if k.endswith("oos_train_class") else "classifier + lexical", m)
+            for k, m in p["results"].items()
+        ]
+        if oos is not None and "protocol8" in oos:  # protocol 8: the same, mean_distance among the candidate scores
+            rows += [("classifier + lexical, protocol 8", m) for m in oos["protocol8"]["results"].values()]
+        for label, m in rows:
             lines.append(
                 f"| {label} | {m['score'].replace('_', ' ')} | {_pc(m['no_rejection_accuracy'])} | {_pc(m['in_scope_accuracy'])} | "
                 f"{_pc(m['oos_recall'])} | {_pc(m['oos_precision'])} |"
             )
+        if oos is not None and "protocol8" in oos:
+            lines += [
+                "",
+                f"Protocol 8 ({oos['date'][:10]}, commit {oos['commit'][:10]}) adds `mean_distance` to the candidates: minus the "
+                "squared distance of the query to the nearest class mean (the mean of the unit examples and description, not "
+                "renormalised; Mahalanobis with the covariance shrunk to the identity), chosen on val (docs/text.md).",
+            ]
         lines.append("")
     return lines
 
@@ -402,7 +415,7 @@ def text_clinc150_table() -> str:
                 f"{_pc(m['oos_recall'])} | {_pc(m['oos_precision'])} |"
             )
         lines.append("")
-    lines += _text_classifier_lines(load("text_clinc150_classifier"))
+    lines += _text_classifier_lines(load("text_clinc150_classifier"), load("text_clinc150_oos"))
     if "protocol5" in r:
         p = r["protocol5"]
         rates = (

@@ -4,6 +4,8 @@
    weights initialised at the description + examples templates and tuned on the support; and the same mixed
    with the lexical TF-IDF view (``oneshot.modalities.text.lexical``). Every setting is chosen on ``val``
    (support draws ``--select-seeds`` from ``train``, 5- and 10-shot) and recorded under ``classifier_selection``.
+8. = 7 with one more candidate score, ``mean_distance`` (the distance to the class means), the classifier's
+   settings taken from a protocol-7 results file; no reject-class row.
 7. Out of scope with that classifier (5-shot): the rejection score chosen on ``val`` + ``oos_val`` (OOS
    recall under the issue's calibration rule); and, as its own row, CLINC150's ``oos_train`` utterances
    enrolled as a 151st "reject" class (the CLINC paper's oos-train setting), threshold still calibrated on
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from oneshot.modalities.text.classifier import (
+    MEAN_DISTANCE,
     REJECTION_SCORES,
     TEMPLATE_COSINE,
     ClassifierConfig,
@@ -33,6 +36,8 @@ from oneshot.modalities.text.lexical import fit_lexical, mix
 GRID = {"scale": (7.5, 10.0, 12.5, 15.0), "prior_weight": (1.0, 2.0)}
 LEXICAL_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 OOS_RULES = (*REJECTION_SCORES, TEMPLATE_COSINE)
+#: Protocol 8's candidates: protocol 7's and the distance to the class means (benchmarks/text_oos_val_levers.py).
+OOS_RULES_8 = (*OOS_RULES, MEAN_DISTANCE)
 
 
 class Levers:
@@ -160,14 +165,16 @@ class Levers:
         _, os_ = self.oos_scores(models, w, rule, "oos_val")
         return calibrate_oos_threshold(vp, vs, self.b.lab["val"], os_, max_drop=self.b.args.max_drop)
 
-    def protocol7(self, sel: dict) -> dict:
+    def protocol7(self, sel: dict, rules: tuple[str, ...] = OOS_RULES, reject_classes: tuple[bool, ...] = (False, True)) -> dict:
+        """Protocol 7 (protocol 8: ``rules=OOS_RULES_8``, no reject-class row, the classifier settings of a
+        protocol-7 run)."""
         cfg, w = ClassifierConfig(**sel["chosen"]), sel["lexical_weight"]
         out: dict[str, Any] = {}
-        for reject_class in (False, True):
+        for reject_class in reject_classes:
             name = "classifier_lexical" + ("_oos_train_class" if reject_class else "")
             models = [self.oos_models(self.support(5, s)[0], cfg, w, reject_class) for s in self.b.args.select_seeds]
-            val = {rule: float(np.mean([self.calibrate(m, w, rule).val_oos_recall for m in models])) for rule in OOS_RULES}
-            rule = max(OOS_RULES, key=lambda k: val[k])
+            val = {rule: float(np.mean([self.calibrate(m, w, rule).val_oos_recall for m in models])) for rule in rules}
+            rule = max(rules, key=lambda k: val[k])
             print("protocol7 val", name, val, "->", rule, flush=True)
             recs = []
             for seed in range(self.b.args.seeds):

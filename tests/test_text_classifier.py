@@ -99,3 +99,45 @@ def test_lexical_view_separates_by_words_and_mixes_linearly():
         mix(a, b, 1.5)
     with pytest.raises(OneshotError, match="at least 2 classes"):
         fit_lexical(texts[:2], np.array([0, 0]), 3)
+
+
+def test_mean_distance_matches_a_brute_force_reference_on_clinc150():
+    """The out-of-scope score ``mean_distance`` (docs/text.md) on real MiniLM embeddings: 5 train examples +
+    the description of 10 CLINC150 intents, queries = 20 of their val utterances and 20 ``oos_val`` ones;
+    against plain loops over classes and dimensions; deterministic across two fits."""
+    pytest.importorskip("sentence_transformers")
+    from conftest import data_dir
+
+    if not (data_dir() / "text" / "clinc150" / "data_full.json").is_file():
+        pytest.skip("CLINC150 not found: set ONESHOT_DATA")
+    from test_text import CONFUSABLE
+
+    from oneshot.data.clinc150 import intent_description, load_clinc150
+    from oneshot.modalities import load_embedder
+    from oneshot.modalities.text.classifier import MEAN_DISTANCE, mean_distance
+
+    data = load_clinc150(data_dir())
+    enc = load_embedder("text")
+    tr, va = data["train"].by_label(), data["val"].by_label()
+    support = [t for n in CONFUSABLE for t in tr[n][:5]]
+    xs = enc.embed_texts(support)
+    desc = enc.embed_texts([intent_description(n) for n in CONFUSABLE])
+    xq = enc.embed_texts([va[n][0] for n in CONFUSABLE] + [va[n][1] for n in CONFUSABLE] + data["oos_val"].texts[:20])
+    ys = np.repeat(np.arange(len(CONFUSABLE)), 5)
+    clf = fit_cosine_classifier(xs, ys, len(CONFUSABLE), prior=desc)
+    got = clf.rejection_scores(xq, MEAN_DISTANCE)
+    xs64, d64, q64 = (v.astype(np.float64) for v in (xs, desc, xq))
+    for i, q in enumerate(q64):
+        q = q / math.sqrt(sum(v * v for v in q))
+        best = math.inf
+        for c in range(len(CONFUSABLE)):
+            members = [x / np.linalg.norm(x) for x in xs64[ys == c]] + [d64[c] / np.linalg.norm(d64[c])]
+            mean = sum(members) / len(members)
+            best = min(best, sum((a - b) ** 2 for a, b in zip(q.tolist(), mean.tolist(), strict=True)))
+        assert got[i] == pytest.approx(-best, abs=1e-5)
+    again = fit_cosine_classifier(xs, ys, len(CONFUSABLE), prior=desc)
+    assert np.array_equal(again.rejection_scores(xq, MEAN_DISTANCE), got)
+    assert np.array_equal(mean_distance(xq, clf.means), got)
+    assert got[:20].mean() > got[20:].mean()  # in-scope queries lie closer to a class mean than out-of-scope ones
+    with pytest.raises(OneshotError, match="no class means"):
+        type(clf)(clf.weights, clf.scale, clf.templates).rejection_scores(xq, MEAN_DISTANCE)

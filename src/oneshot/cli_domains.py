@@ -61,15 +61,24 @@ def train_text_command(
 def evaluate_text_command(
     encoder: str, shots: list[int], seeds: int, split: str, data_dir: Optional[Path], as_json: bool
 ) -> None:
-    """``oneshot evaluate --domain text``: CLINC150 150-way K-shot accuracy over ``seeds`` support draws."""
+    """``oneshot evaluate --domain text``: CLINC150 150-way K-shot accuracy over ``seeds`` support draws, the nearest
+    template and the few-shot intent classifier side by side."""
     from oneshot.modalities.text.commands import evaluate_text
 
     res = evaluate_text(encoder, shots, seeds, split, data_dir)
     if as_json:
         return echo_json(res)
-    rows = [(str(r["ways"]), str(r["shots"]), f"{100 * r['accuracy']:.2f}%", f"+- {100 * r['ci95']:.2f}") for r in res["results"]]
-    title = f"{encoder} on CLINC150 {split} (nearest template, {seeds} support draws)"
-    print_table(title, ("ways", "shots", "accuracy", "95% CI"), rows, justify="right")
+    rows = [
+        (
+            str(r["ways"]),
+            str(r["shots"]),
+            f"{100 * r['accuracy']:.2f}% +- {100 * r['ci95']:.2f}",
+            f"{100 * r['classifier_accuracy']:.2f}% +- {100 * r['classifier_ci95']:.2f}",
+        )
+        for r in res["results"]
+    ]
+    title = f"{encoder} on CLINC150 {split} ({seeds} support draws; accuracy and 95% CI)"
+    print_table(title, ("ways", "shots", "nearest template", "classifier"), rows, justify="right")
 
 
 def predict_text_command(

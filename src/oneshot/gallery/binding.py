@@ -14,8 +14,9 @@ from typing import Any
 from oneshot.errors import OneshotError
 from oneshot.gallery.class_store import ClassStore
 from oneshot.gallery.enrolment import STORE_MODES
+from oneshot.gallery.identify_rule import RULE_KEY, default_rule
 from oneshot.gallery.index_settings import IndexSettings
-from oneshot.modalities import Embedder, fingerprint_id, load_embedder, vector_fingerprint
+from oneshot.modalities import Embedder, fingerprint_id, fingerprint_modality, load_embedder, vector_fingerprint
 
 
 def new_gallery_meta(enc: Embedder | None, dim: int | None, store: str, name: str, now: str) -> dict[str, Any]:
@@ -27,6 +28,7 @@ def new_gallery_meta(enc: Embedder | None, dim: int | None, store: str, name: st
     if enc is not None and dim is not None and dim != enc.dim:
         raise OneshotError(f"dim {dim} does not match the encoder's {enc.dim}: leave dim out")
     fp = enc.fingerprint if enc is not None else vector_fingerprint(int(dim), name)  # type: ignore[arg-type]
+    rule = default_rule(fingerprint_modality(fp))  # recorded only where it differs from an older gallery's
     return {
         "fingerprint": fp,
         "dim": int(fp["dim"]),
@@ -37,7 +39,7 @@ def new_gallery_meta(enc: Embedder | None, dim: int | None, store: str, name: st
         "calibration": None,
         "created": now,
         "gallery_id": new_gallery_id(),
-    }
+    } | ({RULE_KEY: rule} if rule != "nearest_template" else {})
 
 
 def new_gallery_id() -> str:

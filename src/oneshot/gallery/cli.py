@@ -31,6 +31,7 @@ from oneshot.gallery.cli_options import (
     IndexKind,
     LabelColumn,
     NewEncoder,
+    RuleOpt,
     SaltsOpt,
     SmilesColumn,
     SmilesOpt,
@@ -81,6 +82,7 @@ def create(
     store: StoreMode = "inputs",
     approx_above: ApproxAbove = None,
     index: IndexKind = None,
+    rule: RuleOpt = None,
     as_json: Json = False,
 ) -> None:
     """Create an empty gallery bound to an encoder checkpoint."""
@@ -90,6 +92,8 @@ def create(
         raise OneshotError(f"{gallery} already exists: use it, or choose another path")
     try:
         with Gallery.open(gallery, encoder=encoder, store=store, approx_above=approx_above, approx_kind=index) as g:
+            if rule is not None:
+                g.set_identify_rule(rule)
             info = g.info()
     except BaseException:
         for leftover in (gallery, Path(f"{gallery}.faiss"), Path(f"{gallery}-wal"), Path(f"{gallery}-shm")):
@@ -98,7 +102,10 @@ def create(
     if as_json:
         echo_json(info)
     else:
-        typer.echo(f"created {gallery}: encoder {info['encoder']} ({info['dim']}-d embeddings), stores {store}")
+        typer.echo(
+            f"created {gallery}: encoder {info['encoder']} ({info['dim']}-d embeddings), stores {store}, "
+            f"identify rule {info['identify_rule']}"
+        )
 
 
 @command(app)
@@ -187,7 +194,8 @@ def identify(
     encoder: EncoderOpt = None,
     as_json: Json = False,
 ) -> None:
-    """Top-k classes for each query, or "unknown" when the best score is below the gallery's threshold."""
+    """Top-k classes for each query, or "unknown" when the best score is below the gallery's threshold (by the
+    gallery's identify rule, `oneshot gallery rule`; scores are cosines to the classes' templates)."""
     check_range("k", k, 1)
     items: list = list(queries or [])
     if text:
@@ -278,6 +286,7 @@ def list_classes(gallery: GalleryPath, as_json: Json = False) -> None:
             c.label, str(c.n_examples), f"rate {c.adapt_rate:g}, {c.adaptations} updates" if c.adapt_rate else "off", c.updated
         )
     Console().print(table)
+    typer.echo(f"identify rule: {info['identify_rule']}")
     th, cal = info["threshold"], info["calibration"]
     if th:
         typer.echo(f"thresholds: identify {th['identify']}, verify {th['verify']} ({th['source']})")

@@ -1,4 +1,4 @@
-"""``oneshot gallery calibrate | threshold | adapt | export | check | import | reembed``: the commands on a gallery's
+"""``oneshot gallery calibrate | threshold | rule | adapt | export | check | import | reembed``: the commands on a gallery's
 decision rules and on the file as a whole (the commands on classes are in :mod:`oneshot.gallery.cli`, which
 lists these after its own)."""
 
@@ -99,6 +99,24 @@ def threshold(gallery: GalleryPath, identify: IdentifyCosine = None, verify: Ver
         g.set_threshold(identify=identify, verify=verify)
         t = g.thresholds()
     typer.echo(f"thresholds: identify {t['identify']}, verify {t['verify']} (manual)")
+
+
+@command(admin)
+def rule(
+    gallery: GalleryPath,
+    name: Annotated[
+        Optional[str],
+        typer.Argument(
+            help="classifier (text galleries) or nearest_template; omit to show the current rule.", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """Show or set how identify answers: the few-shot intent classifier (text) or the nearest template."""
+    with open_gallery(gallery) as g:
+        if name is not None:
+            g.set_identify_rule(name)
+        current = g.identify_rule
+    typer.echo(f"identify rule of {gallery}: {current}")
 
 
 @command(admin)

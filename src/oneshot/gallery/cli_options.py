@@ -38,6 +38,14 @@ IndexKind = Annotated[
         help="Approximate index kind: hnsw (default), hnsw_sq8, ivf_flat, ivf_sq8 (least memory at 1e6 with recall@1 >= 0.99, docs/gallery.md), ivf_pq."
     ),
 ]
+RuleOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--rule",
+        help="How identify answers: classifier (text only: the few-shot intent classifier fitted on the enrolled "
+        "examples, docs/text.md) or nearest_template; default: classifier for text galleries, else nearest_template.",
+    ),
+]
 
 # `enrol`
 ClassFolder = Annotated[Optional[Path], typer.Option(help="Enrol every sub-folder of this folder as a class named after it.")]

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from oneshot.errors import OneshotError
-from oneshot.gallery import adaptation, thresholds, transfer
+from oneshot.gallery import adaptation, identify_rule, thresholds, transfer
 from oneshot.gallery.binding import check_embedder, new_gallery_meta
 from oneshot.gallery.class_store import ClassStore, from_blob
 from oneshot.gallery.enrolment import Prepared, one_vector_each, with_synthetic
@@ -185,10 +185,32 @@ class Gallery(GalleryHandle):
         return idx.search(q, max(1, min(k, idx.live)))
 
     def identify(self, queries: Sequence[Example] | np.ndarray, k: int = 5) -> list[Identification]:
-        """Top-k classes for each query, and "unknown" (``label`` None) when the best is below the threshold."""
+        """Top-k classes for each query, and "unknown" (``label`` None) when the best is below the threshold.
+
+        By the gallery's :attr:`identify_rule`: the nearest template, or (text) the few-shot intent classifier
+        fitted on the stored examples (:mod:`~oneshot.gallery.identify_rule`); either way each score is the
+        query's cosine to the class's template, and the threshold applies to the first candidate's."""
         in_range("k", k, 1)
-        scores, ids = self.search(queries, k)
+        if self.identify_rule != "classifier":
+            scores, ids = self.search(queries, k)
+        else:
+            q, texts = identify_rule.embed_with_texts(self, queries)
+            if self._index().live == 0:
+                raise OneshotError(f"gallery {self.path} is empty: enrol a class first")
+            fit = self.classifier_cache.current(self.store, self.dim)
+            scores, ids = self.search(q, k) if fit.model is None else fit.answer(q, texts, k)
         return identifications(scores, ids, self.store.labels_of(ids.ravel()), self.thresholds()["identify"])
+
+    @property
+    def identify_rule(self) -> str:
+        """How :meth:`identify` answers: ``classifier`` or ``nearest_template`` (stored in the gallery)."""
+        return identify_rule.read_rule(self.store)
+
+    def set_identify_rule(self, rule: str) -> None:
+        """Store the rule :meth:`identify` answers with (``classifier`` needs a text gallery)."""
+        identify_rule.check_rule(rule, self.modality)
+        with self.store.write() as tx:
+            tx.set_meta(identify_rule.RULE_KEY, rule)
 
     def verify(self, query: Example, label: str, *, confirm: bool = False) -> Verification:
         """Accept or reject ``query`` as ``label`` (score >= the verify threshold).
@@ -261,6 +283,7 @@ class Gallery(GalleryHandle):
             "threshold": meta.get("threshold"),
             "calibration": meta.get("calibration"),
             "index": {"kind": idx.kind, **self.settings.to_dict()},
+            "identify_rule": self.identify_rule,
             "generation": self.index_cache.generation,
             "created": meta.get("created"),
         }

@@ -19,6 +19,7 @@ from oneshot.errors import OneshotError, OneshotWarning, os_reason
 from oneshot.gallery.binding import load_recorded, new_gallery_id, read_meta
 from oneshot.gallery.class_store import ClassStore
 from oneshot.gallery.enrolment import Prepared, prepare, write_enrolments
+from oneshot.gallery.identify_rule import ClassifierCache
 from oneshot.gallery.index import TemplateIndex, index_class
 from oneshot.gallery.index_cache import IndexCache
 from oneshot.gallery.index_settings import IndexSettings
@@ -46,6 +47,8 @@ class GalleryHandle:
             index_class(self.fingerprint),
             meta.get("gallery_id"),
         )
+        #: The text classifier rule's fit, keyed by the gallery's state (:mod:`~oneshot.gallery.identify_rule`).
+        self.classifier_cache = ClassifierCache()
 
     @property
     def modality(self) -> str:

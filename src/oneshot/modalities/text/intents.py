@@ -10,7 +10,8 @@ so the benchmark, ``oneshot evaluate --domain text`` and the tests share one def
 - **Description as a prior**: the description counts as ``prior_weight`` examples in the class mean (default 1:
   the description is one more example, which is also what ``oneshot gallery enrol --description`` stores), so
   each real example pulls the template further from the description: with n examples its weight is 1/(n+1).
-- **Out of scope** (Larson et al. 2019): a query whose best cosine is below a threshold is rejected;
+- **Out of scope** (Larson et al. 2019): a query whose in-scope score (the best cosine, or the few-shot
+  classifier's ``mean_distance``: :mod:`oneshot.modalities.text.classifier`) is below a threshold is rejected;
   :func:`calibrate_oos_threshold` picks that threshold on validation data only.
 """
 
@@ -39,6 +40,23 @@ def class_templates(
     if prior is not None:
         sums += prior_weight * unit(prior)
     return unit(sums)
+
+
+def class_means(
+    vectors: np.ndarray, labels: np.ndarray, n_classes: int, prior: np.ndarray | None = None, prior_weight: float = 1.0
+) -> np.ndarray:
+    """Class means (C, D), *not* renormalised: the weighted mean of each class's unit embeddings (N, D) and its
+    unit description (``prior`` (C, D), zero row: none) counted ``prior_weight`` times. Their direction is the
+    template's (:func:`class_templates`); their length shrinks with the spread of the class (1 when every
+    example is the same). A class with neither example nor description gets a zero row."""
+    d = vectors.shape[1]
+    sums = np.zeros((n_classes, d), np.float64)
+    np.add.at(sums, labels, unit(vectors))
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    if prior is not None:
+        sums += prior_weight * unit(prior)
+        counts += prior_weight * (np.linalg.norm(prior, axis=1) > 0)
+    return (sums / np.maximum(counts, 1e-12)[:, None]).astype(np.float32)
 
 
 def nearest(queries: np.ndarray, templates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
