@@ -66,10 +66,12 @@ def run_defects(
     prep: Preprocessing = ck.preprocessing
     test = neu_split("test", prep, data_dir)
     rows: dict[str, Any] = {"self_supervised": score(ck.method, test, episodes)}
-    validation = choose_logistic_c(checkpoint, data_dir)
-    lr = load_checkpoint(checkpoint, method_options={"test_time": "logistic", "logistic_c": validation["chosen_c"]})
-    rows["self_supervised_logistic"] = score(lr.method, test, episodes)
-    rows["self_supervised_logistic"]["logistic_c"] = validation["chosen_c"]
+    validation = None
+    if ck.metadata["method"] == "simclr":  # the method with the support-fitted logistic rule
+        validation = choose_logistic_c(checkpoint, data_dir)
+        lr = load_checkpoint(checkpoint, method_options={"test_time": "logistic", "logistic_c": validation["chosen_c"]})
+        rows["self_supervised_logistic"] = score(lr.method, test, episodes)
+        rows["self_supervised_logistic"]["logistic_c"] = validation["chosen_c"]
     torch.manual_seed(0)
     rand = build_method(
         ck.metadata["method"],
@@ -87,5 +89,5 @@ def run_defects(
         "test_images": len(test),
         "pool_images": 1200,
         "methods": rows,
-        "logistic_rule_validation": validation,
+        **({"logistic_rule_validation": validation} if validation else {}),
     }
