@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from oneshot.data.omniglot import load_lake_runs, load_omniglot
 from oneshot.encoders import build_encoder, embedding_dim
 from oneshot.errors import OneshotError
 from oneshot.evaluation import EvalResult, LakeRunsResult, evaluate, evaluate_lake_runs, split_embeddings
+from oneshot.inference import InferenceOptions, check_members, ensemble_embeddings, episode_rule, lake_check
 from oneshot.methods import METHODS, build_method
 from oneshot.runtime import select_device
 from oneshot.training import TrainConfig, TrainProgress, TrainResult, train
@@ -182,6 +183,8 @@ class CheckpointEvaluation:
     verification: VerificationResult | None = None
     curves: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    ensemble: list[str] = field(default_factory=list)
+    inference: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document benchmarks store and ``oneshot evaluate --json`` prints."""
@@ -194,6 +197,10 @@ class CheckpointEvaluation:
             "part": self.part,
             "results": [r.summary() for r in self.results],
         }
+        if self.ensemble:
+            out["ensemble"] = self.ensemble
+        if self.inference:
+            out["inference"] = self.inference
         if self.lake_runs is not None:
             out["lake_runs"] = self.lake_runs.summary()
         if self.verification is not None:
@@ -222,6 +229,8 @@ def evaluate_checkpoint(
     det_png: str | Path | None = None,
     folder: str | Path | None = None,
     preprocessing: dict[str, Any] | None = None,
+    ensemble: Sequence[str | Path] = (),
+    inference: InferenceOptions | None = None,
 ) -> CheckpointEvaluation:
     """Evaluate a checkpoint on N-way K-shot episodes of a split part (and optionally Lake's runs).
 
@@ -235,9 +244,23 @@ def evaluate_checkpoint(
     ``verification`` adds same/different-pair metrics (AUC, EER, TAR at FAR 1e-2 and 1e-3) over
     ``verification_pairs`` seeded pairs of the same split part under ``verification``, and draws the ROC and
     DET curves to ``roc_png`` / ``det_png`` when given.
+
+    ``ensemble`` adds checkpoints (trained on the same split) whose normalised embeddings are concatenated with
+    the first's; ``inference`` sets shift TTA and the transductive rule (:mod:`oneshot.inference`). Both are
+    recorded in the result; left out, evaluation is the method's own path.
     """
     dev = select_device(device)
     ck = load_checkpoint(checkpoint, device=dev, method_options=method_options)
+    inference = inference or InferenceOptions()
+    members = [ck] + [load_checkpoint(p, device=dev) for p in ensemble]
+    check_members([m.method for m in members], [m.metadata for m in members], inference)
+    plain = inference.default and not ensemble
+    if not plain and verification:
+        raise OneshotError(
+            "--verification is measured with the method's own embeddings: drop --tta, --transductive and extra --checkpoint"
+        )
+    if lake_runs:
+        lake_check([m.metadata for m in members], plain)
     prep = ck.preprocessing
     data_meta = ck.metadata.get("data", {})
     dataset = data_meta.get("dataset", "omniglot")
@@ -264,7 +287,9 @@ def evaluate_checkpoint(
 
         warnings.warn(msg, InputWarning, stacklevel=2)
     t0 = time.perf_counter()
-    z = split_embeddings(ck.method, data.images, dev)
+    embed = None if plain else lambda x: ensemble_embeddings([m.method for m in members], x, dev, inference.tta)
+    rule = None if plain else episode_rule(ck.method, len(members), inference)
+    z = split_embeddings(ck.method, data.images, dev) if embed is None else embed(data.images) if shapes else None
     res = CheckpointEvaluation(
         str(checkpoint),
         ck.metadata["method"],
@@ -273,12 +298,15 @@ def evaluate_checkpoint(
         split,
         part,
         [
-            evaluate(ck.method, data, ways, shots, queries, episodes, seed, dev, embeddings=z, progress=progress)
+            evaluate(ck.method, data, ways, shots, queries, episodes, seed, dev, embeddings=z, progress=progress, rule=rule)
             for ways, shots in shapes
         ],
     )
+    if not plain:
+        res.ensemble = [str(checkpoint), *map(str, ensemble)] if ensemble else []
+        res.inference = inference.summary()
     if lake_runs:
-        res.lake_runs = evaluate_lake_runs(ck.method, load_lake_runs(prep.size, data_dir), dev)
+        res.lake_runs = evaluate_lake_runs(ck.method, load_lake_runs(prep.size, data_dir), dev, embed, rule)
     if verification or roc_png or det_png:
         from oneshot.verification import evaluate_verification, plot_det, plot_roc
 
