@@ -57,8 +57,10 @@ def run_defects(
     episodes: int = 1000,
     omniglot_checkpoint: str | Path | None = None,
     data_dir: str | Path | None = None,
+    validation_episodes: int = 300,
 ) -> dict[str, Any]:
-    """Every row of the NEU table for one self-supervised checkpoint."""
+    """Every row of the NEU table for one self-supervised checkpoint (``validation_episodes``: those that choose
+    the logistic rule's C)."""
     from oneshot.checkpoint import load_checkpoint
     from oneshot.protocols.baselines import raw_pixels
 
@@ -68,7 +70,7 @@ def run_defects(
     rows: dict[str, Any] = {"self_supervised": score(ck.method, test, episodes)}
     validation = None
     if ck.metadata["method"] == "simclr":  # the method with the support-fitted logistic rule
-        validation = choose_logistic_c(checkpoint, data_dir)
+        validation = choose_logistic_c(checkpoint, data_dir, validation_episodes)
         lr = load_checkpoint(checkpoint, method_options={"test_time": "logistic", "logistic_c": validation["chosen_c"]})
         rows["self_supervised_logistic"] = score(lr.method, test, episodes)
         rows["self_supervised_logistic"]["logistic_c"] = validation["chosen_c"]
