@@ -8,7 +8,8 @@ published figures and the points each shape is short of them), ``throughput`` (`
 for the whole-encoder row ``text_clinc150_body.json``, for the classifier rows ``text_clinc150_classifier.json`` and ``text_clinc150_oos.json``),
 ``molecules_*`` (``molecules_*.json``), ``serve_load`` (``serve_load.json``), ``faces``, ``defects`` and
 ``generative`` (``faces_att.json``, ``defects_neu.json``, ``generative_augmentation.json``), ``gallery_memory`` (``gallery_memory.json``) and
-``gallery_levers`` (``gallery_open_set_levers*.json``).
+``gallery_levers`` (``gallery_open_set_levers*.json``), ``inference`` (``omniglot_inference.json`` and its
+validation choices ``omniglot_inference_val.json``).
 
 Usage: python benchmarks/make_tables.py [--check]   (``--check`` exits 1 when the README is out of date)
 """
@@ -656,6 +657,8 @@ def defects_table() -> str:
     t = r["training"]
     names = {
         "self_supervised": f"SimCLR on the unlabelled pool, {t['encoder']} ({t['minutes']:g} CPU min, {t['episodes']} steps)",
+        "self_supervised_logistic": "same SimCLR encoder, logistic regression fitted on the support "
+        f"(C={r['methods'].get('self_supervised_logistic', {}).get('logistic_c', 0):g}, chosen on validation)",
         "random_weights": "same encoder, random weights",
         "raw_pixels": "raw pixels, nearest prototype",
         "omniglot_encoder": "Omniglot ProtoNet (Conv-4, its own 28x28 inverted preprocessing)",
@@ -663,7 +666,7 @@ def defects_table() -> str:
     lines = [
         f"Episodes drawn only from the {r['test_images']} test images; the {r['pool_images']}-image pretraining pool "
         f"(labels never read) and the 200 validation images that chose the checkpoint are disjoint from them. "
-        f"Input 32x32 grey; 15 queries per class, {r['episodes']} seeded episodes; CPU minutes are wall-clock on 2 "
+        f"Input {r['preprocessing']['size']}x{r['preprocessing']['size']} grey; 15 queries per class, {r['episodes']} seeded episodes; CPU minutes are wall-clock on 2 "
         f"contended cores. {r['date'][:10]}, commit {r['commit'][:10]}.",
         "",
         "| method | 6-way 1-shot % | 6-way 5-shot % |",
@@ -793,11 +796,74 @@ def reliability_table() -> str:
     return "\n".join(lines)
 
 
+def _shape_cells(results: list[dict]) -> list[str]:
+    acc = {(x["ways"], x["shots"]): x for x in results}
+    return [f"{100 * acc[s]['accuracy']:.2f} ± {100 * acc[s]['ci95']:.2f}" if s in acc else "-" for s in SHAPES]
+
+
+def inference_table() -> str:
+    """``omniglot_inference.json`` (test, chosen on ``omniglot_inference_val.json``) beside the plain ProtoNet."""
+    r, val, plain = load("omniglot_inference"), load("omniglot_inference_val"), load("protonet_conv4_vinyals")
+    if r is None or val is None or plain is None:
+        return "_no results yet: python benchmarks/omniglot_inference.py select; ... test_"
+    rows = {(x["split"], x["row"]): x for x in r["rows"]}
+
+    def val20(split: str, kind: str) -> str:
+        v = val[split]
+        if kind == "transductive":
+            c = v["transductive_choice"]
+            hit = [g for g in v["transductive"] if (g["steps"], g["temperature"]) == (c["steps"], c["temperature"])]
+        elif kind == "inductive":
+            c = v["inductive_choice"]
+            hit = [g for g in v["inductive"] if (g["members"], g["tta"]) == (c["members"], c["tta"])]
+        else:
+            hit = [g for g in v["inductive"] if len(g["members"]) == 1 and g["tta"] == "none"]
+        return f"{100 * hit[0]['20w1s']['accuracy']:.2f}" if hit else "-"
+
+    def how(x: dict | None) -> str:
+        if x is None:
+            return "-"
+        inf = x.get("inference", {})
+        names = ", ".join(Path(p).stem for p in x["members"])
+        extra = f", soft k-means {inf['steps']} steps, T {inf['temperature']:g}" if inf.get("transductive") else ""
+        return f"{names}; TTA {inf.get('tta', 'none')}{extra}"
+
+    lines = [
+        "| row | Vinyals: checkpoints, options | 5w1s | 5w5s | 20w1s | 20w5s | val 20w1s | Lake: checkpoints, options | Lake 20 runs | Lake-split val 20w1s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    lp = rows.get(("lake", "plain"))
+    lines.append(
+        "| plain ProtoNet (inductive) | protonet_conv4_vinyals | "
+        + " | ".join(_shape_cells(plain["evaluation"]["results"]))
+        + f" | {val20('vinyals', 'plain')} | {how(lp)} | "
+        + (f"{100 * lp['lake_runs']['accuracy']:.2f}" if lp else "-")
+        + f" | {val20('lake', 'plain')} |"
+    )
+    for kind in ("inductive", "transductive"):
+        v, lk = rows.get(("vinyals", kind)), rows.get(("lake", kind))
+        cells = _shape_cells(v["results"]) if v else ["-"] * 4
+        lake = f"{100 * lk['lake_runs']['accuracy']:.2f}" if lk else "-"
+        lines.append(
+            f"| {kind} options | {how(v)} | "
+            + " | ".join(cells)
+            + f" | {val20('vinyals', kind)} | {how(lk)} | {lake} | {val20('lake', kind)} |"
+        )
+    lines.append("| issue 16 goal (inductive) | | 99.6 | - | 97.6 | 99.1 | | | 96.7 | |")
+    lines.append("")
+    lines.append(
+        f"`{r['command']}` at {r['commit'][:12]}, {r['date']}, {r['machine'].get('cpu', '')}; choices by `{val['command']}` "
+        f"at {val['commit'][:12]} (validation only, 1000 episodes). Reproduce a row with the `cli` command in its results row."
+    )
+    return "\n".join(lines)
+
+
 TABLES = {
     "faces": faces_table,
     "defects": defects_table,
     "generative": generative_table,
     "methods": methods_table,
+    "inference": inference_table,
     "throughput": throughput_table,
     "meta_cost": meta_cost_table,
     "gallery_open_set": gallery_open_set_table,

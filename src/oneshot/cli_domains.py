@@ -82,18 +82,25 @@ def evaluate_text_command(
 
 
 def predict_text_command(
-    support: Path, texts: list[str], files: list[Path], encoder: str, as_json: bool, nearest_template: bool = False
+    support: Path,
+    texts: list[str],
+    files: list[Path],
+    encoder: str,
+    as_json: bool,
+    nearest_template: bool = False,
+    score: str = "template_cosine",
 ) -> None:
     """``oneshot predict`` with texts: each query (a ``--text``, or a file holding one query) to its class by the
     few-shot intent classifier (or, with ``nearest_template``, the nearest template)."""
     from oneshot.modalities.text.commands import predict_text
     from oneshot.modalities.text.files import read_lines
 
-    classes, preds = predict_text(support, texts + [" ".join(read_lines(f)) for f in files], encoder, nearest_template)
+    queries = texts + [" ".join(read_lines(f)) for f in files]
+    classes, preds = predict_text(support, queries, encoder, nearest_template, score)
     if as_json:
         return echo_json({"encoder": encoder, "classes": classes, "predictions": preds})
     rows = [(p["query"], p["class"], f"{p['score']:.3f}", f"{p['probability']:.3f}") for p in preds]
-    print_table(f"{len(preds)} queries, {len(classes)} classes", ("query", "class", "score", "probability"), rows)
+    print_table(f"{len(preds)} queries, {len(classes)} classes", ("query", "class", f"score ({score})", "probability"), rows)
 
 
 def predict_molecules_command(checkpoint: Path, support: Path, smiles: list[str], files: list[Path]) -> dict[str, Any]:

@@ -46,6 +46,14 @@ def predict(
             help="Text: the nearest template instead of the few-shot intent classifier (templates + lexical view, docs/text.md).",
         ),
     ] = False,
+    score: Annotated[
+        str,
+        typer.Option(
+            "--score",
+            help="Text: the score reported, template_cosine (to the predicted class's template) or mean_distance "
+            "(minus the squared distance to the nearest class mean, in [-4, 0]; the better out-of-scope score, docs/text.md).",
+        ),
+    ] = "template_cosine",
 ) -> None:
     """Classify query images (or molecules; or texts: --text with a CSV support) given one example per class, with no retraining."""
     from oneshot.checkpoint import load_checkpoint
@@ -59,7 +67,7 @@ def predict(
     path = resolve_checkpoint(checkpoint)
     is_molecule = path.is_file() and checkpoint_modality(path) == "molecule"
     if not is_molecule and (text or is_table(support)):
-        return predict_text_command(support, list(text or []), list(query or []), encoder, as_json, nearest_template)
+        return predict_text_command(support, list(text or []), list(query or []), encoder, as_json, nearest_template, score)
     if is_molecule:
         res = predict_molecules_command(path, support, list(smiles or []), list(query or []))
         preds, classes = res["predictions"], res["classes"]

@@ -99,6 +99,7 @@ def evaluate(
     embeddings: torch.Tensor | None = None,
     progress: Callable[[int], None] | None = None,
     episode_batch: int | None = None,
+    rule: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None,
 ) -> EvalResult:
     """Mean accuracy and 95% CI of ``method`` over ``episodes`` seeded N-way K-shot episodes of ``data``.
 
@@ -107,6 +108,8 @@ def evaluate(
         progress: optional callable ``advance(n)`` for a progress bar.
         episode_batch: episodes adapted at once by methods with ``classify_tasks`` (1: one at a time);
             default ``EPISODE_BATCH`` on CUDA, 1 on CPU.
+        rule: scores an episode from ``embeddings`` (support (S, D), labels (S,), query (Q, D), ways -> logits
+            (Q, N)); default the method's ``classify_embeddings`` (:mod:`oneshot.inference` gives the others).
     """
     device = torch.device(device)
     if device.type == "cpu":
@@ -121,11 +124,12 @@ def evaluate(
     if classify_tasks is not None and batch > 1:
         batch = max(1, min(batch, IMAGE_BATCH // (ways * shots)))
         return _evaluate_in_batches(classify_tasks, batch, data, sampler, ways, shots, queries, seed, device, precision, progress)
+    classify_embeddings = rule or method.classify_embeddings
     accs = np.empty(episodes)
     for e, ep in enumerate(sampler):
         if z is not None:
             s, q = z[torch.from_numpy(ep.support).to(device)], z[torch.from_numpy(ep.query).to(device)]
-            logits = method.classify_embeddings(s, support_labels, q, ways)
+            logits = classify_embeddings(s, support_labels, q, ways)
         else:
             s, q = to_layout(data.gather(ep.support, device), True), to_layout(data.gather(ep.query, device), True)
             with autocast(device, precision):
@@ -183,19 +187,31 @@ class LakeRunsResult:
 
 
 @torch.no_grad()
-def evaluate_lake_runs(method: Method, runs: list[LakeRun], device: torch.device | str = "cpu") -> LakeRunsResult:
+def evaluate_lake_runs(
+    method: Method,
+    runs: list[LakeRun],
+    device: torch.device | str = "cpu",
+    embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    rule: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None,
+) -> LakeRunsResult:
     """Lake et al.'s 20 within-alphabet 20-way 1-shot runs, scored as in the original benchmark.
 
     Each of the 20 test drawings of a run is assigned to one of the run's 20 training drawings; a run's
-    error rate is the fraction assigned wrongly, and the score is the mean over the 20 runs.
+    error rate is the fraction assigned wrongly, and the score is the mean over the 20 runs. With ``embed``
+    (uint8 images (N, C, H, W) -> (N, D)) a run is scored from embeddings by ``rule`` (default the method's
+    ``classify_embeddings``), as :func:`evaluate` does; without, by ``method.classify``.
     """
     device = torch.device(device)
     method.eval()
     errors = []
     for run in runs:
-        s = run.support.to(device).float().div_(255.0)
-        q = run.queries.to(device).float().div_(255.0)
-        logits = method.classify(s, torch.arange(s.shape[0], device=device), q, s.shape[0])
+        labels = torch.arange(run.support.shape[0], device=device)
+        if embed is not None:
+            logits = (rule or method.classify_embeddings)(embed(run.support), labels, embed(run.queries), len(labels))
+        else:
+            s = run.support.to(device).float().div_(255.0)
+            q = run.queries.to(device).float().div_(255.0)
+            logits = method.classify(s, labels, q, len(labels))
         errors.append(float((logits.argmax(1).cpu() != run.targets).float().mean()))
     acc, ci = mean_ci95([1 - e for e in errors])
     return LakeRunsResult(acc, ci, len(runs), errors)

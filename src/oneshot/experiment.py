@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from oneshot.data.omniglot import load_lake_runs, load_omniglot
 from oneshot.encoders import build_encoder, embedding_dim
 from oneshot.errors import OneshotError
 from oneshot.evaluation import EvalResult, LakeRunsResult, evaluate, evaluate_lake_runs, split_embeddings
+from oneshot.inference import InferenceOptions, check_members, ensemble_embeddings, episode_rule, lake_check
 from oneshot.methods import METHODS, build_method
 from oneshot.runtime import select_device
 from oneshot.training import TrainConfig, TrainProgress, TrainResult, train
@@ -103,8 +104,13 @@ def train_model(
     resume: bool = False,
     preprocessing: Preprocessing | None = None,
     on_progress: Callable[[TrainProgress], None] | None = None,
+    init: str | Path | None = None,
 ) -> TrainResult:
-    """Load the train and val parts, build ``method`` on ``encoder``, and run the training loop."""
+    """Load the train and val parts, build ``method`` on ``encoder``, and run the training loop.
+
+    ``init``: start from this checkpoint's weights (same method, encoder and options; a fresh optimiser), e.g. to
+    continue a run whose resume state is gone; its path, checksum and training are recorded as ``init_from``.
+    """
     from oneshot.data.images import stats_envelope
 
     prep = dataset_preprocessing(dataset, size, preprocessing)
@@ -123,18 +129,37 @@ def train_model(
     if method == "simclr":
         data_options["feature_dim"] = embedding_dim(enc, (prep.channels, prep.size, prep.size))
     model = build_method(method, enc, **{**data_options, **(method_options or {})})
+    training: dict[str, Any] = {"command": command}
+    if init is not None:
+        training["init_from"] = _warm_start(model, init, method, enc_opts)
     metadata = {
         "encoder": encoder,
         "encoder_options": enc_opts,
         "preprocessing": prep.to_dict(),
         "embedding_dim": embedding_dim(enc, (prep.channels, prep.size, prep.size)),
         "data": {"dataset": dataset, "split": split, "train_part": train_part, "val_part": val_part},
-        "training": {"command": command},
+        "training": training,
         "seed": config.seed,
     }
     if dataset != "omniglot":  # Omniglot checkpoints keep their metadata as before (checkpoint_envelope knows it)
         metadata["input_envelope"] = stats_envelope(train_data.images.numpy())
     return train(model, train_data, val_data, config, out, metadata, resume=resume, on_progress=on_progress)
+
+
+def _warm_start(model: torch.nn.Module, init: str | Path, method: str, enc_opts: dict[str, Any]) -> dict[str, Any]:
+    """Load ``init``'s weights into ``model`` (refusing another method or encoder options); what it was."""
+    ck = load_checkpoint(init, expect_method=method)
+    if ck.metadata["encoder_options"] != enc_opts:
+        raise OneshotError(f"{init} has encoder options {ck.metadata['encoder_options']}, this run {enc_opts}")
+    model.load_state_dict(ck.method.state_dict())
+    t = ck.metadata.get("training", {})
+    return {
+        "checkpoint": str(init),
+        "tensors_sha256": ck.metadata.get("tensors_sha256"),
+        "minutes": (t.get("config") or {}).get("max_minutes"),
+        "episodes": t.get("episodes_trained"),
+        "command": t.get("command"),
+    }
 
 
 @dataclass
@@ -158,6 +183,8 @@ class CheckpointEvaluation:
     verification: VerificationResult | None = None
     curves: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    ensemble: list[str] = field(default_factory=list)
+    inference: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document benchmarks store and ``oneshot evaluate --json`` prints."""
@@ -170,6 +197,10 @@ class CheckpointEvaluation:
             "part": self.part,
             "results": [r.summary() for r in self.results],
         }
+        if self.ensemble:
+            out["ensemble"] = self.ensemble
+        if self.inference:
+            out["inference"] = self.inference
         if self.lake_runs is not None:
             out["lake_runs"] = self.lake_runs.summary()
         if self.verification is not None:
@@ -198,6 +229,8 @@ def evaluate_checkpoint(
     det_png: str | Path | None = None,
     folder: str | Path | None = None,
     preprocessing: dict[str, Any] | None = None,
+    ensemble: Sequence[str | Path] = (),
+    inference: InferenceOptions | None = None,
 ) -> CheckpointEvaluation:
     """Evaluate a checkpoint on N-way K-shot episodes of a split part (and optionally Lake's runs).
 
@@ -211,9 +244,23 @@ def evaluate_checkpoint(
     ``verification`` adds same/different-pair metrics (AUC, EER, TAR at FAR 1e-2 and 1e-3) over
     ``verification_pairs`` seeded pairs of the same split part under ``verification``, and draws the ROC and
     DET curves to ``roc_png`` / ``det_png`` when given.
+
+    ``ensemble`` adds checkpoints (trained on the same split) whose normalised embeddings are concatenated with
+    the first's; ``inference`` sets shift TTA and the transductive rule (:mod:`oneshot.inference`). Both are
+    recorded in the result; left out, evaluation is the method's own path.
     """
     dev = select_device(device)
     ck = load_checkpoint(checkpoint, device=dev, method_options=method_options)
+    inference = inference or InferenceOptions()
+    members = [ck] + [load_checkpoint(p, device=dev) for p in ensemble]
+    check_members([m.method for m in members], [m.metadata for m in members], inference)
+    plain = inference.default and not ensemble
+    if not plain and verification:
+        raise OneshotError(
+            "--verification is measured with the method's own embeddings: drop --tta, --transductive and extra --checkpoint"
+        )
+    if lake_runs:
+        lake_check([m.metadata for m in members], plain)
     prep = ck.preprocessing
     data_meta = ck.metadata.get("data", {})
     dataset = data_meta.get("dataset", "omniglot")
@@ -240,7 +287,9 @@ def evaluate_checkpoint(
 
         warnings.warn(msg, InputWarning, stacklevel=2)
     t0 = time.perf_counter()
-    z = split_embeddings(ck.method, data.images, dev)
+    embed = None if plain else lambda x: ensemble_embeddings([m.method for m in members], x, dev, inference.tta)
+    rule = None if plain else episode_rule(ck.method, len(members), inference)
+    z = split_embeddings(ck.method, data.images, dev) if embed is None else embed(data.images) if shapes else None
     res = CheckpointEvaluation(
         str(checkpoint),
         ck.metadata["method"],
@@ -249,12 +298,15 @@ def evaluate_checkpoint(
         split,
         part,
         [
-            evaluate(ck.method, data, ways, shots, queries, episodes, seed, dev, embeddings=z, progress=progress)
+            evaluate(ck.method, data, ways, shots, queries, episodes, seed, dev, embeddings=z, progress=progress, rule=rule)
             for ways, shots in shapes
         ],
     )
+    if not plain:
+        res.ensemble = [str(checkpoint), *map(str, ensemble)] if ensemble else []
+        res.inference = inference.summary()
     if lake_runs:
-        res.lake_runs = evaluate_lake_runs(ck.method, load_lake_runs(prep.size, data_dir), dev)
+        res.lake_runs = evaluate_lake_runs(ck.method, load_lake_runs(prep.size, data_dir), dev, embed, rule)
     if verification or roc_png or det_png:
         from oneshot.verification import evaluate_verification, plot_det, plot_roc
 

@@ -33,6 +33,7 @@ from oneshot.gallery.cli_options import (
     NewEncoder,
     RuleOpt,
     SaltsOpt,
+    ScoreOpt,
     SmilesColumn,
     SmilesOpt,
     StoreMode,
@@ -83,6 +84,7 @@ def create(
     approx_above: ApproxAbove = None,
     index: IndexKind = None,
     rule: RuleOpt = None,
+    score: ScoreOpt = None,
     as_json: Json = False,
 ) -> None:
     """Create an empty gallery bound to an encoder checkpoint."""
@@ -94,6 +96,8 @@ def create(
         with Gallery.open(gallery, encoder=encoder, store=store, approx_above=approx_above, approx_kind=index) as g:
             if rule is not None:
                 g.set_identify_rule(rule)
+            if score is not None:
+                g.set_rejection_score(score)
             info = g.info()
     except BaseException:
         for leftover in (gallery, Path(f"{gallery}.faiss"), Path(f"{gallery}-wal"), Path(f"{gallery}-shm")):
@@ -104,7 +108,7 @@ def create(
     else:
         typer.echo(
             f"created {gallery}: encoder {info['encoder']} ({info['dim']}-d embeddings), stores {store}, "
-            f"identify rule {info['identify_rule']}"
+            f"identify rule {info['identify_rule']}, rejection score {info['rejection_score']}"
         )
 
 
@@ -195,7 +199,8 @@ def identify(
     as_json: Json = False,
 ) -> None:
     """Top-k classes for each query, or "unknown" when the best score is below the gallery's threshold (by the
-    gallery's identify rule, `oneshot gallery rule`; scores are cosines to the classes' templates)."""
+    gallery's identify rule, `oneshot gallery rule`; scores are cosines to the classes' templates, or for a text
+    gallery rejecting on mean_distance, `oneshot gallery score`, minus squared distances to the class means)."""
     check_range("k", k, 1)
     items: list = list(queries or [])
     if text:
@@ -217,7 +222,8 @@ def identify(
         return
     th = res[0].threshold if res else None
     table = Table(title=f"identify (threshold {th:.3f})" if th is not None else "identify (no threshold: run calibrate)")
-    for col in ("query", "class", "score", "candidates"):
+    kind = res[0].score_kind if res else None
+    for col in ("query", "class", f"score ({kind})" if kind else "score", "candidates"):
         table.add_column(col)
     for r in rows:
         cands = ", ".join(f"{c['label']} {c['score']:.3f}" for c in r["candidates"])
@@ -286,7 +292,7 @@ def list_classes(gallery: GalleryPath, as_json: Json = False) -> None:
             c.label, str(c.n_examples), f"rate {c.adapt_rate:g}, {c.adaptations} updates" if c.adapt_rate else "off", c.updated
         )
     Console().print(table)
-    typer.echo(f"identify rule: {info['identify_rule']}")
+    typer.echo(f"identify rule: {info['identify_rule']}, rejection score: {info['rejection_score']}")
     th, cal = info["threshold"], info["calibration"]
     if th:
         typer.echo(f"thresholds: identify {th['identify']}, verify {th['verify']} ({th['source']})")

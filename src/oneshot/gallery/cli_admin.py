@@ -1,4 +1,4 @@
-"""``oneshot gallery calibrate | threshold | rule | adapt | export | check | import | reembed``: the commands on a gallery's
+"""``oneshot gallery calibrate | threshold | rule | score | adapt | export | check | import | reembed``: the commands on a gallery's
 decision rules and on the file as a whole (the commands on classes are in :mod:`oneshot.gallery.cli`, which
 lists these after its own)."""
 
@@ -11,7 +11,15 @@ import typer
 
 from oneshot.cli_common import Json, check_range, command, echo_json
 from oneshot.errors import OneshotError
-from oneshot.gallery.cli_options import ENCODER_HELP, EncoderOpt, GalleryPath, IdentifyCosine, VerifyCosine, open_gallery
+from oneshot.gallery.cli_options import (
+    ENCODER_HELP,
+    SCORE_HELP,
+    EncoderOpt,
+    GalleryPath,
+    IdentifyCosine,
+    VerifyCosine,
+    open_gallery,
+)
 
 #: The commands of this module; :mod:`oneshot.gallery.cli` adds them to ``oneshot gallery``.
 admin = typer.Typer()
@@ -83,6 +91,7 @@ def calibrate(
         f"  identify threshold {rec['identify_threshold']:.4f} ({rec['identify_method']}): measured FAR {m['identify_far']:.2e}, "
         f"TAR {m['identify_tar']:.4f}, closed-set accuracy {m['closed_set_accuracy']:.4f}"
     )
+    typer.echo(f"  (the identify threshold is on {rec.get('identify_score', 'template_cosine')})")
     typer.echo(f"  verify threshold {rec['verify_threshold']:.4f}: measured FAR {m['verify_far']:.2e}, TAR {m['verify_tar']:.4f}")
     for n in rec["notes"]:
         typer.echo(f"  note: {n}")
@@ -91,14 +100,13 @@ def calibrate(
 @command(admin)
 def threshold(gallery: GalleryPath, identify: IdentifyCosine = None, verify: VerifyCosine = None) -> None:
     """Set thresholds by hand (recorded as manual); prefer `calibrate`."""
-    check_range("identify", identify, -1, 1)
     check_range("verify", verify, -1, 1)
     if identify is None and verify is None:
         raise OneshotError("give --identify and/or --verify")
-    with open_gallery(gallery) as g:
+    with open_gallery(gallery) as g:  # the identify threshold's range is its score's: the gallery checks it
         g.set_threshold(identify=identify, verify=verify)
-        t = g.thresholds()
-    typer.echo(f"thresholds: identify {t['identify']}, verify {t['verify']} (manual)")
+        t, score = g.thresholds(), g.rejection_score
+    typer.echo(f"thresholds: identify {t['identify']} ({score}), verify {t['verify']} (manual)")
 
 
 @command(admin)
@@ -117,6 +125,28 @@ def rule(
             g.set_identify_rule(name)
         current = g.identify_rule
     typer.echo(f"identify rule of {gallery}: {current}")
+
+
+@command(admin)
+def score(
+    gallery: GalleryPath,
+    name: Annotated[
+        Optional[str],
+        typer.Argument(help=f"{SCORE_HELP}; omit to show the current score.", show_default=False),
+    ] = None,
+) -> None:
+    """Show or set the score identify's threshold is compared with; switching clears a threshold set on the other."""
+    import warnings
+
+    with open_gallery(gallery) as g:
+        if name is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                said = g.set_rejection_score(name)
+            if said:
+                typer.echo(f"warning: {said}", err=True)
+        current = g.rejection_score
+    typer.echo(f"rejection score of {gallery}: {current}")
 
 
 @command(admin)

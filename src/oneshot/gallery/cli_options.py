@@ -46,6 +46,11 @@ RuleOpt = Annotated[
         "examples, docs/text.md) or nearest_template; default: classifier for text galleries, else nearest_template.",
     ),
 ]
+SCORE_HELP = (
+    "What the identify threshold is compared with: template_cosine (the cosine to the first candidate's template) "
+    "or mean_distance (text only: minus the squared distance to the nearest class mean, in [-4, 0], docs/text.md)"
+)
+ScoreOpt = Annotated[Optional[str], typer.Option("--score", help=f"{SCORE_HELP}; default: template_cosine.")]
 
 # `enrol`
 ClassFolder = Annotated[Optional[Path], typer.Option(help="Enrol every sub-folder of this folder as a class named after it.")]
@@ -68,7 +73,10 @@ Augment = Annotated[
 ]
 
 # `threshold`
-IdentifyCosine = Annotated[Optional[float], typer.Option(help="Identify threshold (cosine).")]
+IdentifyCosine = Annotated[
+    Optional[float],
+    typer.Option(help="Identify threshold, on the gallery's rejection score (cosine, or mean_distance in [-4, 0])."),
+]
 VerifyCosine = Annotated[Optional[float], typer.Option(help="Verify threshold (cosine).")]
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from oneshot.errors import OneshotError
-from oneshot.gallery import adaptation, identify_rule, thresholds, transfer
+from oneshot.gallery import adaptation, identify_rule, rejection, thresholds, transfer
 from oneshot.gallery.binding import check_embedder, new_gallery_meta
 from oneshot.gallery.class_store import ClassStore, from_blob
 from oneshot.gallery.enrolment import Prepared, one_vector_each, with_synthetic
@@ -37,7 +37,7 @@ from oneshot.gallery.handle import GalleryHandle
 from oneshot.gallery.index import index_class, pair_similarity
 from oneshot.gallery.index_settings import change_settings, check_index_settings
 from oneshot.gallery.quality import reports_before
-from oneshot.gallery.results import ClassInfo, EnrolReport, Identification, Verification, identifications
+from oneshot.gallery.results import ClassInfo, EnrolReport, Identification, Verification
 from oneshot.modalities import Embedder, Example, check_vectors, fingerprint_id, load_embedder
 from oneshot.provenance import now_iso
 from oneshot.ranges import in_range
@@ -173,8 +173,9 @@ class Gallery(GalleryHandle):
 
     # ================================================================== queries
     def thresholds(self) -> dict[str, float | None]:
-        """The current ``identify`` and ``verify`` thresholds (None when not set)."""
-        return thresholds.read_thresholds(self.store)
+        """The current ``identify`` and ``verify`` thresholds (None when not set; identify: also when set on
+        another score than :attr:`rejection_score`)."""
+        return thresholds.read_thresholds(self.store, self.rejection_score)
 
     def search(self, queries: Sequence[Example] | np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
         """Raw top-k: (B, k) cosine scores and (B, k) class ids (-1 pads) -- for benchmarks and batch work."""
@@ -187,19 +188,11 @@ class Gallery(GalleryHandle):
     def identify(self, queries: Sequence[Example] | np.ndarray, k: int = 5) -> list[Identification]:
         """Top-k classes for each query, and "unknown" (``label`` None) when the best is below the threshold.
 
-        By the gallery's :attr:`identify_rule`: the nearest template, or (text) the few-shot intent classifier
-        fitted on the stored examples (:mod:`~oneshot.gallery.identify_rule`); either way each score is the
-        query's cosine to the class's template, and the threshold applies to the first candidate's."""
+        By the gallery's :attr:`identify_rule` (the nearest template, or, text, the few-shot intent classifier)
+        and :attr:`rejection_score` (the template cosine, or, text, ``mean_distance``): see
+        :func:`~oneshot.gallery.identify_rule.answer`; the threshold applies to the first candidate's score."""
         in_range("k", k, 1)
-        if self.identify_rule != "classifier":
-            scores, ids = self.search(queries, k)
-        else:
-            q, texts = identify_rule.embed_with_texts(self, queries)
-            if self._index().live == 0:
-                raise OneshotError(f"gallery {self.path} is empty: enrol a class first")
-            fit = self.classifier_cache.current(self.store, self.dim)
-            scores, ids = self.search(q, k) if fit.model is None else fit.answer(q, texts, k)
-        return identifications(scores, ids, self.store.labels_of(ids.ravel()), self.thresholds()["identify"])
+        return identify_rule.answer(self, queries, k)
 
     @property
     def identify_rule(self) -> str:
@@ -211,6 +204,15 @@ class Gallery(GalleryHandle):
         identify_rule.check_rule(rule, self.modality)
         with self.store.write() as tx:
             tx.set_meta(identify_rule.RULE_KEY, rule)
+
+    @property
+    def rejection_score(self) -> str:
+        """What the identify threshold is compared with: ``template_cosine`` or ``mean_distance`` (text)."""
+        return rejection.read_score(self.store)
+
+    def set_rejection_score(self, score: str) -> str | None:
+        """Store the rejection score; an identify threshold set on the other score is cleared (returns the warning)."""
+        return rejection.set_score(self.store, score, self.modality)
 
     def verify(self, query: Example, label: str, *, confirm: bool = False) -> Verification:
         """Accept or reject ``query`` as ``label`` (score >= the verify threshold).
@@ -284,6 +286,7 @@ class Gallery(GalleryHandle):
             "calibration": meta.get("calibration"),
             "index": {"kind": idx.kind, **self.settings.to_dict()},
             "identify_rule": self.identify_rule,
+            "rejection_score": self.rejection_score,
             "generation": self.index_cache.generation,
             "created": meta.get("created"),
         }
@@ -311,7 +314,7 @@ class Gallery(GalleryHandle):
 
     def set_threshold(self, *, identify: float | None = None, verify: float | None = None) -> None:
         """Set thresholds by hand (recorded as ``manual``; the calibration record is kept for reference)."""
-        thresholds.set_manual_thresholds(self.store, identify, verify, now_iso())
+        thresholds.set_manual_thresholds(self.store, identify, verify, now_iso(), self.rejection_score)
 
     # ================================================================== calibration
     def calibrate(
@@ -348,6 +351,7 @@ class Gallery(GalleryHandle):
             enc_domain=thresholds.encoder_domain(self.modality, lambda: self.encoder),
             unlike_fraction=unlike_fraction,
             now=now_iso(),
+            identify_score=self.rejection_score,
         )
         thresholds.save_calibration(self.store, rec, target_far)
         return rec

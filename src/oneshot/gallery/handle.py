@@ -23,6 +23,7 @@ from oneshot.gallery.identify_rule import ClassifierCache
 from oneshot.gallery.index import TemplateIndex, index_class
 from oneshot.gallery.index_cache import IndexCache
 from oneshot.gallery.index_settings import IndexSettings
+from oneshot.gallery.rejection import MeansCache
 from oneshot.modalities import Embedder, Example, fingerprint_id, fingerprint_modality
 from oneshot.provenance import now_iso
 
@@ -49,6 +50,8 @@ class GalleryHandle:
         )
         #: The text classifier rule's fit, keyed by the gallery's state (:mod:`~oneshot.gallery.identify_rule`).
         self.classifier_cache = ClassifierCache()
+        #: The class means ``mean_distance`` rejects on, keyed likewise (:mod:`~oneshot.gallery.rejection`).
+        self.means_cache = MeansCache()
 
     @property
     def modality(self) -> str:

@@ -14,10 +14,11 @@ gallery, keyed by the gallery's (epoch, generation): every enrolment, removal, a
 re-embedding -- by this process or another -- appends to the change log and so forces a refit before the
 next answer; a stale fit is never used.
 
-The score an identification carries (and the identify threshold is compared with) stays the cosine of the
-query to its predicted class's *stored template*, the score the gallery's calibration and the out-of-scope
-threshold of docs/text.md are set on. It is at most the best template cosine, so a threshold calibrated on
-the nearest-template rule accepts no more strangers under the classifier.
+The score an identification carries (and the identify threshold is compared with) is, by default, the cosine
+of the query to its predicted class's *stored template*, the score the gallery's calibration is set on. It is
+at most the best template cosine, so a threshold calibrated on the nearest-template rule accepts no more
+strangers under the classifier. A text gallery may reject on ``mean_distance`` instead
+(:mod:`~oneshot.gallery.rejection`); :func:`answer` then rescores the candidates either rule chose.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ import numpy as np
 
 from oneshot.choices import check_choice
 from oneshot.errors import OneshotError, OneshotWarning
+from oneshot.gallery import rejection
 from oneshot.gallery.class_store import ClassStore
 from oneshot.gallery.examples import as_list, embed_examples
+from oneshot.gallery.results import Identification, identifications
 from oneshot.modalities import Example
 
 #: The rules ``identify`` can answer with.
@@ -73,6 +76,25 @@ def embed_with_texts(g: Any, queries: Sequence[Example] | np.ndarray) -> tuple[n
     items = as_list(queries, "no queries given")
     q, raw = embed_examples(items, g.dim, lambda: g.encoder, lambda i: f"query {i}", "the encoder's embedding")
     return q, [None if r is None else r.data.decode("utf-8") for r in raw]
+
+
+def answer(g: Any, queries: Sequence[Example] | np.ndarray, k: int) -> list[Identification]:
+    """``Gallery.identify``: top-k candidates of each query by the gallery's rule, scored by its rejection score,
+    "unknown" when the first candidate's score is below the identify threshold set on that score."""
+    score = rejection.read_score(g.store)
+    if g.identify_rule != "classifier" and score == rejection.TEMPLATE_COSINE:
+        scores, ids = g.search(queries, k)
+    else:
+        q, texts = embed_with_texts(g, queries)
+        if g._index().live == 0:
+            raise OneshotError(f"gallery {g.path} is empty: enrol a class first")
+        fit = g.classifier_cache.current(g.store, g.dim) if g.identify_rule == "classifier" else None
+        scores, ids = g.search(q, k) if fit is None or fit.model is None else fit.answer(q, texts, k)
+        if score == rejection.MEAN_DISTANCE:
+            scores = rejection.mean_distance_scores(q, ids, *g.means_cache.current(g.store, g.dim))
+    threshold = rejection.identify_threshold(g.store, score)
+    kind = score if g.modality == "text" else None
+    return identifications(scores, ids, g.store.labels_of(ids.ravel()), threshold, kind)
 
 
 @dataclass

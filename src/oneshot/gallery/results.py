@@ -22,12 +22,15 @@ class Match:
 @dataclass
 class Identification:
     """The answer for one query: ``label`` is the best class, or None ("unknown") when its score is below
-    ``threshold``; without a threshold (not calibrated) the best class is returned and ``calibrated`` is False."""
+    ``threshold``; without a threshold (not calibrated) the best class is returned and ``calibrated`` is False.
+    ``score_kind`` (text galleries) names the score ``score`` and ``threshold`` are: ``template_cosine`` or
+    ``mean_distance`` (:mod:`oneshot.gallery.rejection`); None for other galleries (a cosine, or Tanimoto)."""
 
     label: str | None
     score: float
     candidates: list[Match]
     threshold: float | None
+    score_kind: str | None = None
 
     @property
     def known(self) -> bool:
@@ -38,13 +41,16 @@ class Identification:
         return self.threshold is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "label": self.label if self.label is not None else "unknown",
             "known": self.known,
             "score": self.score,
             "threshold": self.threshold,
             "candidates": [asdict(m) for m in self.candidates],
         }
+        if self.score_kind is not None:
+            out["score_kind"] = self.score_kind
+        return out
 
 
 @dataclass
@@ -104,7 +110,9 @@ class ClassInfo:
     metadata: dict[str, Any]
 
 
-def identifications(scores: np.ndarray, ids: np.ndarray, names: dict[int, str], threshold: float | None) -> list[Identification]:
+def identifications(
+    scores: np.ndarray, ids: np.ndarray, names: dict[int, str], threshold: float | None, score_kind: str | None = None
+) -> list[Identification]:
     """One :class:`Identification` per query from top-k scores (B, k) and class ids (B, k) (-1 pads, ids
     missing from ``names`` skipped): the best class, or "unknown" when its score is below ``threshold``."""
     out = []
@@ -113,5 +121,5 @@ def identifications(scores: np.ndarray, ids: np.ndarray, names: dict[int, str], 
         best = cands[0] if cands else None
         known = best is not None and (threshold is None or best.score >= threshold)
         label = best.label if best is not None and known else None
-        out.append(Identification(label, best.score if best else float("-inf"), cands, threshold))
+        out.append(Identification(label, best.score if best else float("-inf"), cands, threshold, score_kind))
     return out

@@ -14,32 +14,36 @@ from typing import Any
 import numpy as np
 
 from oneshot.errors import OneshotError
-from oneshot.gallery import calibration
+from oneshot.gallery import calibration, rejection
 from oneshot.gallery.class_store import ClassStore
 from oneshot.modalities import Embedder, check_vectors
 from oneshot.ranges import in_range
 
 
-def read_thresholds(store: ClassStore) -> dict[str, float | None]:
-    """The current ``identify`` and ``verify`` thresholds (None when not set)."""
+def read_thresholds(store: ClassStore, score: str = rejection.TEMPLATE_COSINE) -> dict[str, float | None]:
+    """The current ``identify`` and ``verify`` thresholds (None when not set; identify also when it was set on
+    another rejection score than ``score``, :mod:`oneshot.gallery.rejection`)."""
     t = store.get_meta("threshold") or {}
-    return {"identify": t.get("identify"), "verify": t.get("verify")}
+    same = rejection.threshold_score(t) == score
+    return {"identify": t.get("identify") if same else None, "verify": t.get("verify")}
 
 
-def set_manual_thresholds(store: ClassStore, identify: float | None, verify: float | None, now: str) -> None:
-    """Set thresholds by hand (recorded as ``manual``; a threshold left None keeps its value)."""
-    for name, v in (
-        ("identify threshold (a cosine similarity)", identify),
-        ("verify threshold (a cosine similarity)", verify),
-    ):
-        in_range(name, v, -1, 1)
-    cur = read_thresholds(store)
+def set_manual_thresholds(
+    store: ClassStore, identify: float | None, verify: float | None, now: str, score: str = rejection.TEMPLATE_COSINE
+) -> None:
+    """Set thresholds by hand (recorded as ``manual``, the identify one on the rejection ``score``; a threshold
+    left None keeps its value)."""
+    low, high = rejection.SCORE_RANGE[score]
+    in_range(f"identify threshold (a {score} score)", identify, low, high)
+    in_range("verify threshold (a cosine similarity)", verify, -1, 1)
+    cur = read_thresholds(store, score)
     with store.write() as tx:
         tx.set_meta(
             "threshold",
             {
                 "identify": identify if identify is not None else cur["identify"],
                 "verify": verify if verify is not None else cur["verify"],
+                "identify_score": score,
                 "source": "manual",
                 "set": now,
             },
@@ -71,9 +75,15 @@ def calibration_record(
     enc_domain: str | None,
     unlike_fraction: float | None,
     now: str,
+    identify_score: str = rejection.TEMPLATE_COSINE,
 ) -> dict[str, Any]:
     """The calibration record of validation embeddings (N, D) with labels (N,) for a gallery of ``gallery_size``
-    classes (default: ``n_classes``, at least 1), with the domain it was measured on (see ``Gallery.calibrate``)."""
+    classes (default: ``n_classes``, at least 1), with the domain it was measured on (see ``Gallery.calibrate``).
+
+    The verify threshold is always on the cosine; the identify threshold, its measured rates and the
+    ``stranger_best`` / ``genuine_best`` summaries are on ``identify_score`` (recorded in the record): for
+    ``mean_distance`` the same simulated splits (same seed) are scored by
+    :func:`oneshot.gallery.rejection.one_shot_mean_distance`."""
     if domain is not None and enc_domain is not None and domain != enc_domain:
         raise OneshotError(
             f"calibration data is {domain} but the gallery's encoder was trained on {enc_domain}: "
@@ -85,6 +95,14 @@ def calibration_record(
     x = check_vectors(embeddings, dim, "calibration embeddings")
     size = gallery_size if gallery_size is not None else max(1, n_classes)
     rec = calibration.calibrate(x, np.asarray(labels), target_far, size, trials, seed)
+    if identify_score == rejection.MEAN_DISTANCE:
+        md = calibration.calibrate(x, np.asarray(labels), target_far, size, trials, seed, rejection.one_shot_mean_distance)
+        rec["identify_threshold"] = md["identify_threshold"]
+        for key in ("identify_far", "identify_tar"):
+            rec["measured"][key] = md["measured"][key]
+        for key in ("stranger_best", "genuine_best"):
+            rec["scores"][key] = md["scores"][key]
+    rec["identify_score"] = identify_score
     rec["source"] = source
     mismatch = unlike_fraction is not None and unlike_fraction > 0.5
     rec["domain"] = {
@@ -111,6 +129,7 @@ def save_calibration(store: ClassStore, rec: dict[str, Any], target_far: float) 
             {
                 "identify": rec["identify_threshold"],
                 "verify": rec["verify_threshold"],
+                "identify_score": rec.get("identify_score", rejection.TEMPLATE_COSINE),
                 "source": "calibrated",
                 "target_far": target_far,
                 "set": rec["date"],

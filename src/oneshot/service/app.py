@@ -148,6 +148,7 @@ def _info(g: Any) -> dict[str, Any]:
         "threshold",
         "calibration",
         "index",
+        "rejection_score",
         "generation",
         "created",
         "warning",
@@ -319,6 +320,7 @@ def create_app(config: ServiceConfig, worker: GalleryWorker | None = None) -> Fa
             "threshold": threshold,
             "calibrated": threshold is not None,
             "false_accept_rate": await far_cache.get() if threshold is not None else None,
+            "score_kind": res[0].score_kind if res else None,
         }
 
     @app.post(

@@ -31,6 +31,9 @@ PRIOR_ENCODER: dict[str, Any] = {
     "out_dim": 512,
     "dropout": 0.0,
 }
+#: Adam's weight decay (L2), chosen on validation from {1e-5, 1e-4, 1e-3} (branch mol5; 1e-5 before): 1e-4 raised
+#: the 1-shot / 10-shot validation ROC-AUC by 0.43 / 0.23 points averaged over 5 training seeds, every seed higher.
+PRIOR_WEIGHT_DECAY = 1e-4
 #: w_K chosen on validation (20 draws per assay, seed 1) from :data:`WEIGHT_GRID`.
 CHOSEN_WEIGHTS = {"1": 1.0, "10": 10.0}
 WEIGHT_GRID = (0.0, 0.3, 1.0, 3.0, 10.0, 30.0)
@@ -45,10 +48,16 @@ def prior_features(table: AssayTable) -> np.ndarray:
 
 
 def prior_config(
-    rows: int, epochs: int, batch_size: int = 128, seed: int = 0, val_shots: int = 1, max_minutes: float = 0.0
+    rows: int,
+    epochs: int,
+    batch_size: int = 128,
+    seed: int = 0,
+    val_shots: int = 1,
+    max_minutes: float = 0.0,
+    weight_decay: float = PRIOR_WEIGHT_DECAY,
 ) -> TrainConfig:
     """The loop's settings for ``epochs`` passes over ``rows`` labelled molecules, validating after each epoch:
-    Adam 1e-3, weight decay 1e-5, constant rate, CPU fp32."""
+    Adam 1e-3, weight decay :data:`PRIOR_WEIGHT_DECAY`, constant rate, CPU fp32."""
     per_epoch = -(-rows // batch_size)
     return TrainConfig(
         episodes=epochs * per_epoch,
@@ -58,7 +67,7 @@ def prior_config(
         lr=1e-3,
         lr_step=epochs * per_epoch,
         lr_gamma=1.0,
-        weight_decay=1e-5,
+        weight_decay=weight_decay,
         eval_every=per_epoch,
         val_shots=val_shots,
         seed=seed,

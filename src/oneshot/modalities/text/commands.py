@@ -182,7 +182,7 @@ def evaluate_text(encoder: str, shots: list[int], seeds: int, split: str, data_d
 
 
 def predict_text(
-    support: Path, queries: list[str], encoder: str, nearest_template: bool = False
+    support: Path, queries: list[str], encoder: str, nearest_template: bool = False, score_kind: str = "template_cosine"
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """Classify query texts given a CSV / JSON lines support file (label, text[, description]).
 
@@ -190,12 +190,17 @@ def predict_text(
     weights started at the description + examples templates, mixed with a lexical TF-IDF view), probability =
     its mixed probability; score = the cosine to the predicted class's template (what an out-of-scope
     threshold is set on). ``nearest_template``: the nearest template, probability = softmax over classes of
-    cosine / 0.05 (the fine-tuning temperature)."""
+    cosine / 0.05 (the fine-tuning temperature). ``score_kind`` ``mean_distance``: score = minus the squared
+    distance of the query to the nearest class mean (description included), as a text gallery rejects on it
+    (:mod:`oneshot.gallery.rejection`); each prediction names its ``score_kind``."""
+    from oneshot.choices import check_choice
     from oneshot.modalities import load_embedder
+    from oneshot.modalities.text.classifier import MEAN_DISTANCE, TEMPLATE_COSINE, mean_distance
     from oneshot.modalities.text.embedder import TextEmbedder, read_text_example
     from oneshot.modalities.text.files import is_table, read_table
-    from oneshot.modalities.text.intents import class_templates
+    from oneshot.modalities.text.intents import class_means, class_templates
 
+    check_choice("predict", "score", score_kind, (TEMPLATE_COSINE, MEAN_DISTANCE))
     if not is_table(support):
         raise OneshotError(f"{support}: text support is a .csv, .tsv or .jsonl file with label and text (or description) columns")
     table = read_table(support)
@@ -213,23 +218,27 @@ def predict_text(
         per = [c.examples + ([c.description] if c.description else []) for c in classes]
         texts: list[str] = [str(t) for ts in per for t in ts]
         y = np.array([i for i, ts in enumerate(per) for _ in ts])
-        s = q @ class_templates(enc.embed_texts(texts), y, len(labels)).T
+        x = enc.embed_texts(texts)
+        s = q @ class_templates(x, y, len(labels)).T
         p = np.exp((s - s.max(1, keepdims=True)) / 0.05)
         p /= p.sum(1, keepdims=True)
         best = s.argmax(1)
         score = s[np.arange(len(s)), best]
+        if score_kind == MEAN_DISTANCE:
+            score = mean_distance(q, class_means(x, y, len(labels)))
     else:
-        p, score = _classify(enc, classes, q, queries)
+        p, score = _classify(enc, classes, q, queries, score_kind)
         best = p.argmax(1)
     out = [
-        {"query": qt, "class": labels[int(i)], "score": float(score[j]), "probability": float(p[j, i])}
+        {"query": qt, "class": labels[int(i)], "score": float(score[j]), "probability": float(p[j, i]), "score_kind": score_kind}
         for j, (qt, i) in enumerate(zip(queries, best, strict=True))
     ]
     return labels, out
 
 
-def _classify(enc: Any, classes: list[Any], q: np.ndarray, queries: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities (Q, C), template cosine of the predicted class (Q,)) from the few-shot intent classifier."""
+def _classify(enc: Any, classes: list[Any], q: np.ndarray, queries: list[str], score_kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities (Q, C), rejection score (Q,)) from the few-shot intent classifier: the template cosine of
+    the predicted class, or ``mean_distance`` to the class means."""
     from oneshot.modalities.text.classifier import TEMPLATE_COSINE
     from oneshot.modalities.text.lexical import fit_mixed
 
@@ -242,4 +251,6 @@ def _classify(enc: Any, classes: list[Any], q: np.ndarray, queries: list[str]) -
     prior[[i for i, d in enumerate(desc) if d]] = dv
     model = fit_mixed(x, texts, y, len(classes), prior, desc)
     p = model.proba(q, queries)
+    if score_kind != TEMPLATE_COSINE:
+        return p, model.embedding.rejection_scores(q, score_kind)
     return p, model.embedding.rejection_scores(q, TEMPLATE_COSINE, predicted=p.argmax(1))

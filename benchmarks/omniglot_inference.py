@@ -1,0 +1,175 @@
+"""Inference options of `oneshot evaluate` on Omniglot (issue 16): shift TTA, ensembles, transductive soft k-means.
+
+Two steps, each through the one evaluation path (``oneshot.evaluation.evaluate``, ``evaluate_checkpoint``):
+
+``select`` (VALIDATION only; writes ``benchmarks/results/omniglot_inference_val.json``):
+  * Vinyals val, 1000 episodes of 5w1s and 20w1s (15 queries, seed 0): the default ProtoNet alone and in
+    ensembles with the other committed Vinyals-split encoders (Siamese, memory), each without and with shift
+    TTA; the inductive configuration kept is the best 20w1s (ties: fewer checkpoints, no TTA).
+    Transductive soft k-means on the default ProtoNet (with TTA when TTA helped it): steps x temperature grid,
+    the best 20w1s kept.
+  * Lake split val (the 5 background alphabets held out of training), 1000 20w1s episodes, for Lake's runs:
+    the same choices among the checkpoints trained on the Lake split's background alphabets only
+    (``omniglot-lake`` ProtoNet, ``margin_conv4_lake``). Vinyals-split checkpoints never score Lake's runs:
+    78 of the runs' 200 characters are Vinyals training classes.
+
+``test`` (reads the val file's choices; writes ``benchmarks/results/omniglot_inference.json``): the chosen
+inductive and transductive configurations on Vinyals test (5w1s, 5w5s, 20w1s, 20w5s; 1000 episodes) and the
+Lake-split ones on Lake's 20 runs, each with the ``oneshot evaluate`` command that reproduces it.
+
+    python benchmarks/omniglot_inference.py select
+    python benchmarks/omniglot_inference.py test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from oneshot.checkpoint import load_checkpoint
+from oneshot.evaluation import evaluate
+from oneshot.experiment import STANDARD_SHAPES, evaluate_checkpoint, load_split
+from oneshot.inference import InferenceOptions, combine, episode_rule, view_embeddings
+from oneshot.provenance import command_line, provenance
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks/results"
+VINYALS = {
+    "protonet": "src/oneshot/weights/protonet_conv4_vinyals.safetensors",
+    "siamese": "models/siamese_conv4_vinyals.safetensors",
+    "memory": "models/memory_conv4_vinyals.safetensors",
+}
+LAKE = {
+    "protonet_lake": "src/oneshot/weights/protonet_conv4_lake.safetensors",
+    "margin_lake": "models/margin_conv4_lake.safetensors",
+}
+STEPS = (1, 2, 3, 5, 10)
+TEMPERATURES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 64.0)
+
+
+def member_views(members: dict[str, str], images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each member's five shift views (5, N, D) of the images (view 0: the image itself, i.e. no TTA)."""
+    return {
+        n: view_embeddings(load_checkpoint(ROOT / p).method, images, torch.device("cpu"), "shift") for n, p in members.items()
+    }
+
+
+def score(data, method, z, rule, shapes, episodes) -> dict:
+    """Accuracy and CI per shape of episodes scored from embeddings z by rule (the one path, ``evaluate``)."""
+    out = {}
+    for ways, shots in shapes:
+        r = evaluate(method, data, ways, shots, 15, episodes, 0, "cpu", embeddings=z, rule=rule)
+        out[f"{ways}w{shots}s"] = {"accuracy": r.accuracy, "ci95": r.ci95}
+    return out
+
+
+def select_split(split: str, members: dict[str, str], combos: list[tuple[str, ...]], shapes, episodes: int) -> dict:
+    """Val grid of one split: inductive rows (combos x TTA), the choice, then the soft k-means grid."""
+    data = load_split("omniglot", split, "val", 28, None)
+    views = member_views(members, data.images)
+    first = load_checkpoint(ROOT / members[combos[0][0]]).method
+    rows, key = [], f"{shapes[-1][0]}w{shapes[-1][1]}s"
+    for combo in combos:
+        for tta in ("none", "shift"):
+            z = combine([views[n] if tta == "shift" else views[n][:1] for n in combo])
+            rule = episode_rule(first, len(combo), InferenceOptions(tta))
+            rows.append({"members": list(combo), "tta": tta, **score(data, first, z, rule, shapes, episodes)})
+            print(
+                split,
+                "+".join(combo),
+                tta,
+                {k: round(100 * v["accuracy"], 2) for k, v in rows[-1].items() if "w" in k},
+                flush=True,
+            )
+    best = max(rows, key=lambda r: (round(r[key]["accuracy"], 5), -len(r["members"]), r["tta"] == "none"))
+    single = [r for r in rows if r["members"] == [combos[0][0]]]
+    tta = "shift" if single[1][key]["accuracy"] > single[0][key]["accuracy"] else "none"
+    z = combine([views[combos[0][0]] if tta == "shift" else views[combos[0][0]][:1]])
+    grid = []
+    for steps in STEPS:
+        for temp in TEMPERATURES:
+            rule = episode_rule(first, 1, InferenceOptions(tta, True, steps, temp))
+            grid.append({"steps": steps, "temperature": temp, "tta": tta, **score(data, first, z, rule, shapes, episodes)})
+            print(split, "soft k-means", steps, temp, tta, round(100 * grid[-1][key]["accuracy"], 2), flush=True)
+    chosen = max(grid, key=lambda r: (round(r[key]["accuracy"], 5), -r["steps"]))
+    return {
+        "split": f"{split} val",
+        "criterion": key,
+        "inductive": rows,
+        "inductive_choice": {"members": best["members"], "tta": best["tta"]},
+        "transductive": grid,
+        "transductive_choice": {
+            "member": combos[0][0],
+            "tta": tta,
+            "steps": chosen["steps"],
+            "temperature": chosen["temperature"],
+        },
+    }
+
+
+def select(episodes: int) -> None:
+    t0 = time.perf_counter()
+    v = [("protonet",), ("protonet", "memory"), ("protonet", "siamese"), ("protonet", "siamese", "memory")]
+    out = {
+        "benchmark": "omniglot_inference_val",
+        "episodes": episodes,
+        "vinyals": select_split("vinyals", VINYALS, v, [(5, 1), (20, 1)], episodes),
+        "lake": select_split("lake", LAKE, [("protonet_lake",), ("protonet_lake", "margin_lake")], [(20, 1)], episodes),
+        "members": {**VINYALS, **LAKE},
+    }
+    out.update(seconds=time.perf_counter() - t0, **provenance(command_line()))
+    (RESULTS / "omniglot_inference_val.json").write_text(json.dumps(out, indent=1) + "\n")
+
+
+def cli(paths: list[str], opts: InferenceOptions, extra: str) -> str:
+    """The `oneshot evaluate` command of a row."""
+    ck = " ".join(f"--checkpoint {p}" for p in paths)
+    t = f" --tta {opts.tta}" if opts.tta != "none" else ""
+    k = f" --transductive --kmeans-steps {opts.steps} --kmeans-temperature {opts.temperature:g}" if opts.transductive else ""
+    return f"oneshot evaluate {ck}{t}{k} {extra}"
+
+
+def test(episodes: int) -> None:
+    """The val choices on test, the cheapest rows first; the results file is rewritten after each row."""
+    val = json.loads((RESULTS / "omniglot_inference_val.json").read_text())
+    t0, rows, todo = time.perf_counter(), [], []
+    for split, members in (("vinyals", VINYALS), ("lake", LAKE)):
+        ind, tr = val[split]["inductive_choice"], val[split]["transductive_choice"]
+        todo.append(
+            (split, "transductive", [members[tr["member"]]], InferenceOptions(tr["tta"], True, tr["steps"], tr["temperature"]))
+        )
+        todo.append((split, "inductive", [members[n] for n in ind["members"]], InferenceOptions(ind["tta"])))
+    todo.append(("lake", "plain", [LAKE["protonet_lake"]], InferenceOptions()))  # the Lake-split baseline on the runs
+    todo.sort(key=lambda t: (t[0] == "vinyals" and t[1] == "inductive", t[0] == "vinyals"))
+    for split, kind, paths, opts in todo:
+        lake = split == "lake"
+        extra = "--lake-runs --ways 20 --episodes 1" if lake else f"--standard --episodes {episodes}"
+        shapes = [] if lake else STANDARD_SHAPES
+        res = evaluate_checkpoint(
+            ROOT / paths[0], shapes, episodes, ensemble=[ROOT / p for p in paths[1:]], inference=opts, lake_runs=lake
+        )
+        rows.append(dict(res.to_dict(), row=kind, split=split, members=paths, cli=cli(paths, opts, extra)))
+        figs = [f"{100 * r.accuracy:.2f}" for r in res.results] + (
+            [f"Lake {100 * res.lake_runs.accuracy:.2f}"] if res.lake_runs else []
+        )
+        print(split, kind, paths, opts.summary(), " / ".join(figs), flush=True)
+        out = {"benchmark": "omniglot_inference", "episodes": episodes, "rows": rows, "seconds": time.perf_counter() - t0}
+        out.update(provenance(command_line()))
+        (RESULTS / "omniglot_inference.json").write_text(json.dumps(out, indent=1) + "\n")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("step", choices=("select", "test"))
+    p.add_argument("--episodes", type=int, default=1000)
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    select(a.episodes) if a.step == "select" else test(a.episodes)
+
+
+if __name__ == "__main__":
+    main()
