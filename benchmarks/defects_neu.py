@@ -43,8 +43,10 @@ def main() -> None:
     t = meta.get("training", {})
     res["episodes"] = a.episodes
     res["training"] = {
-        "minutes": round(t.get("config", {}).get("max_minutes", 0), 1),
-        "episodes": t.get("episodes_trained"),
+        # A warm-started run (train_photo.py --init) counts the minutes and episodes of the run it continued.
+        "minutes": round(t.get("config", {}).get("max_minutes", 0) + (t.get("init_from") or {}).get("minutes", 0), 1),
+        "episodes": t.get("episodes_trained", 0) + (t.get("init_from") or {}).get("episodes", 0),
+        "init_from": t.get("init_from"),
         "val_accuracy": t.get("val_accuracy"),
         "val_shape": t.get("val_shape"),
         "command": t.get("command"),
@@ -63,8 +65,11 @@ def main() -> None:
         note="CPU times measured on 2 cores shared with other jobs (contended)",
     )
     Path(a.out).write_text(json.dumps(res, indent=2))
+    if "logistic_rule_validation" in res:
+        print("validation (6-way 5-shot):", json.dumps(res["logistic_rule_validation"]["accuracy"]))
     for name, r in res["methods"].items():
-        print(f"{name:17s} " + "  ".join(f"{k} {100 * v['accuracy']:.2f} +- {100 * v['ci95']:.2f}" for k, v in r.items()))
+        shapes = {k: v for k, v in r.items() if isinstance(v, dict)}
+        print(f"{name:24s} " + "  ".join(f"{k} {100 * v['accuracy']:.2f} +- {100 * v['ci95']:.2f}" for k, v in shapes.items()))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,12 @@ def main() -> None:
     p.add_argument("--copy-to", default=None)
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/faces_att.json"))
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--train-minutes",
+        type=float,
+        default=None,
+        help="training minutes of the chosen run when it was stopped before its --minutes budget (else the budget)",
+    )
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     candidates = []
@@ -57,8 +63,14 @@ def main() -> None:
     meta = read_metadata(chosen["checkpoint"])
     train = meta.get("training", {})
     res["training"] = {
-        "minutes": round(train.get("config", {}).get("max_minutes", 0), 1),
-        "episodes": train.get("episodes_trained"),
+        # A warm-started run (train_photo.py --init) counts the minutes and episodes of the run it continued.
+        "minutes": round(
+            (a.train_minutes if a.train_minutes is not None else train.get("config", {}).get("max_minutes", 0))
+            + (train.get("init_from") or {}).get("minutes", 0),
+            1,
+        ),
+        "episodes": train.get("episodes_trained", 0) + (train.get("init_from") or {}).get("episodes", 0),
+        "init_from": train.get("init_from"),
         "device": train.get("device"),
         "encoder": meta["encoder"],
         "encoder_options": meta["encoder_options"],

@@ -3,7 +3,7 @@
 Each table sits in README.md between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->``; everything
 between the two markers is replaced, nothing else is touched. Tables: ``methods`` (every
 ``*_conv4_vinyals.json``: accuracy with 95% CI per shape, Lake's runs, EER, training budget and speed,
-published figures), ``throughput`` (``throughput_protonet*.json``, the latest per CPU model), ``meta_cost`` (``meta_step_cost*.json``, one per device),
+published figures and the points each shape is short of them), ``throughput`` (``throughput_protonet*.json``, the latest per CPU model), ``meta_cost`` (``meta_step_cost*.json``, one per device),
 ``gallery_open_set`` (every ``gallery_open_set*.json`` whose ``benchmark`` is ``gallery_open_set``: one block
 per encoder) and ``gallery_scale`` (``gallery_scale.json``), ``text_clinc150`` (``text_clinc150.json``,
 for the whole-encoder row ``text_clinc150_body.json``, for the classifier rows ``text_clinc150_classifier.json`` and ``text_clinc150_oos.json``),
@@ -46,12 +46,28 @@ def load(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def published_gap(method: str, acc: dict) -> str:
+    """Points each shape is short of the published figure (``+x`` above it; ``-`` where nothing is published)."""
+    pub = PUBLISHED.get(method)
+    if pub is None:
+        return "-"
+    figures = [float(x) for x in pub.split(" (")[0].split(" / ")]
+    gaps = []
+    for shape, want in zip(SHAPES, figures, strict=True):
+        if shape not in acc:
+            gaps.append("-")
+            continue
+        diff = 100 * acc[shape]["accuracy"] - want
+        gaps.append(f"+{diff:.2f}" if diff >= 0 else f"{diff:.2f}")
+    return " / ".join(gaps)
+
+
 def methods_table() -> str:
     results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*_conv4_vinyals.json"))]
     results.sort(key=lambda r: (ORDER.index(r["method"]) if r["method"] in ORDER else 99, r["name"]))
     lines = [
-        "| method | 5w1s | 5w5s | 20w1s | 20w5s | Lake 20 runs | EER % | training (CPU budget) | img/s | published 5w1s / 5w5s / 20w1s / 20w5s | checkpoint |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| method | 5w1s | 5w5s | 20w1s | 20w5s | Lake 20 runs | EER % | training (CPU budget) | img/s | published 5w1s / 5w5s / 20w1s / 20w5s | to published (points) | checkpoint |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         ev = r["evaluation"]
@@ -68,7 +84,7 @@ def methods_table() -> str:
             f"| {label} | "
             + " | ".join(cells)
             + f" | {lake} | {eer} | {tr['train_seconds'] / 60:.0f} min, {tr['episodes_run']} episodes, {tr['device']} "
-            f"| {tr['images_per_second']:.0f} | {PUBLISHED.get(r['method'], 'none on Omniglot')} | `models/{r['name']}.safetensors` |"
+            f"| {tr['images_per_second']:.0f} | {PUBLISHED.get(r['method'], 'none on Omniglot')} | {published_gap(r['method'], acc)} | `models/{r['name']}.safetensors` |"
         )
     return "\n".join(lines)
 
@@ -660,6 +676,8 @@ def defects_table() -> str:
     t = r["training"]
     names = {
         "self_supervised": f"SimCLR on the unlabelled pool, {t['encoder']} ({t['minutes']:g} CPU min, {t['episodes']} steps)",
+        "self_supervised_logistic": "same SimCLR encoder, logistic regression fitted on the support "
+        f"(C={r['methods'].get('self_supervised_logistic', {}).get('logistic_c', 0):g}, chosen on validation)",
         "random_weights": "same encoder, random weights",
         "raw_pixels": "raw pixels, nearest prototype",
         "omniglot_encoder": "Omniglot ProtoNet (Conv-4, its own 28x28 inverted preprocessing)",
@@ -667,7 +685,7 @@ def defects_table() -> str:
     lines = [
         f"Episodes drawn only from the {r['test_images']} test images; the {r['pool_images']}-image pretraining pool "
         f"(labels never read) and the 200 validation images that chose the checkpoint are disjoint from them. "
-        f"Input 32x32 grey; 15 queries per class, {r['episodes']} seeded episodes; CPU minutes are wall-clock on 2 "
+        f"Input {r['preprocessing']['size']}x{r['preprocessing']['size']} grey; 15 queries per class, {r['episodes']} seeded episodes; CPU minutes are wall-clock on 2 "
         f"contended cores. {r['date'][:10]}, commit {r['commit'][:10]}.",
         "",
         "| method | 6-way 1-shot % | 6-way 5-shot % |",

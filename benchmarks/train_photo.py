@@ -41,6 +41,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from --out's resume state (--minutes is the total)")
+    p.add_argument("--init", default=None, help="start from this checkpoint's weights (fresh optimiser)")
     p.add_argument("--out", required=True)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -70,6 +71,7 @@ def main() -> None:
         encoder=a.encoder,
         command="python " + " ".join(shlex.quote(x) for x in sys.argv),
         resume=a.resume,
+        init=a.init,
     )
     print(json.dumps({k: v for k, v in res.__dict__.items() if k != "history"}))
     print(json.dumps(res.history))

@@ -159,6 +159,31 @@ def test_short_faces_run_beats_its_untrained_model(tmp_path, one_thread):
 
 
 @pytest.mark.slow
+@needs_faces
+def test_warm_start_continues_from_a_checkpoint_and_records_it(tmp_path, one_thread):
+    """``train_model(init=...)`` starts from a checkpoint's weights (validation at step 0 equals the
+    checkpoint's), records where it came from, and refuses a checkpoint of other encoder options."""
+    from oneshot.checkpoint import load_checkpoint, read_metadata
+    from oneshot.experiment import train_model
+    from oneshot.training import TrainConfig
+
+    first = _short_run(tmp_path, "att_faces", "protonet", 4, 8, 2)
+    cfg = TrainConfig(
+        episodes=0, ways=8, queries=2, val_ways=4, val_queries=5, val_episodes=50, precision="fp32", channels_last=False
+    )
+    opts = {"in_channels": 1, "widths": [8, 16, 32, 64], "mean": 0.4, "std": 0.2}
+    out = tmp_path / "warm.safetensors"
+    kw = dict(dataset="att_faces", size=32, encoder="resnet12_small", data_dir=data_dir())
+    train_model("protonet", cfg, out, encoder_options=opts, init=first, **kw)
+    meta = read_metadata(out)["training"]
+    assert meta["init_from"]["checkpoint"] == str(first) and meta["init_from"]["episodes"] == 4
+    a, b = load_checkpoint(first).method.state_dict(), load_checkpoint(out).method.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(OneshotError, match="encoder options"):
+        train_model("protonet", cfg, tmp_path / "x.safetensors", encoder_options={**opts, "mean": 0.5}, init=first, **kw)
+
+
+@pytest.mark.slow
 @needs_neu
 def test_short_simclr_run_on_the_unlabelled_pool_beats_random_weights(tmp_path, one_thread):
     from oneshot.checkpoint import load_checkpoint
@@ -176,6 +201,36 @@ def test_short_simclr_run_on_the_unlabelled_pool_beats_random_weights(tmp_path, 
         "simclr", build_encoder("resnet12_small", **ck.metadata["encoder_options"]), **ck.metadata["method_options"]
     ).eval()
     assert trained > evaluate(rand, test, 6, 5, 10, 200, 0).accuracy + 0.03
+
+
+@needs_neu
+def test_logistic_rule_on_a_real_neu_episode_agrees_with_sklearn(one_thread):
+    """The support-fitted logistic regression rule (SimCLR ``test_time="logistic"``) gives scikit-learn's
+    ``LogisticRegression(C)`` probabilities on a real 6-way 5-shot NEU validation episode; the option changes
+    no weights, and checkpoints scored by the prototype rule keep their stored options."""
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    import torch.nn.functional as F
+
+    from oneshot.checkpoint import load_checkpoint
+    from oneshot.data.samplers import EpisodeSampler
+    from oneshot.evaluation import embed_all
+
+    path = Path(__file__).resolve().parent.parent / "models/simclr_resnet12s_neu.safetensors"
+    proto = load_checkpoint(path)
+    lr = load_checkpoint(path, method_options={"test_time": "logistic", "logistic_c": 10.0})
+    assert "test_time" not in proto.method.options() and lr.method.options()["test_time"] == "logistic"
+    val = neu_split("val", proto.preprocessing, data_dir())
+    z = embed_all(lr.method, val.images, torch.device("cpu"))
+    assert torch.equal(z, embed_all(proto.method, val.images, torch.device("cpu")))
+    ep = next(iter(EpisodeSampler(val.class_indices, 6, 5, 10, 1, 0)))
+    ys = torch.arange(6).repeat_interleave(5)
+    got = lr.method.classify_embeddings(z[ep.support], ys, z[ep.query], 6).exp()
+    zs, zq = (F.normalize(z[i].double(), dim=1).numpy() for i in (ep.support, ep.query))
+    want = sklearn.LogisticRegression(C=10.0, tol=1e-10, max_iter=10000).fit(zs, ys.numpy()).predict_proba(zq)
+    assert np.abs(got.numpy() - want).max() < 1e-4
+    assert (got.argmax(1).numpy() == want.argmax(1)).all()
+    with pytest.raises(OneshotError, match="test_time"):
+        load_checkpoint(path, method_options={"test_time": "svm"})
 
 
 def test_generator_samples_stay_near_their_source_class(vinyals_val):

@@ -118,6 +118,22 @@ def test_neu_protocol_rows_on_an_untrained_checkpoint(tmp_path):
     assert rows["random_weights"] == rows["self_supervised"]
 
 
+def test_neu_protocol_adds_the_logistic_rule_row_for_simclr(tmp_path):
+    """A SimCLR checkpoint also gets the support-fitted logistic rule, its C chosen on the validation images."""
+    from oneshot.protocols.defects import LOGISTIC_C, run_defects
+
+    prep = FACES_PREPROCESSING.with_overrides(size=32, resize="stretch")
+    torch.manual_seed(0)
+    method = build_method("simclr", build_encoder("conv4", in_channels=1), feature_dim=256)
+    meta = {"method": "simclr", "encoder": "conv4", "encoder_options": {"in_channels": 1}, "preprocessing": prep.to_dict()}
+    ck = save_checkpoint(tmp_path / "neu.safetensors", method, meta)
+    out = run_defects(ck, episodes=5, data_dir=data_dir(), validation_episodes=10)
+    val = out["logistic_rule_validation"]
+    assert val["chosen_c"] in LOGISTIC_C and set(val["accuracy"]) == {"prototype", "logistic_c1", "logistic_c10", "logistic_c100"}
+    row = out["methods"]["self_supervised_logistic"]
+    assert row["logistic_c"] == val["chosen_c"] and all(0 <= row[k]["accuracy"] <= 1 for k in ("6w1s", "6w5s"))
+
+
 def test_faces_demo_warns_when_strangers_get_in_far_above_the_target(capsys):
     """The demo prints each encoder's gallery flow; a stranger rate beyond target + 2/n (n stranger photos) is flagged."""
     from oneshot.cli_show import _echo_gallery_flow

@@ -104,8 +104,13 @@ def train_model(
     resume: bool = False,
     preprocessing: Preprocessing | None = None,
     on_progress: Callable[[TrainProgress], None] | None = None,
+    init: str | Path | None = None,
 ) -> TrainResult:
-    """Load the train and val parts, build ``method`` on ``encoder``, and run the training loop."""
+    """Load the train and val parts, build ``method`` on ``encoder``, and run the training loop.
+
+    ``init``: start from this checkpoint's weights (same method, encoder and options; a fresh optimiser), e.g. to
+    continue a run whose resume state is gone; its path, checksum and training are recorded as ``init_from``.
+    """
     from oneshot.data.images import stats_envelope
 
     prep = dataset_preprocessing(dataset, size, preprocessing)
@@ -124,18 +129,37 @@ def train_model(
     if method == "simclr":
         data_options["feature_dim"] = embedding_dim(enc, (prep.channels, prep.size, prep.size))
     model = build_method(method, enc, **{**data_options, **(method_options or {})})
+    training: dict[str, Any] = {"command": command}
+    if init is not None:
+        training["init_from"] = _warm_start(model, init, method, enc_opts)
     metadata = {
         "encoder": encoder,
         "encoder_options": enc_opts,
         "preprocessing": prep.to_dict(),
         "embedding_dim": embedding_dim(enc, (prep.channels, prep.size, prep.size)),
         "data": {"dataset": dataset, "split": split, "train_part": train_part, "val_part": val_part},
-        "training": {"command": command},
+        "training": training,
         "seed": config.seed,
     }
     if dataset != "omniglot":  # Omniglot checkpoints keep their metadata as before (checkpoint_envelope knows it)
         metadata["input_envelope"] = stats_envelope(train_data.images.numpy())
     return train(model, train_data, val_data, config, out, metadata, resume=resume, on_progress=on_progress)
+
+
+def _warm_start(model: torch.nn.Module, init: str | Path, method: str, enc_opts: dict[str, Any]) -> dict[str, Any]:
+    """Load ``init``'s weights into ``model`` (refusing another method or encoder options); what it was."""
+    ck = load_checkpoint(init, expect_method=method)
+    if ck.metadata["encoder_options"] != enc_opts:
+        raise OneshotError(f"{init} has encoder options {ck.metadata['encoder_options']}, this run {enc_opts}")
+    model.load_state_dict(ck.method.state_dict())
+    t = ck.metadata.get("training", {})
+    return {
+        "checkpoint": str(init),
+        "tensors_sha256": ck.metadata.get("tensors_sha256"),
+        "minutes": (t.get("config") or {}).get("max_minutes"),
+        "episodes": t.get("episodes_trained"),
+        "command": t.get("command"),
+    }
 
 
 @dataclass

@@ -6,7 +6,9 @@ episodes from a pool in which every image is its own class, so no dataset label 
 augmented twice (:class:`~oneshot.data.augment.Augment`); a projection head (Linear-ReLU-Linear) maps the
 encoder's features to the space where the NT-Xent loss pulls the two views of one image together and pushes
 the other 2B - 2 views away, at temperature ``tau``. The head is dropped for one-shot use: ``embed`` returns
-the encoder's features, and episodes are classified by cosine similarity to class means.
+the encoder's features, and episodes are classified by cosine similarity to class means (``test_time``
+``prototype``) or by a logistic regression fitted on the L2-normalised support embeddings (``logistic``, inverse
+regularisation ``logistic_c``; an evaluation rule that changes no weights, so a checkpoint can be scored both ways).
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from oneshot.data.augment import Augment
-from oneshot.methods.base import Episode, LossOutput, Method, full_precision, prototypes
+from oneshot.errors import OneshotError
+from oneshot.methods.base import Episode, LossOutput, Method, full_precision, logistic_logits, prototypes
+
+TEST_TIME = ("prototype", "logistic")
 
 
 class SimCLR(Method):
@@ -29,6 +34,9 @@ class SimCLR(Method):
         proj_dim: output size of the projection head.
         tau: softmax temperature of NT-Xent.
         augment: :class:`Augment` settings of the views.
+        test_time: one-shot rule, ``prototype`` (cosine to class means) or ``logistic`` (support-fitted
+            logistic regression).
+        logistic_c: inverse L2 regularisation of the ``logistic`` rule.
     """
 
     name = "simclr"
@@ -40,6 +48,8 @@ class SimCLR(Method):
         proj_dim: int = 128,
         tau: float = 0.2,
         augment: dict[str, Any] | None = None,
+        test_time: str = "prototype",
+        logistic_c: float = 10.0,
     ) -> None:
         super().__init__(encoder)
         self.feature_dim, self.proj_dim, self.tau = int(feature_dim), int(proj_dim), float(tau)
@@ -52,13 +62,23 @@ class SimCLR(Method):
             nn.Linear(self.feature_dim, self.feature_dim), nn.ReLU(inplace=True), nn.Linear(self.feature_dim, self.proj_dim)
         )
         self._step = 0
+        if test_time not in TEST_TIME:
+            raise OneshotError(f"simclr: test_time must be one of {', '.join(TEST_TIME)}, not {test_time!r}")
+        self.test_time, self.logistic_c = test_time, float(logistic_c)
 
     def options(self) -> dict[str, Any]:
-        return {"feature_dim": self.feature_dim, "proj_dim": self.proj_dim, "tau": self.tau, "augment": self.augment_settings}
+        out: dict[str, Any] = {"feature_dim": self.feature_dim, "proj_dim": self.proj_dim, "tau": self.tau}
+        out["augment"] = self.augment_settings
+        if self.test_time != "prototype":  # written only when not the default: older checkpoints' options unchanged
+            out.update(test_time=self.test_time, logistic_c=self.logistic_c)
+        return out
 
     def classify_embeddings(
         self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, ways: int
     ) -> torch.Tensor:
+        if self.test_time == "logistic":
+            s, q = F.normalize(full_precision(support).float(), dim=1), F.normalize(full_precision(query).float(), dim=1)
+            return logistic_logits(s, support_labels, q, ways, self.logistic_c)
         p = F.normalize(prototypes(F.normalize(full_precision(support), dim=1), support_labels, ways), dim=1)
         return F.normalize(full_precision(query), dim=1) @ p.T / 0.1
 
