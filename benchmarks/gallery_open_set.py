@@ -100,7 +100,7 @@ def run_seed(
         assert by_file == by_vec, "file and embedding queries disagree"
         gen_scores, gen_ids = g.search(z_test[gen_idx], k=1)
         imp_scores, _ = g.search(z_test[imp_idx], k=1)
-        names = g._labels(gen_ids[:, 0])
+        names = g.store.labels_of(int(i) for i in gen_ids[:, 0])
         correct = np.array([names[int(i)] == test.class_names[labels[q]] for i, q in zip(gen_ids[:, 0], gen_idx)])
         out["closed_set_accuracy"] = float(correct.mean())
         # Verification pairs: genuine vs own template, strangers vs every enrolled template.

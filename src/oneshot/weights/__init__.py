@@ -58,7 +58,7 @@ SHIPPED: dict[str, ShippedEncoder] = {
             "validation alphabets (28x28), 42 CPU minutes (10089 episodes, best on val 20w1s 91.7 at episode 6000); the "
             "default for new Omniglot galleries calibrated on "
             "`--omniglot lake-val`, whose alphabets it never saw",
-            "@FIGURES@; open-set gallery figures in benchmarks/results/gallery_open_set_protonet_conv4_lake_v2.json",
+            "Lake's 20 runs 89.25 (92.50 with --tta shift); open-set gallery figures in benchmarks/results/gallery_open_set_protonet_conv4_lake_v2.json",
         ),
     )
 }
