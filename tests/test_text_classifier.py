@@ -57,10 +57,11 @@ def test_zero_steps_is_the_nearest_template_rule_and_training_separates_close_cl
         fit_cosine_classifier(x[:4], y[:4], 3)  # classes 1 and 2 have neither example nor description
 
 
-def test_cosine_classifier_beats_the_nearest_template_on_confusable_clinc150_intents():
-    """5 train examples of 10 intents the frozen MiniLM confuses most; the held-apart queries are their val
-    utterances. The classifier (with the intent-name descriptions, as in the benchmark) must beat the
-    nearest template of the same examples."""
+@pytest.fixture(scope="module")
+def confusable_clinc():
+    """Real CLINC150 and the frozen MiniLM: the 10 intents it confuses most, their first 5 train utterances
+    embedded (``xs``, labels ``ys``) with the intent-name descriptions (``desc``); ``va`` maps each to its val
+    utterances. Shared by the real-data tests below, so the support is embedded once."""
     pytest.importorskip("sentence_transformers")
     from conftest import data_dir
 
@@ -73,13 +74,23 @@ def test_cosine_classifier_beats_the_nearest_template_on_confusable_clinc150_int
 
     data = load_clinc150(data_dir())
     enc = load_embedder("text")
-    tr, va = data["train"].by_label(), data["val"].by_label()
+    tr = data["train"].by_label()
     xs = enc.embed_texts([t for n in CONFUSABLE for t in tr[n][:5]])
-    xq = enc.embed_texts([t for n in CONFUSABLE for t in va[n][:20]])
     desc = enc.embed_texts([intent_description(n) for n in CONFUSABLE])
-    ys, yq = np.repeat(np.arange(len(CONFUSABLE)), 5), np.repeat(np.arange(len(CONFUSABLE)), 20)
-    frozen = float((nearest(xq, class_templates(xs, ys, len(CONFUSABLE)))[0] == yq).mean())
-    clf = fit_cosine_classifier(xs, ys, len(CONFUSABLE), prior=desc)
+    ys = np.repeat(np.arange(len(CONFUSABLE)), 5)
+    return {"data": data, "enc": enc, "va": data["val"].by_label(), "xs": xs, "ys": ys, "desc": desc, "intents": CONFUSABLE}
+
+
+def test_cosine_classifier_beats_the_nearest_template_on_confusable_clinc150_intents(confusable_clinc):
+    """5 train examples of 10 intents the frozen MiniLM confuses most; the held-apart queries are their val
+    utterances. The classifier (with the intent-name descriptions, as in the benchmark) must beat the
+    nearest template of the same examples."""
+    c = confusable_clinc
+    intents, va, xs, ys, desc = c["intents"], c["va"], c["xs"], c["ys"], c["desc"]
+    xq = c["enc"].embed_texts([t for n in intents for t in va[n][:20]])
+    yq = np.repeat(np.arange(len(intents)), 20)
+    frozen = float((nearest(xq, class_templates(xs, ys, len(intents)))[0] == yq).mean())
+    clf = fit_cosine_classifier(xs, ys, len(intents), prior=desc)
     tuned = float((clf.proba(xq).argmax(1) == yq).mean())
     assert tuned > frozen + 0.03, (frozen, tuned)
 
@@ -101,29 +112,16 @@ def test_lexical_view_separates_by_words_and_mixes_linearly():
         fit_lexical(texts[:2], np.array([0, 0]), 3)
 
 
-def test_mean_distance_matches_a_brute_force_reference_on_clinc150():
+def test_mean_distance_matches_a_brute_force_reference_on_clinc150(confusable_clinc):
     """The out-of-scope score ``mean_distance`` (docs/text.md) on real MiniLM embeddings: 5 train examples +
     the description of 10 CLINC150 intents, queries = 20 of their val utterances and 20 ``oos_val`` ones;
     against plain loops over classes and dimensions; deterministic across two fits."""
-    pytest.importorskip("sentence_transformers")
-    from conftest import data_dir
-
-    if not (data_dir() / "text" / "clinc150" / "data_full.json").is_file():
-        pytest.skip("CLINC150 not found: set ONESHOT_DATA")
-    from test_text import CONFUSABLE
-
-    from oneshot.data.clinc150 import intent_description, load_clinc150
-    from oneshot.modalities import load_embedder
     from oneshot.modalities.text.classifier import MEAN_DISTANCE, mean_distance
 
-    data = load_clinc150(data_dir())
-    enc = load_embedder("text")
-    tr, va = data["train"].by_label(), data["val"].by_label()
-    support = [t for n in CONFUSABLE for t in tr[n][:5]]
-    xs = enc.embed_texts(support)
-    desc = enc.embed_texts([intent_description(n) for n in CONFUSABLE])
+    c = confusable_clinc
+    CONFUSABLE, va, xs, desc, enc, data = c["intents"], c["va"], c["xs"], c["desc"], c["enc"], c["data"]
     xq = enc.embed_texts([va[n][0] for n in CONFUSABLE] + [va[n][1] for n in CONFUSABLE] + data["oos_val"].texts[:20])
-    ys = np.repeat(np.arange(len(CONFUSABLE)), 5)
+    ys = c["ys"]
     clf = fit_cosine_classifier(xs, ys, len(CONFUSABLE), prior=desc)
     got = clf.rejection_scores(xq, MEAN_DISTANCE)
     xs64, d64, q64 = (v.astype(np.float64) for v in (xs, desc, xq))
