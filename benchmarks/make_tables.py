@@ -417,11 +417,33 @@ def text_clinc150_table() -> str:
             "| 50-way novel | frozen | tuned on base | tuned better in draws |",
             "|---|---|---|---|",
         ]
+        r9 = load("text_clinc150_novel_body") or {}
+        p9 = r9.get("protocol9")
+        nb = {row["shots"]: row for row in p9["rows"]} if p9 else {}
+        if nb:
+            lines[-2] += " whole encoder tuned on base | tuned better in draws |"
+            lines[-1] += "---|---|"
         for row in p["rows"]:
-            lines.append(
+            line = (
                 f"| {row['shots']}-shot | {_pc(row['frozen'])} | {_pc(row['tuned_on_base'])} | "
                 f"{row['tuned_beats_frozen_in_seeds']} of {row['frozen']['n']} |"
             )
+            b9 = nb.get(row["shots"])
+            if b9:
+                line += f" {_pc(b9['tuned_body_on_base'])} | {b9['tuned_beats_frozen_in_seeds']} of {b9['frozen']['n']} |"
+            lines.append(line)
+        if p9:
+            ch = p9["selection"]["chosen"]
+            lines += [
+                "",
+                f"Whole encoder tuned on base: all six layers of MiniLM tuned with the supervised contrastive loss on the base "
+                f"intents' utterances ({ch['epochs']} epoch{'s' if ch['epochs'] != 1 else ''}, learning rate {ch['lr']:g}), "
+                f"then mixed with the pretrained weights, (1 - a) start + a tuned with a = {ch.get('interpolate', 1.0):g} "
+                f"(WiSE-FT; `-o interpolate=`), chosen among {len(p9['selection']['grid'])} settings on the novel intents' "
+                "`val` utterances; "
+                f"{ch['fine_tune_seconds'] / 60:.1f} CPU min on one core; `{r9['command']}`, {r9['date'][:10]}). "
+                "The frozen column is the same draws (protocol 2's).",
+            ]
         lines.append("")
     if "protocol3" in r:
         p = r["protocol3"]

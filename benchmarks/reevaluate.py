@@ -9,6 +9,11 @@ the earlier evaluation is kept under ``reevaluation.previous``.
 Example (the MAML row on 1000 episodes per shape)::
 
     python benchmarks/reevaluate.py --name maml_conv4_vinyals --episodes 1000
+
+``--shapes`` scores only the named shapes (``5x1 20x5``) and ``--no-lake`` skips Lake's runs; each shape is
+written to the file as soon as it is scored (replacing that shape's entry), so a slow row (Reptile adapts
+every episode for 20 steps) can be re-scored one shape per invocation and an interrupted run keeps what it
+finished.
 """
 
 from __future__ import annotations
@@ -29,24 +34,45 @@ def main() -> None:
     p.add_argument("--name", required=True, help="results file benchmarks/results/<name>.json")
     p.add_argument("--episodes", type=int, default=1000)
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--shapes", nargs="+", default=None, help="WAYSxSHOTS, e.g. 5x1 20x5 (default: the four standard)")
+    p.add_argument("--no-lake", action="store_true", help="skip Lake's 20 runs (keep the recorded ones)")
     args = p.parse_args()
+    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes] if args.shapes else STANDARD_SHAPES
     path = ROOT / "benchmarks" / "results" / f"{args.name}.json"
     result = json.loads(path.read_text())
     checkpoint = ROOT / result.get("checkpoint", f"models/{args.name}.safetensors")
-    t0 = time.perf_counter()
-    ev = evaluate_checkpoint(
-        checkpoint, STANDARD_SHAPES, episodes=args.episodes, seed=0, lake_runs=True, data_dir=args.data_dir
-    ).to_dict()
-    seconds = time.perf_counter() - t0
-    for r in ev["results"]:
-        print(f"{r['ways']}-way {r['shots']}-shot: {100 * r['accuracy']:.2f} +- {100 * r['ci95']:.2f}")
-    print(f"Lake's 20 runs: {100 * ev['lake_runs']['accuracy']:.2f} ({seconds:.0f}s)")
-    ev["checkpoint"] = str(checkpoint.relative_to(ROOT))
     previous = result.get("evaluation")
-    result["evaluation"] = ev
-    result["reevaluation"] = {**provenance(command_line()), "seconds": seconds, "previous": previous}
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {path}")
+    ev: dict = json.loads(json.dumps(previous)) if previous and args.shapes else {}
+    reev = {**provenance(command_line()), "seconds": 0.0, "previous": previous}
+    for i, (ways, shots) in enumerate(shapes):
+        lake = not args.no_lake and i == len(shapes) - 1
+        t0 = time.perf_counter()
+        part = evaluate_checkpoint(
+            checkpoint, [(ways, shots)], episodes=args.episodes, seed=0, lake_runs=lake, data_dir=args.data_dir
+        ).to_dict()
+        reev["seconds"] += time.perf_counter() - t0
+        if not ev:
+            ev = {**part, "results": []}
+        kept = [r for r in ev["results"] if (r["ways"], r["shots"]) != (ways, shots)]
+        ev["results"] = sorted(
+            kept + part["results"],
+            key=lambda r: STANDARD_SHAPES.index((r["ways"], r["shots"])) if (r["ways"], r["shots"]) in STANDARD_SHAPES else 99,
+        )
+        if lake:
+            ev["lake_runs"] = part["lake_runs"]
+        for r in part["results"]:
+            print(
+                f"{r['ways']}-way {r['shots']}-shot: {100 * r['accuracy']:.2f} +- {100 * r['ci95']:.2f} "
+                f"({r['episodes']} episodes)",
+                flush=True,
+            )
+        if lake:
+            print(f"Lake's 20 runs: {100 * ev['lake_runs']['accuracy']:.2f}", flush=True)
+        ev["checkpoint"] = str(checkpoint.relative_to(ROOT))
+        result["evaluation"] = ev
+        result["reevaluation"] = reev
+        path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path} ({reev['seconds']:.0f}s)")
 
 
 if __name__ == "__main__":

@@ -214,6 +214,34 @@ def test_fine_tuning_beats_frozen_on_held_apart_examples(minilm, clinc, tmp_path
         load_embedder(out)
 
 
+def test_wise_ft_interpolation_is_the_weighted_mean_of_start_and_tuned_weights(minilm):
+    """``interpolate=a`` leaves (1 - a) * start + a * tuned (checked against a run with a = 1 from the same seed)."""
+    import torch
+
+    from oneshot.errors import OneshotError
+    from oneshot.modalities.text.finetune import FinetuneConfig, finetune
+
+    examples = {"weather": ["will it rain today", "is it sunny"], "alarm": ["wake me at six", "set an alarm for 7"]}
+    start = {k: v.clone() for k, v in minilm.model.state_dict().items()}
+    runs = {}
+    for a in (1.0, 0.25):
+        enc = copy.deepcopy(minilm)
+        finetune(enc, examples, FinetuneConfig(epochs=1, lr=1e-3, head_steps=0, interpolate=a, seed=3))
+        runs[a] = enc.model.state_dict()
+    moved = 0
+    for k, v0 in start.items():
+        if not v0.is_floating_point():
+            assert torch.equal(runs[0.25][k], v0)
+            continue
+        expect = 0.75 * v0 + 0.25 * runs[1.0][k]
+        assert torch.allclose(runs[0.25][k], expect, atol=1e-6), k
+        moved += int(not torch.equal(runs[1.0][k], v0))
+    assert moved > 10  # the body really was tuned
+    for bad in (0.0, 1.5):
+        with pytest.raises(OneshotError, match="interpolate must be in"):
+            finetune(minilm, examples, FinetuneConfig(epochs=1, interpolate=bad))
+
+
 # ---------------------------------------------------------------- gallery and CLI
 def test_text_gallery_cli_enrol_identify_and_bad_inputs(builtin_copy, tmp_path):
     g = tmp_path / "intents.gallery"
