@@ -52,8 +52,11 @@ def test_vmap_over_tasks_matches_the_loop(name, options):
     torch.testing.assert_close(loss, ref_loss, **TOL)
     torch.testing.assert_close(logits, ref_logits, **TOL)
     assert logits.shape == (3 * 4 * 2, 4)
+    # Gradients near zero (e.g. a bias whose terms cancel) differ by rounding relative to the largest gradient, not
+    # to themselves (Adam's inner steps divide by sqrt(v)); the absolute tolerance is scaled by the largest one.
+    scale = max(float(r.abs().max()) for r in ref_grads)
     for g, r in zip(grads, ref_grads, strict=True):
-        torch.testing.assert_close(g, r, **TOL)
+        torch.testing.assert_close(g, r, rtol=TOL["rtol"], atol=TOL["atol"] + 1e-8 * scale)
 
 
 def test_second_order_really_differs_from_first_order_under_vmap():
