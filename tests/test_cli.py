@@ -135,7 +135,8 @@ def test_predict_classifies_new_drawings_from_one_example(checkpoint, vinyals_te
     assert correct >= 7  # chance is 2 of 10
     assert all(0 < p["probability"] <= 1 for p in preds)
     table = run("predict", "--checkpoint", checkpoint, "--support", sup, qry)
-    assert table.exit_code == 0 and "char0" in table.output
+    # the table shows each predicted class (which classes occur depends on the predictions, not on char0 existing)
+    assert table.exit_code == 0 and all(p["class"] in table.output for p in preds)
 
 
 def test_predict_errors(checkpoint, vinyals_test, tmp_path):

@@ -193,6 +193,37 @@ def test_calibration_meets_target_on_its_data_and_is_stored(tmp_path, rng):
         calibrate(emb[:30], labels[:30], 0.01, 10)
 
 
+def test_calibration_with_k_example_templates(tmp_path, rng):
+    """``shots=K`` averages K examples into each simulated template: counts follow, one-example calibration is
+    unchanged, and a gallery's calibration defaults to its own examples per class (capped by the data)."""
+    centres = unit(rng.normal(size=(60, D)))
+    labels = np.repeat(np.arange(60), 10)
+    emb = unit(centres[labels] + 0.15 * rng.normal(size=(600, D)))
+    one = calibrate(emb, labels, 0.01, gallery_size=20)
+    assert one["shots"] == 1 and calibrate(emb, labels, 0.01, gallery_size=20, shots=1) == one
+    five = calibrate(emb, labels, 0.01, gallery_size=20, shots=5)
+    assert five["shots"] == 5 and five["scores"]["impostor"]["count"] == (600 - 60 * 5) * 59
+    assert five["scores"]["genuine"]["count"] == 600 - 60 * 5
+    # Averaging five noisy examples moves templates to the class centres: genuine queries score higher.
+    assert five["scores"]["genuine"]["mean"] > one["scores"]["genuine"]["mean"] + 0.01
+    with pytest.raises(OneshotError, match="11\\+ examples"):
+        calibrate(emb, labels, 0.01, gallery_size=20, shots=10)
+    with pytest.raises(OneshotError, match="whole number >= 1"):
+        calibrate(emb, labels, 0.01, gallery_size=20, shots=0)
+    with Gallery.open(tmp_path / "g.db", dim=D) as g:
+        for i in range(6):
+            g.enrol(f"c{i}", unit(rng.normal(size=(3, D))), check=False)
+        rec = g.calibrate(emb, labels, target_far=0.01)
+        assert rec["shots"] == 3 and not rec["notes"]
+        assert g.info()["calibration"]["shots"] == 3
+        assert g.calibrate(emb, labels, target_far=0.01, shots=2)["shots"] == 2
+    with Gallery.open(tmp_path / "g12.db", dim=D) as g:
+        for i in range(6):
+            g.enrol(f"c{i}", unit(rng.normal(size=(12, D))), check=False)
+        rec = g.calibrate(emb, labels, target_far=0.01)  # validation classes have 10 examples: templates of 9
+        assert rec["shots"] == 9 and rec["shots_wanted"] == 12 and any("allow templates of 9" in n for n in rec["notes"])
+
+
 def test_images_fingerprint_refusal_and_reembed(tmp_path, rng):
     enc_a = make_checkpoint(tmp_path / "a.safetensors", 0)
     enc_b = make_checkpoint(tmp_path / "b.safetensors", 1)

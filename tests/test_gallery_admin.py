@@ -68,7 +68,7 @@ def test_calibrate_threshold_and_adapt_print_what_they_set(enrolled):
     gal, _, val = enrolled
     r = run(app, ["gallery", "calibrate", str(gal), "--folder", str(val), "--far", "0.1", "--trials", "3"])
     assert r.exit_code == 0, r.output
-    assert "target false-accept rate 0.1 on 4 validation classes (8 examples), gallery of 3 classes:" in r.output
+    assert "target false-accept rate 0.1 on 4 validation classes (8 examples), gallery of 3 classes, templates of 1 example:" in r.output
     assert "identify threshold" in r.output and "verify threshold" in r.output and "note:" in r.output
     with Gallery.open(gal) as g:
         t = g.thresholds()

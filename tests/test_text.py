@@ -242,6 +242,22 @@ def test_wise_ft_interpolation_is_the_weighted_mean_of_start_and_tuned_weights(m
             finetune(minilm, examples, FinetuneConfig(epochs=1, interpolate=bad))
 
 
+@requires_clinc
+def test_five_example_templates_need_a_higher_threshold_on_real_sentences(minilm, clinc):
+    """On MiniLM's sentence embeddings the mean of five examples scores strangers higher than one example does,
+    so the identify threshold for a five-example gallery (``shots=5``) is higher (benchmarks/calibration_shots.py)."""
+    from oneshot.gallery.calibration import calibrate
+
+    by = clinc["val"].by_label()
+    names = clinc.intents[::4][:30]
+    x = minilm.embed_texts([t for n in names for t in by[n][:12]])
+    y = np.repeat(np.arange(len(names)), 12)
+    one = calibrate(x, y, 0.05, 10, trials=20, seed=0)
+    five = calibrate(x, y, 0.05, 10, trials=20, seed=0, shots=5)
+    assert five["identify_threshold"] > one["identify_threshold"] + 0.01, (one["identify_threshold"], five["identify_threshold"])
+    assert five["scores"]["stranger_best"]["mean"] > one["scores"]["stranger_best"]["mean"]
+
+
 # ---------------------------------------------------------------- gallery and CLI
 def test_text_gallery_cli_enrol_identify_and_bad_inputs(builtin_copy, tmp_path):
     g = tmp_path / "intents.gallery"

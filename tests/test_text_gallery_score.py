@@ -67,7 +67,9 @@ def test_calibration_is_on_the_gallerys_score_and_switching_clears_it(memo_minil
     g = _enrolled(tmp_path / "g.gallery", clinc, memo_minilm)
     texts, labels = _calibration_set(clinc)
     x = g.embed(texts)
+    cos1 = g.calibrate(x, labels, target_far=0.05, gallery_size=len(CONFUSABLE), trials=5, shots=1)
     cos = g.calibrate(x, labels, target_far=0.05, gallery_size=len(CONFUSABLE), trials=5)
+    assert cos["shots"] == SHOTS + 1  # the gallery's examples per class: 5 utterances and the intent name
     assert cos["identify_score"] == "template_cosine" and g.thresholds()["identify"] == cos["identify_threshold"]
     verify = g.thresholds()["verify"]
     with pytest.warns(OneshotWarning, match="set on template_cosine, not mean_distance: it is cleared"):
@@ -75,11 +77,12 @@ def test_calibration_is_on_the_gallerys_score_and_switching_clears_it(memo_minil
     assert said and g.thresholds() == {"identify": None, "verify": verify}  # the cosine verify threshold stays
     queries, _ = _held_apart(clinc)
     assert all(r.known and r.threshold is None for r in g.identify(queries[:5]))  # never a cosine threshold
+    md1 = g.calibrate(x, labels, target_far=0.05, gallery_size=len(CONFUSABLE), trials=5, shots=1)
+    # one example per simulated class: -||q - t||^2 = 2 cos - 2, so the same split gives the same threshold, moved
+    assert md1["identify_threshold"] == pytest.approx(2 * cos1["identify_threshold"] - 2, abs=1e-5)
     md = g.calibrate(x, labels, target_far=0.05, gallery_size=len(CONFUSABLE), trials=5)
     assert md["identify_score"] == "mean_distance" and md["verify_threshold"] == cos["verify_threshold"]
-    assert -4 <= md["identify_threshold"] <= 0
-    # one example per simulated class: -||q - t||^2 = 2 cos - 2, so the same split gives the same threshold, moved
-    assert md["identify_threshold"] == pytest.approx(2 * cos["identify_threshold"] - 2, abs=1e-5)
+    assert -4 <= md["identify_threshold"] <= 0 and md["shots"] == SHOTS + 1
     assert g.store.get_meta("threshold")["identify_score"] == "mean_distance"
     res = g.identify(queries)
     assert all(r.threshold == md["identify_threshold"] and r.known == (r.score >= r.threshold) for r in res)

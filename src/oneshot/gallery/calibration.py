@@ -13,6 +13,12 @@ gallery has never seen) we measure:
   identify threshold is extrapolated from the pairwise impostor distribution at the per-comparison rate
   ``1 - (1 - target)^(1/G)`` (independence assumption, recorded as such).
 
+A gallery whose classes were enrolled from K examples compares queries with the mean of K embeddings, which
+scores every query -- strangers included -- higher than one example does; so ``shots = K`` builds each simulated
+template from K random examples of its class (the raw mean; the default cosine score normalises it, a custom
+score such as ``mean_distance`` gets it as it is), and a threshold calibrated for one-example templates is not
+offered for a K-example gallery (``Gallery.calibrate`` takes K from the gallery).
+
 Every number is stored with the counts it rests on, so a threshold is never a magic number.
 """
 
@@ -54,6 +60,7 @@ def calibrate(
     seed: int = 0,
     score: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     identify_method: str = "auto",
+    shots: int = 1,
 ) -> dict[str, Any]:
     """Thresholds for ``target_far`` and the rates they give on the validation data.
 
@@ -69,18 +76,23 @@ def calibrate(
         identify_method: ``auto`` (simulate, extrapolate when the gallery is over half the validation
             classes), ``simulated`` (always simulate with at most half the classes enrolled) or
             ``extrapolated`` (always from pairwise impostor scores).
+        shots: K, examples averaged into each simulated template (the gallery's examples per class); only
+            classes with K + 1 or more examples take part.
 
     Returns:
         A JSON-ready record: ``verify_threshold``, ``identify_threshold``, measured rates, score summaries.
     """
     if not 0 < target_far < 1:
         raise OneshotError(f"target false-accept rate {target_far} must be between 0 and 1 (e.g. 1e-3)")
+    if int(shots) != shots or shots < 1:
+        raise OneshotError(f"shots {shots} must be a whole number >= 1 (examples per enrolled class)")
+    shots = int(shots)
     labels = np.asarray(labels)
     classes, counts = np.unique(labels, return_counts=True)
-    classes = classes[counts >= 2]
+    classes = classes[counts >= shots + 1]
     if len(classes) < 4:
         raise OneshotError(
-            f"calibration needs at least 4 validation classes with 2+ examples each, got {len(classes)}: "
+            f"calibration needs at least 4 validation classes with {shots + 1}+ examples each, got {len(classes)}: "
             "give more validation classes"
         )
     if identify_method not in ("auto", "simulated", "extrapolated"):
@@ -88,17 +100,27 @@ def calibrate(
     if score is None:
 
         def score(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-            return a @ b.T
+            if shots == 1:
+                return a @ b.T
+            return a @ (b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)).T
 
     rng = np.random.default_rng(seed)
     members = {int(c): np.flatnonzero(labels == c) for c in classes}
     x = np.asarray(embeddings, dtype=np.float32)
 
-    # Verification: one random template per class, every other example is a query.
-    tmpl_idx = np.array([rng.choice(members[int(c)]) for c in classes])
+    def pick(c: int) -> np.ndarray:
+        """``shots`` distinct random examples of class c (one draw of ``rng.choice`` when shots == 1, as before)."""
+        if shots == 1:
+            return np.array([rng.choice(members[c])])
+        return rng.choice(members[c], size=shots, replace=False)
+
+    # Verification: one random template (of ``shots`` examples) per class, every other example is a query.
+    picks = [pick(int(c)) for c in classes]
+    tmpl_idx = np.concatenate(picks)
+    templates_v = np.stack([x[p].mean(0) for p in picks])
     keep = np.isin(labels, classes) & ~np.isin(np.arange(len(labels)), tmpl_idx)
     q_idx = np.flatnonzero(keep)
-    s = score(x[q_idx], x[tmpl_idx])  # (Q, C)
+    s = score(x[q_idx], templates_v)  # (Q, C)
     own = np.searchsorted(classes, labels[q_idx])
     genuine = s[np.arange(len(q_idx)), own]
     mask = np.ones_like(s, dtype=bool)
@@ -113,8 +135,9 @@ def calibrate(
     for _ in range(trials):
         perm = rng.permutation(C)
         enrolled, strangers = perm[:G], perm[G:]
-        t_idx = np.array([rng.choice(members[int(classes[c])]) for c in enrolled])
-        templates = x[t_idx]
+        e_picks = [pick(int(classes[c])) for c in enrolled]
+        t_idx = np.concatenate(e_picks)
+        templates = np.stack([x[p].mean(0) for p in e_picks])
         stranger_idx = np.concatenate([members[int(classes[c])] for c in strangers])
         imp_best.append(score(x[stranger_idx], templates).max(1))
         g_idx = np.concatenate([np.setdiff1d(members[int(classes[c])], t_idx) for c in enrolled])
@@ -155,6 +178,7 @@ def calibrate(
         "validation_examples": int(keep.sum() + len(tmpl_idx)),
         "trials": int(trials),
         "seed": int(seed),
+        "shots": shots,
         "measured": {
             "verify_far": float(np.mean(impostor >= t_verify)),
             "verify_tar": float(np.mean(genuine >= t_verify)),

@@ -41,19 +41,24 @@ def calibrate(
     ] = None,
     trials: Annotated[int, typer.Option(help="Random gallery/stranger splits simulated, in [1, 100000].")] = 20,
     seed: Annotated[int, typer.Option(help="Seed of the simulated splits.")] = 0,
+    shots: Annotated[
+        Optional[int],
+        typer.Option(help="Examples averaged into each simulated template (>= 1; default: the gallery's median per class)."),
+    ] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Dataset folder for --omniglot (else $ONESHOT_DATA).")] = None,
     encoder: EncoderOpt = None,
     as_json: Json = False,
 ) -> None:
     """Measure genuine and impostor scores on validation classes; set thresholds for a target false-accept rate."""
     check_range("far", far, 0, 1, low_open=True, high_open=True)
+    check_range("shots", shots, 1)
     check_range("gallery_size", gallery_size, 1)
     check_range("trials", trials, 1, 100000)
     with open_gallery(gallery, encoder) as g:
         if (folder is None) == (omniglot is None):
             raise OneshotError("give exactly one of --folder DIR or --omniglot lake-val")
         if folder is not None:
-            rec = g.calibrate_folder(folder, target_far=far, gallery_size=gallery_size, trials=trials, seed=seed)
+            rec = g.calibrate_folder(folder, target_far=far, gallery_size=gallery_size, trials=trials, seed=seed, shots=shots)
         else:
             if omniglot != "lake-val":
                 raise OneshotError(f"unknown --omniglot {omniglot!r}: use lake-val")
@@ -78,6 +83,7 @@ def calibrate(
                 seed=seed,
                 source="omniglot lake val",
                 domain="omniglot",
+                shots=shots,
             )
     if as_json:
         echo_json(rec)
@@ -85,7 +91,8 @@ def calibrate(
     m = rec["measured"]
     typer.echo(
         f"target false-accept rate {far:g} on {rec['validation_classes']} validation classes "
-        f"({rec['validation_examples']} examples), gallery of {rec['gallery_size']} classes:"
+        f"({rec['validation_examples']} examples), gallery of {rec['gallery_size']} classes, "
+        f"templates of {rec.get('shots', 1)} example{'s' if rec.get('shots', 1) != 1 else ''}:"
     )
     typer.echo(
         f"  identify threshold {rec['identify_threshold']:.4f} ({rec['identify_method']}): measured FAR {m['identify_far']:.2e}, "

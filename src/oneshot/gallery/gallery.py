@@ -329,14 +329,15 @@ class Gallery(GalleryHandle):
         source: str = "",
         domain: str | None = None,
         unlike_fraction: float | None = None,
+        shots: int | None = None,
     ) -> dict[str, Any]:
         """Set both thresholds for ``target_far`` from validation embeddings (N, D) with labels (N,) of classes
         not in the gallery; stores and returns the calibration record (chosen rate, measured rates, counts).
 
-        ``domain`` names what the calibration data is (``omniglot``, ``att_faces`` ...): a named domain other than
-        the encoder's training domain is refused (a handwriting threshold is meaningless for faces).
-        ``unlike_fraction`` is the fraction of calibration inputs whose pixels look unlike the encoder's training
-        images; above one half the record says so and :meth:`info` warns."""
+        ``domain`` names the calibration data (``omniglot``, ``att_faces`` ...): one other than the encoder's
+        training domain is refused. ``unlike_fraction``: the fraction of inputs that look unlike the encoder's
+        training images (above one half the record says so and :meth:`info` warns). ``shots``: examples per
+        simulated template (default: the gallery's, :func:`thresholds.shots_for`)."""
         rec = thresholds.calibration_record(
             embeddings,
             labels,
@@ -352,6 +353,7 @@ class Gallery(GalleryHandle):
             unlike_fraction=unlike_fraction,
             now=now_iso(),
             identify_score=self.rejection_score,
+            **thresholds.shots_for(self.store, labels, shots),
         )
         thresholds.save_calibration(self.store, rec, target_far)
         return rec
@@ -387,13 +389,7 @@ class Gallery(GalleryHandle):
         return transfer.export(self.store, dest)
 
     def import_from(self, source: str | Path, *, on_conflict: str = "error") -> int:
-        """Add the classes of another gallery with the same encoder fingerprint, in one transaction.
-
-        Args:
-            on_conflict: for a label present in both: ``error`` (nothing imported), ``skip`` or ``merge``
-                (add the imported examples to the existing class).
-
-        Returns:
-            The number of classes imported or merged.
-        """
+        """Add the classes of another gallery with the same encoder fingerprint, in one transaction; returns the
+        number of classes imported or merged. ``on_conflict``, for a label present in both: ``error`` (nothing
+        imported), ``skip`` or ``merge`` (add the imported examples to the existing class)."""
         return transfer.import_classes(self.store, source, self.fingerprint, self.dim, on_conflict, now_iso())

@@ -60,6 +60,30 @@ def encoder_domain(modality: str, embedder: Callable[[], Embedder]) -> str | Non
         return None
 
 
+def gallery_shots(store: ClassStore) -> int:
+    """The examples per class a calibration should simulate for this gallery: the median ``n_examples`` of its
+    classes (a text description counts as an example), at least 1; 1 for an empty gallery."""
+    with store.read():
+        counts = [row[2] for row in store.list_classes()]
+    return max(1, int(np.median(counts))) if counts else 1
+
+
+def supported_shots(labels: np.ndarray, wanted: int) -> int:
+    """The largest K <= ``wanted`` for which at least 4 validation classes have K + 1 examples (at least 1)."""
+    counts = np.sort(np.unique(np.asarray(labels), return_counts=True)[1])[::-1]
+    fourth = int(counts[3]) if len(counts) >= 4 else 0
+    return max(1, min(wanted, fourth - 1))
+
+
+def shots_for(store: ClassStore, labels: np.ndarray, shots: int | None) -> dict[str, Any]:
+    """``shots`` / ``shots_wanted`` for :func:`calibration_record`: an explicit ``shots`` as given, else the
+    gallery's (:func:`gallery_shots`) capped by what the validation ``labels`` allow (:func:`supported_shots`)."""
+    if shots is not None:
+        return {"shots": shots}
+    wanted = gallery_shots(store)
+    return {"shots": supported_shots(labels, wanted), "shots_wanted": wanted}
+
+
 def calibration_record(
     embeddings: np.ndarray,
     labels: np.ndarray,
@@ -76,6 +100,8 @@ def calibration_record(
     unlike_fraction: float | None,
     now: str,
     identify_score: str = rejection.TEMPLATE_COSINE,
+    shots: int = 1,
+    shots_wanted: int | None = None,
 ) -> dict[str, Any]:
     """The calibration record of validation embeddings (N, D) with labels (N,) for a gallery of ``gallery_size``
     classes (default: ``n_classes``, at least 1), with the domain it was measured on (see ``Gallery.calibrate``).
@@ -83,7 +109,9 @@ def calibration_record(
     The verify threshold is always on the cosine; the identify threshold, its measured rates and the
     ``stranger_best`` / ``genuine_best`` summaries are on ``identify_score`` (recorded in the record): for
     ``mean_distance`` the same simulated splits (same seed) are scored by
-    :func:`oneshot.gallery.rejection.one_shot_mean_distance`."""
+    :func:`oneshot.gallery.rejection.one_shot_mean_distance`. Templates are means of ``shots`` examples;
+    ``shots_wanted`` (the gallery's own examples per class, when more than the validation classes allow) is
+    recorded with a note."""
     if domain is not None and enc_domain is not None and domain != enc_domain:
         raise OneshotError(
             f"calibration data is {domain} but the gallery's encoder was trained on {enc_domain}: "
@@ -94,15 +122,23 @@ def calibration_record(
     in_range("trials", trials, 1, 100000)
     x = check_vectors(embeddings, dim, "calibration embeddings")
     size = gallery_size if gallery_size is not None else max(1, n_classes)
-    rec = calibration.calibrate(x, np.asarray(labels), target_far, size, trials, seed)
+    rec = calibration.calibrate(x, np.asarray(labels), target_far, size, trials, seed, shots=shots)
     if identify_score == rejection.MEAN_DISTANCE:
-        md = calibration.calibrate(x, np.asarray(labels), target_far, size, trials, seed, rejection.one_shot_mean_distance)
+        md = calibration.calibrate(
+            x, np.asarray(labels), target_far, size, trials, seed, rejection.one_shot_mean_distance, shots=shots
+        )
         rec["identify_threshold"] = md["identify_threshold"]
         for key in ("identify_far", "identify_tar"):
             rec["measured"][key] = md["measured"][key]
         for key in ("stranger_best", "genuine_best"):
             rec["scores"][key] = md["scores"][key]
     rec["identify_score"] = identify_score
+    if shots_wanted is not None and shots_wanted > shots:
+        rec["shots_wanted"] = int(shots_wanted)
+        rec["notes"].append(
+            f"the gallery's classes have {shots_wanted} examples each (median) but the validation classes allow "
+            f"templates of {shots}: give validation classes with {shots_wanted + 1}+ examples for thresholds that fit"
+        )
     rec["source"] = source
     mismatch = unlike_fraction is not None and unlike_fraction > 0.5
     rec["domain"] = {
