@@ -216,7 +216,9 @@ def test_calibration_with_k_example_templates(tmp_path, rng):
         rec = g.calibrate(emb, labels, target_far=0.01)
         assert rec["shots"] == 3 and not rec["notes"]
         assert g.info()["calibration"]["shots"] == 3
-        assert g.calibrate(emb, labels, target_far=0.01, shots=2)["shots"] == 2
+        assert "warning" not in g.info()  # templates of 3, classes of 3 examples
+        assert g.calibrate(emb, labels, target_far=0.01, shots=1)["shots"] == 1
+        assert "templates of 1 example, the gallery's classes now have 3.0" in g.info()["warning"]
     with Gallery.open(tmp_path / "g12.db", dim=D) as g:
         for i in range(6):
             g.enrol(f"c{i}", unit(rng.normal(size=(12, D))), check=False)

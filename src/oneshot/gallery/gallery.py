@@ -290,7 +290,7 @@ class Gallery(GalleryHandle):
             "generation": self.index_cache.generation,
             "created": meta.get("created"),
         }
-        warning = thresholds.calibration_warning(meta.get("calibration"), len(self))
+        warning = thresholds.calibration_warning(meta.get("calibration"), len(self), n_ex)
         if warning is not None:
             info["warning"] = warning
         return info

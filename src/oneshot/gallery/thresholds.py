@@ -173,9 +173,17 @@ def save_calibration(store: ClassStore, rec: dict[str, Any], target_far: float) 
         )
 
 
-def calibration_warning(cal: dict[str, Any] | None, n_classes: int) -> str | None:
-    """Why the recorded calibration ``cal`` may not hold for a gallery of ``n_classes`` classes, or None."""
+def calibration_warning(cal: dict[str, Any] | None, n_classes: int, n_examples: int = 0) -> str | None:
+    """Why the recorded calibration ``cal`` may not hold for a gallery of ``n_classes`` classes holding
+    ``n_examples`` stored examples (0: not known), or None."""
     said: list[str] = []
+    shots = int((cal or {}).get("shots", 1))
+    per = n_examples / n_classes if n_classes and n_examples else None
+    if cal and per is not None and not (shots / 2 < per < shots * 2):
+        said.append(
+            f"calibrated with templates of {shots} example{'s' if shots != 1 else ''}, the gallery's classes now "
+            f"have {per:.1f} on average: the false-accept rates have changed; run calibrate again"
+        )
     if cal and n_classes and not (cal["gallery_size"] / 2 <= n_classes <= cal["gallery_size"] * 2):
         said.append(
             f"calibrated for {cal['gallery_size']} classes, the gallery now has {n_classes}: "
