@@ -21,10 +21,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def main() -> None:
     import torch
+    from text_clinc150 import draw
 
     from oneshot.data.clinc150 import load_clinc150
     from oneshot.modalities import load_embedder
@@ -46,8 +48,7 @@ def main() -> None:
     tr, va = d["train"], d["val"]
     ytr = np.array([pos[label] for label in tr.labels])
     yva = np.array([pos[label] for label in va.labels])
-    rng = np.random.default_rng((args.seed, 13))
-    sup = np.concatenate([rng.permutation(np.flatnonzero(ytr == c))[: args.shots] for c in range(len(d.intents))])
+    sup = draw(ytr, list(range(len(d.intents))), args.shots, args.seed)  # the draw text_clinc150.py makes
     examples: dict[str, list[str]] = {}
     for i in sup:
         examples.setdefault(tr.labels[i], []).append(tr.texts[i])

@@ -74,6 +74,17 @@ def ens_scorer(members, shots, w, beta, rank=False):
         return np.mean(outs, 0)
     return score
 
+#: The scoring rule the lever runs hold fixed: K -> (w_K, beta_K).
+RULE = {1: (1.0, 0.0), 10: (3.0, 1.0)}
+
+def mean_val_aucs(tox, x, paths):
+    """K -> (2 validation assays, 100 draws) ROC-AUCs averaged over the single models at ``paths`` (rule fixed)."""
+    out = {}
+    for k in (1, 10):
+        w, b = RULE[k]
+        out[k] = np.mean([aucs(tox, ens_scorer([Member(load_checkpoint(p).method, x, tox)], k, w, b), k, 100, 0) for p in paths], 0)
+    return out
+
 def aucs(tox, scorer, shots, draws, seed):
     return np.array([assay_auc(tox, t, scorer, shots, draws, seed).aucs for t in TOX21_VAL])  # (2, draws)
 

@@ -5,13 +5,8 @@ import sys, time
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from common import *
 tox, x = data()
-RULE = {1: (1.0, 0.0), 10: (3.0, 1.0)}
 def evalset(paths):
-    out = {}
-    for k in (1, 10):
-        w, b = RULE[k]
-        out[k] = np.mean([aucs(tox, ens_scorer([Member(load_checkpoint(p).method, x, tox)], k, w, b), k, 100, 0) for p in paths], 0)
-    return out
+    return mean_val_aucs(tox, x, paths)
 bf = OUT / "reg_base.npy"
 if bf.exists():
     base = np.load(bf, allow_pickle=True).item()
