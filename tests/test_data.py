@@ -139,3 +139,37 @@ def test_image_folder_with_an_empty_class_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(OneshotError, match="class folder .*empty holds no image"):
         load_image_folder(tmp_path, Preprocessing())
+
+
+def test_rotated_classes_quadruple_the_lake_training_classes(omniglot_dir):
+    from oneshot.data.imageset import with_rotated_classes
+
+    train = load_omniglot("lake", "train", 28, omniglot_dir)
+    rot = with_rotated_classes(train)
+    n = train.num_classes
+    assert rot.num_classes == 4 * n and len(rot) == 4 * len(train)
+    assert rot.class_names[:n] == train.class_names
+    c = 17
+    for k in (1, 2, 3):
+        assert rot.class_names[c + k * n] == f"{train.class_names[c]}/rot{90 * k:03d}"
+        turned = rot.images[rot.class_indices[c + k * n]]
+        assert torch.equal(turned, torch.rot90(train.images[train.class_indices[c]], k, dims=(2, 3)))
+    with pytest.raises(ValueError, match="square"):
+        with_rotated_classes(type(train)(train.images[:, :, :, :20].contiguous(), train.labels, train.class_names))
+
+
+def test_train_records_rotated_classes_and_the_stroke_augmentation(omniglot_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from oneshot.checkpoint import load_checkpoint
+    from oneshot.cli import app
+    from oneshot.cli_common import STROKE_AUGMENT
+
+    out = tmp_path / "m.safetensors"
+    args = ["train", "--split", "lake", "--rotated-classes", "--augment", "--out", str(out), "--episodes", "2"]
+    args += ["--ways", "5", "--eval-every", "2", "--val-ways", "5", "--val-episodes", "2", "--data-dir", str(omniglot_dir)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    config = load_checkpoint(out).metadata["training"]["config"]
+    assert config["rotated_classes"] is True
+    assert config["augment"] == STROKE_AUGMENT and config["augment"]["flip"] == 0.0

@@ -35,6 +35,8 @@ DEFAULT_CHECKPOINT = "omniglot"  # the shipped ProtoNet (oneshot.weights); a pat
 CHECKPOINT_HELP = "a built-in encoder name (`oneshot encoders`) or a checkpoint file (.safetensors)"
 # `train --augment` and the faces demo: the batch augmentation of photo datasets (oneshot.data.augment.Augment)
 PHOTO_AUGMENT = {"flip": 0.5, "scale": [0.8, 1.0], "rotate": 10.0, "shift": 0.05, "brightness": 0.2, "contrast": 0.2}
+# `train --augment` on Omniglot: strokes on a blank page have no mirror image and no lighting, only small affine changes
+STROKE_AUGMENT = {"flip": 0.0, "scale": [0.85, 1.0], "rotate": 10.0, "shift": 0.05, "brightness": 0.0, "contrast": 0.0}
 
 DataDir = Annotated[
     Optional[Path], typer.Option(help="Folder with the dataset files (else $ONESHOT_DATA, then the user cache, then download).")
@@ -215,3 +217,12 @@ def check_output_file(name: str, path: Path) -> None:
 
         raise OneshotError(f"--{name} {path} cannot be written ({os_reason(exc)}): choose a writable place") from None
     del os
+
+
+def parse_shapes(ways: list[int], shots: list[int], standard: bool) -> list[tuple[int, int]]:
+    """The (ways, shots) shapes of ``evaluate``: the four standard ones with ``--standard``, else every pair."""
+    if standard:
+        from oneshot.experiment import STANDARD_SHAPES
+
+        return list(STANDARD_SHAPES)
+    return [(w, k) for w in ways for k in shots]

@@ -116,6 +116,10 @@ def train_model(
     prep = dataset_preprocessing(dataset, size, preprocessing)
     train_part, val_part = TRAIN_PARTS.get(dataset, ("train", "val"))
     train_data = load_split(dataset, split, train_part, size, data_dir, prep)
+    if config.rotated_classes:
+        from oneshot.data.imageset import with_rotated_classes
+
+        train_data = with_rotated_classes(train_data)
     val_data = load_split(dataset, split, val_part, size, data_dir, prep)
     torch.manual_seed(config.seed)
     enc_opts = dict(encoder_options or {"in_channels": prep.channels})

@@ -69,6 +69,8 @@ class TrainConfig:
         compile: ``torch.compile`` the encoder: auto (the per-device rule of
             :func:`oneshot.runtime.resolve_compile`), on or off.
         threads: intra-op threads for this run (0: PyTorch's default, one per core).
+        rotated_classes: train on each training class's four 90-degree rotations as four classes
+            (:func:`oneshot.data.imageset.with_rotated_classes`); validation data is left as it is.
     """
 
     episodes: int = 20000
@@ -95,6 +97,7 @@ class TrainConfig:
     augment: dict[str, Any] | None = None
     compile: str = "auto"
     threads: int = 0
+    rotated_classes: bool = False
 
 
 @dataclass
