@@ -104,3 +104,38 @@ def test_galleries_of_the_first_lake_encoder_still_open_and_move_to_the_new_defa
         assert info["encoder_path"] == LAKE_DEFAULT and info["encoder"] != "027b41b3b5d25d04"
     with Gallery.open(path) as g:
         assert g.identify([tmp_path / "b.png"])[0].candidates[0].label == "b"
+
+
+def test_shift_tta_encoders_are_their_own_encoder_and_reopen_by_name(tmp_path):
+    """``NAME:tta=shift`` (and ``FILE:tta=shift``) averages the five shifted views, records its own fingerprint
+    and spec, and a gallery made with it reopens with it and refuses the plain weights."""
+    import torch
+    from PIL import Image
+
+    from oneshot.gallery import Gallery
+    from oneshot.inference import view_embeddings
+    from oneshot.modalities import load_embedder
+    from oneshot.weights import shipped_path
+
+    plain, tta = load_embedder("omniglot-lake"), load_embedder("omniglot-lake:tta=shift")
+    by_file = load_embedder(f"{shipped_path('omniglot-lake')}:tta=shift")
+    rng = np.random.default_rng(3)
+    images = (rng.random((6, 1, 28, 28)) > 0.9).astype(np.uint8) * 255
+    want = view_embeddings(plain.checkpoint.method, torch.from_numpy(images), torch.device("cpu"), "shift").mean(0)
+    assert np.allclose(tta.embed_images(images), want.numpy(), atol=1e-5)
+    assert np.array_equal(tta.embed_images(images), by_file.embed_images(images))
+    assert not np.allclose(tta.embed_images(images), plain.embed_images(images), atol=1e-3)
+    assert tta.spec == "omniglot-lake:tta=shift" and by_file.spec.endswith(".safetensors:tta=shift")
+    assert tta.fingerprint == {**plain.fingerprint, "tta": "shift"} and "tta" not in plain.fingerprint
+    Image.fromarray(255 - images[0, 0]).save(tmp_path / "a.png")
+    with Gallery.open(tmp_path / "g.gallery", encoder="omniglot-lake:tta=shift") as g:
+        g.enrol("a", [tmp_path / "a.png"], check=False)
+    with Gallery.open(tmp_path / "g.gallery") as g:  # reopened with TTA from its recorded spec
+        assert g.info()["encoder_path"] == "omniglot-lake:tta=shift"
+        assert g.identify([tmp_path / "a.png"])[0].candidates[0].score == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(OneshotError, match="reembed"):
+        Gallery.open(tmp_path / "g.gallery", encoder="omniglot-lake")
+    with pytest.raises(OneshotError, match="tta='blur'"):
+        load_embedder("omniglot-lake:tta=blur")
+    with pytest.raises(OneshotError, match="omniglot-lake:zoom=2"):
+        load_embedder("omniglot-lake:zoom=2")

@@ -15,6 +15,7 @@ optional extra (``oneshot[text]``, ``oneshot[molecules]``) is reported only by t
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -112,9 +113,12 @@ def load_embedder(spec: str | Path | Embedder) -> Embedder:
     if name in BUILTIN:
         return _attr(BUILTIN[name][0])()
     base, sep, opts = name.partition(":")
-    if sep and base in BUILTIN:  # options of a built-in: "ecfp:radius=3,bits=1024"
-        return _attr(BUILTIN[base][0])(**_builtin_options(name, opts))
+    if sep and base in BUILTIN:  # options of a built-in: "ecfp:radius=3,bits=1024", "omniglot-lake-v3:tta=shift"
+        return _with_options(name, _attr(BUILTIN[base][0]), (), _builtin_options(name, opts))
     path = Path(name)
+    if sep and not path.exists() and Path(name.rpartition(":")[0]).is_file():  # "model.safetensors:tta=shift"
+        base, _, opts = name.rpartition(":")
+        return _with_options(name, _checkpoint_embedder(Path(base)), (Path(base),), _builtin_options(name, opts))
     if path.is_dir():
         for claims, cls in FOLDER_EMBEDDERS.values():
             if _attr(claims)(path):
@@ -124,15 +128,29 @@ def load_embedder(spec: str | Path | Embedder) -> Embedder:
             f"folder, or a built-in encoder ({', '.join(sorted(BUILTIN)) or 'none installed'})"
         )
     if path.is_file():
-        modality = checkpoint_modality(path)
-        if modality not in CHECKPOINT_EMBEDDERS:
-            raise OneshotError(
-                f"{path} is a checkpoint of modality {modality!r}, which this oneshot cannot embed "
-                f"(known: {', '.join(sorted(CHECKPOINT_EMBEDDERS))})"
-            )
-        return _attr(CHECKPOINT_EMBEDDERS[modality])(path)
+        return _checkpoint_embedder(path)(path)
     known = f"; built-in encoders: {', '.join(sorted(BUILTIN))}" if BUILTIN else ""
     raise OneshotError(f"encoder {name!r} is neither a built-in name nor an existing file or folder{known}")
+
+
+def _checkpoint_embedder(path: Path) -> Callable[..., Embedder]:
+    """The embedder class for a checkpoint file's modality (refusing a modality this oneshot cannot embed)."""
+    modality = checkpoint_modality(path)
+    if modality not in CHECKPOINT_EMBEDDERS:
+        raise OneshotError(
+            f"{path} is a checkpoint of modality {modality!r}, which this oneshot cannot embed "
+            f"(known: {', '.join(sorted(CHECKPOINT_EMBEDDERS))})"
+        )
+    return _attr(CHECKPOINT_EMBEDDERS[modality])  # type: ignore[no-any-return]
+
+
+def _with_options(name: str, factory: Callable[..., Embedder], args: tuple[Any, ...], options: dict[str, Any]) -> Embedder:
+    """``factory(*args, **options)``; an option the embedder does not take is a one-line error naming it."""
+    try:
+        inspect.signature(factory).bind(*args, **options)
+    except TypeError as exc:
+        raise OneshotError(f"encoder {name!r}: {exc}; give options as key=value,key=value") from None
+    return factory(*args, **options)
 
 
 def _builtin_options(name: str, opts: str) -> dict[str, Any]:

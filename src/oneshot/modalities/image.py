@@ -28,9 +28,13 @@ class ImageEmbedder:
 
     Attributes:
         path: the checkpoint file.
-        spec: how a gallery reloads it: a built-in name (``omniglot``) or the checkpoint's absolute path.
-        fingerprint: tensors SHA-256, method, encoder, their options and the preprocessing.
+        spec: how a gallery reloads it: a built-in name (``omniglot``) or the checkpoint's absolute path, with
+            ``:tta=shift`` appended when test-time augmentation is on.
+        fingerprint: tensors SHA-256, method, encoder, their options and the preprocessing (and ``tta`` when on:
+            the vectors differ, so a gallery refuses the same weights with another setting).
         dim: embedding size D.
+        tta: ``none``, or ``shift``: each embedding is the mean of the image's and of its four one-step shifted
+            copies' embeddings (:func:`oneshot.inference.view_embeddings`; five forward passes per image).
     """
 
     modality = MODALITY
@@ -42,8 +46,14 @@ class ImageEmbedder:
         batch_size: int = 256,
         spec: str | None = None,
         preprocessing: dict[str, Any] | None = None,
+        tta: str = "none",
     ) -> None:
         from oneshot.checkpoint import load_checkpoint
+        from oneshot.inference import TTA_MODES
+
+        if tta not in TTA_MODES:
+            raise OneshotError(f"unknown test-time augmentation tta={tta!r}: choose one of {', '.join(TTA_MODES)}")
+        self.tta = tta
 
         self.path = Path(path)
         self.spec: str | None = spec or str(self.path.resolve())
@@ -59,6 +69,8 @@ class ImageEmbedder:
         self.preprocessing = self.checkpoint.preprocessing.with_overrides(**(preprocessing or {}))
         if preprocessing:
             self.spec = None  # a path alone would reload the stored preprocessing
+        elif tta != "none" and not self.spec.endswith(f":tta={tta}"):
+            self.spec = f"{self.spec}:tta={tta}"
         self.input_envelope = self.checkpoint.input_envelope
         from oneshot.generative import Generator, generator_path
 
@@ -79,20 +91,29 @@ class ImageEmbedder:
             "preprocessing": self.preprocessing.to_dict(),
             "dim": self.dim,
         }
+        if tta != "none":  # only then: galleries made without TTA keep their fingerprint
+            self.fingerprint["tta"] = tta
 
     def _embed(self, images: np.ndarray) -> np.ndarray:
         """uint8 (B, C, H, W) -> float32 (B, D), through the method's one embedding entry point."""
         import torch
 
         from oneshot.evaluation import embed_all
+        from oneshot.inference import shift_views, shifted
 
-        z = embed_all(
-            self.checkpoint.method,
-            torch.from_numpy(images),
-            torch.device(self.device),
-            batch_size=self.batch_size,
-            channels_last=False,
-        )
+        x = torch.from_numpy(images)
+        views = shift_views(x.shape[-1]) if self.tta == "shift" else [(0, 0)]
+        per_view = [
+            embed_all(
+                self.checkpoint.method,
+                shifted(x, dx, dy),
+                torch.device(self.device),
+                batch_size=self.batch_size,
+                channels_last=False,
+            )
+            for dx, dy in views
+        ]
+        z = per_view[0] if len(per_view) == 1 else torch.stack(per_view).mean(0)
         return z.cpu().numpy().astype(np.float32, copy=False)
 
     def read(self, example: str | Path | bytes | Inline) -> RawInput:

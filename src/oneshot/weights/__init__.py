@@ -82,23 +82,24 @@ def resolve_checkpoint(spec: str | Path) -> Path:
     return Path(spec)
 
 
-def shipped_embedder(name: str):  # noqa: ANN201 -- the ImageEmbedder type is imported lazily
-    """A shipped image encoder as a gallery embedder, recorded by its name (so a gallery reopens from any folder)."""
+def shipped_embedder(name: str, tta: str = "none"):  # noqa: ANN201 -- the ImageEmbedder type is imported lazily
+    """A shipped image encoder as a gallery embedder, recorded by its name (so a gallery reopens from any folder);
+    ``tta="shift"`` averages each image's embedding over shifted copies (``--encoder NAME:tta=shift``)."""
     from oneshot.modalities.image import ImageEmbedder
 
-    return ImageEmbedder(shipped_path(name), spec=name)
+    return ImageEmbedder(shipped_path(name), spec=name, tta=tta)
 
 
-def load_omniglot():  # noqa: ANN201
+def load_omniglot(tta: str = "none"):  # noqa: ANN201
     """The shipped Omniglot ProtoNet (Vinyals split) as a gallery embedder."""
-    return shipped_embedder("omniglot")
+    return shipped_embedder("omniglot", tta)
 
 
-def load_omniglot_lake():  # noqa: ANN201
+def load_omniglot_lake(tta: str = "none"):  # noqa: ANN201
     """The first shipped Lake-split ProtoNet (12 CPU minutes), kept for the galleries created with it."""
-    return shipped_embedder("omniglot-lake")
+    return shipped_embedder("omniglot-lake", tta)
 
 
-def load_omniglot_lake_v2():  # noqa: ANN201
+def load_omniglot_lake_v2(tta: str = "none"):  # noqa: ANN201
     """The default Lake-split ProtoNet (:data:`LAKE_DEFAULT`) as a gallery embedder."""
-    return shipped_embedder(LAKE_DEFAULT)
+    return shipped_embedder(LAKE_DEFAULT, tta)
