@@ -53,11 +53,11 @@ ROOT = Path(__file__).resolve().parent.parent
 FIRST_ENCODER = "protonet_conv4_lake"  # omniglot-lake: its results keep their original file names
 
 
-def default_out(encoder: Path, levers: bool) -> Path:
-    """``benchmarks/results/gallery_open_set[_levers][_<encoder stem>].json`` (no stem for omniglot-lake)."""
+def default_out(encoder: Path, levers: bool, tta: str = "none") -> Path:
+    """``benchmarks/results/gallery_open_set[_levers][_<encoder stem>][_tta_shift].json`` (no stem for omniglot-lake)."""
     name = "gallery_open_set_levers" if levers else "gallery_open_set"
-    suffix = "" if encoder.stem == FIRST_ENCODER else f"_{encoder.stem}"
-    return ROOT / "benchmarks" / "results" / f"{name}{suffix}.json"
+    suffix = "" if encoder.stem == FIRST_ENCODER and tta == "none" else f"_{encoder.stem}"
+    return ROOT / "benchmarks" / "results" / f"{name}{suffix}{'' if tta == 'none' else f'_tta_{tta}'}.json"
 
 
 def write_png(path: Path, img: np.ndarray) -> Path:
@@ -231,10 +231,12 @@ def main() -> None:
     p.add_argument("--targets", type=float, nargs="+", default=[1e-2, 1e-3])
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--levers", action="store_true", help="measure the open-set levers (gallery_open_set_levers.json)")
+    p.add_argument("--tta", choices=("none", "shift"), default="none", help="the encoder's test-time augmentation")
     args = p.parse_args()
+    name = str(args.encoder) if str(args.encoder) in SHIPPED else None
     args.encoder = resolve_checkpoint(args.encoder).resolve()
-    args.out = args.out or default_out(args.encoder, args.levers)
-    enc = ImageEmbedder(args.encoder)
+    args.out = args.out or default_out(args.encoder, args.levers, args.tta)
+    enc = ImageEmbedder(args.encoder, spec=name, tta=args.tta)  # the gallery records NAME[:tta=shift] or the path
     size = enc.preprocessing.size
     test = load_omniglot("lake", "test", size, args.data_dir)
     val = load_omniglot("lake", "val", size, args.data_dir)
@@ -255,6 +257,7 @@ def main() -> None:
                     "benchmark": "gallery_open_set_levers",
                     "encoder": str(args.encoder),
                     "encoder_fingerprint": enc.fingerprint["tensors_sha256"][:16],
+                    "tta": args.tta,
                     "cohort": f"{len(cohort)} background characters, first drawing each",
                     "seeds": args.seeds,
                     "targets": args.targets,
@@ -295,6 +298,8 @@ def main() -> None:
         "encoder": str(args.encoder.relative_to(ROOT) if args.encoder.is_relative_to(ROOT) else args.encoder),
         "encoder_name": next((n for n, e in SHIPPED.items() if e.file == args.encoder.name), None),
         "encoder_fingerprint": enc.fingerprint["tensors_sha256"][:16],
+        "tta": args.tta,
+        "encoder_spec": enc.spec,
         "seeds": args.seeds,
         "embed_seconds": embed_seconds,
         "protocol": "Omniglot evaluation set (Lake split test): 100 characters enrolled from 1 drawing, queries = their 19 "

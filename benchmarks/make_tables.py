@@ -265,7 +265,8 @@ def gallery_open_set_table() -> str:
         s, stem = r["summary"], Path(r["encoder"]).stem
         acc = s["closed_set_accuracy"]
         head = [
-            f"`{r.get('encoder_name') or {'protonet_conv4_lake': 'omniglot-lake'}.get(stem, stem)}` ({stem})",
+            f"`{r.get('encoder_name') or {'protonet_conv4_lake': 'omniglot-lake'}.get(stem, stem)}"
+            f"{'' if r.get('tta', 'none') == 'none' else ':tta=' + r['tta']}` ({stem})",
             f"{len(r['runs'])}, {r['date'][:10]}",
             f"**{100 * acc['mean']:.1f} ± {100 * acc['std']:.1f}%**",
         ]
@@ -798,7 +799,7 @@ def gallery_levers_table() -> str:
     ]
     for f in files:
         r = load(f.stem)
-        enc = Path(r["encoder"]).name.replace(".safetensors", "")
+        enc = Path(r["encoder"]).name.replace(".safetensors", "") + ("" if r.get("tta", "none") == "none" else f", TTA {r['tta']}")
         for row in r["levers"]:
             v, t = row["validation"], row["test"]
             lines.append(
