@@ -168,8 +168,12 @@ def test_train_records_rotated_classes_and_the_stroke_augmentation(omniglot_dir,
     out = tmp_path / "m.safetensors"
     args = ["train", "--split", "lake", "--rotated-classes", "--augment", "--out", str(out), "--episodes", "2"]
     args += ["--ways", "5", "--eval-every", "2", "--val-ways", "5", "--val-episodes", "2", "--data-dir", str(omniglot_dir)]
-    res = CliRunner().invoke(app, args)
+    res = CliRunner().invoke(app, [*args, "-e", "hidden=16"])
     assert res.exit_code == 0, res.output
-    config = load_checkpoint(out).metadata["training"]["config"]
+    ck = load_checkpoint(out)
+    config = ck.metadata["training"]["config"]
     assert config["rotated_classes"] is True
     assert config["augment"] == STROKE_AUGMENT and config["augment"]["flip"] == 0.0
+    assert ck.metadata["encoder_options"] == {"in_channels": 1, "hidden": 16} and ck.metadata["embedding_dim"] == 16
+    res = CliRunner().invoke(app, [*args, "-e", "width=3"])  # an option the encoder does not take: one line, exit 2
+    assert res.exit_code == 2 and "width" in res.output

@@ -110,6 +110,10 @@ MethodOptions = Annotated[
         "e.g. -o mining=batch-hard -o fce=true. See docs/methods.md.",
     ),
 ]
+EncoderOptions = Annotated[
+    list[str],
+    typer.Option("--encoder-option", "-e", help="Encoder option KEY=VALUE (repeat), e.g. -e hidden=128 (conv4 width)."),
+]
 
 
 def parse_options(items: list[str]) -> dict:

@@ -122,7 +122,7 @@ def train_model(
         train_data = with_rotated_classes(train_data)
     val_data = load_split(dataset, split, val_part, size, data_dir, prep)
     torch.manual_seed(config.seed)
-    enc_opts = dict(encoder_options or {"in_channels": prep.channels})
+    enc_opts = {"in_channels": prep.channels, **(encoder_options or {})}
     if encoder.startswith("resnet") and "mean" not in enc_opts:
         # Input standardisation from the training images (part of the encoder, stored in the checkpoint).
         px = train_data.images.float().div(255)
