@@ -78,8 +78,8 @@ def test_every_shipped_encoder_is_a_builtin_name():
 
 
 @pytest.mark.skipif(
-    not (ROOT / "src" / "oneshot" / "weights" / "protonet_conv4_lake_v2.safetensors").is_file(),
-    reason="the shipped omniglot-lake-v2 encoder is missing",
+    not (ROOT / "src" / "oneshot" / "weights" / "protonet_conv4_lake_v3.safetensors").is_file(),
+    reason="the shipped omniglot-lake-v3 encoder is missing",
 )
 def test_galleries_of_the_first_lake_encoder_still_open_and_move_to_the_new_default(tmp_path):
     from PIL import Image
@@ -139,3 +139,14 @@ def test_shift_tta_encoders_are_their_own_encoder_and_reopen_by_name(tmp_path):
         load_embedder("omniglot-lake:tta=blur")
     with pytest.raises(OneshotError, match="omniglot-lake:zoom=2"):
         load_embedder("omniglot-lake:zoom=2")
+
+
+def test_earlier_default_encoders_keep_their_weights_behind_their_names():
+    """A new default is a new name: galleries made with an earlier default reopen with the weights they were made with."""
+    from oneshot.modalities import load_embedder
+    from oneshot.weights import LAKE_DEFAULT
+
+    recorded = {"omniglot-lake-v2": "ac21c59f7f0d34c1"}  # tensors_sha256[:16] its galleries and results recorded
+    for name, digest in recorded.items():
+        assert load_embedder(name).fingerprint["tensors_sha256"][:16] == digest
+        assert name != LAKE_DEFAULT

@@ -57,7 +57,11 @@ BUILTIN: dict[str, tuple[str, str]] = {
     ),
     "omniglot-lake-v2": (
         "oneshot.weights:load_omniglot_lake_v2",
-        "ProtoNet Conv-4, Lake split, trained longer; the default for new calibrated Omniglot galleries (shipped)",
+        "ProtoNet Conv-4, Lake split, 42 CPU minutes; kept for the galleries created with it (shipped)",
+    ),
+    "omniglot-lake-v3": (
+        "oneshot.weights:load_omniglot_lake_v3",
+        "ProtoNet Conv-4, Lake split, rotations as classes + stroke augmentation; the default for new Omniglot galleries (shipped)",
     ),
     "text": (
         "oneshot.modalities.text.embedder:builtin",
