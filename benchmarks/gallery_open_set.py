@@ -1,9 +1,10 @@
 """Open-set Omniglot through the gallery: enrol 100 characters from one drawing, reject 500 strangers.
 
 Encoder (``--encoder``: a built-in name or a checkpoint file): by default the gallery's default Omniglot
-encoder ``omniglot-lake-v2``, a ProtoNet/Conv-4 trained on the Lake split's background alphabets
-(``src/oneshot/weights/protonet_conv4_lake_v2.safetensors``; its training command is in its metadata,
-``oneshot info omniglot-lake-v2``). The first such encoder, ``omniglot-lake``
+encoder ``omniglot-lake-v3``, a ProtoNet/Conv-4 trained on the Lake split's background alphabets
+(``src/oneshot/weights/protonet_conv4_lake_v3.safetensors``; its training command is in its metadata,
+``oneshot info omniglot-lake-v3``); ``--tta shift`` embeds with shift test-time augmentation (the gallery's
+``omniglot-lake-v3:tta=shift``). Earlier encoders stay measurable by name (``omniglot-lake-v2``). The first such encoder, ``omniglot-lake``
 (``src/oneshot/weights/protonet_conv4_lake.safetensors``, 12 CPU minutes), stays measurable with
 ``--encoder omniglot-lake``.
 
