@@ -61,7 +61,7 @@ BUILTIN: dict[str, tuple[str, str]] = {
     ),
     "omniglot-lake-v3": (
         "oneshot.weights:load_omniglot_lake_v3",
-        "ProtoNet Conv-4, Lake split, rotations as classes + stroke augmentation; the default for new Omniglot galleries (shipped)",
+        "ProtoNet Conv-4 (128 filters), Lake split, rotations as classes + stroke augmentation; the default for new Omniglot galleries (shipped)",
     ),
     "text": (
         "oneshot.modalities.text.embedder:builtin",

@@ -63,7 +63,7 @@ SHIPPED: dict[str, ShippedEncoder] = {
             LAKE_DEFAULT,
             "protonet_conv4_lake_v3.safetensors",
             "image",
-            "ProtoNet Conv-4 on the Lake split's background alphabets minus its 5 validation alphabets (28x28), each character's four 90-degree rotations as four classes (--rotated-classes) and the stroke augmentation (--augment), 50 CPU minutes (16393 episodes, best on val 20w1s 94.93 at episode 14000); the default for new Omniglot galleries calibrated on `--omniglot lake-val`, whose alphabets it never saw",
+            "ProtoNet Conv-4 with 128 filters per block (-e hidden=128) on the Lake split's background alphabets minus its 5 validation alphabets (28x28), each character's four 90-degree rotations as four classes (--rotated-classes) and the stroke augmentation (--augment), 80 CPU minutes (9084 episodes, best on val 20w1s 95.30 at episode 9084); the default for new Omniglot galleries calibrated on `--omniglot lake-val`, whose alphabets it never saw",
             "figures in benchmarks/results/omniglot_inference_encoder_protonet_conv4_lake_v3.json and gallery_open_set_protonet_conv4_lake_v3*.json",
         ),
     )
