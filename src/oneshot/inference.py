@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -101,12 +102,16 @@ def shift_views(size: int) -> list[tuple[int, int]]:
 
 
 @torch.no_grad()
-def view_embeddings(method: Method, images: torch.Tensor, device: torch.device, tta: str = "none") -> torch.Tensor:
-    """Embeddings (V, N, D) of uint8 images (N, C, H, W) by one method (:func:`embed_all`), V = 1 without TTA,
-    else one per :func:`shift_views` (the first the image itself)."""
+def view_embeddings(
+    method: Method, images: torch.Tensor, device: torch.device, tta: str = "none", **embed_options: Any
+) -> torch.Tensor:
+    """Embeddings (V, N, D) of uint8 images (N, C, H, W) by one method (:func:`embed_all`, which takes
+    ``embed_options`` such as ``batch_size``), V = 1 without TTA, else one per :func:`shift_views` (the first the
+    image itself)."""
     if tta == "none":
-        return embed_all(method, images, device)[None]
-    return torch.stack([embed_all(method, shifted(images, dx, dy), device) for dx, dy in shift_views(images.shape[-1])])
+        return embed_all(method, images, device, **embed_options)[None]
+    views = shift_views(images.shape[-1])
+    return torch.stack([embed_all(method, shifted(images, dx, dy), device, **embed_options) for dx, dy in views])
 
 
 def combine(views: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -98,22 +98,17 @@ class ImageEmbedder:
         """uint8 (B, C, H, W) -> float32 (B, D), through the method's one embedding entry point."""
         import torch
 
-        from oneshot.evaluation import embed_all
-        from oneshot.inference import shift_views, shifted
+        from oneshot.inference import view_embeddings
 
-        x = torch.from_numpy(images)
-        views = shift_views(x.shape[-1]) if self.tta == "shift" else [(0, 0)]
-        per_view = [
-            embed_all(
-                self.checkpoint.method,
-                shifted(x, dx, dy),
-                torch.device(self.device),
-                batch_size=self.batch_size,
-                channels_last=False,
-            )
-            for dx, dy in views
-        ]
-        z = per_view[0] if len(per_view) == 1 else torch.stack(per_view).mean(0)
+        views = view_embeddings(
+            self.checkpoint.method,
+            torch.from_numpy(images),
+            torch.device(self.device),
+            self.tta,
+            batch_size=self.batch_size,
+            channels_last=False,
+        )
+        z = views[0] if len(views) == 1 else views.mean(0)
         return z.cpu().numpy().astype(np.float32, copy=False)
 
     def read(self, example: str | Path | bytes | Inline) -> RawInput:
