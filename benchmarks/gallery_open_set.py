@@ -54,11 +54,21 @@ ROOT = Path(__file__).resolve().parent.parent
 FIRST_ENCODER = "protonet_conv4_lake"  # omniglot-lake: its results keep their original file names
 
 
-def default_out(encoder: Path, levers: bool, tta: str = "none") -> Path:
-    """``benchmarks/results/gallery_open_set[_levers][_<encoder stem>][_tta_shift].json`` (no stem for omniglot-lake)."""
+def default_out(encoder: Path, levers: bool, tta: str = "none", score: str = "template_cosine") -> Path:
+    """``benchmarks/results/gallery_open_set[_levers][_<encoder stem>][_tta_shift][_snorm].json`` (no stem for
+    omniglot-lake)."""
     name = "gallery_open_set_levers" if levers else "gallery_open_set"
-    suffix = "" if encoder.stem == FIRST_ENCODER and tta == "none" else f"_{encoder.stem}"
-    return ROOT / "benchmarks" / "results" / f"{name}{suffix}{'' if tta == 'none' else f'_tta_{tta}'}.json"
+    suffix = "" if encoder.stem == FIRST_ENCODER and tta == "none" and score == "template_cosine" else f"_{encoder.stem}"
+    tail = ("" if tta == "none" else f"_tta_{tta}") + ("" if score == "template_cosine" else f"_{score}")
+    return ROOT / "benchmarks" / "results" / f"{name}{suffix}{tail}.json"
+
+
+def background_cohort(enc: ImageEmbedder, size: int, data_dir: str | None) -> np.ndarray:
+    """Unit embeddings (K, D) of one drawing (the first) of each Lake background (training) character."""
+    bg = load_omniglot("lake", "train", size, data_dir)
+    first = np.array([m[0] for m in bg.class_indices])
+    cohort = enc.embed_images(bg.images[first].numpy())
+    return cohort / np.linalg.norm(cohort, axis=1, keepdims=True)
 
 
 def write_png(path: Path, img: np.ndarray) -> Path:
@@ -69,8 +79,17 @@ def write_png(path: Path, img: np.ndarray) -> Path:
 
 
 def run_seed(
-    seed: int, enc: ImageEmbedder, test, z_test: np.ndarray, val, z_val: np.ndarray, targets: list[float], workdir: Path
+    seed: int,
+    enc: ImageEmbedder,
+    test,
+    z_test: np.ndarray,
+    val,
+    z_val: np.ndarray,
+    targets: list[float],
+    workdir: Path,
+    cohort: np.ndarray | None = None,
 ) -> dict:
+    """One seed through the gallery; with a ``cohort`` (K, D) the gallery stores it and rejects on ``snorm``."""
     rng = np.random.default_rng(seed)
     labels = test.labels.numpy()
     chars = rng.permutation(test.num_classes)
@@ -94,15 +113,18 @@ def run_seed(
             f = write_png(workdir / f"enrol_{seed}_{c}.png", test.images[e].numpy())
             warnings += len(g.enrol(test.class_names[c], [f], check=False).warnings)
         out["enrol_seconds"] = time.perf_counter() - t0
+        if cohort is not None:
+            g.set_cohort(cohort, source="omniglot lake background, first drawing of each character")
+            g.set_rejection_score("snorm")
         # Queries through the same embeddings: check a few through files give identical answers.
         files = [write_png(workdir / f"q_{seed}_{i}.png", test.images[i].numpy()) for i in gen_idx[:20]]
-        by_file = [(r.label, round(r.score, 5)) for r in g.identify(files, k=1)]
-        by_vec = [(r.label, round(r.score, 5)) for r in g.identify(z_test[gen_idx[:20]], k=1)]
-        assert by_file == by_vec, "file and embedding queries disagree"
-        gen_scores, gen_ids = g.search(z_test[gen_idx], k=1)
-        imp_scores, _ = g.search(z_test[imp_idx], k=1)
-        names = g.store.labels_of(int(i) for i in gen_ids[:, 0])
-        correct = np.array([names[int(i)] == test.class_names[labels[q]] for i, q in zip(gen_ids[:, 0], gen_idx)])
+        by_file, by_vec = g.identify(files, k=1), g.identify(z_test[gen_idx[:20]], k=1)
+        assert [r.label for r in by_file] == [r.label for r in by_vec], "file and embedding queries disagree"
+        # (S-norm divides by a cohort deviation of about 0.02: float rounding grows with it)
+        assert np.allclose([r.score for r in by_file], [r.score for r in by_vec], atol=1e-3), "scores disagree"
+        gen_res, imp_res = g.identify(z_test[gen_idx], k=1), g.identify(z_test[imp_idx], k=1)  # no threshold yet
+        gen_scores, imp_scores = (np.array([[r.score] for r in res]) for res in (gen_res, imp_res))
+        correct = np.array([r.label == test.class_names[labels[q]] for r, q in zip(gen_res, gen_idx)])
         out["closed_set_accuracy"] = float(correct.mean())
         # Verification pairs: genuine vs own template, strangers vs every enrolled template.
         tmpl = np.stack(
@@ -115,8 +137,10 @@ def run_seed(
             ]
         )
         own = {c: j for j, c in enumerate(enrolled)}
-        gen_pair = np.einsum("nd,nd->n", z_test[gen_idx], tmpl[[own[labels[q]] for q in gen_idx]])
-        imp_pair = (z_test[imp_idx] @ tmpl.T).ravel()
+        pair = g.cohort_norm().scores if cohort is not None else (lambda a, b: a @ b.T)  # the gallery's verify score
+        gen_own = np.array([own[labels[q]] for q in gen_idx])
+        gen_pair = pair(z_test[gen_idx], tmpl)[np.arange(len(gen_idx)), gen_own]
+        imp_pair = pair(z_test[imp_idx], tmpl).ravel()
         out["targets"] = {}
         for far in targets:
             rec = g.calibrate(z_val, val.labels.numpy(), target_far=far, gallery_size=100, source="omniglot lake val")
@@ -131,6 +155,8 @@ def run_seed(
                 "verify_tar": float(np.mean(gen_pair >= tv)),
                 "verify_pairs": {"genuine": int(len(gen_pair)), "impostor": int(len(imp_pair))},
             }
+        got = [g.verify(z_test[q], test.class_names[labels[q]]).score for q in gen_idx[:10]]
+        assert np.allclose(got, gen_pair[:10], atol=1e-4), "Gallery.verify and the pair scores disagree"
         out["enrol_warnings"] = warnings
     return out
 
@@ -233,10 +259,16 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--levers", action="store_true", help="measure the open-set levers (gallery_open_set_levers.json)")
     p.add_argument("--tta", choices=("none", "shift"), default="none", help="the encoder's test-time augmentation")
+    p.add_argument(
+        "--score",
+        choices=("template_cosine", "snorm"),
+        default="template_cosine",
+        help="the gallery's rejection score; snorm stores the background cohort in each gallery (default k)",
+    )
     args = p.parse_args()
     name = str(args.encoder) if str(args.encoder) in SHIPPED else None
     args.encoder = resolve_checkpoint(args.encoder).resolve()
-    args.out = args.out or default_out(args.encoder, args.levers, args.tta)
+    args.out = args.out or default_out(args.encoder, args.levers, args.tta, args.score)
     enc = ImageEmbedder(args.encoder, spec=name, tta=args.tta)  # the gallery records NAME[:tta=shift] or the path
     size = enc.preprocessing.size
     test = load_omniglot("lake", "test", size, args.data_dir)
@@ -247,10 +279,7 @@ def main() -> None:
     z_val /= np.linalg.norm(z_val, axis=1, keepdims=True)
     embed_seconds = time.perf_counter() - t0
     if args.levers:
-        bg = load_omniglot("lake", "train", size, args.data_dir)
-        first = np.array([m[0] for m in bg.class_indices])  # one drawing of each background character
-        cohort = enc.embed_images(bg.images[first].numpy())
-        cohort /= np.linalg.norm(cohort, axis=1, keepdims=True)
+        cohort = background_cohort(enc, size, args.data_dir)
         rows = run_levers(args.seeds, test, z_test, val, z_val, cohort, args.targets)
         args.out.write_text(
             json.dumps(
@@ -272,10 +301,11 @@ def main() -> None:
         )
         print(f"wrote {args.out}")
         return
+    cohort = background_cohort(enc, size, args.data_dir) if args.score == "snorm" else None
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
-            runs.append(run_seed(seed, enc, test, z_test, val, z_val, args.targets, Path(tmp)))
+            runs.append(run_seed(seed, enc, test, z_test, val, z_val, args.targets, Path(tmp), cohort))
             r = runs[-1]
             line = "  ".join(
                 f"FAR {k}: id FAR {v['identify_far']:.4f} TAR {v['identify_tar']:.4f} | ver FAR {v['verify_far']:.5f} TAR {v['verify_tar']:.4f}"
@@ -300,6 +330,8 @@ def main() -> None:
         "encoder_name": next((n for n, e in SHIPPED.items() if e.file == args.encoder.name), None),
         "encoder_fingerprint": enc.fingerprint["tensors_sha256"][:16],
         "tta": args.tta,
+        "rejection_score": args.score,
+        "cohort": None if cohort is None else f"{len(cohort)} background characters, first drawing each (k = 200)",
         "encoder_spec": enc.spec,
         "seeds": args.seeds,
         "embed_seconds": embed_seconds,

@@ -266,7 +266,8 @@ def gallery_open_set_table() -> str:
         acc = s["closed_set_accuracy"]
         head = [
             f"`{r.get('encoder_name') or {'protonet_conv4_lake': 'omniglot-lake'}.get(stem, stem)}"
-            f"{'' if r.get('tta', 'none') == 'none' else ':tta=' + r['tta']}` ({stem})",
+            f"{'' if r.get('tta', 'none') == 'none' else ':tta=' + r['tta']}` ({stem})"
+            + ("" if r.get("rejection_score", "template_cosine") == "template_cosine" else f", score `{r['rejection_score']}`"),
             f"{len(r['runs'])}, {r['date'][:10]}",
             f"**{100 * acc['mean']:.1f} ± {100 * acc['std']:.1f}%**",
         ]

@@ -1,4 +1,4 @@
-"""``oneshot gallery calibrate | threshold | rule | score | adapt | export | check | import | reembed``: the commands on a gallery's
+"""``oneshot gallery calibrate | threshold | rule | score | cohort | adapt | export | check | import | reembed``: the commands on a gallery's
 decision rules and on the file as a whole (the commands on classes are in :mod:`oneshot.gallery.cli`, which
 lists these after its own)."""
 
@@ -154,6 +154,70 @@ def score(
                 typer.echo(f"warning: {said}", err=True)
         current = g.rejection_score
     typer.echo(f"rejection score of {gallery}: {current}")
+
+
+def _cohort_files(paths: list[Path]) -> list[Path]:
+    """Files given, and every non-hidden file under folders given (recursively, sorted)."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and not any(part.startswith(".") for part in f.parts))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise OneshotError(f"{p} is neither a file nor a folder")
+    return out
+
+
+@command(admin)
+def cohort(
+    gallery: GalleryPath,
+    paths: Annotated[
+        Optional[list[Path]],
+        typer.Argument(help="Files, or folders of files (searched recursively), of classes that will never be enrolled."),
+    ] = None,
+    omniglot: Annotated[
+        Optional[str],
+        typer.Option(help="Use one drawing of each Omniglot background character instead: lake-background."),
+    ] = None,
+    k: Annotated[
+        Optional[int], typer.Option(help="Top cohort scores each side's statistics use (default 200, at most the cohort's size).")
+    ] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Dataset folder for --omniglot (else $ONESHOT_DATA).")] = None,
+    encoder: EncoderOpt = None,
+    as_json: Json = False,
+) -> None:
+    """Store the cohort the snorm rejection score normalises by (then `oneshot gallery score GALLERY snorm`, and
+    calibrate); with snorm set, a new cohort clears the thresholds."""
+    import warnings
+
+    check_range("k", k, 1)
+    with open_gallery(gallery, encoder) as g:
+        if bool(paths) == (omniglot is not None):
+            raise OneshotError("give either files / folders of cohort examples or --omniglot lake-background")
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            if omniglot is not None:
+                if omniglot != "lake-background":
+                    raise OneshotError(f"unknown --omniglot {omniglot!r}: use lake-background")
+                from oneshot.data import load_omniglot
+
+                enc = g.encoder
+                if not hasattr(enc, "embed_images"):
+                    raise OneshotError("--omniglot needs an image checkpoint encoder")
+                bg = load_omniglot("lake", "train", enc.preprocessing.size, data_dir)  # type: ignore[attr-defined]
+                first = [int(m[0]) for m in bg.class_indices]
+                vectors = enc.embed_images(bg.images.numpy()[first])  # type: ignore[attr-defined]
+                info = g.set_cohort(vectors, k=k, source="omniglot lake background, first drawing of each character")
+            else:
+                files = _cohort_files(list(paths or []))
+                info = g.set_cohort(files, k=k, source=", ".join(str(p) for p in paths or []))
+    for w in said:
+        typer.echo(f"warning: {w.message}", err=True)
+    if as_json:
+        echo_json(info)
+        return
+    typer.echo(f"cohort of {gallery}: {info['size']} examples, k = {info['k']} ({info['source']})")
 
 
 @command(admin)

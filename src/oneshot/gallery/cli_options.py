@@ -48,7 +48,8 @@ RuleOpt = Annotated[
 ]
 SCORE_HELP = (
     "What the identify threshold is compared with: template_cosine (the cosine to the first candidate's template) "
-    "or mean_distance (text only: minus the squared distance to the nearest class mean, in [-4, 0], docs/text.md)"
+    "or mean_distance (text only: minus the squared distance to the nearest class mean, in [-4, 0], docs/text.md) "
+    "or snorm (S-norm of the cosine against the gallery's cohort, `oneshot gallery cohort`; verify uses it too)"
 )
 ScoreOpt = Annotated[Optional[str], typer.Option("--score", help=f"{SCORE_HELP}; default: template_cosine.")]
 
@@ -75,9 +76,11 @@ Augment = Annotated[
 # `threshold`
 IdentifyCosine = Annotated[
     Optional[float],
-    typer.Option(help="Identify threshold, on the gallery's rejection score (cosine, or mean_distance in [-4, 0])."),
+    typer.Option(help="Identify threshold, on the gallery's rejection score (cosine, mean_distance in [-4, 0], or snorm)."),
 ]
-VerifyCosine = Annotated[Optional[float], typer.Option(help="Verify threshold (cosine).")]
+VerifyCosine = Annotated[
+    Optional[float], typer.Option(help="Verify threshold (cosine; S-norm when the gallery rejects on snorm).")
+]
 
 
 def open_gallery(path: Path, encoder: Optional[str] = None) -> Gallery:

@@ -28,13 +28,13 @@ from typing import Any
 import numpy as np
 
 from oneshot.errors import OneshotError
-from oneshot.gallery import adaptation, identify_rule, rejection, thresholds, transfer
+from oneshot.gallery import adaptation, cohort, identify_rule, rejection, thresholds, transfer
 from oneshot.gallery.binding import check_embedder, new_gallery_meta
 from oneshot.gallery.class_store import ClassStore, from_blob
 from oneshot.gallery.enrolment import Prepared, one_vector_each, with_synthetic
 from oneshot.gallery.examples import as_list, check_label, embed_examples, label_key
 from oneshot.gallery.handle import GalleryHandle
-from oneshot.gallery.index import index_class, pair_similarity
+from oneshot.gallery.index import index_class
 from oneshot.gallery.index_settings import change_settings, check_index_settings
 from oneshot.gallery.quality import reports_before
 from oneshot.gallery.results import ClassInfo, EnrolReport, Identification, Verification
@@ -214,8 +214,16 @@ class Gallery(GalleryHandle):
         """Store the rejection score; an identify threshold set on the other score is cleared (returns the warning)."""
         return rejection.set_score(self.store, score, self.modality)
 
+    def set_cohort(self, examples: Sequence[Example] | np.ndarray, *, k: int | None = None, source: str = "") -> dict:
+        """Store the cohort the ``snorm`` rejection score normalises by: examples (files, bytes or (K, D)
+        embeddings) of classes that will never be enrolled, a few per class at most; each side's statistics use
+        its ``k`` best cohort scores (default 200, at most the cohort's size). Returns the cohort's record (:mod:`~oneshot.gallery.cohort`)."""
+        vectors = self.embed(examples)
+        return cohort.set_cohort(self.store, vectors, k=k, fingerprint=self.fingerprint, source=source, now=now_iso())
+
     def verify(self, query: Example, label: str, *, confirm: bool = False) -> Verification:
-        """Accept or reject ``query`` as ``label`` (score >= the verify threshold).
+        """Accept or reject ``query`` as ``label`` (score >= the verify threshold; the score is the template cosine,
+        or its S-norm when the gallery rejects on ``snorm``).
 
         With ``confirm`` (the caller vouches the query is ``label``) and adaptation enabled for the class, an
         accepted query scoring at least the class's adaptation minimum moves the template toward it.
@@ -227,7 +235,7 @@ class Gallery(GalleryHandle):
         q = self.embed([query] if not isinstance(query, np.ndarray) else query)
         if len(q) != 1:
             raise OneshotError("verify takes one query")
-        score = pair_similarity(self.fingerprint, q[0], from_blob(row.template, self.dim))
+        score = cohort.pair_score(self, q[0], from_blob(row.template, self.dim))
         res = Verification(label, score, score >= th, th)
         if confirm and res.accepted:
             fp = fingerprint_id(self.fingerprint)
@@ -243,7 +251,7 @@ class Gallery(GalleryHandle):
             max_drift: the adapted template keeps at least this cosine to its enrolled examples' prototype.
         """
         in_range("adaptation rate (between 0, off, and the maximum)", rate, 0, adaptation.MAX_ADAPT_RATE)
-        in_range("min_score", min_score, -1, 1)
+        in_range("min_score (a verify score)", min_score, *rejection.SCORE_RANGE[rejection.verify_score(self.rejection_score)])
         in_range("max_drift", max_drift, -1, 1)
         adaptation.set_adaptation(self.store, label, rate, min_score, max_drift)
 
@@ -287,6 +295,7 @@ class Gallery(GalleryHandle):
             "index": {"kind": idx.kind, **self.settings.to_dict()},
             "identify_rule": self.identify_rule,
             "rejection_score": self.rejection_score,
+            "cohort": cohort.read_info(self.store),
             "generation": self.index_cache.generation,
             "created": meta.get("created"),
         }
@@ -353,6 +362,7 @@ class Gallery(GalleryHandle):
             unlike_fraction=unlike_fraction,
             now=now_iso(),
             identify_score=self.rejection_score,
+            cohort=self.cohort_norm() if self.rejection_score == rejection.SNORM else None,
             **thresholds.shots_for(self.store, labels, shots),
         )
         thresholds.save_calibration(self.store, rec, target_far)
@@ -360,15 +370,8 @@ class Gallery(GalleryHandle):
 
     def calibrate_folder(self, folder: str | Path, **kwargs: Any) -> dict[str, Any]:
         """:meth:`calibrate` on a folder of validation classes (one sub-folder of files per class)."""
-        from oneshot.data.folder import list_class_folders
-
-        classes = list_class_folders(folder)
-        files = [(c, f) for c, (_, fs) in enumerate(classes.items()) for f in fs]
-        x = self.embed([f for _, f in files])
-        unlike = None
-        if hasattr(self.encoder, "unlike_fraction"):
-            unlike = self.encoder.unlike_fraction([self.encoder.read(f).data for _, f in files])  # type: ignore[attr-defined]
-        return self.calibrate(x, np.array([c for c, _ in files]), source=str(folder), unlike_fraction=unlike, **kwargs)
+        x, labels, unlike = thresholds.folder_inputs(self.embed, self.encoder, folder)
+        return self.calibrate(x, labels, source=str(folder), unlike_fraction=unlike, **kwargs)
 
     # ================================================================== re-embedding, export, import
     def reembed(self, encoder: str | Path | Embedder, *, batch: int = 512) -> int:

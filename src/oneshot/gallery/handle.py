@@ -18,11 +18,13 @@ import numpy as np
 from oneshot.errors import OneshotError, OneshotWarning, os_reason
 from oneshot.gallery.binding import load_recorded, new_gallery_id, read_meta
 from oneshot.gallery.class_store import ClassStore
+from oneshot.gallery.cohort import CohortCache
 from oneshot.gallery.enrolment import Prepared, prepare, write_enrolments
 from oneshot.gallery.identify_rule import ClassifierCache
 from oneshot.gallery.index import TemplateIndex, index_class
 from oneshot.gallery.index_cache import IndexCache
 from oneshot.gallery.index_settings import IndexSettings
+from oneshot.gallery.normalise import CohortNorm
 from oneshot.gallery.rejection import MeansCache
 from oneshot.modalities import Embedder, Example, fingerprint_id, fingerprint_modality
 from oneshot.provenance import now_iso
@@ -52,6 +54,8 @@ class GalleryHandle:
         self.classifier_cache = ClassifierCache()
         #: The class means ``mean_distance`` rejects on, keyed likewise (:mod:`~oneshot.gallery.rejection`).
         self.means_cache = MeansCache()
+        #: The cohort ``snorm`` normalises by, decoded once (:mod:`~oneshot.gallery.cohort`).
+        self.cohort_cache = CohortCache()
 
     @property
     def modality(self) -> str:
@@ -64,6 +68,10 @@ class GalleryHandle:
         if self._encoder is None:
             self._encoder = load_recorded(self.path, self.fingerprint, self.modality, self.store.get_meta("encoder_path"))
         return self._encoder
+
+    def cohort_norm(self) -> CohortNorm:
+        """The stored cohort's normaliser (an error when there is none or it fits another encoder)."""
+        return self.cohort_cache.current(self.store, fingerprint_id(self.fingerprint))
 
     def close(self) -> None:
         """Save the index cache when it moved on since it was loaded, then close the database.

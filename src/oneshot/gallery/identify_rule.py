@@ -32,7 +32,7 @@ import numpy as np
 
 from oneshot.choices import check_choice
 from oneshot.errors import OneshotError, OneshotWarning
-from oneshot.gallery import rejection
+from oneshot.gallery import cohort, rejection
 from oneshot.gallery.class_store import ClassStore
 from oneshot.gallery.examples import as_list, embed_examples
 from oneshot.gallery.results import Identification, identifications
@@ -69,12 +69,15 @@ def check_rule(rule: str, modality: str) -> str:
 
 
 def embed_with_texts(g: Any, queries: Sequence[Example] | np.ndarray) -> tuple[np.ndarray, list[str | None]]:
-    """Queries -> unit embeddings (B, D) and each query's text (None for a given embedding)."""
+    """Queries -> unit embeddings (B, D) and each query's text (None for a given embedding or a gallery of
+    another modality)."""
     if isinstance(queries, np.ndarray) and queries.dtype != object:
         q = g.embed(queries)
         return q, [None] * len(q)
     items = as_list(queries, "no queries given")
     q, raw = embed_examples(items, g.dim, lambda: g.encoder, lambda i: f"query {i}", "the encoder's embedding")
+    if g.modality != "text":  # (snorm on images, molecules ...): no text to keep
+        return q, [None] * len(q)
     return q, [None if r is None else r.data.decode("utf-8") for r in raw]
 
 
@@ -89,11 +92,17 @@ def answer(g: Any, queries: Sequence[Example] | np.ndarray, k: int) -> list[Iden
         if g._index().live == 0:
             raise OneshotError(f"gallery {g.path} is empty: enrol a class first")
         fit = g.classifier_cache.current(g.store, g.dim) if g.identify_rule == "classifier" else None
-        scores, ids = g.search(q, k) if fit is None or fit.model is None else fit.answer(q, texts, k)
+        if score == rejection.SNORM and fit is not None:
+            raise OneshotError("snorm ranks nearest templates: set the identify rule to nearest_template first")
+        if score == rejection.SNORM:
+            scores, ids = cohort.identify(g, q, k)
+        else:
+            scores, ids = g.search(q, k) if fit is None or fit.model is None else fit.answer(q, texts, k)
         if score == rejection.MEAN_DISTANCE:
             scores = rejection.mean_distance_scores(q, ids, *g.means_cache.current(g.store, g.dim))
+
     threshold = rejection.identify_threshold(g.store, score)
-    kind = score if g.modality == "text" else None
+    kind = score if g.modality == "text" or score == rejection.SNORM else None
     return identifications(scores, ids, g.store.labels_of(ids.ravel()), threshold, kind)
 
 

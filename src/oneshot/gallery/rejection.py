@@ -1,4 +1,4 @@
-"""Which score a text gallery's identify threshold is compared with: the template cosine or ``mean_distance``.
+"""Which score a gallery's identify threshold is compared with: the template cosine, ``mean_distance`` or ``snorm``.
 
 The setting is stored in the gallery's meta (``rejection_score``), as :mod:`~oneshot.gallery.identify_rule` stores
 the rule. A gallery without the key (every gallery made before, and every new one unless asked) rejects on
@@ -9,6 +9,10 @@ mean is the mean of the class's stored unit example embeddings (a description is
 not re-normalised -- :func:`oneshot.modalities.text.classifier.mean_distance` on
 :func:`oneshot.modalities.text.intents.class_means`. With it, the first candidate's score is that query-level
 number (what the threshold is compared with); every other candidate's is minus its own class mean's distance.
+
+``snorm`` (any modality; :mod:`~oneshot.gallery.cohort`) is adaptive S-norm of the template cosine against the
+gallery's stored cohort of background templates; unlike the other two it also changes verification: with
+``snorm`` the verify threshold is an S-norm value too.
 
 A threshold records the score it was set on (``identify_score`` in the ``threshold`` meta; absent:
 ``template_cosine``). Switching the score clears an identify threshold set on the other one, with a warning
@@ -26,13 +30,19 @@ from oneshot.choices import check_choice
 from oneshot.errors import OneshotError, OneshotWarning
 from oneshot.gallery.class_store import ClassStore
 
-TEMPLATE_COSINE, MEAN_DISTANCE = "template_cosine", "mean_distance"
+TEMPLATE_COSINE, MEAN_DISTANCE, SNORM = "template_cosine", "mean_distance", "snorm"
 #: The scores an identify threshold can be compared with.
-REJECTION_SCORES = (TEMPLATE_COSINE, MEAN_DISTANCE)
+REJECTION_SCORES = (TEMPLATE_COSINE, MEAN_DISTANCE, SNORM)
 #: The meta key holding a gallery's score (absent: ``template_cosine``).
 SCORE_KEY = "rejection_score"
 #: The range of each score (what a manual threshold is checked against).
-SCORE_RANGE = {TEMPLATE_COSINE: (-1.0, 1.0), MEAN_DISTANCE: (-4.0, 0.0)}
+SCORE_RANGE = {TEMPLATE_COSINE: (-1.0, 1.0), MEAN_DISTANCE: (-4.0, 0.0), SNORM: (-1000.0, 1000.0)}
+
+
+def verify_score(score: str) -> str:
+    """The score a verify threshold is on when the gallery rejects on ``score``: S-norm for ``snorm``, else the
+    template cosine."""
+    return SNORM if score == SNORM else TEMPLATE_COSINE
 
 
 def read_score(store: ClassStore) -> str:
@@ -48,6 +58,15 @@ def check_score(score: str, modality: str) -> str:
     return score
 
 
+def check_cohort(store: ClassStore, score: str) -> None:
+    """A one-line :class:`OneshotError` when ``score`` is ``snorm`` and the gallery has no cohort to normalise by."""
+    if score == SNORM and store.get_meta("cohort") is None:
+        raise OneshotError(
+            f"snorm needs a cohort: first run `oneshot gallery cohort {store.path} FOLDER` with examples of classes "
+            "that will never be enrolled"
+        )
+
+
 def threshold_score(threshold: dict | None) -> str:
     """The score a stored ``threshold`` meta was set on (``template_cosine`` for thresholds set before the key)."""
     return str((threshold or {}).get("identify_score") or TEMPLATE_COSINE)
@@ -55,17 +74,32 @@ def threshold_score(threshold: dict | None) -> str:
 
 def set_score(store: ClassStore, score: str, modality: str) -> str | None:
     """Store ``score`` as the gallery's rejection score, in one transaction; an identify threshold set on another
-    score is cleared (the verify threshold stays). Returns the warning given then, else None."""
+    score is cleared (the verify threshold stays unless it moves between cosine and S-norm). Returns the warning
+    given then, else None."""
     check_score(score, modality)
+    check_cohort(store, score)
     said = None
     with store.write() as tx:
         th = store.get_meta("threshold")
-        if th and th.get("identify") is not None and threshold_score(th) != score:
+        old = threshold_score(th)
+        if th and th.get("identify") is not None and old != score:
             said = (
-                f"the identify threshold {th['identify']:.4g} was set on {threshold_score(th)}, not {score}: it is "
+                f"the identify threshold {th['identify']:.4g} was set on {old}, not {score}: it is "
                 "cleared; run `oneshot gallery calibrate` again (or set one with `oneshot gallery threshold`)"
             )
-            tx.set_meta("threshold", dict(th, identify=None, identify_score=score, cleared=f"score changed to {score}"))
+            th = dict(th, identify=None, identify_score=score, cleared=f"score changed to {score}")
+        if th and th.get("verify") is not None and verify_score(old) != verify_score(score):
+            said = (
+                (said + "; the verify threshold too")
+                if said
+                else (
+                    f"the verify threshold {th['verify']:.4g} was on {verify_score(old)}, not "
+                    f"{verify_score(score)}: it is cleared; run `oneshot gallery calibrate` again"
+                )
+            )
+            th = dict(th, verify=None, identify_score=score, cleared=f"score changed to {score}")
+        if th is not None and th != store.get_meta("threshold"):
+            tx.set_meta("threshold", th)
         tx.set_meta(SCORE_KEY, score)
     if said:
         warnings.warn(said, OneshotWarning, stacklevel=3)

@@ -9,6 +9,7 @@ mismatch. :func:`calibration_warning` says when a recorded calibration no longer
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,16 +17,19 @@ import numpy as np
 from oneshot.errors import OneshotError
 from oneshot.gallery import calibration, rejection
 from oneshot.gallery.class_store import ClassStore
+from oneshot.gallery.normalise import CohortNorm
 from oneshot.modalities import Embedder, check_vectors
 from oneshot.ranges import in_range
 
 
 def read_thresholds(store: ClassStore, score: str = rejection.TEMPLATE_COSINE) -> dict[str, float | None]:
     """The current ``identify`` and ``verify`` thresholds (None when not set; identify also when it was set on
-    another rejection score than ``score``, :mod:`oneshot.gallery.rejection`)."""
+    another rejection score than ``score``, :mod:`oneshot.gallery.rejection`; verify when it is on another score
+    than :func:`~oneshot.gallery.rejection.verify_score` of ``score``)."""
     t = store.get_meta("threshold") or {}
     same = rejection.threshold_score(t) == score
-    return {"identify": t.get("identify") if same else None, "verify": t.get("verify")}
+    same_verify = rejection.verify_score(rejection.threshold_score(t)) == rejection.verify_score(score)
+    return {"identify": t.get("identify") if same else None, "verify": t.get("verify") if same_verify else None}
 
 
 def set_manual_thresholds(
@@ -35,7 +39,8 @@ def set_manual_thresholds(
     left None keeps its value)."""
     low, high = rejection.SCORE_RANGE[score]
     in_range(f"identify threshold (a {score} score)", identify, low, high)
-    in_range("verify threshold (a cosine similarity)", verify, -1, 1)
+    v_score = rejection.verify_score(score)
+    in_range(f"verify threshold (a {v_score} score)", verify, *rejection.SCORE_RANGE[v_score])
     cur = read_thresholds(store, score)
     with store.write() as tx:
         tx.set_meta(
@@ -102,14 +107,16 @@ def calibration_record(
     identify_score: str = rejection.TEMPLATE_COSINE,
     shots: int = 1,
     shots_wanted: int | None = None,
+    cohort: CohortNorm | None = None,
 ) -> dict[str, Any]:
     """The calibration record of validation embeddings (N, D) with labels (N,) for a gallery of ``gallery_size``
     classes (default: ``n_classes``, at least 1), with the domain it was measured on (see ``Gallery.calibrate``).
 
-    The verify threshold is always on the cosine; the identify threshold, its measured rates and the
-    ``stranger_best`` / ``genuine_best`` summaries are on ``identify_score`` (recorded in the record): for
+    The verify threshold is on the cosine (on S-norm for ``snorm``); the identify threshold, its measured rates
+    and the ``stranger_best`` / ``genuine_best`` summaries are on ``identify_score`` (recorded in the record): for
     ``mean_distance`` the same simulated splits (same seed) are scored by
-    :func:`oneshot.gallery.rejection.one_shot_mean_distance`. Templates are means of ``shots`` examples;
+    :func:`oneshot.gallery.rejection.one_shot_mean_distance`; for ``snorm`` every score (verify and identify) is
+    ``cohort.scores`` (the gallery's stored cohort, required then). Templates are means of ``shots`` examples;
     ``shots_wanted`` (the gallery's own examples per class, when more than the validation classes allow) is
     recorded with a note."""
     if domain is not None and enc_domain is not None and domain != enc_domain:
@@ -122,7 +129,13 @@ def calibration_record(
     in_range("trials", trials, 1, 100000)
     x = check_vectors(embeddings, dim, "calibration embeddings")
     size = gallery_size if gallery_size is not None else max(1, n_classes)
-    rec = calibration.calibrate(x, np.asarray(labels), target_far, size, trials, seed, shots=shots)
+    if identify_score == rejection.SNORM:
+        if cohort is None:
+            raise OneshotError("snorm calibration needs the gallery's cohort: set one with `oneshot gallery cohort`")
+        rec = calibration.calibrate(x, np.asarray(labels), target_far, size, trials, seed, snorm_score(cohort), shots=shots)
+        rec["cohort"] = {"size": len(cohort.cohort), "k": cohort.k}
+    else:
+        rec = calibration.calibrate(x, np.asarray(labels), target_far, size, trials, seed, shots=shots)
     if identify_score == rejection.MEAN_DISTANCE:
         md = calibration.calibrate(
             x, np.asarray(labels), target_far, size, trials, seed, rejection.one_shot_mean_distance, shots=shots
@@ -154,6 +167,16 @@ def calibration_record(
         )
     rec["date"] = now
     return rec
+
+
+def snorm_score(cohort: CohortNorm) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """Calibration's score for ``snorm``: (Q, D) unit queries x (T, D) templates (means of K examples,
+    re-normalised as the gallery's templates are) -> (Q, T) S-norm."""
+
+    def score(q: np.ndarray, t: np.ndarray) -> np.ndarray:
+        return cohort.scores(q, t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12))
+
+    return score
 
 
 def save_calibration(store: ClassStore, rec: dict[str, Any], target_far: float) -> None:
@@ -195,3 +218,19 @@ def calibration_warning(cal: dict[str, Any] | None, n_classes: int, n_examples: 
             f"{cal['domain']['encoder']} training images: calibrate on data of that domain"
         )
     return "; ".join(said) or None
+
+
+def folder_inputs(
+    embed: Callable[[list], np.ndarray], encoder: Embedder, folder: str | Path
+) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """A folder of validation classes (one sub-folder of files per class) -> embeddings (N, D), class labels (N,)
+    and the fraction of inputs that look unlike the encoder's training images (None when it cannot say)."""
+    from oneshot.data.folder import list_class_folders
+
+    classes = list_class_folders(folder)
+    files = [(c, f) for c, (_, fs) in enumerate(classes.items()) for f in fs]
+    x = embed([f for _, f in files])
+    unlike = None
+    if hasattr(encoder, "unlike_fraction"):
+        unlike = encoder.unlike_fraction([encoder.read(f).data for _, f in files])
+    return x, np.array([c for c, _ in files]), unlike

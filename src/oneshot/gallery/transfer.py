@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from oneshot.errors import OneshotError
+from oneshot.gallery import cohort
 from oneshot.gallery.class_store import ClassStore, ExampleRow
 from oneshot.gallery.enrolment import Prepared, write_enrolments
 from oneshot.gallery.examples import check_label, class_template
@@ -41,7 +42,7 @@ def _check_inputs(rows: list[ExampleRow]) -> None:
 
 def reembed(store: ClassStore, enc: Embedder, epoch: int, batch: int, now: str) -> int:
     """Re-embed every stored input (or path) with ``enc`` and rebuild every template, in one transaction;
-    records the new fingerprint, dim and spec, clears the thresholds and bumps the epoch to ``epoch + 1``.
+    records the new fingerprint, dim and spec, clears the thresholds and the cohort, and bumps the epoch to ``epoch + 1``.
     Returns the number of examples re-embedded.
 
     Atomic with respect to concurrent writers: the bulk of the embedding runs outside the write lock (writers
@@ -70,6 +71,8 @@ def reembed(store: ClassStore, enc: Embedder, epoch: int, batch: int, now: str) 
         tx.set_meta("dim", enc.dim)
         tx.set_meta("encoder_path", enc.spec)
         tx.set_meta("threshold", None)
+        if store.get_meta(cohort.INFO_KEY) is not None:
+            cohort.clear_cohort(tx)  # embedded with the old encoder: set it again
         tx.set_meta("epoch", int(store.get_meta("epoch", epoch)) + 1)
     return len(current)
 
