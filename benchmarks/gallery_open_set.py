@@ -26,7 +26,7 @@ fewer than the default five is recorded in the file and shown in the README capt
 
 ``--levers`` measures the open-set levers one at a time on the same enrolled and stranger sets (computed on
 the embeddings, the gallery's own templates and cosine scores): score normalisation against a cohort of
-background templates (one drawing of each of the 964 background characters; ``snorm`` and ``cohort_mean``
+background templates (one drawing of each of the 761 Lake training characters; ``snorm`` and ``cohort_mean``
 of :mod:`oneshot.gallery.normalise`) and the identification calibration procedure (``simulated`` galleries
 vs ``extrapolated`` from pairwise impostors). A lever is *kept* only when, on the validation characters at
 both targets, its calibrated thresholds keep the measured false-accept rates within target and accept more

@@ -197,3 +197,41 @@ def test_cli_cohort_score_calibrate_identify(tmp_path, rng):
         out = runner.invoke(app, ["gallery", "identify", g, str(people[0]), "--json"])
         assert out.exit_code == 0, out.output
         assert '"score_kind": "snorm"' in out.output
+
+
+def test_snorm_on_real_omniglot_with_the_background_cohort(tmp_path, omniglot_dir, vinyals_test):
+    """The shipped encoder, a cohort of the 761 Lake training characters (CLI), S-norm identification of unseen
+    characters against the brute-force S-norm ranking, and strangers mostly refused after calibration."""
+    from oneshot.cli import app
+    from oneshot.weights import LAKE_DEFAULT
+
+    gal = str(tmp_path / "g.db")
+    runner = CliRunner()
+    assert runner.invoke(app, ["gallery", "create", gal, "--encoder", LAKE_DEFAULT]).exit_code == 0
+    classes = np.arange(0, 1600, 40)  # unrotated test characters of many alphabets: 30 enrolled, 10 strangers
+    members = [np.flatnonzero(vinyals_test.labels.numpy() == c) for c in classes]
+    images = vinyals_test.images.numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Gallery.open(gal) as g:
+            for c, m in zip(classes[:30], members[:30], strict=True):
+                g.enrol(f"char{c}", write_pngs(tmp_path / f"e{c}", images[m[:1]]), check=False)
+        out = runner.invoke(app, ["gallery", "cohort", gal, "--omniglot", "lake-background", "--data-dir", str(omniglot_dir)])
+        assert out.exit_code == 0, out.output
+        assert "761 examples, k = 200" in out.output
+        assert runner.invoke(app, ["gallery", "score", gal, "snorm"]).exit_code == 0
+        args = ["gallery", "calibrate", gal, "--omniglot", "lake-val", "--data-dir", str(omniglot_dir), "--far", "0.05"]
+        out = runner.invoke(app, [*args, "--trials", "3"])
+        assert out.exit_code == 0, out.output
+        with Gallery.open(gal) as g:
+            genuine = g.embed(write_pngs(tmp_path / "q", images[np.concatenate([m[1:4] for m in members[:30]])]))
+            strangers = g.embed(write_pngs(tmp_path / "s", images[np.concatenate(members[30:])]))
+            got = g.identify(genuine, k=1)
+            _, templates = g.store.all_templates(g.dim)
+            full = g.cohort_norm().scores(genuine, templates)  # classes in enrolment order
+            assert [r.candidates[0].label for r in got] == [f"char{classes[j]}" for j in full.argmax(1)]
+            truth = np.repeat(classes[:30], 3)
+            assert np.mean([r.candidates[0].label == f"char{t}" for r, t in zip(got, truth, strict=True)]) >= 0.8
+            accepted = np.mean([r.label == f"char{t}" for r, t in zip(got, truth, strict=True)])
+            let_in = np.mean([r.label is not None for r in g.identify(strangers, k=1)])
+            assert let_in <= 0.2 and accepted > let_in + 0.2, (accepted, let_in)

@@ -178,7 +178,9 @@ def cohort(
     ] = None,
     omniglot: Annotated[
         Optional[str],
-        typer.Option(help="Use one drawing of each Omniglot background character instead: lake-background."),
+        typer.Option(
+            help="Use one drawing of each Omniglot background character instead: lake-background (the 761 Lake training characters)."
+        ),
     ] = None,
     k: Annotated[
         Optional[int], typer.Option(help="Top cohort scores each side's statistics use (default 200, at most the cohort's size).")
