@@ -3,6 +3,7 @@ S-norm against a stored cohort, checked against :class:`CohortNorm` on the full 
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -197,6 +198,15 @@ def test_cli_cohort_score_calibrate_identify(tmp_path, rng):
         out = runner.invoke(app, ["gallery", "identify", g, str(people[0]), "--json"])
         assert out.exit_code == 0, out.output
         assert '"score_kind": "snorm"' in out.output
+        fam = tmp_path / "val_families"
+        for c in range(8):
+            write_pngs(fam / f"family{c // 4}" / f"class{c}", imgs[2 * c : 2 * c + 2])
+        out = runner.invoke(app, ["gallery", "calibrate", g, "--folder", str(fam), "--far", "0.1", "--families", "--json"])
+        assert out.exit_code == 0, out.output
+        rec = json.loads(out.stdout)
+        assert rec["families"]["count"] == 2 and rec["validation_classes"] == 8
+        out = runner.invoke(app, ["gallery", "calibrate", g, "--folder", str(val), "--far", "0.1", "--families"])
+        assert out.exit_code == 2 and "holds no class folders" in out.output
 
 
 def test_snorm_on_real_omniglot_with_the_background_cohort(tmp_path, omniglot_dir, vinyals_test):
@@ -221,8 +231,13 @@ def test_snorm_on_real_omniglot_with_the_background_cohort(tmp_path, omniglot_di
         assert "761 examples, k = 200" in out.output
         assert runner.invoke(app, ["gallery", "score", gal, "snorm"]).exit_code == 0
         args = ["gallery", "calibrate", gal, "--omniglot", "lake-val", "--data-dir", str(omniglot_dir), "--far", "0.05"]
-        out = runner.invoke(app, [*args, "--trials", "3"])
+        out = runner.invoke(app, [*args, "--trials", "3", "--families", "--json"])
         assert out.exit_code == 0, out.output
+        within = json.loads(out.stdout)
+        assert within["families"] == {"count": 5, "simulated_in": 3}  # G = 21 (half the median 43): 3 alphabets have 42+
+        out = runner.invoke(app, [*args, "--trials", "3", "--json"])
+        assert out.exit_code == 0, out.output
+        assert json.loads(out.stdout)["identify_threshold"] < within["identify_threshold"]
         with Gallery.open(gal) as g:
             genuine = g.embed(write_pngs(tmp_path / "q", images[np.concatenate([m[1:4] for m in members[:30]])]))
             strangers = g.embed(write_pngs(tmp_path / "s", images[np.concatenate(members[30:])]))

@@ -13,14 +13,24 @@ from oneshot.errors import OneshotError
 from oneshot.gallery.class_store import ClassRow, ClassStore, from_blob
 from oneshot.gallery.examples import label_key, unit
 from oneshot.modalities import fingerprint_id
+from oneshot.ranges import in_range
 
 MAX_ADAPT_RATE = 0.5
 
 
-def set_adaptation(store: ClassStore, label: str, rate: float, min_score: float | None, max_drift: float) -> None:
-    """Record a class's adaptation settings (``rate`` 0 turns adaptation off)."""
-    if not 0 <= rate <= MAX_ADAPT_RATE:
-        raise OneshotError(f"adaptation rate {rate} must be between 0 (off) and {MAX_ADAPT_RATE}")
+def set_adaptation(
+    store: ClassStore,
+    label: str,
+    rate: float,
+    min_score: float | None,
+    max_drift: float,
+    score_range: tuple[float, float] = (-1.0, 1.0),
+) -> None:
+    """Record a class's adaptation settings (``rate`` 0 turns adaptation off; ``min_score`` is on the gallery's
+    verify score, within ``score_range``)."""
+    in_range("adaptation rate (between 0, off, and the maximum)", rate, 0, MAX_ADAPT_RATE)
+    in_range("min_score (a verify score)", min_score, *score_range)
+    in_range("max_drift", max_drift, -1, 1)
     with store.write() as tx:
         row = store.class_by_label(label_key(label))
         tx.set_adaptation(row.id, float(rate), min_score, dict(row.metadata, adapt_max_drift=float(max_drift)))

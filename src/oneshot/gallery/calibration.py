@@ -19,6 +19,13 @@ template from K random examples of its class (the raw mean; the default cosine s
 score such as ``mean_distance`` gets it as it is), and a threshold calibrated for one-example templates is not
 offered for a K-example gallery (``Gallery.calibrate`` takes K from the gallery).
 
+**Strangers who are siblings.** Validation strangers drawn from all validation classes are mostly unlike the
+enrolled ones; a real gallery's strangers may be the *rest of its family* (the other characters of the alphabet
+a user enrolled from, the other defects of one product line), which score higher. With ``groups`` (each
+example's family), verification impostors are only pairs within a family, and each identification trial
+enrols G classes of one family and takes the rest of that family as strangers: thresholds that hold for
+sibling strangers, at a cost in true accepts (``benchmarks/gallery_sibling_strangers.py``).
+
 Every number is stored with the counts it rests on, so a threshold is never a magic number.
 """
 
@@ -42,6 +49,26 @@ def threshold_for_far(impostor: np.ndarray, target: float) -> float:
     return float(np.nextafter(np.float32(s[allowed]), np.float32(np.inf)))
 
 
+def class_families(labels: np.ndarray, classes: np.ndarray, groups: np.ndarray | None) -> np.ndarray | None:
+    """(C,) family index (0..F-1) of each of ``classes`` from per-example ``groups`` (N,), or None without groups;
+    a one-line :class:`OneshotError` when a class spans families or too few families have 4+ classes."""
+    if groups is None:
+        return None
+    groups = np.asarray(groups)
+    if groups.shape != labels.shape:
+        raise OneshotError(f"groups must give one family per example: {groups.shape} for {labels.shape} labels")
+    names, per_example = np.unique(groups, return_inverse=True)
+    family = np.empty(len(classes), np.int64)
+    for j, c in enumerate(classes):
+        found = np.unique(per_example[labels == c])
+        if len(found) != 1:
+            raise OneshotError(f"validation class {c} has examples in {len(found)} families: give each class one family")
+        family[j] = found[0]
+    if np.sum(np.bincount(family, minlength=len(names)) >= 4) < 1:
+        raise OneshotError("calibrating within families needs a family with at least 4 validation classes")
+    return family
+
+
 def _summary(scores: np.ndarray) -> dict[str, Any]:
     q = np.quantile(scores, [0.001, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999]) if len(scores) else []
     return {
@@ -61,6 +88,7 @@ def calibrate(
     score: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     identify_method: str = "auto",
     shots: int = 1,
+    groups: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Thresholds for ``target_far`` and the rates they give on the validation data.
 
@@ -78,6 +106,9 @@ def calibrate(
             ``extrapolated`` (always from pairwise impostor scores).
         shots: K, examples averaged into each simulated template (the gallery's examples per class); only
             classes with K + 1 or more examples take part.
+        groups: (N,) the family of each example (one per class), or None: with it, impostors and strangers are
+            only ever of the genuine class's own family (simulated galleries of G = min(gallery_size, half the
+            median family) classes, in the families with at least 2G classes).
 
     Returns:
         A JSON-ready record: ``verify_threshold``, ``identify_threshold``, measured rates, score summaries.
@@ -104,6 +135,7 @@ def calibrate(
                 return a @ b.T
             return a @ (b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)).T
 
+    family = class_families(labels, classes, groups)  # (C,) family index of each class, or None
     rng = np.random.default_rng(seed)
     members = {int(c): np.flatnonzero(labels == c) for c in classes}
     x = np.asarray(embeddings, dtype=np.float32)
@@ -125,15 +157,23 @@ def calibrate(
     genuine = s[np.arange(len(q_idx)), own]
     mask = np.ones_like(s, dtype=bool)
     mask[np.arange(len(q_idx)), own] = False
+    if family is not None:
+        mask &= family[own][:, None] == family[None, :]
     impostor = s[mask]
     t_verify = threshold_for_far(impostor, target_far)
 
     # Open-set identification.
     C = len(classes)
     G = max(1, min(gallery_size, C // 2))
+    pools = [np.arange(C)]
+    if family is not None:
+        sizes = np.bincount(family)
+        G = max(1, min(gallery_size, int(np.median(sizes[sizes > 0])) // 2))
+        pools = [np.flatnonzero(family == f) for f in np.flatnonzero(sizes >= 2 * G)]
     imp_best, gen_best, gen_correct = [], [], []
-    for _ in range(trials):
-        perm = rng.permutation(C)
+    for t in range(trials):
+        pool = pools[t % len(pools)]
+        perm = pool[rng.permutation(len(pool))]
         enrolled, strangers = perm[:G], perm[G:]
         e_picks = [pick(int(classes[c])) for c in enrolled]
         t_idx = np.concatenate(e_picks)
@@ -179,6 +219,7 @@ def calibrate(
         "trials": int(trials),
         "seed": int(seed),
         "shots": shots,
+        "families": None if family is None else {"count": int(family.max() + 1), "simulated_in": len(pools)},
         "measured": {
             "verify_far": float(np.mean(impostor >= t_verify)),
             "verify_tar": float(np.mean(genuine >= t_verify)),

@@ -45,6 +45,13 @@ def calibrate(
         Optional[int],
         typer.Option(help="Examples averaged into each simulated template (>= 1; default: the gallery's median per class)."),
     ] = None,
+    families: Annotated[
+        bool,
+        typer.Option(
+            help="Strangers are siblings: draw impostors and strangers within families (--folder: one sub-folder per "
+            "family, each with one per class; --omniglot: alphabets). For galleries enrolled from one family."
+        ),
+    ] = False,
     data_dir: Annotated[Optional[Path], typer.Option(help="Dataset folder for --omniglot (else $ONESHOT_DATA).")] = None,
     encoder: EncoderOpt = None,
     as_json: Json = False,
@@ -58,10 +65,14 @@ def calibrate(
         if (folder is None) == (omniglot is None):
             raise OneshotError("give exactly one of --folder DIR or --omniglot lake-val")
         if folder is not None:
-            rec = g.calibrate_folder(folder, target_far=far, gallery_size=gallery_size, trials=trials, seed=seed, shots=shots)
+            rec = g.calibrate_folder(
+                folder, families=families, target_far=far, gallery_size=gallery_size, trials=trials, seed=seed, shots=shots
+            )
         else:
             if omniglot != "lake-val":
                 raise OneshotError(f"unknown --omniglot {omniglot!r}: use lake-val")
+            import numpy as np
+
             from oneshot.data import load_omniglot
 
             enc = g.encoder
@@ -81,9 +92,10 @@ def calibrate(
                 gallery_size=gallery_size,
                 trials=trials,
                 seed=seed,
-                source="omniglot lake val",
+                source="omniglot lake val" + (", within alphabets" if families else ""),
                 domain="omniglot",
                 shots=shots,
+                groups=np.array([n.split("/")[0] for n in val.class_names])[val.labels.numpy()] if families else None,
             )
     if as_json:
         echo_json(rec)
@@ -100,6 +112,10 @@ def calibrate(
     )
     typer.echo(f"  (the identify threshold is on {rec.get('identify_score', 'template_cosine')})")
     typer.echo(f"  verify threshold {rec['verify_threshold']:.4f}: measured FAR {m['verify_far']:.2e}, TAR {m['verify_tar']:.4f}")
+    if rec.get("families"):
+        typer.echo(
+            f"  (strangers drawn within {rec['families']['count']} families, simulated in {rec['families']['simulated_in']})"
+        )
     for n in rec["notes"]:
         typer.echo(f"  note: {n}")
 

@@ -217,9 +217,10 @@ class Gallery(GalleryHandle):
     def set_cohort(self, examples: Sequence[Example] | np.ndarray, *, k: int | None = None, source: str = "") -> dict:
         """Store the cohort the ``snorm`` rejection score normalises by: examples (files, bytes or (K, D)
         embeddings) of classes that will never be enrolled, a few per class at most; each side's statistics use
-        its ``k`` best cohort scores (default 200, at most the cohort's size). Returns the cohort's record (:mod:`~oneshot.gallery.cohort`)."""
-        vectors = self.embed(examples)
-        return cohort.set_cohort(self.store, vectors, k=k, fingerprint=self.fingerprint, source=source, now=now_iso())
+        its ``k`` best cohort scores (default 200, at most the cohort's size). Returns its record (:mod:`.cohort`)."""
+        return cohort.set_cohort(
+            self.store, self.embed(examples), k=k, fingerprint=self.fingerprint, source=source, now=now_iso()
+        )
 
     def verify(self, query: Example, label: str, *, confirm: bool = False) -> Verification:
         """Accept or reject ``query`` as ``label`` (score >= the verify threshold; the score is the template cosine,
@@ -250,10 +251,8 @@ class Gallery(GalleryHandle):
             min_score: only matches scoring at least this adapt (default: the verify threshold).
             max_drift: the adapted template keeps at least this cosine to its enrolled examples' prototype.
         """
-        in_range("adaptation rate (between 0, off, and the maximum)", rate, 0, adaptation.MAX_ADAPT_RATE)
-        in_range("min_score (a verify score)", min_score, *rejection.SCORE_RANGE[rejection.verify_score(self.rejection_score)])
-        in_range("max_drift", max_drift, -1, 1)
-        adaptation.set_adaptation(self.store, label, rate, min_score, max_drift)
+        score_range = rejection.SCORE_RANGE[rejection.verify_score(self.rejection_score)]
+        adaptation.set_adaptation(self.store, label, rate, min_score, max_drift, score_range)
 
     # ================================================================== management
     def forget(self, label: str) -> int:
@@ -339,14 +338,15 @@ class Gallery(GalleryHandle):
         domain: str | None = None,
         unlike_fraction: float | None = None,
         shots: int | None = None,
+        groups: np.ndarray | None = None,
     ) -> dict[str, Any]:
         """Set both thresholds for ``target_far`` from validation embeddings (N, D) with labels (N,) of classes
         not in the gallery; stores and returns the calibration record (chosen rate, measured rates, counts).
-
         ``domain`` names the calibration data (``omniglot``, ``att_faces`` ...): one other than the encoder's
         training domain is refused. ``unlike_fraction``: the fraction of inputs that look unlike the encoder's
         training images (above one half the record says so and :meth:`info` warns). ``shots``: examples per
-        simulated template (default: the gallery's, :func:`thresholds.shots_for`)."""
+        simulated template (default: the gallery's, :func:`thresholds.shots_for`). ``groups`` (N,): each
+        example's family, for thresholds that hold when strangers are siblings of the enrolled classes."""
         rec = thresholds.calibration_record(
             embeddings,
             labels,
@@ -363,15 +363,17 @@ class Gallery(GalleryHandle):
             now=now_iso(),
             identify_score=self.rejection_score,
             cohort=self.cohort_norm() if self.rejection_score == rejection.SNORM else None,
+            groups=groups,
             **thresholds.shots_for(self.store, labels, shots),
         )
         thresholds.save_calibration(self.store, rec, target_far)
         return rec
 
-    def calibrate_folder(self, folder: str | Path, **kwargs: Any) -> dict[str, Any]:
-        """:meth:`calibrate` on a folder of validation classes (one sub-folder of files per class)."""
-        x, labels, unlike = thresholds.folder_inputs(self.embed, self.encoder, folder)
-        return self.calibrate(x, labels, source=str(folder), unlike_fraction=unlike, **kwargs)
+    def calibrate_folder(self, folder: str | Path, *, families: bool = False, **kwargs: Any) -> dict[str, Any]:
+        """:meth:`calibrate` on a folder of validation classes (one sub-folder of files per class; with
+        ``families``, one sub-folder per family holding one per class, and strangers drawn within families)."""
+        x, labels, unlike, groups = thresholds.folder_inputs(self.embed, self.encoder, folder, families)
+        return self.calibrate(x, labels, source=str(folder), unlike_fraction=unlike, groups=groups, **kwargs)
 
     # ================================================================== re-embedding, export, import
     def reembed(self, encoder: str | Path | Embedder, *, batch: int = 512) -> int:

@@ -108,6 +108,7 @@ def calibration_record(
     shots: int = 1,
     shots_wanted: int | None = None,
     cohort: CohortNorm | None = None,
+    groups: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The calibration record of validation embeddings (N, D) with labels (N,) for a gallery of ``gallery_size``
     classes (default: ``n_classes``, at least 1), with the domain it was measured on (see ``Gallery.calibrate``).
@@ -118,7 +119,8 @@ def calibration_record(
     :func:`oneshot.gallery.rejection.one_shot_mean_distance`; for ``snorm`` every score (verify and identify) is
     ``cohort.scores`` (the gallery's stored cohort, required then). Templates are means of ``shots`` examples;
     ``shots_wanted`` (the gallery's own examples per class, when more than the validation classes allow) is
-    recorded with a note."""
+    recorded with a note. ``groups`` (N,): each example's family, for thresholds that hold against sibling
+    strangers (:func:`oneshot.gallery.calibration.calibrate`)."""
     if domain is not None and enc_domain is not None and domain != enc_domain:
         raise OneshotError(
             f"calibration data is {domain} but the gallery's encoder was trained on {enc_domain}: "
@@ -132,13 +134,15 @@ def calibration_record(
     if identify_score == rejection.SNORM:
         if cohort is None:
             raise OneshotError("snorm calibration needs the gallery's cohort: set one with `oneshot gallery cohort`")
-        rec = calibration.calibrate(x, np.asarray(labels), target_far, size, trials, seed, snorm_score(cohort), shots=shots)
+        rec = calibration.calibrate(
+            x, np.asarray(labels), target_far, size, trials, seed, snorm_score(cohort), shots=shots, groups=groups
+        )
         rec["cohort"] = {"size": len(cohort.cohort), "k": cohort.k}
     else:
-        rec = calibration.calibrate(x, np.asarray(labels), target_far, size, trials, seed, shots=shots)
+        rec = calibration.calibrate(x, np.asarray(labels), target_far, size, trials, seed, shots=shots, groups=groups)
     if identify_score == rejection.MEAN_DISTANCE:
         md = calibration.calibrate(
-            x, np.asarray(labels), target_far, size, trials, seed, rejection.one_shot_mean_distance, shots=shots
+            x, np.asarray(labels), target_far, size, trials, seed, rejection.one_shot_mean_distance, shots=shots, groups=groups
         )
         rec["identify_threshold"] = md["identify_threshold"]
         for key in ("identify_far", "identify_tar"):
@@ -221,16 +225,31 @@ def calibration_warning(cal: dict[str, Any] | None, n_classes: int, n_examples: 
 
 
 def folder_inputs(
-    embed: Callable[[list], np.ndarray], encoder: Embedder, folder: str | Path
-) -> tuple[np.ndarray, np.ndarray, float | None]:
-    """A folder of validation classes (one sub-folder of files per class) -> embeddings (N, D), class labels (N,)
-    and the fraction of inputs that look unlike the encoder's training images (None when it cannot say)."""
+    embed: Callable[[list], np.ndarray], encoder: Embedder, folder: str | Path, families: bool = False
+) -> tuple[np.ndarray, np.ndarray, float | None, np.ndarray | None]:
+    """A folder of validation classes (one sub-folder of files per class; with ``families``, one sub-folder per
+    family holding one per class) -> embeddings (N, D), class labels (N,), the fraction of inputs that look
+    unlike the encoder's training images (None when it cannot say) and each example's family (N,) or None."""
     from oneshot.data.folder import list_class_folders
 
-    classes = list_class_folders(folder)
-    files = [(c, f) for c, (_, fs) in enumerate(classes.items()) for f in fs]
-    x = embed([f for _, f in files])
+    root = Path(folder)
+    if families:
+        tops = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+        if not tops:
+            raise OneshotError(f"{folder} has no family folders: make one sub-folder per family, each with one per class")
+        per_family = []
+        for top in tops:
+            if not any(p.is_dir() for p in top.iterdir()):
+                raise OneshotError(f"family folder {top} holds no class folders: put one sub-folder per class in each family")
+            per_family.append(list_class_folders(top))
+    else:
+        per_family = [list_class_folders(root)]
+    class_files = [(fam, fs) for fam, classes in enumerate(per_family) for fs in classes.values()]
+    files = [f for _, fs in class_files for f in fs]
+    labels = np.repeat(np.arange(len(class_files)), [len(fs) for _, fs in class_files])
+    groups = np.repeat([fam for fam, _ in class_files], [len(fs) for _, fs in class_files]) if families else None
+    x = embed(files)
     unlike = None
     if hasattr(encoder, "unlike_fraction"):
-        unlike = encoder.unlike_fraction([encoder.read(f).data for _, f in files])
-    return x, np.array([c for c, _ in files]), unlike
+        unlike = encoder.unlike_fraction([encoder.read(f).data for f in files])
+    return x, labels, unlike, groups
