@@ -285,6 +285,35 @@ def gallery_open_set_table() -> str:
     return "\n".join(lines)
 
 
+def gallery_siblings_table() -> str:
+    r = load("gallery_sibling_strangers")
+    if r is None:
+        return "_not measured yet: run `python benchmarks/gallery_sibling_strangers.py`_"
+    lines = [
+        f"Per evaluation alphabet with 40+ characters ({len(r['alphabets'])}): 20 of its characters enrolled from one drawing; "
+        "sibling strangers = every drawing of the alphabet's other characters, unrelated strangers = as many characters of "
+        "other alphabets; thresholds calibrated on the Lake validation alphabets for 20 classes, with strangers from all "
+        "of them (`all`) or within each (`families`, `calibrate --families`). Mean over the alphabets; encoder "
+        f"`{r['encoder']}{'' if r.get('tta', 'none') == 'none' else ':tta=' + r['tta']}`; {r['date'][:10]}, commit {r['commit'][:10]}.",
+        "",
+        "| score | calibration | target FAR | closed-set | identify TAR | FAR, sibling strangers | FAR, unrelated strangers |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for score, res in r["summary"].items():
+        for key, v in res.items():
+            if key == "closed_set_accuracy":
+                continue
+            cal, far = key.split(" ") if " " in key else ("all", key)
+            over = v["sibling_far"] > float(far)
+            lines.append(
+                f"| `{score}` | {cal} | {far} | {100 * res['closed_set_accuracy']:.1f}% | {v['identify_tar']:.3f} | "
+                f"{'**' if over else ''}{v['sibling_far']:.4f}{'**' if over else ''} | {v['unrelated_far']:.4f} |"
+            )
+    lines.append("")
+    lines.append("Bold: a measured false-accept rate over its target.")
+    return "\n".join(lines)
+
+
 def gallery_scale_table() -> str:
     r = load("gallery_scale")
     if r is None:
@@ -917,6 +946,7 @@ TABLES = {
     "throughput": throughput_table,
     "meta_cost": meta_cost_table,
     "gallery_open_set": gallery_open_set_table,
+    "gallery_siblings": gallery_siblings_table,
     "gallery_scale": gallery_scale_table,
     "text_clinc150": text_clinc150_table,
     "molecules_tox21": molecules_tox21_table,

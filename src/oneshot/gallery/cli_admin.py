@@ -168,6 +168,12 @@ def score(
                 said = g.set_rejection_score(name)
             if said:
                 typer.echo(f"warning: {said}", err=True)
+            if name == "snorm":
+                typer.echo(
+                    "note: snorm thresholds hold for strangers as varied as the validation classes, not for siblings of "
+                    "the enrolled classes (docs/gallery.md); calibrate again now",
+                    err=True,
+                )
         current = g.rejection_score
     typer.echo(f"rejection score of {gallery}: {current}")
 
