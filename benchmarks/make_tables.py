@@ -924,6 +924,13 @@ def inference_table() -> str:
     for e in sorted((json.loads(f.read_text()) for f in RESULTS.glob("omniglot_inference_encoder_*.json")), key=lambda e: e["date"]):
         for x in e["rows"]:
             chosen = " (val's choice)" if x["tta"] == e["tta_choice"] else ""
+            if e.get("split") == "vinyals":
+                lines.append(
+                    f"| `{e['name']}` alone{chosen} | {Path(e['checkpoint']).stem}; TTA {x['tta']} | "
+                    + " | ".join(_shape_cells(x["results"]))
+                    + f" | {100 * x['val']['20w1s']['accuracy']:.2f} | | - | |"
+                )
+                continue
             lines.append(
                 f"| `{e['name']}` alone{chosen} | | - | - | - | - | | {Path(e['checkpoint']).stem}; TTA {x['tta']} "
                 f"| {100 * x['lake_runs']['accuracy']:.2f} | {100 * x['val']['20w1s']['accuracy']:.2f} |"

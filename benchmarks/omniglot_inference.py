@@ -20,7 +20,8 @@ Lake-split ones on Lake's 20 runs, each with the ``oneshot evaluate`` command th
 ``encoder --checkpoint PATH`` (a later Lake-split encoder, e.g. ``omniglot-lake-v2``; writes
 ``benchmarks/results/omniglot_inference_encoder_<stem>.json``): the same Lake-split val 20w1s (1000 episodes)
 without and with shift TTA -- the TTA choice, validation only -- and Lake's 20 runs with each, so the README's
-inference table shows the encoder's rows beside ``omniglot-lake``'s.
+inference table shows the encoder's rows beside ``omniglot-lake``'s. With ``--split vinyals`` (a later
+Vinyals-split encoder): Vinyals val 5w1s / 20w1s without and with TTA, then the four Vinyals test shapes with each.
 
     python benchmarks/omniglot_inference.py select
     python benchmarks/omniglot_inference.py test
@@ -168,13 +169,15 @@ def test(episodes: int) -> None:
         (RESULTS / "omniglot_inference.json").write_text(json.dumps(out, indent=1) + "\n")
 
 
-def encoder(checkpoint: str, episodes: int) -> None:
-    """One Lake-split encoder alone: val 20w1s without / with shift TTA (the choice), then Lake's 20 runs with each."""
+def encoder(checkpoint: str, episodes: int, split: str = "lake") -> None:
+    """One encoder alone: val 20w1s (and 5w1s on the Vinyals split) without / with shift TTA (the choice), then
+    Lake's 20 runs (a Lake-split encoder) or the Vinyals test shapes (a Vinyals-split one) with each."""
     from oneshot.weights import resolve_checkpoint
 
     t0, path = time.perf_counter(), resolve_checkpoint(checkpoint).resolve()
     shown = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-    data = load_split("omniglot", "lake", "val", 28, None)
+    data = load_split("omniglot", split, "val", 28, None)
+    val_shapes = [(5, 1), (20, 1)] if split == "vinyals" else [(20, 1)]
     views = member_views({"encoder": shown}, data.images)["encoder"]
     method = load_checkpoint(path).method
     val = {
@@ -183,7 +186,7 @@ def encoder(checkpoint: str, episodes: int) -> None:
             method,
             combine([views if tta == "shift" else views[:1]]),
             episode_rule(method, 1, InferenceOptions(tta)),
-            [(20, 1)],
+            val_shapes,
             episodes,
         )
         for tta in ("none", "shift")
@@ -192,17 +195,20 @@ def encoder(checkpoint: str, episodes: int) -> None:
     rows = []
     for tta in ("none", "shift"):
         opts = InferenceOptions(tta)
-        res = evaluate_checkpoint(path, [], episodes, inference=opts, lake_runs=True)
-        rows.append(dict(res.to_dict(), tta=tta, val=val[tta], cli=cli([checkpoint], opts, "--lake-runs --ways 20 --episodes 1")))
-        print(
-            f"{shown} TTA {tta}: val 20w1s {100 * val[tta]['20w1s']['accuracy']:.2f}, Lake's runs {100 * res.lake_runs.accuracy:.2f}",
-            flush=True,
-        )
+        if split == "vinyals":
+            res = evaluate_checkpoint(path, STANDARD_SHAPES, episodes, inference=opts)
+            extra, figs = f"--standard --episodes {episodes}", " / ".join(f"{100 * r.accuracy:.2f}" for r in res.results)
+        else:
+            res = evaluate_checkpoint(path, [], episodes, inference=opts, lake_runs=True)
+            extra, figs = "--lake-runs --ways 20 --episodes 1", f"Lake's runs {100 * res.lake_runs.accuracy:.2f}"
+        rows.append(dict(res.to_dict(), tta=tta, val=val[tta], cli=cli([checkpoint], opts, extra)))
+        print(f"{shown} TTA {tta}: val 20w1s {100 * val[tta]['20w1s']['accuracy']:.2f}, test {figs}", flush=True)
     meta = load_checkpoint(path).metadata.get("training", {})
     out = {
         "benchmark": "omniglot_inference_encoder",
         "checkpoint": shown,
         "name": checkpoint,
+        "split": split,
         "training": meta,
         "episodes": episodes,
     }
@@ -215,10 +221,12 @@ def main() -> None:
     p.add_argument("step", choices=("select", "test", "encoder"))
     p.add_argument("--episodes", type=int, default=1000)
     p.add_argument("--checkpoint", default="omniglot-lake-v2", help="encoder step: a built-in name or checkpoint file")
+    p.add_argument("--split", choices=("lake", "vinyals"), default="lake", help="encoder step: the split it was trained on")
+    p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(a.threads)
     if a.step == "encoder":
-        encoder(a.checkpoint, a.episodes)
+        encoder(a.checkpoint, a.episodes, a.split)
     else:
         select(a.episodes) if a.step == "select" else test(a.episodes)
 
