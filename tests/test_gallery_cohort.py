@@ -205,6 +205,8 @@ def test_cli_cohort_score_calibrate_identify(tmp_path, rng):
         assert out.exit_code == 0, out.output
         rec = json.loads(out.stdout)
         assert rec["families"]["count"] == 2 and rec["validation_classes"] == 8
+        out = runner.invoke(app, ["gallery", "list", g])
+        assert "cohort: 24 examples, k = 8" in out.output and "strangers within 2 families" in out.output, out.output
         out = runner.invoke(app, ["gallery", "calibrate", g, "--folder", str(val), "--far", "0.1", "--families"])
         assert out.exit_code == 2 and "holds no class folders" in out.output
 

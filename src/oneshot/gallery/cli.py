@@ -293,6 +293,8 @@ def list_classes(gallery: GalleryPath, as_json: Json = False) -> None:
         )
     Console().print(table)
     typer.echo(f"identify rule: {info['identify_rule']}, rejection score: {info['rejection_score']}")
+    if info.get("cohort"):
+        typer.echo(f"cohort: {info['cohort']['size']} examples, k = {info['cohort']['k']} ({info['cohort']['source']})")
     th, cal = info["threshold"], info["calibration"]
     if th:
         typer.echo(f"thresholds: identify {th['identify']}, verify {th['verify']} ({th['source']})")
@@ -304,6 +306,7 @@ def list_classes(gallery: GalleryPath, as_json: Json = False) -> None:
             f"calibrated for FAR {cal['target_far']:g} on {cal['validation_classes']} validation classes "
             f"(gallery of {cal['gallery_size']}): identify FAR {m['identify_far']:.2e} TAR {m['identify_tar']:.3f}; "
             f"verify FAR {m['verify_far']:.2e} TAR {m['verify_tar']:.3f}"
+            + (f"; strangers within {cal['families']['count']} families" if cal.get("families") else "")
         )
     if "warning" in info:
         typer.echo(f"warning: {info['warning']}")
