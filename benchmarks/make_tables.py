@@ -924,6 +924,9 @@ def inference_table() -> str:
     for e in sorted((json.loads(f.read_text()) for f in RESULTS.glob("omniglot_inference_encoder_*.json")), key=lambda e: e["date"]):
         for x in e["rows"]:
             chosen = " (val's choice)" if x["tta"] == e["tta_choice"] else ""
+            if x.get("row") == "transductive":
+                inf = x["inference"]
+                chosen = f" transductive (soft k-means {inf['steps']} steps, T {inf['temperature']:g}; own row)"
             if e.get("split") == "vinyals":
                 lines.append(
                     f"| `{e['name']}` alone{chosen} | {Path(e['checkpoint']).stem}; TTA {x['tta']} | "

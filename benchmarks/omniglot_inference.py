@@ -22,6 +22,7 @@ Lake-split ones on Lake's 20 runs, each with the ``oneshot evaluate`` command th
 without and with shift TTA -- the TTA choice, validation only -- and Lake's 20 runs with each, so the README's
 inference table shows the encoder's rows beside ``omniglot-lake``'s. With ``--split vinyals`` (a later
 Vinyals-split encoder): Vinyals val 5w1s / 20w1s without and with TTA, then the four Vinyals test shapes with each.
+``--transductive`` adds the soft k-means row (steps x temperature chosen on val 20w1s), reported as its own row.
 
     python benchmarks/omniglot_inference.py select
     python benchmarks/omniglot_inference.py test
@@ -169,9 +170,10 @@ def test(episodes: int) -> None:
         (RESULTS / "omniglot_inference.json").write_text(json.dumps(out, indent=1) + "\n")
 
 
-def encoder(checkpoint: str, episodes: int, split: str = "lake") -> None:
+def encoder(checkpoint: str, episodes: int, split: str = "lake", transductive: bool = False) -> None:
     """One encoder alone: val 20w1s (and 5w1s on the Vinyals split) without / with shift TTA (the choice), then
-    Lake's 20 runs (a Lake-split encoder) or the Vinyals test shapes (a Vinyals-split one) with each."""
+    Lake's 20 runs (a Lake-split encoder) or the Vinyals test shapes (a Vinyals-split one) with each. With
+    ``transductive``: the soft k-means grid on val (with the chosen TTA), its best 20w1s on test, its own row."""
     from oneshot.weights import resolve_checkpoint
 
     t0, path = time.perf_counter(), resolve_checkpoint(checkpoint).resolve()
@@ -203,6 +205,21 @@ def encoder(checkpoint: str, episodes: int, split: str = "lake") -> None:
             extra, figs = "--lake-runs --ways 20 --episodes 1", f"Lake's runs {100 * res.lake_runs.accuracy:.2f}"
         rows.append(dict(res.to_dict(), tta=tta, val=val[tta], cli=cli([checkpoint], opts, extra)))
         print(f"{shown} TTA {tta}: val 20w1s {100 * val[tta]['20w1s']['accuracy']:.2f}, test {figs}", flush=True)
+    if transductive:
+        z = combine([views if chosen == "shift" else views[:1]])
+        grid = []
+        for steps in STEPS:
+            for temp in TEMPERATURES:
+                rule = episode_rule(method, 1, InferenceOptions(chosen, True, steps, temp))
+                grid.append({"steps": steps, "temperature": temp, **score(data, method, z, rule, [(20, 1)], episodes)})
+                print("soft k-means", steps, temp, round(100 * grid[-1]["20w1s"]["accuracy"], 2), flush=True)
+        best = max(grid, key=lambda r: (round(r["20w1s"]["accuracy"], 5), -r["steps"]))
+        opts = InferenceOptions(chosen, True, best["steps"], best["temperature"])
+        lake = split == "lake"
+        res = evaluate_checkpoint(path, [] if lake else STANDARD_SHAPES, episodes, inference=opts, lake_runs=lake)
+        extra = "--lake-runs --ways 20 --episodes 1" if lake else f"--standard --episodes {episodes}"
+        rows.append(dict(res.to_dict(), tta=chosen, row="transductive", val=best, grid=grid, cli=cli([checkpoint], opts, extra)))
+        print(f"{shown} transductive {opts.summary()}: val 20w1s {100 * best['20w1s']['accuracy']:.2f}", flush=True)
     meta = load_checkpoint(path).metadata.get("training", {})
     out = {
         "benchmark": "omniglot_inference_encoder",
@@ -223,10 +240,11 @@ def main() -> None:
     p.add_argument("--checkpoint", default="omniglot-lake-v2", help="encoder step: a built-in name or checkpoint file")
     p.add_argument("--split", choices=("lake", "vinyals"), default="lake", help="encoder step: the split it was trained on")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--transductive", action="store_true", help="encoder step: also the soft k-means row (own row)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     if a.step == "encoder":
-        encoder(a.checkpoint, a.episodes, a.split)
+        encoder(a.checkpoint, a.episodes, a.split, a.transductive)
     else:
         select(a.episodes) if a.step == "select" else test(a.episodes)
 
