@@ -110,37 +110,25 @@ class CohortCache:
         return self.norm
 
 
-def rerank(norm: CohortNorm, q: np.ndarray, ids: np.ndarray, templates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """S-norm scores and ids of each query's best ``k`` candidates.
-
-    Args:
-        norm: the cohort normaliser.
-        q: (B, D) unit queries.
-        ids: (B, R) cosine candidates' class ids (-1 pads).
-        templates: (B, R, D) their unit templates (anything where ids is -1).
-        k: candidates to keep (<= R).
-
-    Returns:
-        (B, k) S-norm scores, best first (-inf for pads), and (B, k) class ids (-1 pads).
-    """
-    B, R = ids.shape
-    mq, sq = norm.stats(q)  # (B,)
-    mt, st = norm.stats(templates.reshape(B * R, -1))
-    cos = np.einsum("bd,brd->br", q, templates)
-    s = 0.5 * ((cos - mq[:, None]) / sq[:, None] + (cos - mt.reshape(B, R)) / st.reshape(B, R))
-    s = np.where(ids >= 0, s, -np.inf).astype(np.float32)
-    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(s, order, 1), np.take_along_axis(ids, order, 1)
-
-
 def identify(g: Any, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """``Gallery.identify`` under ``snorm``: the index's top :data:`RERANK` cosine candidates of each unit query
-    (B, D), re-ranked by S-norm on their stored templates -> (B, k) scores and class ids (-1 pads)."""
-    _, cand = g.search(q, max(k, RERANK))
-    found, tmpl = g.store.templates_of(np.unique(cand[cand >= 0]).tolist(), g.dim)
-    lookup = dict(zip(found.tolist(), tmpl, strict=True))
-    stacked = np.stack([[lookup.get(int(i), q[b]) for i in row] for b, row in enumerate(cand)])  # (B, R, D)
-    return rerank(g.cohort_norm(), q, np.where(np.isin(cand, found), cand, -1), stacked, k)
+    (B, D), re-ranked by S-norm on their stored templates -> (B, k) scores, best first (-inf pads), and class ids
+    (-1 pads). Each distinct template's cohort statistics are computed once."""
+    norm = g.cohort_norm()
+    _, cand = g.search(q, max(k, RERANK))  # (B, R)
+    found, tmpl = g.store.templates_of(np.unique(cand[cand >= 0]).tolist(), g.dim)  # (U,), (U, D)
+    if len(found) == 0:  # every candidate was forgotten meanwhile
+        return np.full((len(q), 1), -np.inf, np.float32), np.full((len(q), 1), -1, np.int64)
+    order = np.argsort(found)
+    found, tmpl = found[order], tmpl[order]
+    col = np.minimum(np.searchsorted(found, cand), len(found) - 1)
+    live = (cand >= 0) & (found[col] == cand)  # a class forgotten since the search is dropped
+    (mq, sq), (mt, st) = norm.stats(q), norm.stats(tmpl)
+    cos = np.einsum("bd,brd->br", q, tmpl[col])
+    s = norm.normalise(cos, mq[:, None], sq[:, None], mt[col], st[col])
+    s = np.where(live, s, -np.inf).astype(np.float32)
+    best = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(s, best, 1), np.take_along_axis(np.where(live, cand, -1), best, 1)
 
 
 def pair_score(g: Any, q: np.ndarray, t: np.ndarray) -> float:

@@ -45,8 +45,14 @@ class CohortNorm:
         s = np.asarray(queries, dtype=np.float32) @ np.asarray(templates, dtype=np.float32).T
         if self.kind == "none":
             return s
-        mq, sq = self.stats(queries)
-        mt, st = self.stats(templates)
+        (mq, sq), (mt, st) = self.stats(queries), self.stats(templates)
+        return self.normalise(s, mq[:, None], sq[:, None], mt[None, :], st[None, :])
+
+    def normalise(self, s: np.ndarray, mq: np.ndarray, sq: np.ndarray, mt: np.ndarray, st: np.ndarray) -> np.ndarray:
+        """Cosines ``s`` normalised by query statistics (``mq``, ``sq``) and template statistics (``mt``, ``st``),
+        all broadcastable to ``s``'s shape (the one place the formula is written)."""
+        if self.kind == "none":
+            return s
         if self.kind == "cohort_mean":
-            return s - 0.5 * (mq[:, None] + mt[None, :])
-        return 0.5 * ((s - mq[:, None]) / sq[:, None] + (s - mt[None, :]) / st[None, :])
+            return s - 0.5 * (mq + mt)
+        return 0.5 * ((s - mq) / sq + (s - mt) / st)
