@@ -182,6 +182,8 @@ def test_cli_cohort_score_calibrate_identify(tmp_path, rng):
     runner = CliRunner()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        out = runner.invoke(app, ["gallery", "create", g, "--encoder", str(enc), "--score", "snorm"])
+        assert out.exit_code == 2 and "no cohort for snorm yet" in out.output and not (tmp_path / "g.db").exists()
         out = runner.invoke(app, ["gallery", "create", g, "--encoder", str(enc)])
         assert out.exit_code == 0, out.output
         for i, f in enumerate(people[:3]):

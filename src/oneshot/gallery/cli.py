@@ -92,6 +92,11 @@ def create(
 
     if gallery.exists():
         raise OneshotError(f"{gallery} already exists: use it, or choose another path")
+    if score == "snorm":
+        raise OneshotError(
+            f"a new gallery has no cohort for snorm yet: create it without --score, store one with `oneshot gallery "
+            f"cohort {gallery} FOLDER`, then `oneshot gallery score {gallery} snorm`"
+        )
     try:
         with Gallery.open(gallery, encoder=encoder, store=store, approx_above=approx_above, approx_kind=index) as g:
             if rule is not None:
