@@ -4,8 +4,8 @@ Two steps, each through the one evaluation path (``oneshot.evaluation.evaluate``
 
 ``select`` (VALIDATION only; writes ``benchmarks/results/omniglot_inference_val.json``):
   * Vinyals val, 1000 episodes of 5w1s and 20w1s (15 queries, seed 0): the default ProtoNet alone and in
-    ensembles with the other committed Vinyals-split encoders (Siamese, memory), each without and with shift
-    TTA; the inductive configuration kept is the best 20w1s (ties: fewer checkpoints, no TTA).
+    ensembles with the other committed Vinyals-split encoders (Siamese, memory, and the 128-filter augmented
+    ProtoNet ``models/protonet_conv4_vinyals_w128.safetensors``), each without and with shift TTA; the inductive configuration kept is the best 20w1s (ties: fewer checkpoints, no TTA).
     Transductive soft k-means on the default ProtoNet (with TTA when TTA helped it): steps x temperature grid,
     the best 20w1s kept.
   * Lake split val (the 5 background alphabets held out of training), 1000 20w1s episodes, for Lake's runs:
@@ -50,6 +50,7 @@ VINYALS = {
     "protonet": "src/oneshot/weights/protonet_conv4_vinyals.safetensors",
     "siamese": "models/siamese_conv4_vinyals.safetensors",
     "memory": "models/memory_conv4_vinyals.safetensors",
+    "protonet_w128": "models/protonet_conv4_vinyals_w128.safetensors",  # 128 filters + stroke augmentation, not kept alone
 }
 LAKE = {
     "protonet_lake": "src/oneshot/weights/protonet_conv4_lake.safetensors",
@@ -121,7 +122,13 @@ def select_split(split: str, members: dict[str, str], combos: list[tuple[str, ..
 
 def select(episodes: int) -> None:
     t0 = time.perf_counter()
-    v = [("protonet",), ("protonet", "memory"), ("protonet", "siamese"), ("protonet", "siamese", "memory")]
+    v = [
+        ("protonet",),
+        ("protonet", "memory"),
+        ("protonet", "siamese"),
+        ("protonet", "siamese", "memory"),
+        ("protonet", "protonet_w128"),
+    ]
     out = {
         "benchmark": "omniglot_inference_val",
         "episodes": episodes,
