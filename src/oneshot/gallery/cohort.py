@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from oneshot.errors import OneshotError, OneshotWarning
+from oneshot.gallery import rejection
 from oneshot.gallery.class_store import ClassStore
 from oneshot.gallery.normalise import CohortNorm
 from oneshot.modalities import fingerprint_id
@@ -60,7 +61,7 @@ def set_cohort(
     said = None
     with store.write() as tx:
         th = store.get_meta("threshold") or {}
-        if store.get_meta("rejection_score") == "snorm" and (th.get("identify") is not None or th.get("verify") is not None):
+        if rejection.read_score(store) == rejection.SNORM and (th.get("identify") is not None or th.get("verify") is not None):
             said = "the gallery's S-norm thresholds were measured against the old cohort: they are cleared; run calibrate again"
             tx.set_meta("threshold", dict(th, identify=None, verify=None, cleared="cohort changed"))
         tx.set_meta(VECTORS_KEY, base64.b64encode(v.astype("<f4").tobytes()).decode("ascii"))
@@ -134,7 +135,7 @@ def identify(g: Any, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 def pair_score(g: Any, q: np.ndarray, t: np.ndarray) -> float:
     """``Gallery.verify``'s score of a unit query (D,) and a template (D,): S-norm under ``snorm``, else the
     gallery's pair similarity (cosine, or Tanimoto)."""
-    if g.rejection_score == "snorm":
+    if g.rejection_score == rejection.SNORM:
         return float(g.cohort_norm().scores(q[None], t[None])[0, 0])
     from oneshot.gallery.index import pair_similarity
 

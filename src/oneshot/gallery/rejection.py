@@ -60,7 +60,7 @@ def check_score(score: str, modality: str) -> str:
 
 def check_cohort(store: ClassStore, score: str) -> None:
     """A one-line :class:`OneshotError` when ``score`` is ``snorm`` and the gallery has no cohort to normalise by."""
-    if score == SNORM and store.get_meta("cohort") is None:
+    if score == SNORM and store.get_meta("cohort") is None:  # oneshot.gallery.cohort.INFO_KEY (it imports this module)
         raise OneshotError(
             f"snorm needs a cohort: first run `oneshot gallery cohort {store.path} FOLDER` with examples of classes "
             "that will never be enrolled"
