@@ -255,11 +255,14 @@ def gallery_open_set_table() -> str:
         return "_not measured yet: run `python benchmarks/gallery_open_set.py`_"
     lines = [
         "One block per encoder, mean ± std over the seeds; closed-set accuracy: 100 classes, one drawing each. "
-        "Goals (issue 16): closed-set ≥ 90%, identify TAR ≥ 50% at FAR ≤ 1e-2 and ≥ 25% at ≤ 1e-3, verify TAR ≥ 90% at 1e-2.",
+        "Goals (issue 16): closed-set ≥ 90%, identify TAR ≥ 50% at FAR ≤ 1e-2 and ≥ 25% at ≤ 1e-3, verify TAR ≥ 90% at 1e-2. "
+        "*Bound*: the TARs at thresholds read off the test strangers themselves at exactly the target rate -- what a "
+        "perfect calibration would reach with that encoder and score (not a result: no calibration may see the test; "
+        "- where the run predates it).",
         "",
         "| encoder | seeds, date | closed-set accuracy | target FAR | identify: measured FAR (500 strangers) | identify: TAR "
-        "| verify: measured FAR | verify: TAR |",
-        "|---|---|---|---|---|---|---|---|",
+        "| verify: measured FAR | verify: TAR | bound: identify / verify TAR at exactly the target |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         s, stem = r["summary"], Path(r["encoder"]).stem
@@ -267,7 +270,8 @@ def gallery_open_set_table() -> str:
         head = [
             f"`{r.get('encoder_name') or {'protonet_conv4_lake': 'omniglot-lake'}.get(stem, stem)}"
             f"{'' if r.get('tta', 'none') == 'none' else ':tta=' + r['tta']}` ({stem})"
-            + ("" if r.get("rejection_score", "template_cosine") == "template_cosine" else f", score `{r['rejection_score']}`"),
+            + ("" if r.get("rejection_score", "template_cosine") == "template_cosine" else f", score `{r['rejection_score']}`")
+            + ("" if r.get("verify_from", "validation") == "validation" else f", verify threshold from the {r['verify_from']}"),
             f"{len(r['runs'])}, {r['date'][:10]}",
             f"**{100 * acc['mean']:.1f} ± {100 * acc['std']:.1f}%**",
         ]
@@ -277,11 +281,16 @@ def gallery_open_set_table() -> str:
             lines.append(
                 f"| {' | '.join(head)} | {k} | {v['identify_far']['mean']:.4f} ± {v['identify_far']['std']:.4f} "
                 f"| {v['identify_tar']['mean']:.3f} ± {v['identify_tar']['std']:.3f} "
-                f"| {v['verify_far']['mean']:.5f} ± {v['verify_far']['std']:.5f} | {v['verify_tar']['mean']:.3f} ± {v['verify_tar']['std']:.3f} |"
+                f"| {v['verify_far']['mean']:.5f} ± {v['verify_far']['std']:.5f} | {v['verify_tar']['mean']:.3f} ± {v['verify_tar']['std']:.3f} "
+                + (
+                    f"| {v['oracle_identify_tar']['mean']:.3f} / {v['oracle_verify_tar']['mean']:.3f} |"
+                    if "oracle_identify_tar" in v
+                    else "| - |"
+                )
             )
             head = ["", "", ""]
-    lines.append("| issue 16 goal | | ≥ 90% | 0.01 | ≤ 0.01 | ≥ 0.500 | ≤ 0.01 | ≥ 0.900 |")
-    lines.append("| | | | 0.001 | ≤ 0.001 | ≥ 0.250 | | |")
+    lines.append("| issue 16 goal | | ≥ 90% | 0.01 | ≤ 0.01 | ≥ 0.500 | ≤ 0.01 | ≥ 0.900 | |")
+    lines.append("| | | | 0.001 | ≤ 0.001 | ≥ 0.250 | | | |")
     return "\n".join(lines)
 
 

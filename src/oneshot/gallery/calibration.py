@@ -40,10 +40,12 @@ import numpy as np
 from oneshot.errors import OneshotError
 
 
-def threshold_for_far(impostor: np.ndarray, target: float) -> float:
-    """Smallest threshold t (accept when score >= t) with at most ``floor(target * n)`` impostor scores >= t."""
+def threshold_for_far(impostor: np.ndarray, target: float, total: int | None = None) -> float:
+    """Smallest threshold t (accept when score >= t) with at most ``floor(target * n)`` impostor scores >= t.
+
+    ``total``: n, when ``impostor`` holds only the largest of n scores (at least ``floor(target * n) + 1`` of them)."""
     s = np.sort(np.asarray(impostor, dtype=np.float64))[::-1]
-    allowed = int(math.floor(target * len(s)))
+    allowed = int(math.floor(target * (len(s) if total is None else total)))
     if allowed >= len(s):
         return float(s[-1])
     return float(np.nextafter(np.float32(s[allowed]), np.float32(np.inf)))
@@ -89,6 +91,7 @@ def calibrate(
     identify_method: str = "auto",
     shots: int = 1,
     groups: np.ndarray | None = None,
+    verify_threshold: float | None = None,
 ) -> dict[str, Any]:
     """Thresholds for ``target_far`` and the rates they give on the validation data.
 
@@ -109,6 +112,9 @@ def calibrate(
         groups: (N,) the family of each example (one per class), or None: with it, impostors and strangers are
             only ever of the genuine class's own family (simulated galleries of G = min(gallery_size, half the
             median family) classes, in the families with at least 2G classes).
+        verify_threshold: a verify threshold set elsewhere (the gallery's own enrolments,
+            :mod:`~oneshot.gallery.enrolment_impostors`): used instead of the validation one, which is recorded
+            as ``validation_verify_threshold``; the measured verify rates are the validation data's at it.
 
     Returns:
         A JSON-ready record: ``verify_threshold``, ``identify_threshold``, measured rates, score summaries.
@@ -160,7 +166,8 @@ def calibrate(
     if family is not None:
         mask &= family[own][:, None] == family[None, :]
     impostor = s[mask]
-    t_verify = threshold_for_far(impostor, target_far)
+    t_validation = threshold_for_far(impostor, target_far)
+    t_verify = t_validation if verify_threshold is None else float(verify_threshold)
 
     # Open-set identification.
     C = len(classes)
@@ -210,6 +217,7 @@ def calibrate(
     return {
         "target_far": float(target_far),
         "verify_threshold": t_verify,
+        "validation_verify_threshold": t_validation,
         "identify_threshold": t_identify,
         "gallery_size": int(gallery_size),
         "simulated_gallery_size": int(G),

@@ -312,6 +312,11 @@ def list_classes(gallery: GalleryPath, as_json: Json = False) -> None:
             f"(gallery of {cal['gallery_size']}): identify FAR {m['identify_far']:.2e} TAR {m['identify_tar']:.3f}; "
             f"verify FAR {m['verify_far']:.2e} TAR {m['verify_tar']:.3f}"
             + (f"; strangers within {cal['families']['count']} families" if cal.get("families") else "")
+            + (
+                "; verify threshold from the gallery's own enrolments"
+                if (cal.get("verify_source") or {}).get("source") == "enrolments"
+                else ""
+            )
         )
     if "warning" in info:
         typer.echo(f"warning: {info['warning']}")

@@ -52,6 +52,13 @@ def calibrate(
             "family, each with one per class; --omniglot: alphabets). For galleries enrolled from one family."
         ),
     ] = False,
+    verify_from: Annotated[
+        str,
+        typer.Option(
+            help="Where the verify threshold comes from: validation (the classes given), or enrolments (the gallery's "
+            "own classes scored against each other: strangers like the enrolled; needs about 100+ classes at 1e-2)."
+        ),
+    ] = "validation",
     data_dir: Annotated[Optional[Path], typer.Option(help="Dataset folder for --omniglot (else $ONESHOT_DATA).")] = None,
     encoder: EncoderOpt = None,
     as_json: Json = False,
@@ -66,7 +73,14 @@ def calibrate(
             raise OneshotError("give exactly one of --folder DIR or --omniglot lake-val")
         if folder is not None:
             rec = g.calibrate_folder(
-                folder, families=families, target_far=far, gallery_size=gallery_size, trials=trials, seed=seed, shots=shots
+                folder,
+                families=families,
+                target_far=far,
+                gallery_size=gallery_size,
+                trials=trials,
+                seed=seed,
+                shots=shots,
+                verify_from=verify_from,
             )
         else:
             if omniglot != "lake-val":
@@ -96,6 +110,7 @@ def calibrate(
                 domain="omniglot",
                 shots=shots,
                 groups=np.array([n.split("/")[0] for n in val.class_names])[val.labels.numpy()] if families else None,
+                verify_from=verify_from,
             )
     if as_json:
         echo_json(rec)
@@ -111,7 +126,12 @@ def calibrate(
         f"TAR {m['identify_tar']:.4f}, closed-set accuracy {m['closed_set_accuracy']:.4f}"
     )
     typer.echo(f"  (the identify threshold is on {rec.get('identify_score', 'template_cosine')})")
-    typer.echo(f"  verify threshold {rec['verify_threshold']:.4f}: measured FAR {m['verify_far']:.2e}, TAR {m['verify_tar']:.4f}")
+    own = rec["verify_source"] if rec["verify_source"]["source"] == "enrolments" else None
+    typer.echo(
+        f"  verify threshold {rec['verify_threshold']:.4f}"
+        + (f" (from the gallery's {own['comparisons']} impostor comparisons: FAR {own['measured_far']:.2e})" if own else "")
+        + f": measured on validation FAR {m['verify_far']:.2e}, TAR {m['verify_tar']:.4f}"
+    )
     if rec.get("families"):
         typer.echo(
             f"  (strangers drawn within {rec['families']['count']} families, simulated in {rec['families']['simulated_in']})"

@@ -132,11 +132,16 @@ def identify(g: Any, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(s, best, 1), np.take_along_axis(np.where(live, cand, -1), best, 1)
 
 
-def pair_score(g: Any, q: np.ndarray, t: np.ndarray) -> float:
-    """``Gallery.verify``'s score of a unit query (D,) and a template (D,): S-norm under ``snorm``, else the
-    gallery's pair similarity (cosine, or Tanimoto)."""
+def pair_scores(g: Any, q: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """``Gallery.verify``'s scores (Q, T) of unit queries (Q, D) against templates (T, D): S-norm under ``snorm``,
+    else the gallery's pair similarity (cosine, or Tanimoto)."""
     if g.rejection_score == rejection.SNORM:
-        return float(g.cohort_norm().scores(q[None], t[None])[0, 0])
-    from oneshot.gallery.index import pair_similarity
+        return g.cohort_norm().scores(q, t)
+    from oneshot.gallery.index import pair_similarities
 
-    return pair_similarity(g.fingerprint, q, t)
+    return pair_similarities(g.fingerprint, q, t)
+
+
+def pair_score(g: Any, q: np.ndarray, t: np.ndarray) -> float:
+    """``Gallery.verify``'s score of one unit query (D,) and one template (D,) (:func:`pair_scores`)."""
+    return float(pair_scores(g, q[None], t[None])[0, 0])

@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from oneshot.errors import OneshotError
-from oneshot.gallery import adaptation, cohort, identify_rule, rejection, thresholds, transfer
+from oneshot.gallery import adaptation, cohort, enrolment_impostors, identify_rule, rejection, summary, thresholds, transfer
 from oneshot.gallery.binding import check_embedder, new_gallery_meta
 from oneshot.gallery.class_store import ClassStore, from_blob
 from oneshot.gallery.enrolment import Prepared, one_vector_each, with_synthetic
@@ -276,32 +277,8 @@ class Gallery(GalleryHandle):
         return self.store.count()
 
     def info(self) -> dict[str, Any]:
-        """Summary: size, encoder fingerprint, thresholds and calibration, index kind."""
-        meta = self.store.all_meta()
-        n_ex = self.store.count_examples()
-        idx = self._index()
-        info = {
-            "path": str(self.path),
-            "classes": len(self),
-            "examples": n_ex,
-            "dim": self.dim,
-            "encoder": fingerprint_id(self.fingerprint),
-            "fingerprint": self.fingerprint,
-            "encoder_path": meta.get("encoder_path"),
-            "store": self.store_mode,
-            "threshold": meta.get("threshold"),
-            "calibration": meta.get("calibration"),
-            "index": {"kind": idx.kind, **self.settings.to_dict()},
-            "identify_rule": self.identify_rule,
-            "rejection_score": self.rejection_score,
-            "cohort": cohort.read_info(self.store),
-            "generation": self.index_cache.generation,
-            "created": meta.get("created"),
-        }
-        warning = thresholds.calibration_warning(meta.get("calibration"), len(self), n_ex)
-        if warning is not None:
-            info["warning"] = warning
-        return info
+        """Summary: size, encoder fingerprint, thresholds and calibration, index kind (:func:`.summary.gallery_info`)."""
+        return summary.gallery_info(self)
 
     def set_index_settings(
         self,
@@ -339,6 +316,7 @@ class Gallery(GalleryHandle):
         unlike_fraction: float | None = None,
         shots: int | None = None,
         groups: np.ndarray | None = None,
+        verify_from: str = "validation",
     ) -> dict[str, Any]:
         """Set both thresholds for ``target_far`` from validation embeddings (N, D) with labels (N,) of classes
         not in the gallery; stores and returns the calibration record (chosen rate, measured rates, counts).
@@ -346,7 +324,12 @@ class Gallery(GalleryHandle):
         training domain is refused. ``unlike_fraction``: the fraction of inputs that look unlike the encoder's
         training images (above one half the record says so and :meth:`info` warns). ``shots``: examples per
         simulated template (default: the gallery's, :func:`thresholds.shots_for`). ``groups`` (N,): each
-        example's family, for thresholds that hold when strangers are siblings of the enrolled classes."""
+        example's family, for thresholds that hold when strangers are siblings of the enrolled classes.
+        ``verify_from="enrolments"``: the verify threshold from the gallery's own impostor comparisons instead
+        (:mod:`.enrolment_impostors`; the identify threshold still comes from the validation classes)."""
+        own = enrolment_impostors.for_source(
+            verify_from, self.store, self.dim, functools.partial(cohort.pair_scores, self), target_far
+        )
         rec = thresholds.calibration_record(
             embeddings,
             labels,
@@ -364,6 +347,7 @@ class Gallery(GalleryHandle):
             identify_score=self.rejection_score,
             cohort=self.cohort_norm() if self.rejection_score == rejection.SNORM else None,
             groups=groups,
+            verify_source=own,
             **thresholds.shots_for(self.store, labels, shots),
         )
         thresholds.save_calibration(self.store, rec, target_far)

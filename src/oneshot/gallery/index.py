@@ -308,10 +308,11 @@ def index_class(fingerprint: dict) -> type[Any]:
     return TemplateIndex
 
 
-def pair_similarity(fingerprint: dict, a: np.ndarray, b: np.ndarray) -> float:
-    """The gallery's score of two of its vectors (D,): cosine, or Tanimoto of their bits."""
+def pair_similarities(fingerprint: dict, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The gallery's scores (Q, T) of its vectors ``a`` (Q, D) against ``b`` (T, D): cosine (inner product of
+    unit vectors), or Tanimoto of their bits."""
     if fingerprint.get("similarity", "cosine") == "tanimoto":
-        from oneshot.gallery.tanimoto import vector_tanimoto
+        from oneshot.gallery.tanimoto import pack_bits, tanimoto
 
-        return vector_tanimoto(a, b)
-    return float(a @ b)
+        return tanimoto(pack_bits(a), pack_bits(b))
+    return np.asarray(a, np.float32) @ np.asarray(b, np.float32).T

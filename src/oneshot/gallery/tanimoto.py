@@ -106,11 +106,6 @@ def tanimoto_topk(
     return scores, rows
 
 
-def vector_tanimoto(a: np.ndarray, b: np.ndarray) -> float:
-    """Tanimoto of the bits (entries > 0) of two gallery vectors (D,)."""
-    return float(tanimoto(pack_bits(a[None]), pack_bits(b[None]))[0, 0])
-
-
 class TanimotoIndex:
     """Exact top-k Tanimoto over (id, fingerprint) pairs, with the interface of
     :class:`~oneshot.gallery.index.TemplateIndex`. ``templates`` are gallery vectors (N, D); bits are ``> 0``."""

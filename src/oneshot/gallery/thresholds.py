@@ -109,6 +109,7 @@ def calibration_record(
     shots_wanted: int | None = None,
     cohort: CohortNorm | None = None,
     groups: np.ndarray | None = None,
+    verify_source: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The calibration record of validation embeddings (N, D) with labels (N,) for a gallery of ``gallery_size``
     classes (default: ``n_classes``, at least 1), with the domain it was measured on (see ``Gallery.calibrate``).
@@ -120,7 +121,9 @@ def calibration_record(
     ``cohort.scores`` (the gallery's stored cohort, required then). Templates are means of ``shots`` examples;
     ``shots_wanted`` (the gallery's own examples per class, when more than the validation classes allow) is
     recorded with a note. ``groups`` (N,): each example's family, for thresholds that hold against sibling
-    strangers (:func:`oneshot.gallery.calibration.calibrate`)."""
+    strangers (:func:`oneshot.gallery.calibration.calibrate`). ``verify_source``: the verify threshold measured on
+    the gallery's own enrolments (:func:`oneshot.gallery.enrolment_impostors.verify_from_enrolments`), used
+    instead of the validation one; None: from the validation classes."""
     if domain is not None and enc_domain is not None and domain != enc_domain:
         raise OneshotError(
             f"calibration data is {domain} but the gallery's encoder was trained on {enc_domain}: "
@@ -131,15 +134,16 @@ def calibration_record(
     in_range("trials", trials, 1, 100000)
     x = check_vectors(embeddings, dim, "calibration embeddings")
     size = gallery_size if gallery_size is not None else max(1, n_classes)
+    given = {} if verify_source is None else {"verify_threshold": verify_source["threshold"]}
     if identify_score == rejection.SNORM:
         if cohort is None:
             raise OneshotError("snorm calibration needs the gallery's cohort: set one with `oneshot gallery cohort`")
         rec = calibration.calibrate(
-            x, np.asarray(labels), target_far, size, trials, seed, snorm_score(cohort), shots=shots, groups=groups
+            x, np.asarray(labels), target_far, size, trials, seed, snorm_score(cohort), shots=shots, groups=groups, **given
         )
         rec["cohort"] = {"size": len(cohort.cohort), "k": cohort.k}
     else:
-        rec = calibration.calibrate(x, np.asarray(labels), target_far, size, trials, seed, shots=shots, groups=groups)
+        rec = calibration.calibrate(x, np.asarray(labels), target_far, size, trials, seed, shots=shots, groups=groups, **given)
     if identify_score == rejection.MEAN_DISTANCE:
         md = calibration.calibrate(
             x, np.asarray(labels), target_far, size, trials, seed, rejection.one_shot_mean_distance, shots=shots, groups=groups
@@ -150,6 +154,13 @@ def calibration_record(
         for key in ("stranger_best", "genuine_best"):
             rec["scores"][key] = md["scores"][key]
     rec["identify_score"] = identify_score
+    rec["verify_source"] = verify_source or {"source": "validation"}
+    if verify_source is not None:
+        rec["notes"].append(
+            f"verify threshold from the gallery's own {verify_source['comparisons']} impostor comparisons "
+            f"({verify_source['classes']} classes; validation's would be {rec['validation_verify_threshold']:.4f}): "
+            f"it assumes {verify_source['assumes']}"
+        )
     if shots_wanted is not None and shots_wanted > shots:
         rec["shots_wanted"] = int(shots_wanted)
         rec["notes"].append(
