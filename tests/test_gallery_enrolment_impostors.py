@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from oneshot.errors import OneshotError
 from oneshot.gallery import Gallery
 from oneshot.gallery.calibration import calibrate
-from oneshot.gallery.enrolment_impostors import MIN_EXCEEDANCES
+from oneshot.gallery.enrolment_impostors import MIN_EXCEEDANCES, impostor_scores
 from oneshot.gallery.normalise import CohortNorm
 
 D = 16
@@ -75,6 +75,12 @@ def test_enrolment_threshold_equals_the_brute_force_rate(tmp_path, rng):
         )
         assert any("own 3081 impostor comparisons" in n for n in rec["notes"])
         assert g.info()["calibration"]["verify_source"]["source"] == "enrolments"
+        # scored a few examples at a time (classes split across chunks): the same scores and counts
+        cosine = lambda a, b: a @ b.T  # noqa: E731
+        whole, small = impostor_scores(g.store, D, cosine, 100), impostor_scores(g.store, D, cosine, 100, chunk=7)
+        np.testing.assert_allclose(whole[0], small[0], rtol=1e-6)
+        np.testing.assert_allclose(whole[0], np.sort(impostors)[::-1][:100], rtol=1e-5)
+        assert whole[1:] == small[1:] == (3081, 40, 79)
 
 
 def test_validation_stays_the_default_and_is_recorded(tmp_path, rng):
