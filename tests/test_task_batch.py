@@ -88,8 +88,6 @@ def test_auto_rule_and_option_checks():
 
 def test_task_batch_round_trips_through_checkpoints(tmp_path):
     """task_batch is stored with the other options; a checkpoint written before it existed loads with "auto"."""
-    from pathlib import Path
-
     from oneshot.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 
     model = build_method("fomaml", Conv4(), task_batch="vmap")
@@ -100,6 +98,10 @@ def test_task_batch_round_trips_through_checkpoints(tmp_path):
     }
     loaded = load_checkpoint(save_checkpoint(tmp_path / "m.safetensors", model, {**meta, "embedding_dim": 64}))
     assert loaded.method.task_batch == "vmap" and loaded.method.options() == model.options()
-    old = Path(__file__).resolve().parent.parent / "models" / "maml_conv4_vinyals.safetensors"
+    # A checkpoint written before the option existed: the same options without task_batch.
+    legacy = build_method("maml", Conv4())
+    options = {k: v for k, v in legacy.options().items() if k != "task_batch"}
+    legacy.options = lambda: options  # type: ignore[method-assign]
+    old = save_checkpoint(tmp_path / "old.safetensors", legacy, {**meta, "embedding_dim": 64})
     assert "task_batch" not in read_metadata(old)["method_options"]
     assert load_checkpoint(old).method.task_batch == "auto"
