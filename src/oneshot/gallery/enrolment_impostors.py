@@ -33,6 +33,7 @@ import numpy as np
 from oneshot.errors import OneshotError
 from oneshot.gallery.calibration import threshold_for_far
 from oneshot.gallery.class_store import ClassStore
+from oneshot.ranges import in_range
 
 #: Where a verify threshold can come from: the validation classes, or the gallery's own enrolments.
 VERIFY_SOURCES = ("validation", "enrolments")
@@ -86,15 +87,15 @@ def verify_from_enrolments(
 ) -> dict[str, Any]:
     """The verify threshold that accepts at most ``target_far`` of the gallery's own impostor comparisons, with
     the counts it rests on; a one-line :class:`OneshotError` when the gallery is too small for that rate."""
-    ids, _ = store.all_templates(dim)
-    n_examples = store.count_examples()
-    comparisons = n_examples * max(0, len(ids) - 1)
+    in_range("target_far", target_far, 0, 1, low_open=True, high_open=True)
+    n_classes, n_examples = store.count(), store.count_examples()  # counts only: the templates are read once, below
+    comparisons = n_examples * max(0, n_classes - 1)
     allowed = int(math.floor(target_far * comparisons))
     if allowed < MIN_EXCEEDANCES:
         # Classes of one example each that would be enough: C (C - 1) * far >= MIN_EXCEEDANCES.
         needed = math.ceil((1 + math.sqrt(1 + 4 * MIN_EXCEEDANCES / target_far)) / 2)
         raise OneshotError(
-            f"the gallery's {len(ids)} classes give {comparisons} impostor comparisons, {allowed} of them at a "
+            f"the gallery's {n_classes} classes give {comparisons} impostor comparisons, {allowed} of them at a "
             f"false-accept rate of {target_far:g}; a threshold needs {MIN_EXCEEDANCES} (about {needed} classes of one "
             "example): enrol more, aim at a larger rate, or calibrate the verify threshold on validation classes"
         )
