@@ -14,7 +14,8 @@ from torch import nn
 
 from oneshot.checkpoint import load_checkpoint, save_checkpoint
 from oneshot.methods import Episode, Reptile
-from oneshot.methods.reptile import annealed
+from oneshot.errors import OneshotError
+from oneshot.methods.reptile import annealed, minibatch_schedule
 
 
 def tiny_reptile(**kw) -> Reptile:
@@ -32,12 +33,16 @@ def two_tasks(seed: int) -> Episode:
     return Episode(xs, ys, xq, yq, ways=3, shots=2, tasks=2)
 
 
-def brute_force_phi(model: Reptile, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The task's adapted weights by plain autograd on a copy of the modules: ``inner_steps`` SGD steps."""
+def brute_force_phi(
+    model: Reptile, x: torch.Tensor, y: torch.Tensor, batches: list[list[int]] | None = None
+) -> dict[str, torch.Tensor]:
+    """The task's adapted weights by plain autograd on a copy of the modules: ``inner_steps`` SGD steps, step t on
+    the rows ``batches[t]`` of (x, y) when given, else on all of them."""
     enc, head = copy.deepcopy(model.encoder), copy.deepcopy(model.head)
     params = list(enc.parameters()) + list(head.parameters())
-    for _ in range(model.inner_steps):
-        grads = torch.autograd.grad(F.cross_entropy(head(enc(x)), y), params)
+    for t in range(model.inner_steps):
+        rows = list(range(len(y))) if batches is None else batches[t]
+        grads = torch.autograd.grad(F.cross_entropy(head(enc(x[rows])), y[rows]), params)
         with torch.no_grad():
             for p, g in zip(params, grads, strict=True):
                 p -= model.inner_lr * g
@@ -47,14 +52,16 @@ def brute_force_phi(model: Reptile, x: torch.Tensor, y: torch.Tensor) -> dict[st
     }
 
 
-def reference_step(model: Reptile, episode: Episode, eps: float) -> dict[str, torch.Tensor]:
+def reference_step(
+    model: Reptile, episode: Episode, eps: float, batches: list[list[int]] | None = None
+) -> dict[str, torch.Tensor]:
     """theta + eps * (mean_i phi_i - theta), the tasks' data being support and query together."""
     n = episode.support.shape[0] // 2
     phis = []
     for t in range(2):
         x = torch.cat([episode.support[t * n : (t + 1) * n], episode.query[t * n : (t + 1) * n]])
         y = torch.cat([episode.support_labels[t * n : (t + 1) * n], episode.query_labels[t * n : (t + 1) * n]])
-        phis.append(brute_force_phi(model, x, y))
+        phis.append(brute_force_phi(model, x, y, batches))
     return {k: p.detach() + eps * ((phis[0][k] + phis[1][k]) / 2 - p.detach()) for k, p in model.named_parameters()}
 
 
@@ -72,6 +79,34 @@ def test_outer_update_is_theta_plus_eps_times_mean_phi_minus_theta(outer_lr):
         sched.step()
         for k, p in model.named_parameters():
             torch.testing.assert_close(p.detach(), want[k], rtol=0, atol=1e-12)
+
+
+def test_inner_minibatches_walk_each_class_in_order():
+    """``inner_batch`` (Nichol et al.'s mini-batched inner loop): with 3 ways, 2 shots and 2 queries per class, one
+    image per class a step; step 0 takes every class's first support image, step 1 its second, step 2 its first
+    query image, step 3 its second, step 4 starts over. Checked against hand-listed rows of the brute force."""
+    model = tiny_reptile(inner_batch=3, inner_steps=5, outer_lr=1.0)
+    # rows of cat(support (3 classes x 2, class-major), query (3 x 2)): class c's images are 2c, 2c+1, 6+2c, 7+2c
+    batches = [[0, 2, 4], [1, 3, 5], [6, 8, 10], [7, 9, 11], [0, 2, 4]]
+    assert [b.tolist() for b in minibatch_schedule(3, 2, 2, 3, 5)] == batches
+    assert [b.tolist() for b in minibatch_schedule(3, 2, 0, 6, 2)] == [[0, 1, 2, 3, 4, 5]] * 2  # support only, 2 per class
+    opt, sched = model.outer_optimizer(episodes=4)
+    episode = two_tasks(3)
+    want = reference_step(model, episode, 1.0, batches)
+    opt.zero_grad()
+    model.loss(episode).loss.backward()
+    opt.step()
+    for k, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), want[k], rtol=0, atol=1e-12)
+    unbatched = reference_step(tiny_reptile(inner_steps=5), episode, 1.0)
+    assert max((p.detach() - unbatched[k]).abs().max().item() for k, p in model.named_parameters()) > 1e-4
+
+
+@pytest.mark.parametrize("batch", [2, 4, -3])
+def test_inner_batch_must_be_whole_classes(batch):
+    with pytest.raises(OneshotError, match="inner_batch"):
+        model = tiny_reptile(inner_batch=batch)
+        model.loss(two_tasks(0))
 
 
 def test_annealing_is_linear_and_reaches_zero_at_the_end():

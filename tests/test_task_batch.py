@@ -43,6 +43,7 @@ def loss_and_grads(name: str, task_batch: str, episode: Episode, **options):
         ("fomaml", {"inner_steps": 2, "inner_lr": 0.4}),
         ("reptile", {"inner_steps": 3, "inner_optimizer": "adam"}),
         ("reptile", {"inner_steps": 2, "inner_optimizer": "sgd", "train_on_query": False}),
+        ("reptile", {"inner_steps": 3, "inner_optimizer": "adam", "inner_batch": 4}),  # one image per class a step
     ],
 )
 def test_vmap_over_tasks_matches_the_loop(name, options):

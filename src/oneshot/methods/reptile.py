@@ -21,7 +21,12 @@ is the mean over the whole meta-batch). The outer update (``outer``):
 
 The inner loop trains on the task's support and query images together during meta-training (Nichol et al.
 train on all ``train_shots`` examples of each class; ``train_on_query=False`` uses the support set only) and
-on the support set at test time, for ``test_steps`` steps. Batch norm uses each batch's statistics (the
+on the support set at test time, for ``test_steps`` steps. Each meta-training inner step sees all of the task's
+images (``inner_batch=0``) or a mini-batch of ``inner_batch`` of them, as Nichol et al. (Omniglot 5-way: 10 shots
+per class, mini-batches of 10, 5 steps, i.e. one pass): the mini-batches are class-balanced (``inner_batch / N``
+images of every class) and walk through each class's images in order, cyclically (:func:`minibatch_schedule`),
+so they are fixed by the episode's shape -- no random draw, identical under ``vmap`` and on resume. Adaptation at
+test time always uses the whole support set. Batch norm uses each batch's statistics (the
 paper's transductive setting) and the head is zero-initialised per task by default: see
 :mod:`oneshot.methods.meta`.
 """
@@ -36,6 +41,7 @@ from torch import nn
 from torch.func import grad
 
 from oneshot.choices import check_choice
+from oneshot.errors import OneshotError
 from oneshot.methods.base import Episode, LossOutput
 from oneshot.methods.meta import FastWeightMethod, FastWeights, sgd_step
 from oneshot.methods.task_batch import map_tasks
@@ -50,16 +56,33 @@ def annealed(episodes: int) -> Callable[[int], float]:
     return lambda i: max(0.0, 1.0 - i / n)
 
 
+def minibatch_schedule(ways: int, shots: int, queries: int, batch: int, steps: int) -> list[torch.Tensor]:
+    """The index tensors, one per inner step, of class-balanced mini-batches of a task's training images.
+
+    The images are a task's support (N*K, class-major) followed, when ``queries`` > 0, by its query (N*Q,
+    class-major); class c owns ``L = K + Q`` of them. Step s takes images ``(s*m + j) mod L`` (j < m, m =
+    ``batch / N``) of every class, so consecutive steps walk through each class's images and ``L / m`` steps
+    are one pass. Returns ``steps`` int64 tensors of shape (batch,).
+    """
+    if batch < ways or batch % ways:
+        raise OneshotError(f"reptile: inner_batch must be a multiple of the ways ({ways}), got {batch}")
+    per_class = [
+        [c * shots + k for k in range(shots)] + [ways * shots + c * queries + q for q in range(queries)] for c in range(ways)
+    ]
+    m, size = batch // ways, shots + queries
+    return [torch.tensor([per_class[c][(s * m + j) % size] for c in range(ways) for j in range(m)]) for s in range(steps)]
+
+
 def inner_train(
     fast: FastWeights,
-    loss_fn: Callable[[FastWeights], torch.Tensor],
+    loss_fn: Callable[[FastWeights, int], torch.Tensor],
     steps: int,
     lr: float,
     optimizer: str = "adam",
     betas: tuple[float, float] = (0.0, 0.999),
     eps: float = 1e-8,
 ) -> FastWeights:
-    """``steps`` steps of SGD or Adam on ``loss_fn`` from ``fast`` (detached: no graph to theta is kept).
+    """``steps`` steps of SGD or Adam on ``loss_fn(fast, step)`` from ``fast`` (detached: no graph to theta is kept).
 
     Adam is written out (Kingma & Ba 2015, with bias correction); Nichol et al. use beta1 = 0 in the inner loop.
     """
@@ -69,7 +92,7 @@ def inner_train(
     v2 = {k: torch.zeros_like(v) for k, v in fast.items()}
     b1, b2 = betas
     for t in range(1, steps + 1):
-        g = {k: v.detach() for k, v in grad(loss_fn)(fast).items()}
+        g = {k: v.detach() for k, v in grad(loss_fn)(fast, t - 1).items()}
         if optimizer == "sgd":
             fast = sgd_step(fast, g, lr)
             continue
@@ -103,6 +126,8 @@ class Reptile(FastWeightMethod):
         meta_batch: T, tasks per outer step (Nichol et al.: 5).
         test_steps: adaptation steps at evaluation (Nichol et al.: 50).
         train_on_query: use the task's query images as inner training data too during meta-training.
+        inner_batch: images per meta-training inner step, a multiple of the ways (Nichol et al.: 10 at 5 ways,
+            20 at 20 ways); 0 (the default) uses all of the task's training images every step.
         outer: ``sgd`` (the outer step ``outer_lr`` annealed linearly to 0 over the run, as the paper) or ``adam``
             (the training loop's Adam on theta - mean phi_i; what checkpoints without this option used).
         outer_lr: the initial outer step size epsilon of ``outer=sgd`` (Nichol et al.: 1.0); unused by ``adam``.
@@ -127,8 +152,12 @@ class Reptile(FastWeightMethod):
         ways: int = 5,
         embedding_dim: int = 64,
         task_batch: str = "auto",
+        inner_batch: int = 0,
     ) -> None:
         super().__init__(encoder, head, ways, embedding_dim, meta_batch, task_batch)
+        if int(inner_batch) < 0:
+            raise OneshotError(f"reptile: inner_batch must be >= 0 (0: every image each step), got {inner_batch}")
+        self.inner_batch = int(inner_batch)
         check_choice(self.name, "inner optimizer", inner_optimizer, INNER_OPTIMIZERS)
         self.inner_steps, self.inner_lr, self.test_steps = int(inner_steps), float(inner_lr), int(test_steps)
         self.inner_optimizer, self.train_on_query = inner_optimizer, bool(train_on_query)
@@ -144,6 +173,7 @@ class Reptile(FastWeightMethod):
             train_on_query=self.train_on_query,
             outer=self.outer,
             outer_lr=self.outer_lr,
+            inner_batch=self.inner_batch,
         )
 
     def outer_optimizer(self, episodes: int) -> tuple[torch.optim.Optimizer, Any] | None:
@@ -154,20 +184,40 @@ class Reptile(FastWeightMethod):
         opt = torch.optim.SGD(self.parameters(), lr=self.outer_lr)
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, annealed(episodes))
 
-    def adapt(self, params: FastWeights, x: torch.Tensor, y: torch.Tensor, ways: int, steps: int) -> FastWeights:
-        """phi after ``steps`` inner steps on (x (S, C, H, W), y (S,)), starting from ``params`` (detached)."""
+    def adapt(
+        self,
+        params: FastWeights,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        ways: int,
+        steps: int,
+        schedule: list[torch.Tensor] | None = None,
+    ) -> FastWeights:
+        """phi after ``steps`` inner steps on (x (S, C, H, W), y (S,)), starting from ``params`` (detached); step t
+        uses the images ``schedule[t]`` (B,) when a schedule is given, else all S."""
+
+        def loss(w: FastWeights, t: int) -> torch.Tensor:
+            if schedule is None:
+                return self.task_loss(w, x, y)
+            return self.task_loss(w, x[schedule[t]], y[schedule[t]])
+
         fast = self.initial_fast_weights({k: v.detach() for k, v in params.items()}, ways, x)
-        return inner_train(fast, lambda w: self.task_loss(w, x, y), steps, self.inner_lr, self.inner_optimizer)
+        return inner_train(fast, loss, steps, self.inner_lr, self.inner_optimizer)
 
     def loss(self, episode: Episode) -> LossOutput:
         """The Reptile surrogate over the T tasks (gradient theta - mean phi_i; tasks one by one or under vmap, see
         ``task_batch``); logits (T*N*Q, N) of the adapted models."""
         params = self.meta_parameters()
+        schedule = None
+        if self.inner_batch:
+            tasks_support, tasks_query = episode.support.shape[0] // episode.tasks, episode.query.shape[0] // episode.tasks
+            shots, queries = tasks_support // episode.ways, (tasks_query // episode.ways if self.train_on_query else 0)
+            schedule = minibatch_schedule(episode.ways, shots, queries, self.inner_batch, self.inner_steps)
 
         def task(xs: torch.Tensor, ys: torch.Tensor, xq: torch.Tensor, yq: torch.Tensor) -> tuple[FastWeights, torch.Tensor]:
             """One task: support (N*K, C, H, W), (N*K,); query (N*Q, C, H, W), (N*Q,) -> phi (detached), logits (N*Q, N)."""
             x, y = (torch.cat([xs, xq]), torch.cat([ys, yq])) if self.train_on_query else (xs, ys)
-            phi = self.adapt(params, x, y, episode.ways, self.inner_steps)
+            phi = self.adapt(params, x, y, episode.ways, self.inner_steps, schedule)
             with torch.no_grad():
                 return phi, self.functional_logits(phi, xq)
 
