@@ -337,3 +337,30 @@ def test_predict_text_from_a_support_file(builtin_copy, tmp_path):
     assert [p["class"] for p in templates] == ["weather", "music"]
     # Both rules score with the cosine to the predicted class's template.
     assert [p["score"] for p in templates] == pytest.approx([p["score"] for p in classifier], abs=1e-5)
+
+
+def test_predict_text_self_trains_on_unlabeled_utterances(builtin_copy, tmp_path):
+    """``--unlabeled FILE``: the classifier is refitted on its confident pseudo-labels of the file's utterances,
+    which here are close to the queries, so the queries' classes become more probable; the misuses are one line."""
+    sup = tmp_path / "s.jsonl"
+    sup.write_text(
+        '{"label": "weather", "description": "weather forecast"}\n{"label": "music", "text": "play a song"}\n', encoding="utf-8"
+    )
+    pool = tmp_path / "logs.txt"
+    pool.write_text("is it going to snow tomorrow\n\nwill it rain today\nput on some rock music\nplay jazz for me\n", encoding="utf-8")
+    queries = ("--text", "will it snow today", "--text", "put on some jazz")
+    alone = json.loads(cli("predict", "--support", sup, *queries, "--json").stdout)["predictions"]
+    r = cli("predict", "--support", sup, *queries, "--unlabeled", pool, "--json")
+    assert r.exit_code == 0, r.output
+    tuned = json.loads(r.stdout)["predictions"]
+    assert [p["class"] for p in tuned] == ["weather", "music"]
+    assert all(t["probability"] > a["probability"] + 0.01 for t, a in zip(tuned, alone, strict=True)), (alone, tuned)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n", encoding="utf-8")
+    for args, msg in [
+        (("--unlabeled", pool, "--nearest-template"), "drop --nearest-template"),
+        (("--unlabeled", empty), "holds no text"),
+        (("--unlabeled", tmp_path / "missing.txt"), "does not exist"),
+    ]:
+        r = cli("predict", "--support", sup, *queries, *args)
+        assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output, (args, r.output)

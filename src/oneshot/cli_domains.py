@@ -89,14 +89,17 @@ def predict_text_command(
     as_json: bool,
     nearest_template: bool = False,
     score: str = "template_cosine",
+    unlabeled: Path | None = None,
 ) -> None:
     """``oneshot predict`` with texts: each query (a ``--text``, or a file holding one query) to its class by the
-    few-shot intent classifier (or, with ``nearest_template``, the nearest template)."""
+    few-shot intent classifier (or, with ``nearest_template``, the nearest template); ``unlabeled``: a file of
+    unlabeled utterances, one per line, the classifier is self-trained on."""
     from oneshot.modalities.text.commands import predict_text
     from oneshot.modalities.text.files import read_lines
 
     queries = texts + [" ".join(read_lines(f)) for f in files]
-    classes, preds = predict_text(support, queries, encoder, nearest_template, score)
+    pool = read_lines(unlabeled) if unlabeled is not None else None
+    classes, preds = predict_text(support, queries, encoder, nearest_template, score, pool)
     if as_json:
         return echo_json({"encoder": encoder, "classes": classes, "predictions": preds})
     rows = [(p["query"], p["class"], f"{p['score']:.3f}", f"{p['probability']:.3f}") for p in preds]

@@ -54,6 +54,14 @@ def predict(
             "(minus the squared distance to the nearest class mean, in [-4, 0]; the better out-of-scope score, docs/text.md).",
         ),
     ] = "template_cosine",
+    unlabeled: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--unlabeled",
+            help="Text: a UTF-8 file of unlabeled utterances, one per line (e.g. past queries); the classifier is "
+            "self-trained on its confident pseudo-labels (docs/text.md, 'Unlabeled utterances').",
+        ),
+    ] = None,
 ) -> None:
     """Classify query images (or molecules; or texts: --text with a CSV support) given one example per class, with no retraining."""
     from oneshot.checkpoint import load_checkpoint
@@ -67,7 +75,11 @@ def predict(
     path = resolve_checkpoint(checkpoint)
     is_molecule = path.is_file() and checkpoint_modality(path) == "molecule"
     if not is_molecule and (text or is_table(support)):
-        return predict_text_command(support, list(text or []), list(query or []), encoder, as_json, nearest_template, score)
+        return predict_text_command(
+            support, list(text or []), list(query or []), encoder, as_json, nearest_template, score, unlabeled
+        )
+    if unlabeled is not None:
+        raise OneshotError("--unlabeled is for texts (--text with a CSV / JSON lines support): images and molecules take none")
     if is_molecule:
         res = predict_molecules_command(path, support, list(smiles or []), list(query or []))
         preds, classes = res["predictions"], res["classes"]

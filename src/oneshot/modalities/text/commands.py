@@ -182,7 +182,12 @@ def evaluate_text(encoder: str, shots: list[int], seeds: int, split: str, data_d
 
 
 def predict_text(
-    support: Path, queries: list[str], encoder: str, nearest_template: bool = False, score_kind: str = "template_cosine"
+    support: Path,
+    queries: list[str],
+    encoder: str,
+    nearest_template: bool = False,
+    score_kind: str = "template_cosine",
+    unlabeled: list[str] | None = None,
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """Classify query texts given a CSV / JSON lines support file (label, text[, description]).
 
@@ -192,7 +197,8 @@ def predict_text(
     threshold is set on). ``nearest_template``: the nearest template, probability = softmax over classes of
     cosine / 0.05 (the fine-tuning temperature). ``score_kind`` ``mean_distance``: score = minus the squared
     distance of the query to the nearest class mean (description included), as a text gallery rejects on it
-    (:mod:`oneshot.gallery.rejection`); each prediction names its ``score_kind``."""
+    (:mod:`oneshot.gallery.rejection`); each prediction names its ``score_kind``. ``unlabeled``: utterances without
+    labels the classifier is self-trained on (:func:`oneshot.modalities.text.selftrain.fit_self_trained`)."""
     from oneshot.choices import check_choice
     from oneshot.modalities import load_embedder
     from oneshot.modalities.text.classifier import MEAN_DISTANCE, TEMPLATE_COSINE, mean_distance
@@ -208,6 +214,10 @@ def predict_text(
         raise OneshotError("give query texts with --text (or files holding one query each)")
     for qt in queries:
         read_text_example(qt)
+    if unlabeled is not None and nearest_template:
+        raise OneshotError("--unlabeled self-trains the few-shot intent classifier: drop --nearest-template to use it")
+    for ut in unlabeled or []:
+        read_text_example(ut)
     enc = load_embedder(encoder)
     if not isinstance(enc, TextEmbedder):
         raise OneshotError(f"--encoder {encoder} is not a text encoder: give 'text' or a sentence-transformers folder")
@@ -227,7 +237,7 @@ def predict_text(
         if score_kind == MEAN_DISTANCE:
             score = mean_distance(q, class_means(x, y, len(labels)))
     else:
-        p, score = _classify(enc, classes, q, queries, score_kind)
+        p, score = _classify(enc, classes, q, queries, score_kind, unlabeled)
         best = p.argmax(1)
     out = [
         {"query": qt, "class": labels[int(i)], "score": float(score[j]), "probability": float(p[j, i]), "score_kind": score_kind}
@@ -236,11 +246,15 @@ def predict_text(
     return labels, out
 
 
-def _classify(enc: Any, classes: list[Any], q: np.ndarray, queries: list[str], score_kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities (Q, C), rejection score (Q,)) from the few-shot intent classifier: the template cosine of
-    the predicted class, or ``mean_distance`` to the class means."""
+def _classify(
+    enc: Any, classes: list[Any], q: np.ndarray, queries: list[str], score_kind: str, unlabeled: list[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities (Q, C), rejection score (Q,)) from the few-shot intent classifier (self-trained on the
+    ``unlabeled`` utterances when given): the template cosine of the predicted class, or ``mean_distance`` to the
+    class means."""
     from oneshot.modalities.text.classifier import TEMPLATE_COSINE
     from oneshot.modalities.text.lexical import fit_mixed
+    from oneshot.modalities.text.selftrain import fit_self_trained
 
     texts = [str(t) for c in classes for t in c.examples]
     y = np.array([i for i, c in enumerate(classes) for _ in c.examples], np.int64)
@@ -249,7 +263,10 @@ def _classify(enc: Any, classes: list[Any], q: np.ndarray, queries: list[str], s
     dv = enc.embed_texts([d for d in desc if d]) if any(desc) else np.zeros((0, enc.dim), np.float32)
     prior = np.zeros((len(classes), enc.dim), np.float32)
     prior[[i for i, d in enumerate(desc) if d]] = dv
-    model = fit_mixed(x, texts, y, len(classes), prior, desc)
+    if unlabeled:
+        model = fit_self_trained(x, texts, y, len(classes), enc.embed_texts(unlabeled), unlabeled, prior, desc)
+    else:
+        model = fit_mixed(x, texts, y, len(classes), prior, desc)
     p = model.proba(q, queries)
     if score_kind != TEMPLATE_COSINE:
         return p, model.embedding.rejection_scores(q, score_kind)
