@@ -90,12 +90,12 @@ class Data:
         return dict(out, no_rejection_accuracy=float((tp == self.lab["test"]).mean()), threshold=th.threshold)
 
 
-def agg(values: list[float], scale: float = 100.0) -> dict[str, Any]:
-    """Mean, 95% CI half-width, count and the values, times ``scale`` (100: fractions to %)."""
+def agg(values: list[float]) -> dict[str, Any]:
+    """Mean, 95% CI half-width, count and the values (fractions, as the other text results files)."""
     from oneshot.modalities.text.intents import mean_ci95
 
     m, ci = mean_ci95(values)
-    return {"mean": scale * m, "ci95": scale * ci, "n": len(values), "values": [scale * float(v) for v in values]}
+    return {"mean": m, "ci95": ci, "n": len(values), "values": [float(v) for v in values]}
 
 
 def main() -> None:
@@ -143,19 +143,16 @@ def main() -> None:
             "paired_gain": agg(diff),
             "self_trained_better": int(sum(x > 0 for x in diff)),
         }
-        print("shots", k, {n: (round(r["mean"], 2), round(r["ci95"], 2)) for n, r in rows[str(k)].items() if isinstance(r, dict)}, flush=True)
-    oos = {
-        n: {key: agg([r[key] for r in recs], 1.0 if key == "threshold" else 100.0) for key in recs[0]}
-        for n, recs in oos_rows.items()
-    }
+        print("shots", k, {n: (round(100 * r["mean"], 2), round(100 * r["ci95"], 2)) for n, r in rows[str(k)].items() if isinstance(r, dict)}, flush=True)
+    oos = {n: {key: agg([r[key] for r in recs]) for key in recs[0]} for n, recs in oos_rows.items()}
     result = {
         "name": "text_clinc150_semisupervised",
         "protocol": (
             "CLINC150 150-way K-shot, support draws 0..N-1 from train, all 4,500 in-scope test queries; unlabeled pool ="
-            " train minus the support (labels unread) + the 100 oos_train utterances; accuracy %"
+            " train minus the support (labels unread) + the 100 oos_train utterances; accuracy as a fraction"
         ),
         "classifier": "fit_mixed (cosine classifier from description + examples templates, lexical weight 0.2), frozen MiniLM",
-        "selection": {"split": "val", "seeds": args.select_seeds, "shots": args.select_shots, "val_accuracy": selection, "keep": chosen},
+        "selection": {"split": "val", "seeds": args.select_seeds, "shots": args.select_shots, "val_accuracy_percent": selection, "keep": chosen},
         "results": rows,
         "oos_5shot": {"score": "mean_distance", "max_drop": args.max_drop, **oos},
         "seconds": time.perf_counter() - t0,
