@@ -103,7 +103,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=10, help="support draws 0..N-1 on test")
-    ap.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10])
+    ap.add_argument("--shots", type=int, nargs="+", default=[5, 10, 1], help="test shots, in this order")
     ap.add_argument("--keeps", type=float, nargs="+", default=[0.8, 0.9, 0.95, 1.0])
     ap.add_argument("--select-seeds", type=int, nargs="+", default=[1000, 1001])
     ap.add_argument("--select-shots", type=int, nargs="+", default=[5, 10])
@@ -128,6 +128,32 @@ def main() -> None:
     print("chosen keep", chosen, flush=True)
     rows: dict[str, dict[str, Any]] = {}
     oos_rows: dict[str, list[dict[str, float]]] = {}
+
+    def write() -> None:  # after every K, so an interrupted run keeps the shots it finished
+        oos = {n: {key: agg([r[key] for r in recs]) for key in recs[0]} for n, recs in oos_rows.items()}
+        result = {
+            "name": "text_clinc150_semisupervised",
+            "protocol": (
+                "CLINC150 150-way K-shot, support draws 0..N-1 from train, all 4,500 in-scope test queries; unlabeled pool ="
+                " train minus the support (labels unread) + the 100 oos_train utterances; accuracy as a fraction"
+            ),
+            "classifier": "fit_mixed (cosine classifier from description + examples templates, lexical weight 0.2), frozen MiniLM",
+            "selection": {
+                "split": "val",
+                "seeds": args.select_seeds,
+                "shots": args.select_shots,
+                "val_accuracy_percent": selection,
+                "keep": chosen,
+            },
+            "results": rows,
+            "oos_5shot": {"score": "mean_distance", "max_drop": args.max_drop, **oos},
+            "seconds": time.perf_counter() - t0,
+            **provenance(),
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.out}", flush=True)
+
     for k in args.shots:
         per: dict[str, list[float]] = {"support_only": [], "self_trained": []}
         for seed in range(args.seeds):
@@ -144,23 +170,7 @@ def main() -> None:
             "self_trained_better": int(sum(x > 0 for x in diff)),
         }
         print("shots", k, {n: (round(100 * r["mean"], 2), round(100 * r["ci95"], 2)) for n, r in rows[str(k)].items() if isinstance(r, dict)}, flush=True)
-    oos = {n: {key: agg([r[key] for r in recs]) for key in recs[0]} for n, recs in oos_rows.items()}
-    result = {
-        "name": "text_clinc150_semisupervised",
-        "protocol": (
-            "CLINC150 150-way K-shot, support draws 0..N-1 from train, all 4,500 in-scope test queries; unlabeled pool ="
-            " train minus the support (labels unread) + the 100 oos_train utterances; accuracy as a fraction"
-        ),
-        "classifier": "fit_mixed (cosine classifier from description + examples templates, lexical weight 0.2), frozen MiniLM",
-        "selection": {"split": "val", "seeds": args.select_seeds, "shots": args.select_shots, "val_accuracy_percent": selection, "keep": chosen},
-        "results": rows,
-        "oos_5shot": {"score": "mean_distance", "max_drop": args.max_drop, **oos},
-        "seconds": time.perf_counter() - t0,
-        **provenance(),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+        write()
 
 
 if __name__ == "__main__":
