@@ -25,7 +25,7 @@ from oneshot.errors import OneshotError
 from oneshot.modalities.text.lexical import LEXICAL_WEIGHT, MixedClassifier, fit_mixed
 
 #: Fraction of each predicted class's unlabeled utterances kept as pseudo-labels (chosen on CLINC150 val).
-KEEP = 0.9
+KEEP = 0.95
 
 
 def confident_per_class(proba: np.ndarray, keep: float) -> tuple[np.ndarray, np.ndarray]:
