@@ -131,14 +131,14 @@ def test_reptile_update_on_a_quadratic():
     torch.manual_seed(0)
     theta = {"w": torch.randn(6, dtype=torch.float64, requires_grad=True)}
     c, a, lr, k = torch.randn(6, dtype=torch.float64), 2.0, 0.1, 5
-    quad = lambda p: 0.5 * a * (p["w"] - c).pow(2).sum()  # noqa: E731
+    quad = lambda p, _step: 0.5 * a * (p["w"] - c).pow(2).sum()  # noqa: E731  (the loss of inner step _step)
     phi = inner_train(theta, quad, k, lr, "sgd")
     assert torch.allclose(phi["w"], c + (1 - lr * a) ** k * (theta["w"].detach() - c), atol=1e-12)
     (g,) = torch.autograd.grad(reptile_surrogate(theta, [phi]), [theta["w"]])
     assert torch.allclose(g, theta["w"].detach() - phi["w"], atol=1e-12)
     # Two tasks: the gradient is theta minus the mean of the adapted weights.
     c2 = torch.randn(6, dtype=torch.float64)
-    phi2 = inner_train(theta, lambda p: 0.5 * a * (p["w"] - c2).pow(2).sum(), k, lr, "sgd")
+    phi2 = inner_train(theta, lambda p, _step: 0.5 * a * (p["w"] - c2).pow(2).sum(), k, lr, "sgd")
     (g2,) = torch.autograd.grad(reptile_surrogate(theta, [phi, phi2]), [theta["w"]])
     assert torch.allclose(g2, theta["w"].detach() - (phi["w"] + phi2["w"]) / 2, atol=1e-12)
     # Adam with beta1 = 0: the first step is lr * g / (|g| + eps).
