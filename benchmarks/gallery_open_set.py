@@ -60,15 +60,21 @@ FIRST_ENCODER = "protonet_conv4_lake"  # omniglot-lake: its results keep their o
 
 
 def default_out(
-    encoder: Path, levers: bool, tta: str = "none", score: str = "template_cosine", verify_from: str = "validation"
+    encoder: Path,
+    levers: bool,
+    tta: str = "none",
+    score: str = "template_cosine",
+    verify_from: str = "validation",
+    confidence: float | None = None,
 ) -> Path:
-    """``benchmarks/results/gallery_open_set[_levers][_<encoder stem>][_tta_shift][_snorm][_verify_enrolments].json``
-    (no stem for omniglot-lake)."""
+    """``benchmarks/results/gallery_open_set[_levers][_<encoder stem>][_tta_shift][_snorm][_verify_enrolments]
+    [_confidence<C>].json`` (no stem for omniglot-lake)."""
     name = "gallery_open_set_levers" if levers else "gallery_open_set"
-    plain = tta == "none" and score == "template_cosine" and verify_from == "validation"
+    plain = tta == "none" and score == "template_cosine" and verify_from == "validation" and confidence is None
     suffix = "" if encoder.stem == FIRST_ENCODER and plain else f"_{encoder.stem}"
     tail = ("" if tta == "none" else f"_tta_{tta}") + ("" if score == "template_cosine" else f"_{score}")
     tail += "" if verify_from == "validation" else f"_verify_{verify_from}"
+    tail += "" if confidence is None else f"_confidence{confidence:g}"
     return ROOT / "benchmarks" / "results" / f"{name}{suffix}{tail}.json"
 
 
@@ -98,11 +104,13 @@ def run_seed(
     workdir: Path,
     cohort: np.ndarray | None = None,
     verify_from: str = "validation",
+    confidence: float | None = None,
 ) -> dict:
     """One seed through the gallery; with a ``cohort`` (K, D) the gallery stores it and rejects on ``snorm``.
     ``verify_from="enrolments"``: the verify threshold from the gallery's own 100 enrolments where they resolve
     the target (``Gallery.calibrate``); where the gallery refuses (too few comparisons), from validation, as a
-    user would, with the refusal recorded."""
+    user would, with the refusal recorded. ``confidence``: thresholds that keep each rate at most the target with
+    that confidence (``Gallery.calibrate(confidence=...)``)."""
     rng = np.random.default_rng(seed)
     labels = test.labels.numpy()
     chars = rng.permutation(test.num_classes)
@@ -156,7 +164,7 @@ def run_seed(
         imp_pair = pair(z_test[imp_idx], tmpl).ravel()
         out["targets"] = {}
         for far in targets:
-            kw = dict(target_far=far, gallery_size=100, source="omniglot lake val")
+            kw = dict(target_far=far, gallery_size=100, source="omniglot lake val", confidence=confidence)
             refused = None
             try:
                 rec = g.calibrate(z_val, val.labels.numpy(), verify_from=verify_from, **kw)
@@ -335,10 +343,16 @@ def main() -> None:
         default="validation",
         help="where the verify threshold comes from (Gallery.calibrate verify_from): enrolments where they resolve the target",
     )
+    p.add_argument(
+        "--confidence",
+        type=float,
+        default=None,
+        help="calibrate thresholds that keep each rate at most the target with this confidence (e.g. 0.95)",
+    )
     args = p.parse_args()
     name = str(args.encoder) if str(args.encoder) in SHIPPED else None
     args.encoder = resolve_checkpoint(args.encoder).resolve()
-    args.out = args.out or default_out(args.encoder, args.levers, args.tta, args.score, args.verify_from)
+    args.out = args.out or default_out(args.encoder, args.levers, args.tta, args.score, args.verify_from, args.confidence)
     enc = ImageEmbedder(args.encoder, spec=name, tta=args.tta)  # the gallery records NAME[:tta=shift] or the path
     size = enc.preprocessing.size
     test = load_omniglot("lake", "test", size, args.data_dir)
@@ -378,7 +392,9 @@ def main() -> None:
         if args.verify_from == "enrolments":
             check = enrolments_on_validation(z_val, val.labels.numpy(), args.targets, Path(tmp))
         for seed in args.seeds:
-            runs.append(run_seed(seed, enc, test, z_test, val, z_val, args.targets, Path(tmp), cohort, args.verify_from))
+            runs.append(
+                run_seed(seed, enc, test, z_test, val, z_val, args.targets, Path(tmp), cohort, args.verify_from, args.confidence)
+            )
             r = runs[-1]
             line = "  ".join(
                 f"FAR {k}: id FAR {v['identify_far']:.4f} TAR {v['identify_tar']:.4f} | ver FAR {v['verify_far']:.5f} TAR {v['verify_tar']:.4f}"
@@ -407,6 +423,7 @@ def main() -> None:
         "tta": args.tta,
         "rejection_score": args.score,
         "verify_from": args.verify_from,
+        "confidence": args.confidence,
         "verify_from_validation_check": check,
         "cohort": None if cohort is None else f"{len(cohort)} background characters, first drawing each (k = 200)",
         "encoder_spec": enc.spec,

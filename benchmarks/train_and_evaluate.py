@@ -13,7 +13,9 @@ Example (the committed ProtoNet)::
 Method options go with ``--option KEY=VALUE`` (repeat); ``--verification`` adds AUC / EER / TAR at FAR
 1e-2 and 1e-3 on seeded same/different test pairs; ``--variant KEY=VALUE`` also evaluates the same
 checkpoint with a method option changed (e.g. a transfer baseline's one-shot rule), on the validation split
-(for choosing) and on the test split (for reporting). benchmarks/metric_family.sh trains the whole
+(for choosing) and on the test split (for reporting); ``--init CHECKPOINT`` starts from a trained checkpoint's
+weights with a fresh optimiser (a second stage at a lower learning rate, recorded as ``training.init_from`` in
+the checkpoint). benchmarks/metric_family.sh trains the whole
 metric-learning family this way.
 """
 
@@ -73,6 +75,9 @@ def main() -> None:
         "--max-minutes is this invocation's budget",
     )
     p.add_argument("--option", action="append", default=[], help="method option KEY=VALUE (JSON value or text); repeat")
+    p.add_argument(
+        "--init", default=None, help="start from this checkpoint's weights (same method and options; a fresh optimiser)"
+    )
     p.add_argument("--verification", action="store_true", help="also report verification metrics on test pairs")
     p.add_argument("--verification-pairs", type=int, default=20000)
     p.add_argument("--variant", action="append", default=[], help="also evaluate with method option KEY=VALUE; repeat")
@@ -116,6 +121,7 @@ def main() -> None:
         on_progress=report,
         method_options=method_options,
         resume=args.resume,
+        init=args.init,
     )
     wall = time.perf_counter() - t0
     print(

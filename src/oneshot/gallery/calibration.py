@@ -26,6 +26,14 @@ example's family), verification impostors are only pairs within a family, and ea
 enrols G classes of one family and takes the rest of that family as strangers: thresholds that hold for
 sibling strangers, at a cost in true accepts (``benchmarks/gallery_sibling_strangers.py``).
 
+**With confidence.** The threshold that accepts ``floor(target * n)`` of n measured impostor scores gives a rate
+that is ``target`` on those scores and, on the next n, above it about half the time. ``confidence`` (e.g.
+0.95) asks instead for the rate to be at most ``target`` with that confidence: the threshold admits the largest
+number k of the measured impostors at which the one-sided Clopper-Pearson (1934) upper bound of the rate is
+still at most ``target`` -- were the true rate ``target``, k or fewer exceedances would be seen with probability
+at most ``1 - confidence``. The comparisons are treated as independent (pairs sharing a template are not quite),
+so the bound is a guide, and it costs true accepts; too few comparisons for the asked confidence is an error.
+
 Every number is stored with the counts it rests on, so a threshold is never a magic number.
 """
 
@@ -40,12 +48,40 @@ import numpy as np
 from oneshot.errors import OneshotError
 
 
-def threshold_for_far(impostor: np.ndarray, target: float, total: int | None = None) -> float:
-    """Smallest threshold t (accept when score >= t) with at most ``floor(target * n)`` impostor scores >= t.
+def allowed_exceedances(n: int, target: float, confidence: float | None = None) -> int:
+    """How many of ``n`` impostor scores a threshold for the false-accept rate ``target`` may leave at or above it.
 
-    ``total``: n, when ``impostor`` holds only the largest of n scores (at least ``floor(target * n) + 1`` of them)."""
+    Without ``confidence``: ``floor(target * n)``. With it: the largest k with ``P(X <= k) <= 1 - confidence`` for
+    X ~ Binomial(n, target), i.e. the one-sided Clopper-Pearson upper bound of the rate at k exceedances in n is
+    at most ``target``; a one-line :class:`OneshotError` when not even k = 0 reaches that confidence."""
+    plain = int(math.floor(target * n))
+    if confidence is None:
+        return plain
+    if not 0.5 <= confidence < 1.0:
+        raise OneshotError(f"confidence {confidence} must be at least 0.5 and below 1 (e.g. 0.95)")
+    # log P(X = i) for i = 0..plain, by the ratio P(i + 1) / P(i) = (n - i) / (i + 1) * p / (1 - p).
+    i = np.arange(plain + 1, dtype=np.float64)
+    steps = np.log(np.maximum(n - i[:-1], 1.0)) - np.log(i[:-1] + 1.0) + math.log(target) - math.log1p(-target)
+    log_pmf = n * math.log1p(-target) + np.concatenate([[0.0], np.cumsum(steps)])
+    log_cdf = np.logaddexp.accumulate(log_pmf)
+    ok = np.flatnonzero(log_cdf <= math.log1p(-confidence))
+    if len(ok) == 0:
+        needed = math.ceil(math.log1p(-confidence) / math.log1p(-target))
+        raise OneshotError(
+            f"{n} impostor comparisons cannot show a false-accept rate of at most {target:g} with confidence "
+            f"{confidence:g}: that needs at least {needed}; give more validation data, aim at a larger rate or lower "
+            "the confidence"
+        )
+    return int(ok[-1])
+
+
+def threshold_for_far(impostor: np.ndarray, target: float, total: int | None = None, confidence: float | None = None) -> float:
+    """Smallest threshold t (accept when score >= t) with at most ``allowed_exceedances(n, target, confidence)``
+    impostor scores >= t (``floor(target * n)`` without ``confidence``).
+
+    ``total``: n, when ``impostor`` holds only the largest of n scores (at least that many + 1 of them)."""
     s = np.sort(np.asarray(impostor, dtype=np.float64))[::-1]
-    allowed = int(math.floor(target * (len(s) if total is None else total)))
+    allowed = allowed_exceedances(len(s) if total is None else int(total), target, confidence)
     if allowed >= len(s):
         return float(s[-1])
     return float(np.nextafter(np.float32(s[allowed]), np.float32(np.inf)))
@@ -92,6 +128,7 @@ def calibrate(
     shots: int = 1,
     groups: np.ndarray | None = None,
     verify_threshold: float | None = None,
+    confidence: float | None = None,
 ) -> dict[str, Any]:
     """Thresholds for ``target_far`` and the rates they give on the validation data.
 
@@ -115,6 +152,8 @@ def calibrate(
         verify_threshold: a verify threshold set elsewhere (the gallery's own enrolments,
             :mod:`~oneshot.gallery.enrolment_impostors`): used instead of the validation one, which is recorded
             as ``validation_verify_threshold``; the measured verify rates are the validation data's at it.
+        confidence: None (the measured rate is ``target_far``) or e.g. 0.95: both thresholds keep the rate at
+            most ``target_far`` with that confidence (:func:`allowed_exceedances`; the module's "With confidence").
 
     Returns:
         A JSON-ready record: ``verify_threshold``, ``identify_threshold``, measured rates, score summaries.
@@ -166,7 +205,7 @@ def calibrate(
     if family is not None:
         mask &= family[own][:, None] == family[None, :]
     impostor = s[mask]
-    t_validation = threshold_for_far(impostor, target_far)
+    t_validation = threshold_for_far(impostor, target_far, confidence=confidence)
     t_verify = t_validation if verify_threshold is None else float(verify_threshold)
 
     # Open-set identification.
@@ -198,9 +237,9 @@ def calibrate(
     extrapolated = identify_method == "extrapolated" or (identify_method == "auto" and gallery_size > G)
     if extrapolated:
         per_pair = 1.0 - (1.0 - target_far) ** (1.0 / gallery_size)
-        t_identify = threshold_for_far(impostor, per_pair)
+        t_identify = threshold_for_far(impostor, per_pair, confidence=confidence)
     else:
-        t_identify = threshold_for_far(imp_best_a, target_far)
+        t_identify = threshold_for_far(imp_best_a, target_far, confidence=confidence)
 
     notes = []
     if len(impostor) * target_far < 10:
@@ -216,6 +255,7 @@ def calibrate(
         )
     return {
         "target_far": float(target_far),
+        "confidence": confidence,
         "verify_threshold": t_verify,
         "validation_verify_threshold": t_validation,
         "identify_threshold": t_identify,

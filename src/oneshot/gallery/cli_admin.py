@@ -59,6 +59,13 @@ def calibrate(
             "own classes scored against each other: strangers like the enrolled; needs about 100+ classes at 1e-2)."
         ),
     ] = "validation",
+    confidence: Annotated[
+        Optional[float],
+        typer.Option(
+            help="Keep each false-accept rate at most --far with this confidence (e.g. 0.95; a Clopper-Pearson bound "
+            "on the measured comparisons), not only on the comparisons measured: stricter, fewer true accepts."
+        ),
+    ] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Dataset folder for --omniglot (else $ONESHOT_DATA).")] = None,
     encoder: EncoderOpt = None,
     as_json: Json = False,
@@ -68,6 +75,7 @@ def calibrate(
     check_range("shots", shots, 1)
     check_range("gallery_size", gallery_size, 1)
     check_range("trials", trials, 1, 100000)
+    check_range("confidence", confidence, 0.5, 1, high_open=True)
     with open_gallery(gallery, encoder) as g:
         if (folder is None) == (omniglot is None):
             raise OneshotError("give exactly one of --folder DIR or --omniglot lake-val")
@@ -81,6 +89,7 @@ def calibrate(
                 seed=seed,
                 shots=shots,
                 verify_from=verify_from,
+                confidence=confidence,
             )
         else:
             if omniglot != "lake-val":
@@ -111,6 +120,7 @@ def calibrate(
                 shots=shots,
                 groups=np.array([n.split("/")[0] for n in val.class_names])[val.labels.numpy()] if families else None,
                 verify_from=verify_from,
+                confidence=confidence,
             )
     if as_json:
         echo_json(rec)
@@ -136,6 +146,8 @@ def calibrate(
         typer.echo(
             f"  (strangers drawn within {rec['families']['count']} families, simulated in {rec['families']['simulated_in']})"
         )
+    if rec.get("confidence") is not None:
+        typer.echo(f"  (both thresholds keep their rate at most {far:g} with confidence {rec['confidence']:g})")
     for n in rec["notes"]:
         typer.echo(f"  note: {n}")
 

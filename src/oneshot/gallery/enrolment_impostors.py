@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from oneshot.errors import OneshotError
-from oneshot.gallery.calibration import threshold_for_far
+from oneshot.gallery.calibration import allowed_exceedances, threshold_for_far
 from oneshot.gallery.class_store import ClassStore
 from oneshot.ranges import in_range
 
@@ -83,10 +83,15 @@ def impostor_scores(
 
 
 def verify_from_enrolments(
-    store: ClassStore, dim: int, score: Callable[[np.ndarray, np.ndarray], np.ndarray], target_far: float
+    store: ClassStore,
+    dim: int,
+    score: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    target_far: float,
+    confidence: float | None = None,
 ) -> dict[str, Any]:
-    """The verify threshold that accepts at most ``target_far`` of the gallery's own impostor comparisons, with
-    the counts it rests on; a one-line :class:`OneshotError` when the gallery is too small for that rate."""
+    """The verify threshold that accepts at most ``target_far`` of the gallery's own impostor comparisons (with
+    ``confidence``, at most that rate with that confidence: :func:`~oneshot.gallery.calibration.allowed_exceedances`),
+    with the counts it rests on; a one-line :class:`OneshotError` when the gallery is too small for that rate."""
     in_range("target_far", target_far, 0, 1, low_open=True, high_open=True)
     n_classes, n_examples = store.count(), store.count_examples()  # counts only: the templates are read once, below
     comparisons = n_examples * max(0, n_classes - 1)
@@ -99,8 +104,9 @@ def verify_from_enrolments(
             f"false-accept rate of {target_far:g}; a threshold needs {MIN_EXCEEDANCES} (about {needed} classes of one "
             "example): enrol more, aim at a larger rate, or calibrate the verify threshold on validation classes"
         )
+    allowed = allowed_exceedances(comparisons, target_far, confidence)
     top, comparisons, classes, examples = impostor_scores(store, dim, score, allowed + 1)
-    threshold = threshold_for_far(top, target_far, total=comparisons)
+    threshold = threshold_for_far(top, target_far, total=comparisons, confidence=confidence)
     return {
         "source": "enrolments",
         "threshold": threshold,
@@ -113,9 +119,14 @@ def verify_from_enrolments(
 
 
 def for_source(
-    source: str, store: ClassStore, dim: int, score: Callable[[np.ndarray, np.ndarray], np.ndarray], target_far: float
+    source: str,
+    store: ClassStore,
+    dim: int,
+    score: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    target_far: float,
+    confidence: float | None = None,
 ) -> dict[str, Any] | None:
     """:func:`verify_from_enrolments` when ``source`` is ``enrolments``, None for ``validation``."""
     if source not in VERIFY_SOURCES:
         raise OneshotError(f"unknown verify threshold source {source!r}: choose {' or '.join(VERIFY_SOURCES)}")
-    return verify_from_enrolments(store, dim, score, target_far) if source == "enrolments" else None
+    return verify_from_enrolments(store, dim, score, target_far, confidence) if source == "enrolments" else None

@@ -317,6 +317,7 @@ class Gallery(GalleryHandle):
         shots: int | None = None,
         groups: np.ndarray | None = None,
         verify_from: str = "validation",
+        confidence: float | None = None,
     ) -> dict[str, Any]:
         """Set both thresholds for ``target_far`` from validation embeddings (N, D) with labels (N,) of classes
         not in the gallery; stores and returns the calibration record (chosen rate, measured rates, counts).
@@ -326,9 +327,11 @@ class Gallery(GalleryHandle):
         simulated template (default: the gallery's, :func:`thresholds.shots_for`). ``groups`` (N,): each
         example's family, for thresholds that hold when strangers are siblings of the enrolled classes.
         ``verify_from="enrolments"``: the verify threshold from the gallery's own impostor comparisons instead
-        (:mod:`.enrolment_impostors`; the identify threshold still comes from the validation classes)."""
+        (:mod:`.enrolment_impostors`; the identify threshold still comes from the validation classes).
+        ``confidence`` (e.g. 0.95): thresholds whose false-accept rates stay at most ``target_far`` with that
+        confidence, not just on the measured comparisons (:func:`.calibration.allowed_exceedances`)."""
         own = enrolment_impostors.for_source(
-            verify_from, self.store, self.dim, functools.partial(cohort.pair_scores, self), target_far
+            verify_from, self.store, self.dim, functools.partial(cohort.pair_scores, self), target_far, confidence
         )
         rec = thresholds.calibration_record(
             embeddings,
@@ -348,6 +351,7 @@ class Gallery(GalleryHandle):
             cohort=self.cohort_norm() if self.rejection_score == rejection.SNORM else None,
             groups=groups,
             verify_source=own,
+            confidence=confidence,
             **thresholds.shots_for(self.store, labels, shots),
         )
         thresholds.save_calibration(self.store, rec, target_far)

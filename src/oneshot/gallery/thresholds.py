@@ -110,6 +110,7 @@ def calibration_record(
     cohort: CohortNorm | None = None,
     groups: np.ndarray | None = None,
     verify_source: dict[str, Any] | None = None,
+    confidence: float | None = None,
 ) -> dict[str, Any]:
     """The calibration record of validation embeddings (N, D) with labels (N,) for a gallery of ``gallery_size``
     classes (default: ``n_classes``, at least 1), with the domain it was measured on (see ``Gallery.calibrate``).
@@ -123,7 +124,8 @@ def calibration_record(
     recorded with a note. ``groups`` (N,): each example's family, for thresholds that hold against sibling
     strangers (:func:`oneshot.gallery.calibration.calibrate`). ``verify_source``: the verify threshold measured on
     the gallery's own enrolments (:func:`oneshot.gallery.enrolment_impostors.verify_from_enrolments`), used
-    instead of the validation one; None: from the validation classes."""
+    instead of the validation one; None: from the validation classes. ``confidence``: thresholds that keep the
+    rates at most ``target_far`` with that confidence (:func:`oneshot.gallery.calibration.allowed_exceedances`)."""
     if domain is not None and enc_domain is not None and domain != enc_domain:
         raise OneshotError(
             f"calibration data is {domain} but the gallery's encoder was trained on {enc_domain}: "
@@ -134,7 +136,9 @@ def calibration_record(
     in_range("trials", trials, 1, 100000)
     x = check_vectors(embeddings, dim, "calibration embeddings")
     size = gallery_size if gallery_size is not None else max(1, n_classes)
-    given = {} if verify_source is None else {"verify_threshold": verify_source["threshold"]}
+    given: dict[str, Any] = {"confidence": confidence}
+    if verify_source is not None:
+        given["verify_threshold"] = verify_source["threshold"]
     if identify_score == rejection.SNORM:
         if cohort is None:
             raise OneshotError("snorm calibration needs the gallery's cohort: set one with `oneshot gallery cohort`")
@@ -146,7 +150,16 @@ def calibration_record(
         rec = calibration.calibrate(x, np.asarray(labels), target_far, size, trials, seed, shots=shots, groups=groups, **given)
     if identify_score == rejection.MEAN_DISTANCE:
         md = calibration.calibrate(
-            x, np.asarray(labels), target_far, size, trials, seed, rejection.one_shot_mean_distance, shots=shots, groups=groups
+            x,
+            np.asarray(labels),
+            target_far,
+            size,
+            trials,
+            seed,
+            rejection.one_shot_mean_distance,
+            shots=shots,
+            groups=groups,
+            confidence=confidence,
         )
         rec["identify_threshold"] = md["identify_threshold"]
         for key in ("identify_far", "identify_tar"):
