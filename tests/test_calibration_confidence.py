@@ -94,3 +94,14 @@ def test_cli_calibrate_with_confidence(tmp_path):
     assert rec["confidence"] == 0.9 and rec["measured"]["verify_far"] <= 0.1
     out = runner.invoke(app, [*args, "--confidence", "1.5"])
     assert out.exit_code == 2 and "--confidence" in out.output, out.output
+
+
+def test_an_identify_threshold_out_of_reach_names_itself():
+    rng = np.random.default_rng(6)
+    x, y = clustered(rng, 30, 4)  # 30 x 3 x 29 = 2610 impostor pairs
+    calibrate(x, y, 0.05, 1000, identify_method="extrapolated")  # a plain calibration still sets it
+    # a 1000-class gallery at 5%: 5.1e-5 per comparison, beyond 2610 pairs at 95% confidence
+    with pytest.raises(
+        OneshotError, match=r"identify threshold for a gallery of 1000 classes \(extrapolated to a per-comparison"
+    ):
+        calibrate(x, y, 0.05, 1000, identify_method="extrapolated", confidence=0.95)

@@ -235,11 +235,15 @@ def calibrate(
         gen_correct.append(gs.argmax(1) == truth)
     imp_best_a, gen_best_a, gen_correct_a = map(np.concatenate, (imp_best, gen_best, gen_correct))
     extrapolated = identify_method == "extrapolated" or (identify_method == "auto" and gallery_size > G)
-    if extrapolated:
-        per_pair = 1.0 - (1.0 - target_far) ** (1.0 / gallery_size)
-        t_identify = threshold_for_far(impostor, per_pair, confidence=confidence)
-    else:
-        t_identify = threshold_for_far(imp_best_a, target_far, confidence=confidence)
+    try:
+        if extrapolated:
+            per_pair = 1.0 - (1.0 - target_far) ** (1.0 / gallery_size)
+            t_identify = threshold_for_far(impostor, per_pair, confidence=confidence)
+        else:
+            t_identify = threshold_for_far(imp_best_a, target_far, confidence=confidence)
+    except OneshotError as exc:  # only with a confidence: say which threshold could not be set
+        how = f"extrapolated to a per-comparison rate of {per_pair:.3g}" if extrapolated else "simulated"
+        raise OneshotError(f"identify threshold for a gallery of {gallery_size} classes ({how}): {exc}") from None
 
     notes = []
     if len(impostor) * target_far < 10:
