@@ -272,7 +272,8 @@ def gallery_open_set_table() -> str:
             f"`{r.get('encoder_name') or {'protonet_conv4_lake': 'omniglot-lake'}.get(stem, stem)}"
             f"{'' if r.get('tta', 'none') == 'none' else ':tta=' + r['tta']}` ({stem})"
             + ("" if r.get("rejection_score", "template_cosine") == "template_cosine" else f", score `{r['rejection_score']}`")
-            + ("" if r.get("verify_from", "validation") == "validation" else f", verify threshold from the {r['verify_from']}"),
+            + ("" if r.get("verify_from", "validation") == "validation" else f", verify threshold from the {r['verify_from']}")
+            + ("" if r.get("confidence") is None else f", thresholds with {r['confidence']:g} confidence"),
             f"{len(r['runs'])}, {r['date'][:10]}",
             f"**{100 * acc['mean']:.1f} ± {100 * acc['std']:.1f}%**",
         ]
