@@ -59,7 +59,9 @@ from oneshot.runtime import (
     compile_encoder,
     resolve_compile,
     resolve_precision,
+    select_device,
     set_threads,
+    synchronize,
     to_layout,
     tune_cpu_allocator,
 )
@@ -77,34 +79,38 @@ def measure_oneshot(data, method_name: str, cfg: TrainConfig, seed: int) -> floa
     return res.images_per_second
 
 
-def raw_step(data, method_name: str, cfg: TrainConfig, seed: int, split: bool = False, compiled: bool = False):
+def raw_step(data, method_name: str, cfg: TrainConfig, seed: int, split: bool = False, compiled: bool | str = False):
     """One pre-gathered episode in memory and its training step (forward + backward + Adam step, no data path).
 
-    ``split``: embed support and query in two forwards (as easyfsl does) instead of one. ``compiled``:
+    ``split``: embed support and query in two forwards (as easyfsl does) instead of one. ``compiled``
+    (True or an inductor mode such as ``reduce-overhead``, CUDA graphs on a GPU):
     ``torch.compile`` the encoder (``--compile on``). Returns ``(step, images per step)``.
     """
     torch.manual_seed(seed)
-    method = build_method(method_name, build_encoder("conv4"))
-    precision = resolve_precision(cfg.precision, torch.device("cpu"))
+    device = torch.device(cfg.device)
+    method = build_method(method_name, build_encoder("conv4")).to(device)
+    precision = resolve_precision(cfg.precision, device)
     if cfg.channels_last:
         method.to(memory_format=torch.channels_last)
-    if compiled:
+    if isinstance(compiled, str):
+        method.encoder.compile(mode=compiled)
+    elif compiled:
         compile_encoder(method)
     method.train()
-    opt = torch.optim.Adam(method.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam(method.parameters(), lr=cfg.lr, fused=device.type == "cuda" or None)  # as train's
     w, s, q = cfg.ways, cfg.shots, cfg.queries
     rng = np.random.default_rng(seed)
     classes = rng.choice(data.num_classes, w, replace=False)
     per_class = data.class_indices
     sup = np.concatenate([per_class[c][:s] for c in classes])
     qry = np.concatenate([per_class[c][s : s + q] for c in classes])
-    x = to_layout(data.gather(torch.from_numpy(np.concatenate([sup, qry]))), cfg.channels_last)
-    ys = torch.arange(w).repeat_interleave(s)
-    yq = torch.arange(w).repeat_interleave(q)
-    ep = Episode(x[: w * s], ys, x[w * s :], yq, w, s, torch.from_numpy(classes))
+    x = to_layout(data.gather(torch.from_numpy(np.concatenate([sup, qry])), device), cfg.channels_last)
+    ys = torch.arange(w, device=device).repeat_interleave(s)
+    yq = torch.arange(w, device=device).repeat_interleave(q)
+    ep = Episode(x[: w * s], ys, x[w * s :], yq, w, s, torch.from_numpy(classes).to(device))
 
     def step() -> None:
-        with autocast(torch.device("cpu"), precision):
+        with autocast(device, precision):
             if split:  # two forwards: batch norm sees support and query apart (not the same function)
                 loss = F.cross_entropy(
                     method.episode_logits(torch.cat([method.embed(ep.support), method.embed(ep.query)]), ep), yq
@@ -119,20 +125,23 @@ def raw_step(data, method_name: str, cfg: TrainConfig, seed: int, split: bool = 
 
 
 def measure_raw(
-    data, method_name: str, cfg: TrainConfig, seed: int, split: bool = False, compiled: bool = False
+    data, method_name: str, cfg: TrainConfig, seed: int, split: bool = False, compiled: bool | str = False
 ) -> tuple[float, float]:
     """Images/s of the raw step over ``cfg.episodes`` steps after 3 warm-up steps (``cfg.threads`` threads), and
     the seconds the warm-up took (compilation included)."""
     before = set_threads(cfg.threads)
     try:
         step, images = raw_step(data, method_name, cfg, seed, split, compiled)
+        device = torch.device(cfg.device)
         tick = time.perf_counter()
         for _ in range(3):
             step()
+        synchronize(device)
         warm = time.perf_counter() - tick
         tick = time.perf_counter()
         for _ in range(cfg.episodes):
             step()
+        synchronize(device)
         return cfg.episodes * images / (time.perf_counter() - tick), warm
     finally:
         torch.set_num_threads(before)
@@ -187,7 +196,8 @@ def measure_easyfsl(data, cfg: TrainConfig, seed: int, workers: int) -> float:
 
     set_threads(cfg.threads)  # --threads applies to every loop, so that the ratio compares like with like
     torch.manual_seed(seed)
-    model = PrototypicalNetworks(build_encoder("conv4"))
+    device = torch.device(cfg.device)
+    model = PrototypicalNetworks(build_encoder("conv4")).to(device)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     dataset = Images()
@@ -199,7 +209,9 @@ def measure_easyfsl(data, cfg: TrainConfig, seed: int, workers: int) -> float:
     tick = 0.0
     for i, (sx, sy, qx, qy, _) in enumerate(loader):
         if i == warm:
+            synchronize(device)
             tick = time.perf_counter()
+        sx, sy, qx, qy = sx.to(device), sy.to(device), qx.to(device), qy.to(device)  # as its README trains
         model.process_support_set(sx, sy)
         loss = criterion(model(qx), qy)
         opt.zero_grad()
@@ -207,6 +219,7 @@ def measure_easyfsl(data, cfg: TrainConfig, seed: int, workers: int) -> float:
         opt.step()
         if i >= warm:
             images += sx.shape[0] + qx.shape[0]
+    synchronize(device)
     return images / (time.perf_counter() - tick)
 
 
@@ -230,8 +243,9 @@ def measure_easyfsl_as_shipped(
 # Speed levers, each one change from the default step (keyword arguments of measure_raw; "cfg": TrainConfig fields).
 LEVERS: dict[str, dict] = {
     "compile_on": {"compiled": True},
+    "compile_cuda_graphs": {"compiled": "reduce-overhead", "device": "cuda"},  # a GPU only
     "channels_last_off": {"cfg": {"channels_last": False}},
-    "threads_1": {"cfg": {"threads": 1}},
+    "threads_1": {"cfg": {"threads": 1}, "device": "cpu"},
     "split_forward": {"split": True},
     "fp32": {"cfg": {"precision": "fp32"}},
 }
@@ -246,35 +260,82 @@ def _raw_with_interop(data_dir: str | None, method_name: str, cfg: TrainConfig, 
 
 def measure_levers(data, data_dir: str | None, method_name: str, cfg: TrainConfig, repeats: int) -> dict:
     """Raw images/s of the default step and of each lever alone, interleaved; per lever the median of its ratio to
-    the default of the same repeat, and (``compile_on``) the extra warm-up seconds that compilation took."""
+    the default of the same repeat, and (``compile_on``) the extra warm-up seconds that compilation took.
+
+    Levers for another kind of device are skipped (CUDA graphs on a CPU; CPU thread counts on a GPU); a lever
+    that fails is recorded with its error instead of its speed."""
     import multiprocessing
 
-    runs: dict[str, list[float]] = {"default": [], **{k: [] for k in LEVERS}, "interop_1": []}
+    gpu = torch.device(cfg.device).type == "cuda"
+    levers = {k: v for k, v in LEVERS.items() if v.get("device") in (None, "cuda" if gpu else "cpu")}
+    runs: dict[str, list[float]] = {"default": [], **{k: [] for k in levers}, **({} if gpu else {"interop_1": []})}
     ratios: dict[str, list[float]] = {k: [] for k in runs if k != "default"}
     warm: dict[str, list[float]] = {"default": [], "compile_on": []}
+    errors: dict[str, str] = {}
     for r in range(repeats):
         speed, seconds = measure_raw(data, method_name, cfg, r)
         runs["default"].append(speed)
         warm["default"].append(seconds)
-        for name, lever in LEVERS.items():
+        for name, lever in levers.items():
+            if name in errors:
+                continue
             c = dataclasses.replace(cfg, **lever.get("cfg", {}))
-            speed, seconds = measure_raw(data, method_name, c, r, lever.get("split", False), lever.get("compiled", False))
+            try:
+                speed, seconds = measure_raw(data, method_name, c, r, lever.get("split", False), lever.get("compiled", False))
+            except Exception as e:  # noqa: BLE001 -- a lever that cannot run here is a finding, not a crash
+                errors[name] = f"{type(e).__name__}: {str(e)[:300]}"
+                continue
             runs[name].append(speed)
             if name in warm:
                 warm[name].append(seconds)
-        with multiprocessing.get_context("spawn").Pool(1) as pool:
-            runs["interop_1"].append(pool.apply(_raw_with_interop, (data_dir, method_name, cfg, r, 1)))
+        if not gpu:
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                runs["interop_1"].append(pool.apply(_raw_with_interop, (data_dir, method_name, cfg, r, 1)))
         for name in ratios:
-            ratios[name].append(runs[name][-1] / runs["default"][-1])
-        print(f"levers {r + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in runs.items()), flush=True)
+            if name not in errors:
+                ratios[name].append(runs[name][-1] / runs["default"][-1])
+        print(f"levers {r + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in runs.items() if v), flush=True)
     return {
-        "images_per_second": {k: statistics.median(v) for k, v in runs.items()},
-        "ratio_to_default": {k: statistics.median(v) for k, v in ratios.items()},
+        "images_per_second": {k: statistics.median(v) for k, v in runs.items() if v},
+        "ratio_to_default": {k: statistics.median(v) for k, v in ratios.items() if v},
         "measurements": runs,
-        "compile_seconds": warm["compile_on"][0] - warm["default"][0],
+        "errors": errors,
+        "compile_seconds": warm["compile_on"][0] - warm["default"][0] if warm["compile_on"] else None,
         "episodes_per_measurement": cfg.episodes,
-        "notes": "raw step (one episode in memory); interop_1 runs in a fresh spawned process",
+        "notes": "raw step (one episode in memory)" + ("" if gpu else "; interop_1 runs in a fresh spawned process"),
     }
+
+
+# Dense bf16 tensor-core peaks from NVIDIA's datasheets (SXM parts), TFLOP/s; the fp32 figures are non-tensor.
+GPU_PEAKS_TFLOPS = {"H100": (989.4, 66.9), "H200": (989.4, 66.9), "A100": (312.0, 19.5)}
+
+
+@dataclasses.dataclass(frozen=True)
+class GpuPeak:
+    """A GPU's datasheet peak for the benchmark's precision (the same fields as ``PeakEstimate``'s dict)."""
+
+    gflops: float
+    how: str
+
+    def to_dict(self) -> dict:
+        return {"gflops": self.gflops, "how": self.how}
+
+
+def gpu_peak(device: torch.device) -> GpuPeak | None:
+    """The datasheet peak of a known GPU model: dense bf16 tensor-core (the step runs under bf16 autocast)."""
+    name = torch.cuda.get_device_name(device)
+    for model, (bf16, fp32) in GPU_PEAKS_TFLOPS.items():
+        if model in name:
+            return GpuPeak(
+                bf16 * 1000,
+                f"{name}: {bf16:g} TFLOP/s dense bf16 tensor-core peak from NVIDIA's datasheet (fp32 non-tensor: {fp32:g})",
+            )
+    return None
+
+
+def gpu_slug(device: torch.device) -> str:
+    """The GPU model as a file-name part (``nvidia-h100-80gb-hbm3``)."""
+    return "-".join(re.findall(r"[a-z0-9]+", torch.cuda.get_device_name(device).lower())) or "gpu"
 
 
 def cpu_slug() -> str:
@@ -297,6 +358,7 @@ def main() -> None:
     p.add_argument("--easyfsl-path", default=None, help="folder holding the easyfsl package (pip --target)")
     p.add_argument("--easyfsl-workers", type=int, default=0, help="DataLoader workers for easyfsl")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--device", default="cpu", help="cpu or cuda: every loop (easyfsl included) runs there")
     p.add_argument("--out", default=None)
     p.add_argument("--default-allocator", action="store_true", help="do not tune glibc's allocator (for all three loops)")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads for every loop, easyfsl included (0: one per core)")
@@ -324,14 +386,15 @@ def main() -> None:
         val_episodes=1,
         precision=args.precision,
         channels_last=not args.no_channels_last,
-        device="cpu",
+        device=args.device,
         threads=args.threads,
         compile=args.compile,
     )
-    compiled = resolve_compile(args.compile, torch.device("cpu"))
+    device = select_device(args.device)
+    compiled = resolve_compile(args.compile, device)
     step, images = raw_step(data, args.method, cfg, 0, compiled=False)
     flops_per_image = count_flops(step) / images  # the episode's encoder pass and loss, forward and backward
-    peak = cpu_peak()
+    peak = cpu_peak() if device.type == "cpu" else gpu_peak(device)
     if args.easyfsl_path:
         sys.path.insert(0, args.easyfsl_path)
     try:
@@ -351,18 +414,16 @@ def main() -> None:
         print(f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]:.0f} img/s" for k, v in runs.items() if v), flush=True)
     per_episode = args.ways * (args.shots + args.queries)
     med = {k: statistics.median(v) for k, v in runs.items() if v}
-    levers = (
-        measure_levers(data, args.data_dir, args.method, dataclasses.replace(cfg, episodes=args.levers), args.repeats)
-        if args.levers
-        else None
-    )
+    levers = None  # measured after the headline figures are written (a long run keeps them if it breaks)
     gflops = {k: v * flops_per_image / 1e9 for k, v in med.items()}
     result = {
         "name": f"throughput_{args.method}",
         "method": args.method,
         "encoder": "conv4",
         "episode_shape": {"ways": args.ways, "shots": args.shots, "queries": args.queries, "images": per_episode, "size": 28},
-        "precision": resolve_precision(args.precision, torch.device("cpu")),
+        "precision": resolve_precision(args.precision, device),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "channels_last": not args.no_channels_last,
         "allocator_tuned": allocator_tuned,
         "images_per_second": med["oneshot"],
@@ -389,20 +450,28 @@ def main() -> None:
         "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
         **provenance(command),
     }
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"throughput_{args.method}_{cpu_slug()}.json"
+    slug = cpu_slug() if device.type == "cpu" else gpu_slug(device)
+    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"throughput_{args.method}_{slug}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
+    if args.levers:
+        levers = measure_levers(data, args.data_dir, args.method, dataclasses.replace(cfg, episodes=args.levers), args.repeats)
+        result["levers"] = levers
+        out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"oneshot training loop: {med['oneshot']:.0f} images/s ({med['oneshot'] / per_episode:.2f} episodes/s)")
     print(f"raw forward+backward:  {med['raw']:.0f} images/s; ratio {result['ratio_to_raw']:.2f}")
     print(f"{flops_per_image / 1e6:.1f} MFLOP per image: oneshot {gflops['oneshot']:.1f} GFLOP/s, raw {gflops['raw']:.1f}")
     if peak:
-        print(f"fp32 peak estimate {peak.gflops:.0f} GFLOP/s ({peak.how}); oneshot reaches {gflops['oneshot'] / peak.gflops:.1%}")
+        print(f"peak estimate {peak.gflops:.0f} GFLOP/s ({peak.how}); oneshot reaches {gflops['oneshot'] / peak.gflops:.1%}")
     if levers:
         print(
             "levers (raw step, ratio to the default): "
             + ", ".join(f"{k} {v:.2f}x" for k, v in levers["ratio_to_default"].items())
         )
-        print(f"compile time: {levers['compile_seconds']:.1f} s")
+        if levers["compile_seconds"] is not None:
+            print(f"compile time: {levers['compile_seconds']:.1f} s")
+        for name, error in levers["errors"].items():
+            print(f"lever {name} failed: {error}")
     if "easyfsl" in med:
         print(
             f"easyfsl 1.5.0:         {med['easyfsl']:.0f} images/s ({med['easyfsl'] / per_episode:.2f} episodes/s); oneshot is {result['speedup_over_easyfsl']:.2f}x"

@@ -7,6 +7,7 @@ command and the code that produced it and the machine it was measured on.
 
 from __future__ import annotations
 
+import os
 import platform
 import shlex
 import subprocess
@@ -18,7 +19,10 @@ from typing import Any
 
 
 def git_commit() -> str:
-    """The current commit of the source tree, or ``"unknown"`` outside a git checkout."""
+    """The current commit of the source tree, or ``"unknown"`` outside a git checkout; ``$ONESHOT_COMMIT``, when
+    set, names it for a copy of the tree without its ``.git`` (a lent GPU machine)."""
+    if os.environ.get("ONESHOT_COMMIT"):
+        return os.environ["ONESHOT_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
         dirty = subprocess.run(

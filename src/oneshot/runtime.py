@@ -32,6 +32,12 @@ def select_device(name: str = "auto") -> torch.device:
     return dev
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously): call before reading a wall clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def cpu_has_bf16() -> bool:
     """True when the CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX), where bf16 autocast pays off."""
     try:

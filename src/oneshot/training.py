@@ -36,9 +36,13 @@ from oneshot.runtime import (
     resolve_compile,
     resolve_precision,
     set_threads,
+    synchronize,
     to_layout,
     tune_cpu_allocator,
 )
+
+# Largest training set (uint8 image bytes) moved to a GPU whole, so that episodes are gathered there.
+RESIDENT_BYTES = 4 << 30
 
 
 @dataclass
@@ -153,26 +157,50 @@ class TrainProgress:
 
     Attributes:
         episode: steps done.
-        loss, train_accuracy: running averages (weight 0.95 on the past) of the training loss and of the
-            accuracy of the step's query logits.
+        running_loss, running_accuracy: running averages (weight 0.95 on the past) of the training loss and of
+            the accuracy of the step's query logits, as floats or (on a GPU) 0-d tensors not yet read back;
+            ``loss`` and ``train_accuracy`` give them as floats.
         best_val: the best validation accuracy so far, -1 before the first validation.
     """
 
     episode: int
-    loss: float
-    train_accuracy: float
+    running_loss: float | torch.Tensor
+    running_accuracy: float | torch.Tensor
     best_val: float
+
+    @property
+    def loss(self) -> float:
+        """The running loss (on a GPU, reading it waits for the step: a callback that skips it lets the GPU run on)."""
+        return float(self.running_loss)
+
+    @property
+    def train_accuracy(self) -> float:
+        return float(self.running_accuracy)
 
 
 class _Running:
-    """Exponential moving averages of a value (NaN before the first)."""
+    """Exponential moving average of a value (NaN before the first).
+
+    Updates take a float or a 0-d float64 tensor; a tensor stays on its device until :attr:`value` is read,
+    so a GPU step need not wait for the GPU to report its loss (float64 keeps the arithmetic a float's)."""
 
     def __init__(self, value: float = math.nan) -> None:
-        self.value = value
+        self._value: float | torch.Tensor = value
 
-    def update(self, x: float) -> float:
-        self.value = x if math.isnan(self.value) else 0.95 * self.value + 0.05 * x
-        return self.value
+    @property
+    def latest(self) -> float | torch.Tensor:
+        """The average as it stands, without waiting for a device (a float, or a 0-d tensor)."""
+        return self._value
+
+    @property
+    def value(self) -> float:
+        if isinstance(self._value, torch.Tensor):
+            self._value = float(self._value)
+        return self._value
+
+    def update(self, x: float | torch.Tensor) -> None:
+        fresh = isinstance(self._value, float) and math.isnan(self._value)
+        self._value = x if fresh else 0.95 * self._value + 0.05 * x
 
 
 class _Run:
@@ -190,6 +218,8 @@ class _Run:
         par: Parallel,
         device: torch.device,
     ) -> None:
+        if device.type == "cuda" and isinstance(train_data, ImageSet) and train_data.images.nbytes <= RESIDENT_BYTES:
+            train_data = train_data.on(device)
         self.method, self.train_data, self.val_data, self.config, self.out = method, train_data, val_data, config, out
         self.metadata, self.par, self.device = metadata, par, device
         self.loss_fn: Callable[[Episode], LossOutput] = method.loss  # through DDP when distributed (train sets it)
@@ -197,7 +227,7 @@ class _Run:
         own = method.outer_optimizer(config.episodes)  # a method's own outer update (Reptile's annealed SGD)
         if own is None:
             self.opt: torch.optim.Optimizer = torch.optim.Adam(
-                method.parameters(), lr=config.lr, weight_decay=config.weight_decay
+                method.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=device.type == "cuda" or None
             )
             self.sched: Any = torch.optim.lr_scheduler.StepLR(self.opt, step_size=max(1, config.lr_step), gamma=config.lr_gamma)
         else:
@@ -212,12 +242,12 @@ class _Run:
         ``number`` (1-based) seeds its augmentation, so a resumed run augments exactly as an unbroken one."""
         dev = self.device
         idx = torch.from_numpy(np.concatenate([ep.support, ep.query]))
-        x = self.train_data.gather(idx, dev)
+        x = self.train_data.gather(idx.to(dev, non_blocking=True) if dev.type == "cuda" else idx, dev)
         if self.augment is not None:  # the whole step's batch, so a rank's share is augmented as in one process
             x = self.augment(x, torch.Generator().manual_seed(self.config.seed * 1_000_003 + number))
         x = to_layout(x, self.config.channels_last)
         n = ep.support.size
-        support, query, classes = x[:n], x[n:], torch.from_numpy(ep.classes).to(dev)
+        support, query, classes = x[:n], x[n:], torch.from_numpy(ep.classes).to(dev, non_blocking=True)
         if self.par.active:  # this rank's T/N tasks
             support, query, classes = (shard_tasks(t, tasks, self.par) for t in (support, query, classes))
             tasks //= self.par.world
@@ -235,10 +265,17 @@ class _Run:
         self.opt.step()
         self.sched.step()
         target = out.labels if out.labels is not None else episode.query_labels
-        accuracy = (out.logits.detach().argmax(1) == target).float().mean().item()
-        loss, accuracy, over = mean_over_ranks([out.loss.item(), accuracy, float(over_budget)], self.par, self.device)
-        self.loss.update(loss)
-        self.accuracy.update(accuracy)
+        loss = out.loss.detach().double()
+        accuracy = (out.logits.detach().argmax(1) == target).float().mean().double()
+        if not self.par.active:  # no read-back: the host runs ahead of a GPU
+            self.loss.update(loss)
+            self.accuracy.update(accuracy)
+            return over_budget
+        loss_mean, accuracy_mean, over = mean_over_ranks(
+            [loss.item(), accuracy.item(), float(over_budget)], self.par, self.device
+        )
+        self.loss.update(loss_mean)
+        self.accuracy.update(accuracy_mean)
         return over > 0
 
     def save_resume(self, state: TrainState) -> bool:
@@ -369,9 +406,10 @@ def _train(run: _Run, resume: bool, on_progress: Callable[[TrainProgress], None]
         state.episode += 1
         state.images += int(ep.support.size + ep.query.size)
         if on_progress and par.main:
-            on_progress(TrainProgress(state.episode, run.loss.value, run.accuracy.value, state.best))
+            on_progress(TrainProgress(state.episode, run.loss.latest, run.accuracy.latest, state.best))
         validate = state.episode % config.eval_every == 0 or state.episode == config.episodes or over_budget
         if validate or (config.resume_every and state.episode % config.resume_every == 0):
+            synchronize(run.device)  # the queued steps count as training time
             elapsed = time.perf_counter() - tick  # training time only: validation and writes excluded
             state.seconds, spent = state.seconds + elapsed, spent + elapsed
             stopped = run.validate(state) if validate else run.save_resume(state)
@@ -380,6 +418,7 @@ def _train(run: _Run, resume: bool, on_progress: Callable[[TrainProgress], None]
                 stopped = True
                 break
     else:
+        synchronize(run.device)
         state.seconds += time.perf_counter() - tick
         if state.best < 0:  # zero episodes requested, or resumed at the end: still leave a checkpoint
             run.validate(state)

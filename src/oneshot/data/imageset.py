@@ -59,9 +59,16 @@ class ImageSet(ClassSet):
 
     def gather(self, indices: torch.Tensor | np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
         """Float batch (B, C, H, W) in [0, 1] of the given indices, built on ``device``."""
-        idx = torch.as_tensor(indices, dtype=torch.long)
+        idx = torch.as_tensor(indices, dtype=torch.long).to(self.images.device, non_blocking=True)
         batch = self.images.index_select(0, idx).to(device, non_blocking=True)
         return batch.float().div_(255.0)
+
+    def on(self, device: torch.device | str) -> ImageSet:
+        """The same set with its images held on ``device`` (labels stay on the CPU, where samplers read them):
+        on a GPU, each batch is then gathered there, with no host-to-device copy of images per step."""
+        if self.images.device == torch.device(device):
+            return self
+        return ImageSet(self.images.to(device), self.labels, self.class_names, self._class_indices)
 
 
 def with_rotated_classes(data: ImageSet) -> ImageSet:
