@@ -110,6 +110,8 @@ def raw_step(data, method_name: str, cfg: TrainConfig, seed: int, split: bool = 
     ep = Episode(x[: w * s], ys, x[w * s :], yq, w, s, torch.from_numpy(classes).to(device))
 
     def step() -> None:
+        if compiled == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()  # each call is a new training step (outputs not kept)
         with autocast(device, precision):
             if split:  # two forwards: batch norm sees support and query apart (not the same function)
                 loss = F.cross_entropy(
