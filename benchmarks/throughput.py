@@ -57,7 +57,7 @@ from oneshot.provenance import provenance
 from oneshot.runtime import (
     autocast,
     compile_encoder,
-    resolve_compile,
+    compile_mode,
     resolve_precision,
     select_device,
     set_threads,
@@ -237,9 +237,11 @@ def measure_easyfsl_as_shipped(
 ) -> float:
     """Images/s of easyfsl in a fresh process that oneshot's allocator tuning never touched."""
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_easyfsl_in_fresh_process, (data_dir, easyfsl_path, cfg, seed, workers))
+    # Not a multiprocessing.Pool: its workers are daemonic and may not start easyfsl's DataLoader workers.
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_easyfsl_in_fresh_process, data_dir, easyfsl_path, cfg, seed, workers).result()
 
 
 # Speed levers, each one change from the default step (keyword arguments of measure_raw; "cfg": TrainConfig fields).
@@ -393,7 +395,7 @@ def main() -> None:
         compile=args.compile,
     )
     device = select_device(args.device)
-    compiled = resolve_compile(args.compile, device)
+    compiled = compile_mode(args.compile, device)  # None, "default" or "reduce-overhead" (CUDA graphs)
     step, images = raw_step(data, args.method, cfg, 0, compiled=False)
     flops_per_image = count_flops(step) / images  # the episode's encoder pass and loss, forward and backward
     peak = cpu_peak() if device.type == "cpu" else gpu_peak(device)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from oneshot.cli import app
 from oneshot.errors import OneshotError
 from oneshot.flops import count_flops, cpu_peak, fp32_flops_per_cycle
-from oneshot.runtime import resolve_compile, set_threads
+from oneshot.runtime import compile_mode, resolve_compile, set_threads
 
 runner = CliRunner()
 
@@ -20,7 +20,7 @@ runner = CliRunner()
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--compile", "sometimes"], "unknown compile 'sometimes'; choose one of auto, on, off"),
+        (["--compile", "sometimes"], "unknown compile 'sometimes'; choose one of auto, on, off, cuda-graphs"),
         (["--threads", "-1"], "threads"),
     ],
 )
@@ -36,6 +36,9 @@ def test_compile_choice_is_resolved_per_device():
     assert resolve_compile("off", torch.device("cpu")) is False
     with pytest.raises(OneshotError, match="unknown compile choice 'yes'"):
         resolve_compile("yes", torch.device("cpu"))
+    assert compile_mode("on", torch.device("cpu")) == "default" and compile_mode("auto", torch.device("cpu")) is None
+    with pytest.raises(OneshotError, match="cuda-graphs needs a CUDA GPU, not cpu"):
+        compile_mode("cuda-graphs", torch.device("cpu"))
     with pytest.raises(OneshotError, match="--threads -2"):
         set_threads(-2)
     before = torch.get_num_threads()
@@ -122,3 +125,44 @@ def test_peak_estimate_states_its_factors():
     assert fp32_flops_per_cycle({"avx2", "fma"}, "AuthenticAMD", 23)[0] == 32
     assert fp32_flops_per_cycle({"sse2"}, "GenuineIntel", 6)[0] == 8
     assert cpu_peak("") is None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="inductor needs a C++ compiler")
+def test_a_compiled_run_validates_eagerly(tmp_path, monkeypatch):
+    """--compile on: the training steps run compiled, validation (other shapes, eval mode) runs eagerly, and the
+    run ends with a checkpoint; the running loss reaches the progress callback as a float."""
+    import oneshot.training as training
+    from oneshot.encoders import Conv4
+    from oneshot.methods import ProtoNet
+    from oneshot.data.imageset import ImageSet
+
+    entered = []
+    real = training.eager
+
+    def recording_eager():
+        entered.append(torch.compiler.is_compiling())
+        return real()
+
+    monkeypatch.setattr(training, "eager", recording_eager)
+    g = torch.Generator().manual_seed(0)
+    data = ImageSet(
+        torch.randint(0, 256, (32, 1, 12, 12), generator=g, dtype=torch.uint8),
+        torch.arange(8).repeat_interleave(4),
+        [f"c{i}" for i in range(8)],
+    )
+    cfg = training.TrainConfig(
+        episodes=4, ways=3, shots=1, queries=1, eval_every=2, val_ways=3, val_queries=1, val_episodes=4, compile="on"
+    )
+    seen = []
+    try:
+        res = training.train(
+            ProtoNet(Conv4(hidden=8, blocks=2)), data, data, cfg, tmp_path / "m.safetensors", {}, on_progress=seen.append
+        )
+    except Exception as exc:  # a torch build without a working inductor backend here
+        if "Error" in type(exc).__name__ and "oneshot" not in type(exc).__module__:
+            pytest.skip(f"torch.compile cannot run here: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+        raise
+    assert entered == [False, False]  # two validations, both under eager
+    assert res.episodes_run == 4 and (tmp_path / "m.safetensors").is_file()
+    assert [p.episode for p in seen] == [1, 2, 3, 4] and all(isinstance(p.loss, float) for p in seen)

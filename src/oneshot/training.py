@@ -11,6 +11,7 @@ bfloat16 autocast where the hardware supports it, channels-last layout for convo
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -33,7 +34,8 @@ from oneshot.resume import load_resume, resume_path, save_resume
 from oneshot.runtime import (
     autocast,
     compile_encoder,
-    resolve_compile,
+    compile_mode,
+    eager,
     resolve_precision,
     set_threads,
     synchronize,
@@ -224,6 +226,7 @@ class _Run:
         self.metadata, self.par, self.device = metadata, par, device
         self.loss_fn: Callable[[Episode], LossOutput] = method.loss  # through DDP when distributed (train sets it)
         self.precision = resolve_precision(config.precision, self.device)
+        self.compiled = compile_mode(config.compile, device)
         own = method.outer_optimizer(config.episodes)  # a method's own outer update (Reptile's annealed SGD)
         if own is None:
             self.opt: torch.optim.Optimizer = torch.optim.Adam(
@@ -258,6 +261,8 @@ class _Run:
     def step(self, episode: Episode, over_budget: bool) -> bool:
         """One optimiser step on ``episode``; updates the running loss and training accuracy (averaged over
         ranks) and returns whether any rank is over its time budget."""
+        if self.compiled == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()  # a new step: the last one's graph outputs may be reused
         with autocast(self.device, self.precision):
             out = self.loss_fn(episode)
         self.opt.zero_grad(set_to_none=True)
@@ -294,24 +299,28 @@ class _Run:
                 setattr(state, k, v)
         return stop
 
+    def _evaluate(self, own: Callable[..., Any] | None) -> Any:
+        """The validation result: the data's own protocol if it has one, else seeded episodes."""
+        cfg = self.config
+        if own is not None:
+            return own(self.method, self.device)
+        return evaluate(
+            self.method,
+            self.val_data,
+            cfg.val_ways,
+            cfg.val_shots,
+            cfg.val_queries,
+            cfg.val_episodes,
+            cfg.val_seed,
+            self.device,
+        )
+
     def _validate(self, state: TrainState) -> bool:
         """Validate, keep the checkpoint if best, write the resume state; True to stop early."""
         cfg = self.config
         own = getattr(self.val_data, "validate", None)  # data with its own validation protocol (molecule assays)
-        res = (
-            own(self.method, self.device)
-            if own is not None
-            else evaluate(
-                self.method,
-                self.val_data,
-                cfg.val_ways,
-                cfg.val_shots,
-                cfg.val_queries,
-                cfg.val_episodes,
-                cfg.val_seed,
-                self.device,
-            )
-        )
+        with eager() if self.compiled else contextlib.nullcontext():
+            res = self._evaluate(own)
         state.history.append(
             {
                 "episode": state.episode,
@@ -372,8 +381,9 @@ def train(
         method.to(device)
         if config.channels_last:
             method.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to accepts it; the stubs omit it
-        if resolve_compile(config.compile, device):
-            compile_encoder(method)
+        mode = compile_mode(config.compile, device)
+        if mode is not None:
+            compile_encoder(method, mode)
         return _train(_Run(method, train_data, val_data, config, out, metadata, par, device), resume, on_progress)
     finally:
         torch.set_num_threads(threads)
