@@ -205,7 +205,15 @@ def measure_easyfsl(data, cfg: TrainConfig, seed: int, workers: int) -> float:
     dataset = Images()
     warm = 3
     sampler = TaskSampler(dataset, n_way=cfg.ways, n_shot=cfg.shots, n_query=cfg.queries, n_tasks=cfg.episodes + warm)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=sampler.episodic_collate_fn)
+    # Workers fork, as a Linux user's DataLoader does (this process was spawned, so spawn would be its default).
+    context = "fork" if workers else None
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=workers,
+        collate_fn=sampler.episodic_collate_fn,
+        multiprocessing_context=context,
+    )
     criterion = torch.nn.CrossEntropyLoss()
     images = 0
     tick = 0.0
