@@ -90,15 +90,41 @@ def methods_table() -> str:
     return "\n".join(lines)
 
 
+def _on_gpu(r: dict) -> bool:
+    return str(r.get("device", "cpu")).startswith("cuda")
+
+
+def _throughput_machine(r: dict) -> str:
+    """The processor a throughput run trained on: the GPU's model on a GPU, else the CPU's."""
+    return r.get("device_name") or r["machine"].get("gpu", "unknown GPU") if _on_gpu(r) else r["machine"].get("cpu", "unknown CPU")
+
+
 def _throughput_results() -> list[dict]:
-    """The latest ``throughput_protonet*.json`` per CPU model (one README row per CPU seen)."""
+    """The latest ``throughput_protonet*.json`` per CPU or GPU model (one README row per processor seen); CPUs first."""
     latest: dict[str, dict] = {}
     for path in sorted(RESULTS.glob("throughput_protonet*.json")):
         r = json.loads(path.read_text())
-        cpu = r["machine"].get("cpu", "unknown CPU")
-        if cpu not in latest or r["date"] > latest[cpu]["date"]:
-            latest[cpu] = r
-    return [latest[k] for k in sorted(latest)]
+        key = _throughput_machine(r)
+        if key not in latest or r["date"] > latest[key]["date"]:
+            latest[key] = r
+    return sorted(latest.values(), key=lambda r: (_on_gpu(r), _throughput_machine(r)))
+
+
+def _peak(r: dict) -> tuple[dict | None, float | None]:
+    """The run's peak estimate and the oneshot loop's fraction of it (files before the GPU rows say ``fp32_peak``)."""
+    peak = r.get("peak") or r.get("fp32_peak")
+    frac = (r.get("fraction_of_peak") or r.get("fraction_of_fp32_peak") or {}).get("oneshot")
+    return peak, frac
+
+
+def _loop_settings(r: dict) -> str:
+    """Precision, and the compile mode when not eager."""
+    mode = {"reduce-overhead": "CUDA graphs", "default": "compiled", True: "compiled"}.get(r.get("compile"))
+    return r["precision"] + (f", {mode}" if mode else "")
+
+
+def _cores(r: dict) -> str:
+    return "1 GPU" if _on_gpu(r) else str(r["machine"].get("cpu_count"))
 
 
 def _gflops(r: dict, key: str) -> str:
@@ -111,16 +137,15 @@ def throughput_table() -> str:
     if not results:
         return "_not measured yet: run `python benchmarks/throughput.py`_"
     lines = [
-        "| CPU | cores | precision | oneshot images/s | easyfsl 1.5.0 images/s | oneshot / easyfsl | GFLOP/s | of fp32 peak (estimate) | date, commit |",
+        "| CPU or GPU | cores | precision | oneshot images/s | easyfsl 1.5.0 images/s | oneshot / easyfsl | GFLOP/s | of peak (estimate, GFLOP/s) | date, commit |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        frac = (r.get("fraction_of_fp32_peak") or {}).get("oneshot")
-        peak = r.get("fp32_peak")
+        peak, frac = _peak(r)
         ratio = f"**{r['speedup_over_easyfsl']:.2f}x**" if r.get("speedup_over_easyfsl") else "-"
         of_peak = f"{100 * frac:.1f}% of {peak['gflops']:.0f}" if frac is not None and peak else "- (not recorded)"
         lines.append(
-            f"| {r['machine'].get('cpu', 'unknown CPU')} | {r['machine'].get('cpu_count')} | {r['precision']} | {r['images_per_second']:.0f} "
+            f"| {_throughput_machine(r)} | {_cores(r)} | {_loop_settings(r)} | {r['images_per_second']:.0f} "
             f"| {r['easyfsl_images_per_second'] or 0:.0f} | {ratio} | {_gflops(r, 'oneshot')} "
             f"| {of_peak} | {r['date'][:10]}, {r['commit'][:10]} |"
         )
@@ -133,9 +158,14 @@ def _throughput_detail(r: dict) -> list[str]:
     """The loops of one CPU's run, and its levers when measured."""
     s = r["episode_shape"]
     lines = [
-        f"**{r['machine'].get('cpu', 'unknown CPU')}**: ProtoNet, Conv-4, {s['ways']}-way {s['shots']}-shot {s['queries']}-query {s['size']}x{s['size']} episodes ({s['images']} images), "
-        f"{r['precision']}, channels_last={r['channels_last']}; median of {len(r['measurements']['oneshot'])} interleaved repeats, "
-        f"{r['machine'].get('cpu_count')} CPU cores, {r['date'][:10]}, commit {r['commit'][:10]}.",
+        f"**{_throughput_machine(r)}**: ProtoNet, Conv-4, {s['ways']}-way {s['shots']}-shot {s['queries']}-query {s['size']}x{s['size']} episodes ({s['images']} images), "
+        f"{_loop_settings(r)}, channels_last={r['channels_last']}; median of {len(r['measurements']['oneshot'])} interleaved repeats, "
+        + (
+            f"one GPU beside {r['machine'].get('cpu_count')} host CPU cores (torch {r['machine'].get('torch')}), every loop on the GPU (easyfsl's batches moved there as its README trains)"
+            if _on_gpu(r)
+            else f"{r['machine'].get('cpu_count')} CPU cores"
+        )
+        + f", {r['date'][:10]}, commit {r['commit'][:10]}; `{r['command']}`.",
         "",
         "| loop | images/s | episodes/s | GFLOP/s | ratio |",
         "|---|---|---|---|---|",
@@ -154,7 +184,7 @@ def _throughput_detail(r: dict) -> list[str]:
             f"| oneshot is {r['speedup_over_easyfsl_tuned_allocator']:.2f}x |"
         )
     notes = []
-    if "allocator_tuned" in r:
+    if "allocator_tuned" in r and not _on_gpu(r):
         notes.append(
             f"Allocator tuning (`oneshot.runtime.tune_cpu_allocator`) in the oneshot and raw loops: {r['allocator_tuned']}."
         )
@@ -165,8 +195,11 @@ def _throughput_detail(r: dict) -> list[str]:
     if r.get("load_average_1min"):
         load = r["load_average_1min"]
         notes.append(f"Machine load (1-minute average) {load['before']:.1f} before, {load['after']:.1f} after the run.")
-    if r.get("fp32_peak"):
-        notes.append(f"fp32 peak {r['fp32_peak']['gflops']:.0f} GFLOP/s = {r['fp32_peak']['how']}.")
+    peak, _ = _peak(r)
+    if peak:
+        notes.append(f"Peak {peak['gflops']:.0f} GFLOP/s = {peak['how']}.")
+    if r.get("peak_note"):
+        notes.append(f"({r['peak_note']}.)")
     if notes:
         lines += ["", " ".join(notes)]
     lv = r.get("levers")

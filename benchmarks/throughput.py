@@ -318,8 +318,13 @@ def measure_levers(data, data_dir: str | None, method_name: str, cfg: TrainConfi
     }
 
 
-# Dense bf16 tensor-core peaks from NVIDIA's datasheets (SXM parts), TFLOP/s; the fp32 figures are non-tensor.
-GPU_PEAKS_TFLOPS = {"H100": (989.4, 66.9), "H200": (989.4, 66.9), "A100": (312.0, 19.5)}
+# Dense tensor-core peaks from NVIDIA's datasheets (SXM parts), TFLOP/s: bf16, and TF32 (what fp32 convolutions run
+# at under cuDNN's default torch.backends.cudnn.allow_tf32 = True).
+GPU_PEAKS_TFLOPS = {
+    "H100": {"bf16": 989.4, "fp32": 494.7},
+    "H200": {"bf16": 989.4, "fp32": 494.7},
+    "A100": {"bf16": 312.0, "fp32": 156.0},
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -333,15 +338,14 @@ class GpuPeak:
         return {"gflops": self.gflops, "how": self.how}
 
 
-def gpu_peak(device: torch.device) -> GpuPeak | None:
-    """The datasheet peak of a known GPU model: dense bf16 tensor-core (the step runs under bf16 autocast)."""
+def gpu_peak(device: torch.device, precision: str) -> GpuPeak | None:
+    """The datasheet dense tensor-core peak of a known GPU model at ``precision`` (bf16; fp32 -> TF32)."""
     name = torch.cuda.get_device_name(device)
-    for model, (bf16, fp32) in GPU_PEAKS_TFLOPS.items():
+    for model, peaks in GPU_PEAKS_TFLOPS.items():
         if model in name:
-            return GpuPeak(
-                bf16 * 1000,
-                f"{name}: {bf16:g} TFLOP/s dense bf16 tensor-core peak from NVIDIA's datasheet (fp32 non-tensor: {fp32:g})",
-            )
+            kind = "bf16" if precision == "bf16" else "TF32 (fp32 convolutions under cuDNN's default allow_tf32)"
+            tflops = peaks["bf16" if precision == "bf16" else "fp32"]
+            return GpuPeak(tflops * 1000, f"{name}: {tflops:g} TFLOP/s dense {kind} tensor-core peak, NVIDIA's datasheet")
     return None
 
 
@@ -406,7 +410,7 @@ def main() -> None:
     compiled = compile_mode(args.compile, device)  # None, "default" or "reduce-overhead" (CUDA graphs)
     step, images = raw_step(data, args.method, cfg, 0, compiled=False)
     flops_per_image = count_flops(step) / images  # the episode's encoder pass and loss, forward and backward
-    peak = cpu_peak() if device.type == "cpu" else gpu_peak(device)
+    peak = cpu_peak() if device.type == "cpu" else gpu_peak(device, resolve_precision(args.precision, device))
     if args.easyfsl_path:
         sys.path.insert(0, args.easyfsl_path)
     try:
@@ -456,8 +460,8 @@ def main() -> None:
         "flops_per_image": flops_per_image,
         "flops_counted": "torch.utils.flop_counter.FlopCounterMode on one raw step: convolutions and matrix products, forward and backward",
         "gflops_per_second": gflops,
-        "fp32_peak": peak.to_dict() if peak else None,
-        "fraction_of_fp32_peak": {k: v / peak.gflops for k, v in gflops.items()} if peak else None,
+        "peak": peak.to_dict() if peak else None,
+        "fraction_of_peak": {k: v / peak.gflops for k, v in gflops.items()} if peak else None,
         "levers": levers,
         "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
         **provenance(command),

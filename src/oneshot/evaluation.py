@@ -20,7 +20,7 @@ import torch
 from oneshot.data.imageset import ImageSet
 from oneshot.data.omniglot import LakeRun
 from oneshot.data.samplers import EpisodeSampler
-from oneshot.methods.base import Method
+from oneshot.methods.base import Method, class_labels
 from oneshot.runtime import autocast, to_layout, tune_cpu_allocator
 
 #: Episodes adapted at once by methods with ``classify_tasks`` (one ``torch.func.vmap`` over them) on CUDA, at
@@ -116,8 +116,8 @@ def evaluate(
         tune_cpu_allocator()
     sampler = EpisodeSampler(data.class_indices, ways, shots, queries, episodes, seed)
     method.eval()
-    support_labels = torch.arange(ways, device=device).repeat_interleave(shots)
-    query_labels = torch.arange(ways, device=device).repeat_interleave(queries)
+    support_labels = class_labels(ways, shots, device)
+    query_labels = class_labels(ways, queries, device)
     z = embeddings if embeddings is not None else split_embeddings(method, data.images, device, precision)
     classify_tasks = getattr(method, "classify_tasks", None) if z is None else None
     batch = episode_batch if episode_batch is not None else (EPISODE_BATCH if device.type == "cuda" else 1)
@@ -157,8 +157,8 @@ def _evaluate_in_batches(
     """:func:`evaluate` for methods that adapt to each episode: ``batch`` episodes at a time through
     ``classify_tasks`` (a method's; support (E, N*K, C, H, W), query (E, N*Q, C, H, W) -> logits (E, N*Q, N)).
     Same episodes and same adaptation as the one-at-a-time path; logits agree to float rounding (~1e-5)."""
-    support_labels = torch.arange(ways, device=device).repeat_interleave(shots)
-    query_labels = torch.arange(ways, device=device).repeat_interleave(queries)
+    support_labels = class_labels(ways, shots, device)
+    query_labels = class_labels(ways, queries, device)
     accs: list[float] = []
     episodes = iter(sampler)
     while chunk := list(itertools.islice(episodes, batch)):

@@ -28,7 +28,7 @@ from oneshot.data.samplers import EpisodeIndices
 from oneshot.distributed import Parallel, all_equal, check_tasks, from_main, loss_function, mean_over_ranks, setup, shard_tasks
 from oneshot.errors import OneshotError
 from oneshot.evaluation import evaluate
-from oneshot.methods.base import Episode, LossOutput, Method, TrainShape
+from oneshot.methods.base import Episode, LossOutput, Method, TrainShape, class_labels
 from oneshot.provenance import provenance
 from oneshot.resume import load_resume, resume_path, save_resume
 from oneshot.runtime import (
@@ -254,8 +254,8 @@ class _Run:
         if self.par.active:  # this rank's T/N tasks
             support, query, classes = (shard_tasks(t, tasks, self.par) for t in (support, query, classes))
             tasks //= self.par.world
-        support_labels = torch.arange(shape.ways, device=dev).repeat_interleave(shape.shots).repeat(tasks)
-        query_labels = torch.arange(shape.ways, device=dev).repeat_interleave(shape.queries).repeat(tasks)
+        support_labels = class_labels(shape.ways, shape.shots, dev).repeat(tasks)
+        query_labels = class_labels(shape.ways, shape.queries, dev).repeat(tasks)
         return Episode(support, support_labels, query, query_labels, shape.ways, shape.shots, classes, tasks=tasks)
 
     def step(self, episode: Episode, over_budget: bool) -> bool:

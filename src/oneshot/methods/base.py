@@ -41,8 +41,17 @@ def prototypes(embeddings: torch.Tensor, labels: torch.Tensor, ways: int) -> tor
     """Class means: embeddings (S, D), labels (S,) in [0, ways) -> (ways, D)."""
     sums = torch.zeros(ways, embeddings.shape[1], dtype=embeddings.dtype, device=embeddings.device)
     sums.index_add_(0, labels, embeddings)
-    counts = torch.bincount(labels, minlength=ways).clamp_min(1).to(embeddings.dtype)
-    return sums / counts[:, None]
+    # Counted by index_add_, not bincount: bincount on a GPU reads the labels' maximum back (a wait per step).
+    counts = torch.zeros(ways, dtype=embeddings.dtype, device=embeddings.device)
+    counts.index_add_(0, labels, torch.ones(labels.shape[0], dtype=embeddings.dtype, device=embeddings.device))
+    return sums / counts.clamp_min(1)[:, None]
+
+
+def class_labels(ways: int, per_class: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Labels (ways * per_class,): 0 repeated ``per_class`` times, then 1, ... -- the class-major order of an
+    episode's support or query set. Built by integer division, not ``repeat_interleave``, which on a GPU reads
+    its output size back (a wait for the GPU on every training step)."""
+    return torch.div(torch.arange(ways * per_class, device=device), per_class, rounding_mode="floor")
 
 
 def logistic_logits(
