@@ -170,8 +170,12 @@ def _throughput_detail(r: dict) -> list[str]:
         "| loop | images/s | episodes/s | GFLOP/s | ratio |",
         "|---|---|---|---|---|",
         f"| raw forward + backward + Adam (one batch in memory) | {r['raw_images_per_second']:.0f} | {r['raw_images_per_second'] / s['images']:.2f} | {_gflops(r, 'raw')} | 1.00 |",
-        f"| oneshot training loop (sampler, gather, step) | {r['images_per_second']:.0f} | {r['episodes_per_second']:.2f} | {_gflops(r, 'oneshot')} | {r['ratio_to_raw']:.2f} of raw |",
+        f"| oneshot training loop (sampler, gather, step){' after ' + str(r['warmup_steps']) + ' warm-up steps' if 'warmup_steps' in r else ''} "
+        f"| {r['images_per_second']:.0f} | {r['episodes_per_second']:.2f} | {_gflops(r, 'oneshot')} | {r['ratio_to_raw']:.2f} of raw |",
     ]
+    if r.get("images_per_second_with_warmup"):
+        w = r["images_per_second_with_warmup"]
+        lines.append(f"| the same, whole run with its first steps (as `train` reports it) | {w:.0f} | {w / s['images']:.2f} | - | {w / r['raw_images_per_second']:.2f} of raw |")
     if r.get("easyfsl_images_per_second"):
         lines.append(
             f"| easyfsl 1.5.0 as shipped (TaskSampler + DataLoader + PrototypicalNetworks, fp32, own process) | {r['easyfsl_images_per_second']:.0f} | "
