@@ -1,0 +1,63 @@
+"""The training-throughput benchmark (issue 17) runs end to end on real Omniglot at a small scale, writes its
+results file, and the README's table renders CPU and GPU rows from such files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import requires_omniglot
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+@requires_omniglot
+def test_throughput_writes_every_loop_and_refuses_too_few_episodes(tmp_path, omniglot_dir):
+    out = tmp_path / "throughput.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--data-dir", str(omniglot_dir)]
+    res = subprocess.run(
+        [*cmd, "--ways", "10", "--episodes", "5", "--repeats", "1", "--out", str(out)], capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    r = json.loads(out.read_text())
+    assert r["episode_shape"] == {"ways": 10, "shots": 1, "queries": 5, "images": 60, "size": 28}
+    assert r["warmup_steps"] == 3 and r["images_per_second"] > 0 and r["images_per_second_with_warmup"] > 0
+    assert r["ratio_to_raw"] == pytest.approx(r["images_per_second"] / r["raw_images_per_second"])
+    assert r["device"] == "cpu" and r["device_name"] is None and "commit" in r and "throughput.py" in r["command"]
+    assert r["flops_per_image"] > 0 and r["speedup_over_easyfsl"] is None  # easyfsl not given: not measured
+    bad = subprocess.run([*cmd, "--episodes", "3"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--episodes must exceed the 3 untimed warm-up steps" in bad.stderr
+    gpu = subprocess.run(
+        [*cmd, "--episodes", "5", "--compile", "cuda-graphs", "--out", str(tmp_path / "g.json")], capture_output=True, text=True
+    )
+    assert gpu.returncode != 0 and "cuda-graphs needs a CUDA GPU" in gpu.stderr and not (tmp_path / "g.json").exists()
+
+
+def test_throughput_table_has_one_row_per_cpu_or_gpu():
+    import make_tables
+
+    cpu = {
+        "machine": {"cpu": "Some CPU", "cpu_count": 2},
+        "device": "cpu",
+        "precision": "bf16",
+        "compile": None,
+        "date": "2026-11-27T00:00:00",
+    }
+    gpu = {
+        **cpu,
+        "machine": {"cpu": "Some CPU", "cpu_count": 16, "gpu": "NVIDIA H200"},
+        "device": "cuda",
+        "device_name": "NVIDIA H200",
+        "compile": "reduce-overhead",
+        "precision": "fp32",
+    }
+    assert make_tables._throughput_machine(cpu) == "Some CPU" and make_tables._cores(cpu) == "2"
+    assert make_tables._throughput_machine(gpu) == "NVIDIA H200" and make_tables._cores(gpu) == "1 GPU"
+    assert make_tables._loop_settings(gpu) == "fp32, CUDA graphs" and make_tables._loop_settings(cpu) == "bf16"
+    old = {"fp32_peak": {"gflops": 100.0}, "fraction_of_fp32_peak": {"oneshot": 0.5}}  # files before GPU rows
+    assert make_tables._peak(old) == ({"gflops": 100.0}, 0.5)
