@@ -92,6 +92,8 @@ def test_cli_calibrate_with_confidence(tmp_path):
     assert "at most 0.1 with confidence 0.9" in out.output
     rec = json.loads(runner.invoke(app, [*args, "--confidence", "0.9", "--json"]).stdout)
     assert rec["confidence"] == 0.9 and rec["measured"]["verify_far"] <= 0.1
+    listed = runner.invoke(app, ["gallery", "list", gal])
+    assert listed.exit_code == 0 and "calibrated for FAR 0.1 with confidence 0.9 on 20 validation classes" in listed.output
     out = runner.invoke(app, [*args, "--confidence", "1.5"])
     assert out.exit_code == 2 and "--confidence" in out.output, out.output
 

@@ -308,7 +308,9 @@ def list_classes(gallery: GalleryPath, as_json: Json = False) -> None:
     if cal and th and th.get("source") == "calibrated":
         m = cal["measured"]
         typer.echo(
-            f"calibrated for FAR {cal['target_far']:g} on {cal['validation_classes']} validation classes "
+            f"calibrated for FAR {cal['target_far']:g}"
+            + (f" with confidence {cal['confidence']:g}" if cal.get("confidence") else "")
+            + f" on {cal['validation_classes']} validation classes "
             f"(gallery of {cal['gallery_size']}): identify FAR {m['identify_far']:.2e} TAR {m['identify_tar']:.3f}; "
             f"verify FAR {m['verify_far']:.2e} TAR {m['verify_tar']:.3f}"
             + (f"; strangers within {cal['families']['count']} families" if cal.get("families") else "")
