@@ -110,10 +110,8 @@ def raw_step(data, method_name: str, cfg: TrainConfig, seed: int, split: bool = 
     precision = resolve_precision(cfg.precision, device)
     if cfg.channels_last:
         method.to(memory_format=torch.channels_last)
-    if isinstance(compiled, str):
-        method.encoder.compile(mode=compiled)
-    elif compiled:
-        compile_encoder(method)
+    if compiled:  # the library's own compile path, with the asked mode
+        compile_encoder(method, compiled if isinstance(compiled, str) else "default")
     method.train()
     opt = torch.optim.Adam(method.parameters(), lr=cfg.lr, fused=device.type == "cuda" or None)  # as train's
     w, s, q = cfg.ways, cfg.shots, cfg.queries
