@@ -22,6 +22,7 @@ runner = CliRunner()
     [
         (["--compile", "sometimes"], "unknown compile 'sometimes'; choose one of auto, on, off, cuda-graphs"),
         (["--threads", "-1"], "threads"),
+        (["--fold-bn", "maybe"], "unknown fold-bn 'maybe'; choose one of auto, on, off"),
     ],
 )
 def test_bad_lever_flags_are_one_line_errors(tmp_path, args, message):

@@ -145,6 +145,32 @@ def compile_encoder(module: torch.nn.Module, mode: str = "default") -> None:
     encoder.compile(mode=mode)
 
 
+FOLD_BN_CHOICES = ("auto", "on", "off")
+
+
+def resolve_fold_batch_norm(choice: str, device: torch.device) -> bool:
+    """Whether to fold Conv-4's first convolution + training-mode batch norm into one convolution
+    (:mod:`oneshot.encoders.batch_norm_fold`; the same function up to rounding).
+
+    ``auto`` is a rule keyed on the device, from ``benchmarks/throughput.py --levers`` and
+    ``benchmarks/lever_curves.py``: on the 2-core CPUs measured the raw ProtoNet step ran about 1.1x faster folded,
+    with a validation curve within the unfolded one's intervals, so ``auto`` folds on CPU; it has not been measured
+    on a GPU, where ``auto`` leaves the layers as they are.
+    """
+    if choice not in FOLD_BN_CHOICES:
+        raise OneshotError(f"unknown fold-bn choice {choice!r}: use one of {', '.join(FOLD_BN_CHOICES)}")
+    return choice == "on" or (choice == "auto" and device.type == "cpu")
+
+
+def set_batch_norm_folding(module: torch.nn.Module, fold: bool) -> None:
+    """Switch the first-block folding of every Conv-4 inside ``module`` (a method) on or off."""
+    from oneshot.encoders.conv4 import Conv4
+
+    for m in module.modules():
+        if isinstance(m, Conv4):
+            m.fold_first_batch_norm = fold
+
+
 def eager() -> contextlib.AbstractContextManager:
     """Run compiled modules eagerly inside the block (validation: other shapes, no recompilation, no graphs)."""
     return torch.compiler.set_stance("force_eager")

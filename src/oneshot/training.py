@@ -36,7 +36,9 @@ from oneshot.runtime import (
     compile_encoder,
     compile_mode,
     eager,
+    resolve_fold_batch_norm,
     resolve_precision,
+    set_batch_norm_folding,
     set_threads,
     synchronize,
     to_layout,
@@ -74,6 +76,9 @@ class TrainConfig:
             episode ``e``'s transformations are seeded by ``(seed, e)``, so resume stays exact.
         compile: ``torch.compile`` the encoder: auto (the per-device rule of
             :func:`oneshot.runtime.resolve_compile`), on or off.
+        fold_batch_norm: run Conv-4's first convolution + batch norm as one folded convolution while training
+            (the same function up to rounding): auto (the per-device rule of
+            :func:`oneshot.runtime.resolve_fold_batch_norm`), on or off.
         threads: intra-op threads for this run (0: PyTorch's default, one per core).
         rotated_classes: train on each training class's four 90-degree rotations as four classes
             (:func:`oneshot.data.imageset.with_rotated_classes`); validation data is left as it is.
@@ -102,6 +107,7 @@ class TrainConfig:
     resume_every: int = 0
     augment: dict[str, Any] | None = None
     compile: str = "auto"
+    fold_batch_norm: str = "auto"
     threads: int = 0
     rotated_classes: bool = False
 
@@ -381,6 +387,7 @@ def train(
         method.to(device)
         if config.channels_last:
             method.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to accepts it; the stubs omit it
+        set_batch_norm_folding(method, resolve_fold_batch_norm(config.fold_batch_norm, device))
         mode = compile_mode(config.compile, device)
         if mode is not None:
             compile_encoder(method, mode)
