@@ -159,7 +159,9 @@ def _throughput_detail(r: dict) -> list[str]:
     s = r["episode_shape"]
     lines = [
         f"**{_throughput_machine(r)}**: ProtoNet, Conv-4, {s['ways']}-way {s['shots']}-shot {s['queries']}-query {s['size']}x{s['size']} episodes ({s['images']} images), "
-        f"{_loop_settings(r)}, channels_last={r['channels_last']}; median of {len(r['measurements']['oneshot'])} interleaved repeats, "
+        f"{_loop_settings(r)}, channels_last={r['channels_last']}"
+        + (f", first batch norm folded={r['fold_batch_norm']}" if "fold_batch_norm" in r else "")
+        + f"; median of {len(r['measurements']['oneshot'])} interleaved repeats, "
         + (
             f"one GPU beside {r['machine'].get('cpu_count')} host CPU cores (torch {r['machine'].get('torch')}), every loop on the GPU (easyfsl's batches moved there as its README trains)"
             if _on_gpu(r)
