@@ -17,6 +17,8 @@ exe="$work/venv/bin/oneshot"
 "$exe" --version
 "$exe" --help > /dev/null
 "$exe" encoders > /dev/null
+# The fused first-block kernel's C source ships in the wheel and builds here (else training falls back, slower).
+"$work/venv/bin/python" -c "from oneshot.encoders import first_block_kernel as k; assert k.available(), k.unavailable_reason()"
 "$exe" demo --episodes 50 --out "$work/demo"
 # Two Omniglot characters from the evaluation set, read straight from the official zip.
 "$work/venv/bin/python" - "$ONESHOT_DATA/omniglot/images_evaluation.zip" "$work/img" <<'PY'

@@ -1,7 +1,7 @@
 """Do the training-speed levers keep training the same? Short validation curves with and without each.
 
 ProtoNet, Conv-4, Vinyals split, the same seeds: a reference run (one thread, otherwise the defaults) and one run
-per lever (two threads, channels-last off, ``--compile on``, first batch norm not folded), each validated every ``--eval-every`` episodes on the same validation
+per lever (two threads, channels-last off, ``--compile on``, first batch norm not folded, fused first-block kernel off), each validated every ``--eval-every`` episodes on the same validation
 episodes. Writes ``benchmarks/results/lever_curves.json``: per lever its validation accuracies, the largest
 difference from the reference curve and whether every point lies within the two runs' 95% intervals.
 
@@ -37,6 +37,7 @@ LEVERS = {
     "channels_last_off": {"threads": 1, "channels_last": False},
     "compile_on": {"threads": 1, "compile": "on"},
     "fold_bn_off": {"threads": 1, "fold_batch_norm": "off"},  # the reference folds (auto on CPU)
+    "fused_kernel_off": {"threads": 1, "fused_kernel": "off"},  # and runs the fused first-block kernel
 }
 REFERENCE = "threads_1"
 

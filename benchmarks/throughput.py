@@ -61,6 +61,7 @@ from oneshot.runtime import (
     compile_encoder,
     compile_mode,
     resolve_fold_batch_norm,
+    resolve_fused_kernel,
     resolve_precision,
     select_device,
     set_batch_norm_folding,
@@ -112,7 +113,8 @@ def raw_step(data, method_name: str, cfg: TrainConfig, seed: int, split: bool = 
     precision = resolve_precision(cfg.precision, device)
     if cfg.channels_last:
         method.to(memory_format=torch.channels_last)
-    set_batch_norm_folding(method, resolve_fold_batch_norm(cfg.fold_batch_norm, device))  # as train's
+    fold = resolve_fold_batch_norm(cfg.fold_batch_norm, device)  # as train's
+    set_batch_norm_folding(method, fold, fold and resolve_fused_kernel(cfg.fused_kernel, device))
     if compiled:  # the library's own compile path, with the asked mode
         compile_encoder(method, compiled if isinstance(compiled, str) else "default")
     method.train()
@@ -279,7 +281,8 @@ LEVERS: dict[str, dict] = {
     "threads_1": {"cfg": {"threads": 1}, "device": "cpu"},
     "split_forward": {"split": True},
     "fp32": {"cfg": {"precision": "fp32"}},
-    "fold_bn_off": {"cfg": {"fold_batch_norm": "off"}, "device": "cpu"},  # auto folds on CPU
+    "fold_bn_off": {"cfg": {"fold_batch_norm": "off"}, "device": "cpu"},  # auto folds on CPU (and fuses)
+    "fused_kernel_off": {"cfg": {"fused_kernel": "off"}, "device": "cpu"},  # folded, PyTorch's conv + pool + ReLU
     "fold_bn_on": {"cfg": {"fold_batch_norm": "on"}, "device": "cuda"},  # and not on a GPU
 }
 
@@ -392,6 +395,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--precision", default="auto")
     p.add_argument("--fold-bn", default="auto", help="fold Conv-4's first conv + batch norm: auto, on, off (train's --fold-bn)")
+    p.add_argument("--fused-kernel", default="auto", help="the fused first-block CPU kernel: auto, on, off (train's --fused-kernel)")
     p.add_argument("--no-channels-last", action="store_true")
     p.add_argument("--easyfsl-path", default=None, help="folder holding the easyfsl package (pip --target)")
     p.add_argument("--easyfsl-workers", type=int, default=0, help="DataLoader workers for easyfsl")
@@ -428,6 +432,7 @@ def main() -> None:
         threads=args.threads,
         compile=args.compile,
         fold_batch_norm=args.fold_bn,
+        fused_kernel=args.fused_kernel,
     )
     device = select_device(args.device)
     compiled = compile_mode(args.compile, device)  # None, "default" or "reduce-overhead" (CUDA graphs)
@@ -475,6 +480,7 @@ def main() -> None:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "channels_last": not args.no_channels_last,
         "fold_batch_norm": resolve_fold_batch_norm(args.fold_bn, device),
+        "fused_kernel": resolve_fold_batch_norm(args.fold_bn, device) and resolve_fused_kernel(args.fused_kernel, device),
         "allocator_tuned": allocator_tuned,
         "images_per_second": med["oneshot"],
         "images_per_second_with_warmup": med["oneshot_with_warmup"],

@@ -162,13 +162,43 @@ def resolve_fold_batch_norm(choice: str, device: torch.device) -> bool:
     return choice == "on" or (choice == "auto" and device.type == "cpu")
 
 
-def set_batch_norm_folding(module: torch.nn.Module, fold: bool) -> None:
-    """Switch the first-block folding of every Conv-4 inside ``module`` (a method) on or off."""
+FUSED_KERNEL_CHOICES = ("auto", "on", "off")
+
+
+def resolve_fused_kernel(choice: str, device: torch.device) -> bool:
+    """Whether Conv-4's folded first block runs as the fused CPU kernel
+    (:mod:`oneshot.encoders.first_block_kernel`: convolution + max-pool + ReLU in one pass; the same function).
+
+    ``auto``: on for CPU where the kernel builds (a C compiler is present), off on a GPU (it is a CPU kernel);
+    ``on`` where it cannot build is an error that says why.
+    """
+    from oneshot.encoders import first_block_kernel
+
+    if choice not in FUSED_KERNEL_CHOICES:
+        raise OneshotError(f"unknown fused-kernel choice {choice!r}: use one of {', '.join(FUSED_KERNEL_CHOICES)}")
+    if choice == "off" or device.type != "cpu":
+        if choice == "on":
+            raise OneshotError(f"--fused-kernel on is a CPU kernel, not for {device.type}: use auto or off")
+        return False
+    if first_block_kernel.available():
+        return True
+    if choice == "on":
+        raise OneshotError(
+            f"--fused-kernel on: the kernel cannot be built here ({first_block_kernel.unavailable_reason()}); "
+            "use --fused-kernel auto or off"
+        )
+    return False
+
+
+def set_batch_norm_folding(module: torch.nn.Module, fold: bool, fuse: bool = False) -> None:
+    """Switch the first-block folding (and, with it, the fused kernel) of every Conv-4 inside ``module`` (a
+    method) on or off."""
     from oneshot.encoders.conv4 import Conv4
 
     for m in module.modules():
         if isinstance(m, Conv4):
             m.fold_first_batch_norm = fold
+            m.fuse_first_block = fold and fuse
 
 
 def eager() -> contextlib.AbstractContextManager:

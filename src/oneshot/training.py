@@ -36,6 +36,7 @@ from oneshot.runtime import (
     compile_mode,
     eager,
     resolve_fold_batch_norm,
+    resolve_fused_kernel,
     resolve_precision,
     set_batch_norm_folding,
     set_threads,
@@ -227,7 +228,8 @@ def train(
         method.to(device)
         if config.channels_last:
             method.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to accepts it; the stubs omit it
-        set_batch_norm_folding(method, resolve_fold_batch_norm(config.fold_batch_norm, device))
+        fold = resolve_fold_batch_norm(config.fold_batch_norm, device)
+        set_batch_norm_folding(method, fold, fold and resolve_fused_kernel(config.fused_kernel, device))
         mode = compile_mode(config.compile, device)
         if mode is not None:
             compile_encoder(method, mode)

@@ -43,6 +43,9 @@ class TrainConfig:
         fold_batch_norm: run Conv-4's first convolution + batch norm as one folded convolution while training
             (the same function up to rounding): auto (the per-device rule of
             :func:`oneshot.runtime.resolve_fold_batch_norm`), on or off.
+        fused_kernel: with the fold, run the first block's convolution + pooling + ReLU as one CPU kernel (the
+            same function): auto (on for CPU where it builds; :func:`oneshot.runtime.resolve_fused_kernel`), on
+            or off.
         threads: intra-op threads for this run (0: PyTorch's default, one per core).
         rotated_classes: train on each training class's four 90-degree rotations as four classes
             (:func:`oneshot.data.imageset.with_rotated_classes`); validation data is left as it is.
@@ -72,6 +75,7 @@ class TrainConfig:
     augment: dict[str, Any] | None = None
     compile: str = "auto"
     fold_batch_norm: str = "auto"
+    fused_kernel: str = "auto"
     threads: int = 0
     rotated_classes: bool = False
 

@@ -75,6 +75,38 @@ def patch_moments(
     return mean + shift, cov, n
 
 
+def fold_batch_norm(
+    x: torch.Tensor,
+    conv: nn.Conv2d,
+    bn: nn.BatchNorm2d,
+    moments: tuple[torch.Tensor, torch.Tensor, int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weights (O, C, kh, kw) and bias (O,) of the one convolution equal to training-mode ``bn(conv(x))``;
+    updates ``bn``'s running statistics as its forward pass would. Differentiable in ``conv``'s and ``bn``'s
+    parameters (``x`` needs no gradient). ``moments``: the patches' (mean, covariance, count) when already
+    computed (the fused kernel's one-pass version), else :func:`patch_moments`."""
+    kernel = (int(conv.kernel_size[0]), int(conv.kernel_size[1]))
+    padding = (int(conv.padding[0]), int(conv.padding[1]))  # type: ignore[index]  # foldable: a tuple of ints
+    dtype = torch.promote_types(conv.weight.dtype, torch.float32)
+    with torch.autocast(x.device.type, enabled=False):  # the statistics and the folding in float32 (or float64)
+        mu, cov, n = moments if moments is not None else patch_moments(x, kernel, padding, dtype)
+        mu, cov = mu.to(dtype), cov.to(dtype)
+        weight = conv.weight.to(dtype).flatten(1)  # (O, F)
+        bias = conv.bias.to(dtype) if conv.bias is not None else torch.zeros_like(weight[:, 0])
+        mean = weight @ mu + bias  # (O,)
+        var = ((weight @ cov) * weight).sum(1).clamp_min(0)  # (O,), biased
+        scale = bn.weight / torch.sqrt(var + bn.eps)
+        folded_weight = (conv.weight * scale.view(-1, 1, 1, 1)).to(conv.weight.dtype)
+        folded_bias = (bn.bias + scale * (bias - mean)).to(conv.weight.dtype)
+    with torch.no_grad():
+        bn.num_batches_tracked.add_(1)  # type: ignore[union-attr, operator]  # foldable: present
+        momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)  # type: ignore[arg-type]
+        bn.running_mean.mul_(1 - momentum).add_(mean.to(bn.running_mean.dtype), alpha=momentum)  # type: ignore[union-attr]
+        unbiased = var * (n / max(n - 1, 1))
+        bn.running_var.mul_(1 - momentum).add_(unbiased.to(bn.running_var.dtype), alpha=momentum)  # type: ignore[union-attr]
+    return folded_weight, folded_bias
+
+
 def folded_conv_bn(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> torch.Tensor:
     """``bn(conv(x))`` in training mode as one convolution with folded weights; updates ``bn``'s running statistics.
 
@@ -86,23 +118,5 @@ def folded_conv_bn(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> torc
     Returns:
         (B, O, H', W'), the same values as ``bn(conv(x))`` up to rounding.
     """
-    kernel = (int(conv.kernel_size[0]), int(conv.kernel_size[1]))
-    padding = (int(conv.padding[0]), int(conv.padding[1]))  # type: ignore[index]  # foldable: a tuple of ints
-    dtype = torch.promote_types(conv.weight.dtype, torch.float32)
-    with torch.autocast(x.device.type, enabled=False):  # the statistics and the folding in float32 (or float64)
-        mu, cov, n = patch_moments(x, kernel, padding, dtype)
-        weight = conv.weight.to(dtype).flatten(1)  # (O, F)
-        bias = conv.bias.to(dtype) if conv.bias is not None else torch.zeros_like(weight[:, 0])
-        mean = weight @ mu + bias  # (O,)
-        var = ((weight @ cov) * weight).sum(1).clamp_min(0)  # (O,), biased
-        scale = bn.weight / torch.sqrt(var + bn.eps)
-        folded_weight = (conv.weight * scale.view(-1, 1, 1, 1)).to(conv.weight.dtype)
-        folded_bias = (bn.bias + scale * (bias - mean)).to(conv.weight.dtype)
-    out = F.conv2d(x, folded_weight, folded_bias, padding=padding)
-    with torch.no_grad():
-        bn.num_batches_tracked.add_(1)  # type: ignore[union-attr, operator]  # foldable: present
-        momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)  # type: ignore[arg-type]
-        bn.running_mean.mul_(1 - momentum).add_(mean.to(bn.running_mean.dtype), alpha=momentum)  # type: ignore[union-attr]
-        unbiased = var * (n / max(n - 1, 1))
-        bn.running_var.mul_(1 - momentum).add_(unbiased.to(bn.running_var.dtype), alpha=momentum)  # type: ignore[union-attr]
-    return out
+    weight, bias = fold_batch_norm(x, conv, bn)
+    return F.conv2d(x, weight, bias, padding=conv.padding)
