@@ -161,6 +161,7 @@ def _throughput_detail(r: dict) -> list[str]:
         f"**{_throughput_machine(r)}**: ProtoNet, Conv-4, {s['ways']}-way {s['shots']}-shot {s['queries']}-query {s['size']}x{s['size']} episodes ({s['images']} images), "
         f"{_loop_settings(r)}, channels_last={r['channels_last']}"
         + (f", first batch norm folded={r['fold_batch_norm']}" if "fold_batch_norm" in r else "")
+        + (f", fused first-block kernel={r['fused_kernel']}" if "fused_kernel" in r else "")
         + f"; median of {len(r['measurements']['oneshot'])} interleaved repeats, "
         + (
             f"one GPU beside {r['machine'].get('cpu_count')} host CPU cores (torch {r['machine'].get('torch')}), every loop on the GPU (easyfsl's batches moved there as its README trains)"
@@ -197,6 +198,12 @@ def _throughput_detail(r: dict) -> list[str]:
     if r.get("flops_per_image"):
         notes.append(
             f"{r['flops_per_image'] / 1e6:.1f} MFLOP per image (FlopCounterMode, one real step); threads {r.get('threads')}."
+            + (
+                " The fused first-block kernel's convolution (1.8 MFLOP per image forward + weight gradient) runs outside"
+                " PyTorch and is not counted."
+                if r.get("fused_kernel")
+                else ""
+            )
         )
     if r.get("load_average_1min"):
         load = r["load_average_1min"]
