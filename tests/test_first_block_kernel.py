@@ -123,3 +123,24 @@ def test_a_failing_compiler_is_a_clear_error(monkeypatch, tmp_path) -> None:
     with pytest.raises(RuntimeError, match="false failed"):
         first_block_kernel._build()
     assert not list((tmp_path / "kernels").glob("*.so"))  # nothing half-written left in the cache
+
+
+def test_gradients_are_bit_identical_from_call_to_call() -> None:
+    """Partial sums are added in thread order, not as threads finish: the same inputs give the same bits (exact
+    resume depends on it)."""
+    torch.manual_seed(3)
+    x = torch.rand(37, 1, 28, 28)
+    weight = torch.randn(64, 1, 3, 3, requires_grad=True)
+    bias = torch.randn(64, requires_grad=True)
+    g = torch.randn(37, 64, 14, 14)
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)  # with more than 2 threads, finishing order would change a sum's rounding
+    try:
+        grads = [torch.autograd.grad(FirstBlock.apply(x, weight, bias), (weight, bias), g) for _ in range(5)]
+        moments = [first_block_kernel.patch_moments(x) for _ in range(5)]
+    finally:
+        torch.set_num_threads(before)
+    for gw, gb in grads[1:]:
+        assert torch.equal(gw, grads[0][0]) and torch.equal(gb, grads[0][1])
+    for mean, cov, _ in moments[1:]:
+        assert torch.equal(mean, moments[0][0]) and torch.equal(cov, moments[0][1])

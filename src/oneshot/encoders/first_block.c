@@ -17,6 +17,7 @@
  * Built by oneshot.encoders.first_block_kernel with the system C compiler and loaded with ctypes.
  */
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,14 +109,16 @@ int first_block_backward(const float *image, const uint8_t *code, const void *gr
                          double *grad_bias, int B, int H, int W, int O, int bf16, int threads) {
     if (O > MAX_CHANNELS) return 1;
     int Ho = H / 2, Wo = W / 2;
-    memset(grad_weight, 0, sizeof(double) * TAPS * O);
-    memset(grad_bias, 0, sizeof(double) * O);
+    if (threads < 1) threads = 1;
+    /* One slot of partial sums per thread, added in thread order afterwards: the same sums for the same thread
+     * count on every call (a static schedule gives each thread the same images), so a resumed run retraces an
+     * unbroken one. */
+    double *slots = calloc((size_t)threads * (TAPS + 1) * O, sizeof(double));
+    if (slots == NULL) return 2;
 #pragma omp parallel num_threads(threads)
     {
-        double acc_w[TAPS * MAX_CHANNELS], acc_b[MAX_CHANNELS];
+        double *acc_w = slots + (size_t)omp_get_thread_num() * (TAPS + 1) * O, *acc_b = acc_w + TAPS * O;
         float img_w[TAPS * MAX_CHANNELS], img_b[MAX_CHANNELS];
-        memset(acc_w, 0, sizeof(acc_w));
-        memset(acc_b, 0, sizeof(acc_b));
 #pragma omp for schedule(static)
         for (int b = 0; b < B; b++) {
             const float *img = image + (size_t)b * H * W;
@@ -145,22 +148,26 @@ int first_block_backward(const float *image, const uint8_t *code, const void *gr
             for (int n = 0; n < TAPS * O; n++) acc_w[n] += img_w[n];
             for (int o = 0; o < O; o++) acc_b[o] += img_b[o];
         }
-#pragma omp critical
-        {
-            for (int n = 0; n < TAPS * O; n++) grad_weight[n] += acc_w[n];
-            for (int o = 0; o < O; o++) grad_bias[o] += acc_b[o];
-        }
     }
+    memset(grad_weight, 0, sizeof(double) * TAPS * O);
+    memset(grad_bias, 0, sizeof(double) * O);
+    for (int k = 0; k < threads; k++) {
+        const double *acc_w = slots + (size_t)k * (TAPS + 1) * O, *acc_b = acc_w + TAPS * O;
+        for (int n = 0; n < TAPS * O; n++) grad_weight[n] += acc_w[n];
+        for (int o = 0; o < O; o++) grad_bias[o] += acc_b[o];
+    }
+    free(slots);
     return 0;
 }
 
 int first_block_moments(const float *image, double *sums, double *products, int B, int H, int W, int threads) {
     if (W > MAX_WIDTH) return 1;
-    memset(sums, 0, sizeof(double) * TAPS);
-    memset(products, 0, sizeof(double) * TAPS * TAPS);
+    if (threads < 1) threads = 1;
+    double *slots = calloc((size_t)threads * (TAPS + TAPS * TAPS), sizeof(double)); /* per thread, as above */
+    if (slots == NULL) return 2;
 #pragma omp parallel num_threads(threads)
     {
-        double s_acc[TAPS] = {0}, p_acc[TAPS * TAPS] = {0};
+        double *s_acc = slots + (size_t)omp_get_thread_num() * (TAPS + TAPS * TAPS), *p_acc = s_acc + TAPS;
         float row[3][MAX_WIDTH + 2];
         float s_img[TAPS], p_img[TAPS * TAPS];
 #pragma omp for schedule(static)
@@ -192,12 +199,15 @@ int first_block_moments(const float *image, double *sums, double *products, int 
             for (int t = 0; t < TAPS; t++) s_acc[t] += s_img[t];
             for (int n = 0; n < TAPS * TAPS; n++) p_acc[n] += p_img[n];
         }
-#pragma omp critical
-        {
-            for (int t = 0; t < TAPS; t++) sums[t] += s_acc[t];
-            for (int n = 0; n < TAPS * TAPS; n++) products[n] += p_acc[n];
-        }
     }
+    memset(sums, 0, sizeof(double) * TAPS);
+    memset(products, 0, sizeof(double) * TAPS * TAPS);
+    for (int k = 0; k < threads; k++) {
+        const double *s_acc = slots + (size_t)k * (TAPS + TAPS * TAPS), *p_acc = s_acc + TAPS;
+        for (int t = 0; t < TAPS; t++) sums[t] += s_acc[t];
+        for (int n = 0; n < TAPS * TAPS; n++) products[n] += p_acc[n];
+    }
+    free(slots);
     for (int t = 0; t < TAPS; t++) /* the lower triangle from the upper */
         for (int u = 0; u < t; u++) products[t * TAPS + u] = products[u * TAPS + t];
     return 0;

@@ -143,7 +143,7 @@ def patch_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
     sums = torch.empty(9, dtype=torch.float64)
     products = torch.empty(9, 9, dtype=torch.float64)
     if lib.first_block_moments(_ptr(image), _ptr(sums), _ptr(products), b, h, w, torch.get_num_threads()) != 0:
-        raise RuntimeError(f"first_block_moments failed (images at most {512} pixels wide)")
+        raise RuntimeError("first_block_moments failed (images at most 512 pixels wide, or out of memory)")
     n = b * h * w
     mean = sums / n
     return mean, products / n - torch.outer(mean, mean), n
@@ -195,7 +195,7 @@ class FirstBlock(torch.autograd.Function):
             _ptr(image), _ptr(code), _ptr(g), _ptr(grad_taps), _ptr(grad_bias), b, h, w, o, int(bf16), torch.get_num_threads()
         )
         if status != 0:
-            raise RuntimeError(f"first_block_backward failed (status {status})")
+            raise RuntimeError(f"first_block_backward failed (status {status}: 1 = over 256 channels, 2 = out of memory)")
         return None, grad_taps.t().reshape(o, 1, 3, 3).to(wdtype), grad_bias.to(bdtype)
 
 
