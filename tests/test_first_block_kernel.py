@@ -144,3 +144,12 @@ def test_gradients_are_bit_identical_from_call_to_call() -> None:
         assert torch.equal(gw, grads[0][0]) and torch.equal(gb, grads[0][1])
     for mean, cov, _ in moments[1:]:
         assert torch.equal(mean, moments[0][0]) and torch.equal(cov, moments[0][1])
+
+
+def test_a_float64_network_keeps_pytorch_operators() -> None:
+    """The kernel is float32: a float64 Conv-4 with folding and fusing on runs the folded PyTorch path instead."""
+    net = Conv4().double()
+    set_batch_norm_folding(net, True, True)
+    x = torch.rand(6, 1, 28, 28, dtype=torch.float64)
+    assert not net._fusable(x)
+    assert net(x).dtype == torch.float64

@@ -200,15 +200,17 @@ class FirstBlock(torch.autograd.Function):
 
 
 def fits(x: torch.Tensor, conv: torch.nn.Module) -> bool:
-    """Whether the kernel applies: a CPU float input with 1 channel, a 1 -> O (<= 256) 3 x 3 convolution with
-    padding 1, stride 1, and no gradient wanted for the input."""
+    """Whether the kernel applies: a CPU float32 input with 1 channel, a float32 1 -> O (<= 256) 3 x 3 convolution
+    with padding 1, stride 1, and no gradient wanted for the input (a float64 network keeps PyTorch's operators)."""
     return (
         x.device.type == "cpu"
+        and x.dtype == torch.float32
         and x.dim() == 4
         and x.shape[1] == 1
         and not x.requires_grad
         and isinstance(conv, torch.nn.Conv2d)
         and conv.in_channels == 1
+        and conv.weight.dtype == torch.float32
         and conv.out_channels <= 256
         and conv.kernel_size == (3, 3)
         and conv.padding == (1, 1)
