@@ -43,6 +43,31 @@ DataDir = Annotated[
 ]
 Device = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu or cuda.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
+# The training-speed levers of `oneshot train` (docs/training.md, "Training speed").
+CompileChoice = Annotated[
+    str,
+    typer.Option(
+        "--compile",
+        help="torch.compile the encoder: auto (off where it was measured slower), on, off, or cuda-graphs (a GPU: "
+        "inductor's reduce-overhead mode).",
+    ),
+]
+FoldBnChoice = Annotated[
+    str,
+    typer.Option(
+        "--fold-bn",
+        help="Run Conv-4's first convolution + batch norm as one folded convolution while training (same function): "
+        "auto (on for CPU, where it was measured faster), on or off.",
+    ),
+]
+FusedKernelChoice = Annotated[
+    str,
+    typer.Option(
+        "--fused-kernel",
+        help="With --fold-bn, run Conv-4's first convolution + max-pool + ReLU as one CPU kernel (same function; built "
+        "once with the system C compiler): auto (on for CPU where it builds), on or off.",
+    ),
+]
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
