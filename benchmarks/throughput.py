@@ -60,8 +60,7 @@ from oneshot.runtime import (
     autocast,
     compile_encoder,
     compile_mode,
-    resolve_fold_batch_norm,
-    resolve_fused_kernel,
+    resolve_first_block,
     resolve_precision,
     select_device,
     set_batch_norm_folding,
@@ -113,8 +112,7 @@ def raw_step(data, method_name: str, cfg: TrainConfig, seed: int, split: bool = 
     precision = resolve_precision(cfg.precision, device)
     if cfg.channels_last:
         method.to(memory_format=torch.channels_last)
-    fold = resolve_fold_batch_norm(cfg.fold_batch_norm, device)  # as train's
-    set_batch_norm_folding(method, fold, fold and resolve_fused_kernel(cfg.fused_kernel, device))
+    set_batch_norm_folding(method, *resolve_first_block(cfg.fold_batch_norm, cfg.fused_kernel, device))  # as train's
     if compiled:  # the library's own compile path, with the asked mode
         compile_encoder(method, compiled if isinstance(compiled, str) else "default")
     method.train()
@@ -436,6 +434,7 @@ def main() -> None:
     )
     device = select_device(args.device)
     compiled = compile_mode(args.compile, device)  # None, "default" or "reduce-overhead" (CUDA graphs)
+    first_block = resolve_first_block(args.fold_bn, args.fused_kernel, device)  # (folded, fused), as train's
     step, images = raw_step(data, args.method, cfg, 0, compiled=False)
     flops_per_image = count_flops(step) / images  # the episode's encoder pass and loss, forward and backward
     peak = cpu_peak() if device.type == "cpu" else gpu_peak(device, resolve_precision(args.precision, device))
@@ -479,8 +478,8 @@ def main() -> None:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "channels_last": not args.no_channels_last,
-        "fold_batch_norm": resolve_fold_batch_norm(args.fold_bn, device),
-        "fused_kernel": resolve_fold_batch_norm(args.fold_bn, device) and resolve_fused_kernel(args.fused_kernel, device),
+        "fold_batch_norm": first_block[0],
+        "fused_kernel": first_block[1],
         "allocator_tuned": allocator_tuned,
         "images_per_second": med["oneshot"],
         "images_per_second_with_warmup": med["oneshot_with_warmup"],

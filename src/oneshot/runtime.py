@@ -191,6 +191,13 @@ def resolve_fused_kernel(choice: str, device: torch.device) -> bool:
     return False
 
 
+def resolve_first_block(fold_choice: str, fused_choice: str, device: torch.device) -> tuple[bool, bool]:
+    """Conv-4's first-block levers as ``train`` applies them: (fold the batch norm, run the fused kernel); the
+    kernel only ever runs folded, so its choice is resolved only when the fold is on."""
+    fold = resolve_fold_batch_norm(fold_choice, device)
+    return fold, fold and resolve_fused_kernel(fused_choice, device)
+
+
 def set_batch_norm_folding(module: torch.nn.Module, fold: bool, fuse: bool = False) -> None:
     """Switch the first-block folding (and, with it, the fused kernel) of every Conv-4 inside ``module`` (a
     method) on or off."""

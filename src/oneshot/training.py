@@ -35,8 +35,7 @@ from oneshot.runtime import (
     compile_encoder,
     compile_mode,
     eager,
-    resolve_fold_batch_norm,
-    resolve_fused_kernel,
+    resolve_first_block,
     resolve_precision,
     set_batch_norm_folding,
     set_threads,
@@ -228,8 +227,7 @@ def train(
         method.to(device)
         if config.channels_last:
             method.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to accepts it; the stubs omit it
-        fold = resolve_fold_batch_norm(config.fold_batch_norm, device)
-        set_batch_norm_folding(method, fold, fold and resolve_fused_kernel(config.fused_kernel, device))
+        set_batch_norm_folding(method, *resolve_first_block(config.fold_batch_norm, config.fused_kernel, device))
         mode = compile_mode(config.compile, device)
         if mode is not None:
             compile_encoder(method, mode)

@@ -13,7 +13,8 @@ position, as ``nn.MaxPool2d``; no gradient where the ReLU output is 0, as ``nn.R
 ``tests/test_first_block_kernel.py``.
 
 The C source is compiled once per machine with the system C compiler (``$CC``, else ``cc``) into a cache folder
-(``$ONESHOT_CACHE`` or ``~/.cache/oneshot``; the file name hashes the source, the flags and the compiler) and
+(``$ONESHOT_CACHE`` or ``~/.cache/oneshot``; the file name hashes the source, the flags, the compiler and the
+CPU's feature flags) and
 loaded with :mod:`ctypes`. Where no compiler is found or the build fails, :func:`available` is False, the reason
 is in :func:`unavailable_reason`, and Conv-4 keeps the folded convolution + PyTorch's pooling (the same function).
 """
