@@ -185,10 +185,11 @@ def encoder(checkpoint: str, episodes: int, split: str = "lake", transductive: b
 
     t0, path = time.perf_counter(), resolve_checkpoint(checkpoint).resolve()
     shown = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-    data = load_split("omniglot", split, "val", 28, None)
+    ck = load_checkpoint(path)
+    method = ck.method
+    data = load_split("omniglot", split, "val", ck.preprocessing.size, None)  # at the encoder's own input size
     val_shapes = [(5, 1), (20, 1)] if split == "vinyals" else [(20, 1)]
     views = member_views({"encoder": shown}, data.images)["encoder"]
-    method = load_checkpoint(path).method
     val = {
         tta: score(
             data,

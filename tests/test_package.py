@@ -32,7 +32,7 @@ def test_every_shipped_encoder_is_package_data_and_loads():
     for name, entry in SHIPPED.items():
         path = shipped_path(name)
         assert path.parent == package_dir / "weights" and path.name == entry.file
-        assert load_checkpoint(path).preprocessing.size == 28
+        assert load_checkpoint(path).preprocessing.size == (56 if name == "omniglot-lake-v4" else 28)
         assert resolve_checkpoint(name) == path
     assert resolve_checkpoint("runs/x.safetensors") == Path("runs/x.safetensors")
 
@@ -146,7 +146,22 @@ def test_earlier_default_encoders_keep_their_weights_behind_their_names():
     from oneshot.modalities import load_embedder
     from oneshot.weights import LAKE_DEFAULT
 
-    recorded = {"omniglot-lake-v2": "ac21c59f7f0d34c1"}  # tensors_sha256[:16] its galleries and results recorded
+    # tensors_sha256[:16] their galleries and results recorded
+    recorded = {"omniglot-lake-v2": "ac21c59f7f0d34c1", "omniglot-lake-v3": "9228a72c67eec8a5"}
     for name, digest in recorded.items():
         assert load_embedder(name).fingerprint["tensors_sha256"][:16] == digest
         assert name != LAKE_DEFAULT
+
+
+def test_the_default_lake_encoder_reads_56_pixel_drawings_and_refuses_other_sizes():
+    """``omniglot-lake-v4`` reads 56x56 drawings; already-decoded images of another size are a clear error, not a
+    crash inside the network (files are resized by its own preprocessing)."""
+    from oneshot.modalities import load_embedder
+    from oneshot.weights import LAKE_DEFAULT
+
+    enc = load_embedder(LAKE_DEFAULT)
+    assert enc.preprocessing.size == 56
+    with pytest.raises(OneshotError, match="decode them at 56x56"):
+        enc.embed_images(np.zeros((2, 1, 28, 28), np.uint8))
+    z = enc.embed_images(np.zeros((2, 1, 56, 56), np.uint8))
+    assert z.shape == (2, enc.dim) and np.isfinite(z).all()

@@ -13,7 +13,7 @@ Example::
 
     from oneshot import Gallery
 
-    with Gallery.open("desk.gallery", encoder="omniglot-lake-v3:tta=shift") as g:
+    with Gallery.open("desk.gallery", encoder="omniglot-lake-v4:tta=shift") as g:
         print(g.enrol("alice", ["alice.png"]).warnings)
         g.calibrate_folder("validation_people/", target_far=1e-3)
         print(g.identify(["visitor.png"], k=3)[0].label)    # a label, or None for "unknown"

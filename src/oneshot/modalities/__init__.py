@@ -61,7 +61,11 @@ BUILTIN: dict[str, tuple[str, str]] = {
     ),
     "omniglot-lake-v3": (
         "oneshot.weights:load_omniglot_lake_v3",
-        "ProtoNet Conv-4 (128 filters), Lake split, rotations as classes + stroke augmentation; the default for new Omniglot galleries (shipped)",
+        "ProtoNet Conv-4 (128 filters, 28x28), Lake split, rotations as classes + stroke augmentation; kept for the galleries created with it (shipped)",
+    ),
+    "omniglot-lake-v4": (
+        "oneshot.weights:load_omniglot_lake_v4",
+        "ProtoNet, five conv blocks on 56x56 drawings, Lake split, rotations as classes + stroke augmentation; the default for new Omniglot galleries (shipped)",
     ),
     "text": (
         "oneshot.modalities.text.embedder:builtin",
@@ -117,7 +121,7 @@ def load_embedder(spec: str | Path | Embedder) -> Embedder:
     if name in BUILTIN:
         return _attr(BUILTIN[name][0])()
     base, sep, opts = name.partition(":")
-    if sep and base in BUILTIN:  # options of a built-in: "ecfp:radius=3,bits=1024", "omniglot-lake-v3:tta=shift"
+    if sep and base in BUILTIN:  # options of a built-in: "ecfp:radius=3,bits=1024", "omniglot-lake-v4:tta=shift"
         return _with_options(name, _attr(BUILTIN[base][0]), (), _builtin_options(name, opts))
     path = Path(name)
     if sep and not path.exists() and Path(name.rpartition(":")[0]).is_file():  # "model.safetensors:tta=shift"

@@ -143,5 +143,12 @@ class ImageEmbedder:
         return float(out_of_envelope(images, self.input_envelope).mean())
 
     def embed_images(self, images: np.ndarray) -> np.ndarray:
-        """Already preprocessed uint8 images (B, C, H, W) -> float32 (B, D) (benchmarks, calibration)."""
+        """Already preprocessed uint8 images (B, C, H, W) -> float32 (B, D) (benchmarks, calibration); images of
+        another size or channel count than the encoder's preprocessing are refused (decode them at its size)."""
+        want = (self.preprocessing.channels, self.preprocessing.size, self.preprocessing.size)
+        if images.ndim != 4 or tuple(images.shape[1:]) != want:
+            raise OneshotError(
+                f"images of shape {tuple(images.shape)} given to an encoder that reads (B, {want[0]}, {want[1]}, {want[2]}): "
+                f"decode them at {want[1]}x{want[2]} (e.g. load_omniglot(..., size={want[1]})) or pass files"
+            )
         return self._embed(np.ascontiguousarray(images))
