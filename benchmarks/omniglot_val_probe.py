@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 import torch
+from omniglot_inference import score as score_shapes  # the same scoring as the inference benchmark
 
 from oneshot.checkpoint import load_checkpoint
-from oneshot.evaluation import evaluate
 from oneshot.experiment import load_split
 from oneshot.inference import InferenceOptions, combine, episode_rule, view_embeddings
 from oneshot.provenance import provenance
@@ -49,12 +49,7 @@ def main() -> None:
         members.append({"checkpoint": str(path), "size": ck.preprocessing.size, "method": ck.metadata["method"]})
 
     def score(z: torch.Tensor, n_members: int, tta: str) -> dict:
-        rule = episode_rule(ck.method, n_members, InferenceOptions(tta))
-        out = {}
-        for ways, shots in shapes:
-            r = evaluate(ck.method, data, ways, shots, 15, a.episodes, 0, "cpu", embeddings=z, rule=rule)
-            out[f"{ways}w{shots}s"] = {"accuracy": r.accuracy, "ci95": r.ci95}
-        return out
+        return score_shapes(data, ck.method, z, episode_rule(ck.method, n_members, InferenceOptions(tta)), shapes, a.episodes)
 
     rows = []
     for i, m in enumerate(members):
