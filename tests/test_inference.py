@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from oneshot.cli import app
 from oneshot.data.omniglot import LakeRun
-from oneshot.errors import OneshotError
+from oneshot.errors import OneshotError, OneshotWarning
 from oneshot.evaluation import evaluate, evaluate_lake_runs
 from oneshot.experiment import evaluate_checkpoint
 from oneshot.inference import (
@@ -22,6 +22,7 @@ from oneshot.inference import (
     episode_rule,
     lake_check,
     shift_views,
+    split_overlap_check,
     shifted,
     soft_kmeans,
     view_embeddings,
@@ -134,3 +135,22 @@ def test_evaluate_checkpoint_records_options_and_refuses_misuse(tmp_path):
     assert res.exit_code == 0, res.output
     obj = json.loads(res.stdout)
     assert obj["inference"]["rule"] == "soft_kmeans" and len(obj["ensemble"]) == 2 and np.isfinite(obj["accuracy"])
+
+
+def test_scoring_a_split_part_with_training_characters_of_another_split_warns(omniglot_dir, recwarn):
+    """Lake's background alphabets are Vinyals train and val alphabets; the Vinyals test alphabets are evaluation
+    ones. So a Lake-split encoder on Vinyals test is clean, on Vinyals val it is not, and a Vinyals-split encoder on
+    the Lake split's test part has seen some of its characters."""
+    from oneshot.data.omniglot import character_keys
+
+    lake = [{"data": {"dataset": "omniglot", "split": "lake", "train_part": "train"}}]
+    vinyals = [{"data": {"dataset": "omniglot", "split": "vinyals", "train_part": "train"}}]
+    assert not character_keys("lake", "train", omniglot_dir) & character_keys("vinyals", "test", omniglot_dir)
+    split_overlap_check(lake, "vinyals", "test", omniglot_dir)  # clean: silent
+    split_overlap_check(lake, "lake", "val", omniglot_dir)  # its own split: the split's parts are disjoint
+    split_overlap_check([{"data": {"dataset": "att_faces"}}], "vinyals", "val", omniglot_dir)
+    assert not [w for w in recwarn if issubclass(w.category, OneshotWarning)]
+    with pytest.warns(OneshotWarning, match=r"131 of the 172 characters of the vinyals split's val part"):
+        split_overlap_check(lake, "vinyals", "val", omniglot_dir)
+    with pytest.warns(OneshotWarning, match=r"236 of the 659 characters of the lake split's test part"):
+        split_overlap_check(lake + vinyals, "lake", "test", omniglot_dir)

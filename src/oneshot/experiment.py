@@ -17,7 +17,14 @@ from oneshot.data.omniglot import load_lake_runs, load_omniglot
 from oneshot.encoders import build_encoder, embedding_dim
 from oneshot.errors import OneshotError
 from oneshot.evaluation import EvalResult, LakeRunsResult, evaluate, evaluate_lake_runs, split_embeddings
-from oneshot.inference import InferenceOptions, check_members, ensemble_embeddings, episode_rule, lake_check
+from oneshot.inference import (
+    InferenceOptions,
+    check_members,
+    ensemble_embeddings,
+    episode_rule,
+    lake_check,
+    split_overlap_check,
+)
 from oneshot.methods import METHODS, build_method
 from oneshot.runtime import select_device
 from oneshot.training import TrainConfig, TrainProgress, TrainResult, train
@@ -281,6 +288,8 @@ def evaluate_checkpoint(
         check_episode_shapes(data, shapes, queries, str(folder))
     else:
         data = load_split(dataset, split, part, prep.size, data_dir, None if dataset == "omniglot" else prep)
+        if dataset == "omniglot":
+            split_overlap_check([m.metadata for m in members], split, part, data_dir)
     from oneshot.data.images import domain_warning
 
     msg = domain_warning(data.images[:2000].numpy(), ck.input_envelope, f"{Path(checkpoint).name} ({ck.domain})")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -194,3 +195,32 @@ def lake_check(metadata: Sequence[dict], plain: bool) -> None:
     warnings.warn(
         f"Lake's runs scored by a checkpoint not trained on the Lake split: {LAKE_OVERLAP}", OneshotWarning, stacklevel=3
     )
+
+
+def split_overlap_check(metadata: Sequence[dict], split: str, part: str, data_dir: str | Path | None) -> None:
+    """Warn when an Omniglot checkpoint is scored on a part of *another* split that holds characters it was
+    trained on (a Vinyals-split encoder on the Lake split's test alphabets, a Lake-split encoder on Vinyals val):
+    such a figure is not a one-shot figure. Checked from the character lists alone; silent on clean pairs (a
+    Lake-split encoder on Vinyals test)."""
+    import warnings
+
+    from oneshot.data.omniglot import character_keys
+    from oneshot.errors import OneshotWarning
+
+    evaluated: set[str] | None = None
+    for m in metadata:
+        data = m.get("data") or {}
+        trained = str(data.get("split", "vinyals"))
+        if data.get("dataset", "omniglot") != "omniglot" or trained == split:
+            continue
+        evaluated = character_keys(split, part, data_dir) if evaluated is None else evaluated
+        seen = character_keys(trained, str(data.get("train_part", "train")), data_dir) & evaluated
+        if seen:
+            warnings.warn(
+                f"{len(seen)} of the {len(evaluated)} characters of the {split} split's {part} part are training "
+                f"characters of a checkpoint trained on the {trained} split: this accuracy is not a one-shot figure "
+                f"(score it on --protocol {trained}, or on a part it never saw)",
+                OneshotWarning,
+                stacklevel=3,
+            )
+            return

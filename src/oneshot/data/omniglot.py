@@ -206,6 +206,26 @@ def load_omniglot(
     return ImageSet(torch.cat(images).contiguous(), torch.cat(label_parts), list(lines))
 
 
+def character_keys(split: str, part: str, data_dir: str | Path | None = None) -> set[str]:
+    """The characters (``"Alphabet/characterNN"``, rotations folded) one part of a split draws its classes from,
+    read from the zip listings and split files alone (no image is decoded): the way to check that an encoder
+    trained on one split never saw the characters it is scored on in another (Lake's background alphabets, for
+    example, are Vinyals train and val alphabets, while the Vinyals test alphabets are all evaluation ones)."""
+    if split not in SPLITS or part not in SPLITS[split]:
+        raise OneshotError(f"unknown part {part!r} of Omniglot split {split!r}")
+    if split == "vinyals":
+        return {"/".join(line.split("/")[:2]) for line in _split_lines(part, data_dir)}
+    kind = "evaluation" if part == "test" else "background"
+    path = locate_files("omniglot", [ZIPS[kind]], data_dir)[ZIPS[kind].name]
+    with zipfile.ZipFile(path) as zf:
+        keys = {"/".join(n.split("/")[-3:-1]) for n in zf.namelist() if n.lower().endswith(".png")}
+    if part == "train":
+        return {k for k in keys if k.split("/")[0] not in LAKE_VAL_ALPHABETS}
+    if part == "val":
+        return {k for k in keys if k.split("/")[0] in LAKE_VAL_ALPHABETS}
+    return keys
+
+
 @dataclass
 class LakeRun:
     """One of Lake's official 20-way 1-shot runs.
