@@ -32,6 +32,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 console = Console(stderr=True)
 
 DEFAULT_CHECKPOINT = "omniglot"  # the shipped ProtoNet (oneshot.weights); a path works everywhere a name does
+#: What `oneshot demo` (and `make demo`) evaluates: the default Omniglot encoder of new galleries, trained on the Lake
+#: split's background alphabets only, so it is scored cleanly on the Vinyals test alphabets and on Lake's runs.
+DEMO_CHECKPOINT = "omniglot-lake-v4"
 CHECKPOINT_HELP = "a built-in encoder name (`oneshot encoders`) or a checkpoint file (.safetensors)"
 # `train --augment` and the faces demo: the batch augmentation of photo datasets (oneshot.data.augment.Augment)
 PHOTO_AUGMENT = {"flip": 0.5, "scale": [0.8, 1.0], "rotate": 10.0, "shift": 0.05, "brightness": 0.2, "contrast": 0.2}

@@ -12,7 +12,7 @@ import typer
 
 from oneshot.cli_common import (
     CHECKPOINT_HELP,
-    DEFAULT_CHECKPOINT,
+    DEMO_CHECKPOINT,
     DataDir,
     Device,
     Json,
@@ -35,8 +35,15 @@ def demo(
     ] = "omniglot",
     checkpoint: Annotated[
         Optional[str],
-        typer.Option(help=f"Checkpoint to demonstrate: {CHECKPOINT_HELP}; trained briefly when no such file exists."),
+        typer.Option(
+            help=f"Checkpoint to demonstrate: {CHECKPOINT_HELP}; trained briefly when no such file exists "
+            f"(default: {DEMO_CHECKPOINT} for omniglot)."
+        ),
     ] = None,
+    tta: Annotated[
+        str,
+        typer.Option(help="Test-time augmentation: auto (a built-in encoder's validated choice, else none), none or shift."),
+    ] = "auto",
     out: Annotated[Path, typer.Option(help="Folder for the demo's picture and results (not an existing file).")] = Path(
         "demo-output"
     ),
@@ -58,31 +65,50 @@ def demo(
         return _demo_faces(Path(checkpoint) if checkpoint else FACES_CHECKPOINT, out, episodes, train_minutes, data_dir)
     if what != "omniglot":
         raise OneshotError(f"unknown demo {what!r}: choose omniglot or faces")
+    if tta not in ("auto", "none", "shift"):
+        raise OneshotError(f"--tta {tta!r}: choose auto, none or shift")
 
     from oneshot.checkpoint import load_checkpoint
     from oneshot.experiment import load_split
+    from oneshot.inference import InferenceOptions
     from oneshot.runtime import select_device
     from oneshot.training import TrainConfig
     from oneshot.viz import EpisodePicture, plot_episodes
-    from oneshot.weights import resolve_checkpoint
+    from oneshot.weights import SHIPPED, resolve_checkpoint
 
-    path = resolve_checkpoint(checkpoint or DEFAULT_CHECKPOINT)
+    name = checkpoint or DEMO_CHECKPOINT
+    path = resolve_checkpoint(name)
+    if tta == "auto":
+        tta = SHIPPED[name].tta if name in SHIPPED and not Path(name).exists() else "none"
     shapes = [(5, 1), (20, 1)]
+    split: str | None = "vinyals"
+    lake = False
     if path.is_file():  # a checkpoint of another dataset may not supply the demo's episodes
-        check_evaluation(load_checkpoint(path).metadata, None, "test", None, shapes, 15)
+        data = load_checkpoint(path).metadata.get("data") or {}
+        # Omniglot: scored on the Vinyals test alphabets (evaluation alphabets only, never seen by a Lake-split
+        # encoder); a Lake-split encoder also on Lake's 20 official within-alphabet runs.
+        split = "vinyals" if data.get("dataset", "omniglot") == "omniglot" else None
+        lake = split is not None and data.get("split") == "lake"
+        check_evaluation({"data": data}, split, "test", None, shapes, 15)
     out.mkdir(parents=True, exist_ok=True)
     if not path.is_file():
         typer.echo(f"{path} not found: training a ProtoNet for {train_minutes:g} minutes")
         path = out / "protonet_demo.safetensors"
         cfg = TrainConfig(episodes=100000, eval_every=250, val_episodes=200, max_minutes=train_minutes, device=device)
         train_with_progress(False, None, _loss, "protonet", cfg, path, data_dir=data_dir, command="oneshot demo")
+        name = str(path)
     t0 = time.perf_counter()
-    res = evaluate_with_progress(path, shapes, episodes, False, seed=0, data_dir=data_dir, device=device)
-    typer.echo(f"checkpoint: {path}")
+    opts = InferenceOptions(tta)
+    res = evaluate_with_progress(
+        path, shapes, episodes, False, seed=0, data_dir=data_dir, device=device, split=split, inference=opts, lake_runs=lake
+    )
+    typer.echo(f"checkpoint: {name}" + (f" (test-time augmentation: {tta})" if tta != "none" else ""))
     for r in res.results:
         typer.echo(
             f"{r.ways}-way {r.shots}-shot on unseen Omniglot alphabets: {100 * r.accuracy:.2f}% +- {100 * r.ci95:.2f} (95% CI, {r.episodes} episodes)"
         )
+    if res.lake_runs is not None:
+        typer.echo(f"Lake's 20 official within-alphabet 20-way 1-shot runs: {100 * res.lake_runs.accuracy:.2f}%")
     # Picture: three 5-way 1-shot test episodes, 2 queries per class.
     dev = select_device(device)
     ck = load_checkpoint(path, device=dev)

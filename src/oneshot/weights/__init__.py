@@ -28,6 +28,8 @@ class ShippedEncoder:
     modality: str
     trained_on: str
     figures: str
+    #: The test-time augmentation its validation chose (`oneshot demo` uses it; a gallery names it: ``NAME:tta=shift``).
+    tta: str = "none"
 
 
 SHIPPED: dict[str, ShippedEncoder] = {
@@ -58,6 +60,7 @@ SHIPPED: dict[str, ShippedEncoder] = {
             "validation alphabets (28x28), 42 CPU minutes (10089 episodes, best on val 20w1s 91.7 at episode 6000); "
             "superseded by omniglot-lake-v3 for new galleries, kept unchanged so galleries created with it still open",
             "Lake's 20 runs 89.25 (92.50 with --tta shift); open-set gallery figures in benchmarks/results/gallery_open_set_protonet_conv4_lake_v2.json",
+            tta="shift",
         ),
         ShippedEncoder(
             "omniglot-lake-v3",
@@ -65,6 +68,7 @@ SHIPPED: dict[str, ShippedEncoder] = {
             "image",
             "ProtoNet Conv-4 with 128 filters per block (-e hidden=128) on the Lake split's background alphabets minus its 5 validation alphabets (28x28), each character's four 90-degree rotations as four classes (--rotated-classes) and the stroke augmentation (--augment), 80 CPU minutes (9084 episodes, best on val 20w1s 95.30 at episode 9084); superseded by omniglot-lake-v4 for new galleries, kept unchanged so galleries created with it still open",
             "figures in benchmarks/results/omniglot_inference_encoder_protonet_conv4_lake_v3.json and gallery_open_set_protonet_conv4_lake_v3*.json",
+            tta="shift",
         ),
         ShippedEncoder(
             LAKE_DEFAULT,
@@ -72,6 +76,7 @@ SHIPPED: dict[str, ShippedEncoder] = {
             "image",
             "ProtoNet with five conv blocks of 64 filters (-e blocks=5) on 56x56 drawings (--size 56), the Lake split's background alphabets minus its 5 validation alphabets, each character's four 90-degree rotations as four classes (--rotated-classes) and the stroke augmentation (--augment), 85 CPU minutes on one thread (9000 episodes, best on val 20w1s 95.70 at episode 9000); the default for new Omniglot galleries calibrated on `--omniglot lake-val`, whose alphabets it never saw",
             "figures in benchmarks/results/omniglot_inference_encoder_protonet_conv4_lake_v4.json and gallery_open_set_protonet_conv4_lake_v4*.json",
+            tta="shift",
         ),
     )
 }
