@@ -1027,8 +1027,15 @@ def inference_table() -> str:
                     + f" | {100 * x['val']['20w1s']['accuracy']:.2f} | | - | |"
                 )
                 continue
+            stem = Path(e["checkpoint"]).stem
+            vt = load(f"omniglot_inference_vinyals_test_{stem}")  # the same encoder on the Vinyals test alphabets
+            if vt is not None and x.get("row") != "transductive" and x["tta"] == vt["tta_choice"]:
+                vin = f"{stem}; TTA {x['tta']} (Lake-split encoder: Vinyals test alphabets unseen)"
+                cells = _shape_cells(vt["results"])
+            else:
+                vin, cells = "", ["-"] * 4
             lines.append(
-                f"| `{e['name']}` alone{chosen} | | - | - | - | - | | {Path(e['checkpoint']).stem}; TTA {x['tta']} "
+                f"| `{e['name']}` alone{chosen} | {vin} | " + " | ".join(cells) + f" | | {stem}; TTA {x['tta']} "
                 f"| {100 * x['lake_runs']['accuracy']:.2f} | {100 * x['val']['20w1s']['accuracy']:.2f} |"
             )
     lines.append("| issue 16 goal (inductive) | | 99.6 | - | 97.6 | 99.1 | | | 96.7 | |")

@@ -6,7 +6,7 @@ import torch
 
 from oneshot.data import ImageSet
 from oneshot.encoders import Conv4
-from oneshot.evaluation import evaluate, mean_ci95
+from oneshot.evaluation import embed_all, embedding_batch, evaluate, mean_ci95
 from oneshot.methods import ProtoNet
 
 
@@ -63,3 +63,18 @@ def test_evaluation_is_repeatable_and_seeded():
     assert 0 <= r1.accuracy <= 1 and r1.ci95 > 0
     # An untrained Conv-4 already separates these classes better than 5-way chance (0.2), not perfectly.
     assert 0.3 < r1.accuracy < 1.0
+
+
+def test_embedding_batch_size_changes_speed_not_embeddings():
+    """The CPU default batches (about 25,000 pixels) give the same embeddings as one large batch."""
+    assert embedding_batch((500, 1, 28, 28), "cpu") == 32 and embedding_batch((500, 1, 56, 56), "cpu") == 16
+    assert embedding_batch((500, 1, 105, 105), "cpu") == 16 and embedding_batch((9, 1, 28, 28), "meta") == 2048
+    torch.manual_seed(0)
+    m = ProtoNet(Conv4())
+    m.train()
+    m.encoder(torch.rand(8, 1, 28, 28))  # batch norm running statistics that are not the identity
+    images = (torch.rand(101, 1, 28, 28) * 255).to(torch.uint8)
+    big = embed_all(m, images, torch.device("cpu"), batch_size=2048)
+    assert big.shape == (101, 64) and not m.training
+    for size in (None, 7, 101):
+        assert torch.allclose(embed_all(m, images, torch.device("cpu"), batch_size=size), big, atol=1e-5)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -60,17 +60,30 @@ class EvalResult:
         return d
 
 
+def embedding_batch(shape: Sequence[int], device: torch.device | str) -> int:
+    """Images per forward pass when embedding many (shape (N, C, H, W)): on a CPU, small batches whose
+    activations stay in cache -- about 25,000 pixels a batch, at least 16 (32 drawings of 28x28, 16 of 56x56):
+    measured 1.5-2x faster than batches of 2048 for Conv-4 on 28x28 and 56x56 (eval mode, so the embeddings
+    are identical); on a GPU, 2048."""
+    if torch.device(device).type != "cpu":
+        return 2048
+    return max(16, 25088 // max(1, int(shape[-1]) * int(shape[-2])))
+
+
 @torch.no_grad()
 def embed_all(
     method: Method,
     images: torch.Tensor,
     device: torch.device,
     precision: str = "fp32",
-    batch_size: int = 2048,
+    batch_size: int | None = None,
     channels_last: bool = True,
 ) -> torch.Tensor:
-    """Embeddings (N, D) float32 on ``device`` of uint8 images (N, C, H, W), in eval mode."""
+    """Embeddings (N, D) float32 on ``device`` of uint8 images (N, C, H, W), in eval mode, ``batch_size`` images
+    at a time (default :func:`embedding_batch`: the embeddings are the same at any batch size, only the speed differs).
+    """
     method.eval()
+    batch_size = batch_size or embedding_batch(images.shape, device)
     out = []
     for start in range(0, images.shape[0], batch_size):
         x = images[start : start + batch_size].to(device).float().div_(255.0)

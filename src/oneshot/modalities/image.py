@@ -43,7 +43,7 @@ class ImageEmbedder:
         self,
         path: str | Path,
         device: str = "cpu",
-        batch_size: int = 256,
+        batch_size: int | None = None,
         spec: str | None = None,
         preprocessing: dict[str, Any] | None = None,
         tta: str = "none",
