@@ -154,3 +154,56 @@ def test_scoring_a_split_part_with_training_characters_of_another_split_warns(om
         split_overlap_check(lake, "vinyals", "val", omniglot_dir)
     with pytest.warns(OneshotWarning, match=r"236 of the 659 characters of the lake split's test part"):
         split_overlap_check(lake + vinyals, "lake", "test", omniglot_dir)
+
+
+def test_ensemble_members_read_their_own_input_sizes(tmp_path):
+    """A 28x28 and a 32x32 member: each embeds the folder decoded at its own size, so the ensemble scores the
+    same in either order (the sum of the members' distances), and members of other preprocessing are refused."""
+    from dataclasses import replace
+
+    from oneshot.checkpoint import load_checkpoint, save_checkpoint
+
+    a = make_checkpoint(tmp_path / "a.safetensors", 0)
+    ck = load_checkpoint(make_checkpoint(tmp_path / "b0.safetensors", 1))
+    meta = {k: ck.metadata[k] for k in ("encoder", "encoder_options")}
+    b = save_checkpoint(
+        tmp_path / "b.safetensors", ck.method, {**meta, "preprocessing": replace(ck.preprocessing, size=32).to_dict()}
+    )
+    data = synthetic_set(6, 5)
+    for c in range(6):
+        write_pngs(tmp_path / "f" / f"c{c}", data.images[data.labels == c].numpy())
+    args = dict(shapes=[(3, 1)], episodes=30, queries=2, folder=tmp_path / "f", inference=InferenceOptions("shift"))
+    ab = evaluate_checkpoint(a, ensemble=[b], **args).results[0].per_episode
+    ba = evaluate_checkpoint(b, ensemble=[a], **args).results[0].per_episode
+    assert np.allclose(ab, ba)
+    inverted = save_checkpoint(
+        tmp_path / "c.safetensors", ck.method, {**meta, "preprocessing": replace(ck.preprocessing, invert=False).to_dict()}
+    )
+    with pytest.raises(OneshotError, match="share their training preprocessing"):
+        evaluate_checkpoint(a, ensemble=[inverted], **args)
+    with pytest.raises(OneshotError, match="one tensor of the same images per member"):
+        ensemble_embeddings([load_checkpoint(a).method] * 2, [data.images], CPU)
+
+
+@pytest.mark.slow
+def test_mixed_size_ensemble_on_lakes_runs_equals_its_members_by_hand(omniglot_dir):
+    """The shipped 28x28 v3 and 56x56 v4 Lake-split encoders together on Lake's runs: the same score as
+    combining each member's embeddings of the runs decoded at its own size, by hand."""
+    from oneshot.checkpoint import load_checkpoint
+    from oneshot.data.omniglot import load_lake_runs
+    from oneshot.inference import combine
+    from oneshot.methods.base import nearest_prototype
+    from oneshot.weights import resolve_checkpoint
+
+    v3, v4 = resolve_checkpoint("omniglot-lake-v3"), resolve_checkpoint("omniglot-lake-v4")
+    res = evaluate_checkpoint(v4, [], ensemble=[v3], lake_runs=True, data_dir=omniglot_dir)
+    members = [
+        (load_checkpoint(v4).method, load_lake_runs(56, omniglot_dir)),
+        (load_checkpoint(v3).method, load_lake_runs(28, omniglot_dir)),
+    ]
+    right = 0
+    for i in range(20):
+        s = combine([view_embeddings(m, runs[i].support, CPU) for m, runs in members])
+        q = combine([view_embeddings(m, runs[i].queries, CPU) for m, runs in members])
+        right += int((nearest_prototype(s, torch.arange(20), q, 20).argmax(1) == members[0][1][i].targets).sum())
+    assert res.lake_runs.accuracy == pytest.approx(right / 400) and right > 370

@@ -206,20 +206,25 @@ def evaluate_lake_runs(
     device: torch.device | str = "cpu",
     embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
     rule: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None,
+    embedded: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> LakeRunsResult:
     """Lake et al.'s 20 within-alphabet 20-way 1-shot runs, scored as in the original benchmark.
 
     Each of the 20 test drawings of a run is assigned to one of the run's 20 training drawings; a run's
     error rate is the fraction assigned wrongly, and the score is the mean over the 20 runs. With ``embed``
     (uint8 images (N, C, H, W) -> (N, D)) a run is scored from embeddings by ``rule`` (default the method's
-    ``classify_embeddings``), as :func:`evaluate` does; without, by ``method.classify``.
+    ``classify_embeddings``), as :func:`evaluate` does; without, by ``method.classify``. ``embedded`` gives each
+    run's (support, queries) embeddings ((20, D), (20, D)) already made (an ensemble whose members read other
+    input sizes), scored by ``rule`` the same way.
     """
     device = torch.device(device)
     method.eval()
     errors = []
-    for run in runs:
+    for i, run in enumerate(runs):
         labels = torch.arange(run.support.shape[0], device=device)
-        if embed is not None:
+        if embedded is not None:
+            logits = (rule or method.classify_embeddings)(embedded[i][0], labels, embedded[i][1], len(labels))
+        elif embed is not None:
             logits = (rule or method.classify_embeddings)(embed(run.support), labels, embed(run.queries), len(labels))
         else:
             s = run.support.to(device).float().div_(255.0)

@@ -290,6 +290,19 @@ def evaluate_checkpoint(
         data = load_split(dataset, split, part, prep.size, data_dir, None if dataset == "omniglot" else prep)
         if dataset == "omniglot":
             split_overlap_check([m.metadata for m in members], split, part, data_dir)
+    # Ensemble members may read their inputs at other sizes: the same images, decoded again at each member's size.
+    sizes = [m.preprocessing.size for m in members]
+    images_at = {prep.size: data.images}
+    for size in sorted(set(sizes) - {prep.size}):
+        at = prep.with_overrides(size=size)
+        other = (
+            load_image_folder(folder, at)
+            if folder is not None
+            else load_split(dataset, split, part, size, data_dir, None if dataset == "omniglot" else at)
+        )
+        if not torch.equal(other.labels, data.labels):
+            raise OneshotError(f"the data decoded at {size}x{size} differs from the data at {prep.size}x{prep.size}")
+        images_at[size] = other.images
     from oneshot.data.images import domain_warning
 
     msg = domain_warning(data.images[:2000].numpy(), ck.input_envelope, f"{Path(checkpoint).name} ({ck.domain})")
@@ -300,9 +313,14 @@ def evaluate_checkpoint(
 
         warnings.warn(msg, InputWarning, stacklevel=2)
     t0 = time.perf_counter()
-    embed = None if plain else lambda x: ensemble_embeddings([m.method for m in members], x, dev, inference.tta)
+    methods = [m.method for m in members]
+
+    def embed(images_of: Callable[[int], torch.Tensor]) -> torch.Tensor:
+        """The ensemble's embeddings (N, D) of the same N images, each member given them at its own size."""
+        return ensemble_embeddings(methods, [images_of(size) for size in sizes], dev, inference.tta)
+
     rule = None if plain else episode_rule(ck.method, len(members), inference)
-    z = split_embeddings(ck.method, data.images, dev) if embed is None else embed(data.images) if shapes else None
+    z = split_embeddings(ck.method, data.images, dev) if plain else embed(images_at.__getitem__) if shapes else None
     res = CheckpointEvaluation(
         str(checkpoint),
         ck.metadata["method"],
@@ -319,7 +337,14 @@ def evaluate_checkpoint(
         res.ensemble = [str(checkpoint), *map(str, ensemble)] if ensemble else []
         res.inference = inference.summary()
     if lake_runs:
-        res.lake_runs = evaluate_lake_runs(ck.method, load_lake_runs(prep.size, data_dir), dev, embed, rule)
+        runs = {size: load_lake_runs(size, data_dir) for size in set(sizes)}
+        embedded = None
+        if not plain:
+            embedded = [
+                (embed(lambda s: runs[s][i].support), embed(lambda s: runs[s][i].queries))  # noqa: B023 -- called at once
+                for i in range(len(runs[prep.size]))
+            ]
+        res.lake_runs = evaluate_lake_runs(ck.method, runs[prep.size], dev, rule=rule, embedded=embedded)
     if verification or roc_png or det_png:
         from oneshot.verification import evaluate_verification, plot_det, plot_roc
 

@@ -124,9 +124,15 @@ def combine(views: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([F.normalize(m, dim=1) for m in means], 1) / math.sqrt(len(means))
 
 
-def ensemble_embeddings(methods: Sequence[Method], images: torch.Tensor, device: torch.device, tta: str = "none") -> torch.Tensor:
-    """Embeddings (N, D) of uint8 images (N, C, H, W) under ``tta`` by one method or an ensemble (:func:`combine`)."""
-    return combine([view_embeddings(m, images, device, tta) for m in methods])
+def ensemble_embeddings(
+    methods: Sequence[Method], images: torch.Tensor | Sequence[torch.Tensor], device: torch.device, tta: str = "none"
+) -> torch.Tensor:
+    """Embeddings (N, D) of uint8 images (N, C, H, W) under ``tta`` by one method or an ensemble (:func:`combine`);
+    ``images`` may be one tensor per method (the same N images at each member's input size)."""
+    per_member = [images] * len(methods) if isinstance(images, torch.Tensor) else list(images)
+    if len(per_member) != len(methods) or len({x.shape[0] for x in per_member}) != 1:
+        raise OneshotError("ensemble_embeddings needs one tensor of the same images per member")
+    return combine([view_embeddings(m, x, device, tta) for m, x in zip(methods, per_member, strict=True)])
 
 
 def soft_kmeans(
@@ -163,11 +169,13 @@ def episode_rule(method: Method, members: int, options: InferenceOptions) -> Rul
 
 def check_members(methods: Sequence[Method], metadata: Sequence[dict], options: InferenceOptions) -> None:
     """Refuse ensembles or options the members cannot take: every member must embed inputs independently
-    when any option is on or there are several, and members must share the split and preprocessing."""
+    when any option is on or there are several, and members must share the split and preprocessing (input sizes
+    may differ)."""
     if (len(methods) > 1 or not options.default) and not all(m.embeds_independently for m in methods):
         raise OneshotError("--tta, --transductive and several --checkpoint need methods that embed each input alone")
-    for key in ("data", "preprocessing"):
-        values = {repr(m.get(key)) for m in metadata}
+    # Members may read different input sizes (each is given the images decoded at its own size), nothing else.
+    unsized = [{**(m.get("preprocessing") or {}), "size": None} for m in metadata]
+    for key, values in (("data", {repr(m.get("data")) for m in metadata}), ("preprocessing", {repr(p) for p in unsized})):
         if len(values) > 1:
             raise OneshotError(f"ensemble members must share their training {key}: {' vs '.join(sorted(values))}")
 
