@@ -30,10 +30,17 @@ shapes (1000 episodes), with the TTA its Lake-split validation chose. Clean: the
 evaluation alphabets, none of which a Lake-split encoder saw (the script checks the character lists). Vinyals
 *val* is not used: 4 of its 5 alphabets are Lake background alphabets the encoder was trained on.
 
+``lake-choice`` (reads ``benchmarks/results/omniglot_val_probe_lake.json``, the Lake-split validation of the
+shipped Lake-split encoders alone and together, with and without TTA, ``benchmarks/omniglot_val_probe.py``; writes
+``benchmarks/results/omniglot_inference_lake_choice.json``): the configuration with the best val 20w1s (ties: fewer
+members, no TTA) on Lake's 20 runs and on the four Vinyals test shapes (clean for Lake-split encoders, as above).
+Members may read different input sizes (v3 28x28, v4 56x56): each is given the images decoded at its own size.
+
     python benchmarks/omniglot_inference.py select
     python benchmarks/omniglot_inference.py test
     python benchmarks/omniglot_inference.py encoder --checkpoint omniglot-lake-v2
     python benchmarks/omniglot_inference.py vinyals-test --checkpoint omniglot-lake-v4
+    python benchmarks/omniglot_inference.py lake-choice
 """
 
 from __future__ import annotations
@@ -274,9 +281,42 @@ def vinyals_test(checkpoint: str, episodes: int) -> None:
     (RESULTS / f"omniglot_inference_vinyals_test_{path.stem}.json").write_text(json.dumps(out, indent=1) + "\n")
 
 
+def lake_choice(episodes: int) -> None:
+    """The Lake-split validation's best configuration of the shipped Lake-split encoders, on Lake's runs and on
+    the Vinyals test shapes."""
+    from oneshot.data.omniglot import character_keys
+
+    probe = json.loads((RESULTS / "omniglot_val_probe_lake.json").read_text())
+    best = max(probe["rows"], key=lambda r: (round(r["20w1s"]["accuracy"], 5), -len(r["members"]), r["tta"] == "none"))
+    paths, opts = [ROOT / p for p in best["members"]], InferenceOptions(best["tta"])
+    if any(load_checkpoint(p).metadata.get("data", {}).get("split") != "lake" for p in paths):
+        raise SystemExit("the probe's members must all be Lake-split encoders")
+    if character_keys("lake", "train", None) & character_keys("vinyals", "test", None):
+        raise SystemExit("Vinyals test characters among the Lake training characters: not a clean test")
+    t0, rows = time.perf_counter(), []
+    for kind, extra in (
+        ("lake", "--lake-runs --ways 20 --episodes 1"),
+        ("vinyals", f"--protocol vinyals --standard --episodes {episodes}"),
+    ):
+        lake = kind == "lake"
+        res = evaluate_checkpoint(
+            paths[0], [] if lake else STANDARD_SHAPES, episodes, split=kind, ensemble=paths[1:], inference=opts, lake_runs=lake
+        )
+        figs = (
+            f"Lake's runs {100 * res.lake_runs.accuracy:.2f}"
+            if lake
+            else " / ".join(f"{100 * r.accuracy:.2f}" for r in res.results)
+        )
+        print(kind, best["members"], best["tta"], figs, flush=True)
+        rows.append(dict(res.to_dict(), split=kind, cli=cli(best["members"], opts, extra)))
+    out = {"benchmark": "omniglot_inference_lake_choice", "choice": best, "probe": probe["command"], "rows": rows}
+    out.update(seconds=time.perf_counter() - t0, **provenance(command_line()))
+    (RESULTS / "omniglot_inference_lake_choice.json").write_text(json.dumps(out, indent=1) + "\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("step", choices=("select", "test", "encoder", "vinyals-test"))
+    p.add_argument("step", choices=("select", "test", "encoder", "vinyals-test", "lake-choice"))
     p.add_argument("--episodes", type=int, default=1000)
     p.add_argument("--checkpoint", default="omniglot-lake-v2", help="encoder step: a built-in name or checkpoint file")
     p.add_argument("--split", choices=("lake", "vinyals"), default="lake", help="encoder step: the split it was trained on")
@@ -288,6 +328,8 @@ def main() -> None:
         encoder(a.checkpoint, a.episodes, a.split, a.transductive)
     elif a.step == "vinyals-test":
         vinyals_test(a.checkpoint, a.episodes)
+    elif a.step == "lake-choice":
+        lake_choice(a.episodes)
     else:
         select(a.episodes) if a.step == "select" else test(a.episodes)
 
