@@ -5,7 +5,10 @@ Two steps, each through the one evaluation path (``oneshot.evaluation.evaluate``
 ``select`` (VALIDATION only; writes ``benchmarks/results/omniglot_inference_val.json``):
   * Vinyals val, 1000 episodes of 5w1s and 20w1s (15 queries, seed 0): the default ProtoNet alone and in
     ensembles with the other committed Vinyals-split encoders (Siamese, memory, and the 128-filter augmented
-    ProtoNet ``models/protonet_conv4_vinyals_w128.safetensors``), each without and with shift TTA; the inductive configuration kept is the best 20w1s (ties: fewer checkpoints, no TTA).
+    ProtoNet ``models/protonet_conv4_vinyals_w128.safetensors``, and with it the five-block 56x56 ProtoNet
+    ``models/protonet_conv4b5_s56_vinyals.safetensors``: each member reads the images decoded at its own size),
+    each without and with shift TTA; the inductive configuration kept is the best 20w1s (ties: fewer checkpoints,
+    no TTA).
     Transductive soft k-means on the default ProtoNet (with TTA when TTA helped it): steps x temperature grid,
     the best 20w1s kept.
   * Lake split val (the 5 background alphabets held out of training), 1000 20w1s episodes, for Lake's runs:
@@ -65,6 +68,8 @@ VINYALS = {
     "siamese": "models/siamese_conv4_vinyals.safetensors",
     "memory": "models/memory_conv4_vinyals.safetensors",
     "protonet_w128": "models/protonet_conv4_vinyals_w128.safetensors",  # 128 filters + stroke augmentation, not kept alone
+    # five blocks on 56x56 drawings + stroke augmentation (omniglot_s56_candidates.json), not kept alone
+    "protonet_b5_s56": "models/protonet_conv4b5_s56_vinyals.safetensors",
 }
 LAKE = {
     "protonet_lake": "src/oneshot/weights/protonet_conv4_lake.safetensors",
@@ -74,11 +79,27 @@ STEPS = (1, 2, 3, 5, 10)
 TEMPERATURES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 64.0)
 
 
-def member_views(members: dict[str, str], images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Each member's five shift views (5, N, D) of the images (view 0: the image itself, i.e. no TTA)."""
-    return {
-        n: view_embeddings(load_checkpoint(ROOT / p).method, images, torch.device("cpu"), "shift") for n, p in members.items()
-    }
+def member_views(members: dict[str, str], images_at) -> dict[str, torch.Tensor]:
+    """Each member's five shift views (5, N, D) of the images (view 0: the image itself, i.e. no TTA);
+    ``images_at(size)`` gives the same images decoded at a member's input size."""
+    out = {}
+    for n, p in members.items():
+        ck = load_checkpoint(ROOT / p)
+        out[n] = view_embeddings(ck.method, images_at(ck.preprocessing.size), torch.device("cpu"), "shift")
+    return out
+
+
+def split_at(split: str, part: str):
+    """``size -> images`` of one split part, each size decoded once (labels checked equal across sizes)."""
+    cache: dict[int, object] = {}
+
+    def images_at(size: int) -> torch.Tensor:
+        if size not in cache:
+            cache[size] = load_split("omniglot", split, part, size, None)
+            assert torch.equal(cache[size].labels, next(iter(cache.values())).labels)
+        return cache[size].images
+
+    return images_at
 
 
 def score(data, method, z, rule, shapes, episodes) -> dict:
@@ -93,7 +114,7 @@ def score(data, method, z, rule, shapes, episodes) -> dict:
 def select_split(split: str, members: dict[str, str], combos: list[tuple[str, ...]], shapes, episodes: int) -> dict:
     """Val grid of one split: inductive rows (combos x TTA), the choice, then the soft k-means grid."""
     data = load_split("omniglot", split, "val", 28, None)
-    views = member_views(members, data.images)
+    views = member_views(members, split_at(split, "val"))
     first = load_checkpoint(ROOT / members[combos[0][0]]).method
     rows, key = [], f"{shapes[-1][0]}w{shapes[-1][1]}s"
     for combo in combos:
@@ -142,6 +163,7 @@ def select(episodes: int) -> None:
         ("protonet", "siamese"),
         ("protonet", "siamese", "memory"),
         ("protonet", "protonet_w128"),
+        ("protonet", "protonet_w128", "protonet_b5_s56"),  # members of two input sizes (28x28, 56x56)
     ]
     out = {
         "benchmark": "omniglot_inference_val",
@@ -203,7 +225,7 @@ def encoder(checkpoint: str, episodes: int, split: str = "lake", transductive: b
     method = ck.method
     data = load_split("omniglot", split, "val", ck.preprocessing.size, None)  # at the encoder's own input size
     val_shapes = [(5, 1), (20, 1)] if split == "vinyals" else [(20, 1)]
-    views = member_views({"encoder": shown}, data.images)["encoder"]
+    views = member_views({"encoder": shown}, lambda size: data.images)["encoder"]
     val = {
         tta: score(
             data,
