@@ -1038,6 +1038,21 @@ def inference_table() -> str:
                 f"| `{e['name']}` alone{chosen} | {vin} | " + " | ".join(cells) + f" | | {stem}; TTA {x['tta']} "
                 f"| {100 * x['lake_runs']['accuracy']:.2f} | {100 * x['val']['20w1s']['accuracy']:.2f} |"
             )
+    lc = load("omniglot_inference_lake_choice")  # Lake-split val's best among the shipped Lake encoders and ensembles
+    if lc is not None:
+        by = {x["split"]: x for x in lc["rows"]}
+        names = " + ".join(Path(p).stem for p in lc["choice"]["members"])
+        vin = by.get("vinyals")
+        lk = by.get("lake")
+        lines.append(
+            f"| Lake-split encoders, val's choice (members at their own input sizes) | "
+            + (f"{names}; TTA {lc['choice']['tta']} (Vinyals test alphabets unseen)" if vin else "")
+            + " | "
+            + " | ".join(_shape_cells(vin["results"]) if vin else ["-"] * 4)
+            + f" | | {names}; TTA {lc['choice']['tta']} | "
+            + (f"{100 * lk['lake_runs']['accuracy']:.2f}" if lk else "-")
+            + f" | {100 * lc['choice']['20w1s']['accuracy']:.2f} |"
+        )
     lines.append("| issue 16 goal (inductive) | | 99.6 | - | 97.6 | 99.1 | | | 96.7 | |")
     lines.append("")
     lines.append(
