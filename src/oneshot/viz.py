@@ -70,13 +70,13 @@ def plot_episodes(episodes: list[EpisodePicture], path: str | Path, invert: bool
             ok = ep.predicted[q] == ep.truth[q]
             colour = RIGHT if ok else WRONG
             mark = "right" if ok else f"wrong (is {ep.truth[q]})"
-            ax.set_title(f"-> {ep.predicted[q]}  {mark}", fontsize=7, color=colour)
+            ax.set_title(f"-> {ep.predicted[q]}\n{mark}", fontsize=7, color=colour)
             for s in ax.spines.values():
                 s.set_edgecolor(colour)
                 s.set_linewidth(3)
         axes[2 * i + 1, 0].set_ylabel("queries", fontsize=8)
         if ep.title:
-            axes[2 * i, 0].annotate(ep.title, (0, 1.45), xycoords="axes fraction", fontsize=9, weight="bold")
+            axes[2 * i, 0].annotate(ep.title, (0, 1.85), xycoords="axes fraction", fontsize=9, weight="bold")
     fig.suptitle("One-shot episodes: one drawing per class (top), queries and predictions (bottom)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
