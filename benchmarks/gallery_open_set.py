@@ -1,12 +1,11 @@
 """Open-set Omniglot through the gallery: enrol 100 characters from one drawing, reject 500 strangers.
 
 Encoder (``--encoder``: a built-in name or a checkpoint file): by default the gallery's default Omniglot
-encoder ``omniglot-lake-v3``, a ProtoNet/Conv-4 trained on the Lake split's background alphabets
-(``src/oneshot/weights/protonet_conv4_lake_v3.safetensors``; its training command is in its metadata,
-``oneshot info omniglot-lake-v3``); ``--tta shift`` embeds with shift test-time augmentation (the gallery's
-``omniglot-lake-v3:tta=shift``). Earlier encoders stay measurable by name (``omniglot-lake-v2``). The first such encoder, ``omniglot-lake``
-(``src/oneshot/weights/protonet_conv4_lake.safetensors``, 12 CPU minutes), stays measurable with
-``--encoder omniglot-lake``.
+encoder (``oneshot.weights.LAKE_DEFAULT``, ``omniglot-lake-v4`` since 2026-11-27: five conv blocks on 56x56
+drawings, trained on the Lake split's background alphabets; its training command is in its metadata,
+``oneshot info omniglot-lake-v4``); ``--tta shift`` embeds with shift test-time augmentation (the gallery's
+``omniglot-lake-v4:tta=shift``, the TTA its validation chose). Earlier encoders stay measurable by name
+(``omniglot-lake-v3``, ``omniglot-lake-v2``, ``omniglot-lake``).
 
 Protocol, per seed (``--seeds``): from the 659 evaluation-set characters, 100 are enrolled from one random
 drawing each (as PNG files, through ``Gallery.enrol``); queries are their 19 other drawings (1,900 genuine)
