@@ -207,3 +207,39 @@ def test_mixed_size_ensemble_on_lakes_runs_equals_its_members_by_hand(omniglot_d
         q = combine([view_embeddings(m, runs[i].queries, CPU) for m, runs in members])
         right += int((nearest_prototype(s, torch.arange(20), q, 20).argmax(1) == members[0][1][i].targets).sum())
     assert res.lake_runs.accuracy == pytest.approx(right / 400) and right > 370
+
+
+def test_a_short_evaluation_embeds_only_the_images_its_episodes_draw(tmp_path, monkeypatch):
+    """Two episodes of a 30-image folder draw 18 images at most: only those are embedded, and the scores are the
+    ones of the whole-split path, plain and with TTA."""
+    from oneshot.checkpoint import load_checkpoint
+    from oneshot.data.folder import load_image_folder
+    from oneshot.evaluation import episode_images
+    from oneshot.inference import view_embeddings as real_views
+
+    a = make_checkpoint(tmp_path / "a.safetensors", 0)
+    data = synthetic_set(6, 5)
+    for c in range(6):
+        write_pngs(tmp_path / "f" / f"c{c}", data.images[data.labels == c].numpy())
+    ck = load_checkpoint(a)
+    folder = load_image_folder(tmp_path / "f", ck.preprocessing)
+    used = episode_images(folder, [(3, 1)], 2, 2, 0)
+    assert 3 <= len(used) <= 18 and (np.diff(used) > 0).all()
+    seen: list[int] = []
+
+    def counting(method, images, device, tta="none", **kw):
+        seen.append(images.shape[0])
+        return real_views(method, images, device, tta, **kw)
+
+    monkeypatch.setattr("oneshot.inference.view_embeddings", counting)
+    args = dict(shapes=[(3, 1)], episodes=2, queries=2, folder=tmp_path / "f")
+    short = evaluate_checkpoint(a, inference=InferenceOptions("shift"), **args).results[0].per_episode
+    assert seen == [len(used)]
+    z = ensemble_embeddings([ck.method], folder.images, CPU, "shift")
+    full = evaluate(
+        ck.method, folder, 3, 1, 2, 2, 0, "cpu", embeddings=z, rule=episode_rule(ck.method, 1, InferenceOptions("shift"))
+    )
+    assert np.allclose(short, full.per_episode)
+    plain = evaluate_checkpoint(a, **args).results[0].per_episode
+    assert np.allclose(plain, evaluate(ck.method, folder, 3, 1, 2, 2, 0, "cpu", precision="fp32").per_episode)
+    assert evaluate_checkpoint(a, shapes=[(3, 1)], episodes=50, queries=2, folder=tmp_path / "f").results[0].episodes == 50

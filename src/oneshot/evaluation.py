@@ -98,6 +98,19 @@ def split_embeddings(method: Method, images: torch.Tensor, device: torch.device,
     return embed_all(method, images, device, precision) if method.embeds_independently else None
 
 
+def episode_images(data: ImageSet, shapes: Sequence[tuple[int, int]], queries: int, episodes: int, seed: int) -> np.ndarray:
+    """Sorted indices of the images that :func:`evaluate`'s seeded episodes of every (ways, shots) in ``shapes``
+    draw (the same samplers, run ahead): a short evaluation need not embed a whole split."""
+    used = [
+        np.concatenate(
+            [np.concatenate([ep.support, ep.query]) for ep in EpisodeSampler(data.class_indices, w, k, queries, episodes, seed)]
+        )
+        for w, k in shapes
+        if episodes > 0
+    ]
+    return np.unique(np.concatenate(used)) if used else np.zeros(0, dtype=np.int64)
+
+
 @torch.no_grad()
 def evaluate(
     method: Method,

@@ -16,7 +16,7 @@ from oneshot.data.imageset import ImageSet
 from oneshot.data.omniglot import load_lake_runs, load_omniglot
 from oneshot.encoders import build_encoder, embedding_dim
 from oneshot.errors import OneshotError
-from oneshot.evaluation import EvalResult, LakeRunsResult, evaluate, evaluate_lake_runs, split_embeddings
+from oneshot.evaluation import EvalResult, LakeRunsResult, episode_images, evaluate, evaluate_lake_runs, split_embeddings
 from oneshot.inference import (
     InferenceOptions,
     check_members,
@@ -320,7 +320,20 @@ def evaluate_checkpoint(
         return ensemble_embeddings(methods, [images_of(size) for size in sizes], dev, inference.tta)
 
     rule = None if plain else episode_rule(ck.method, len(members), inference)
-    z = split_embeddings(ck.method, data.images, dev) if plain else embed(images_at.__getitem__) if shapes else None
+    # Embeddings of the images the episodes draw: the whole split, or only those drawn when that is much fewer
+    # (each image is embedded alone, so the scores are the same); verification pairs draw from the whole split.
+    pairs = verification or roc_png or det_png
+    used = None if pairs else episode_images(data, shapes, queries, episodes, seed)
+    if used is not None and len(used) > 0.8 * len(data.labels):
+        used = None
+    if not shapes and not pairs:
+        z = None
+    elif plain:
+        z = split_embeddings(ck.method, data.images if used is None else data.images[used], dev)
+    else:
+        z = embed(lambda s: images_at[s] if used is None else images_at[s][used])
+    if z is not None and used is not None:
+        z = z.new_zeros(len(data.labels), z.shape[1]).index_copy_(0, torch.from_numpy(used).to(z.device), z)
     res = CheckpointEvaluation(
         str(checkpoint),
         ck.metadata["method"],
@@ -345,7 +358,7 @@ def evaluate_checkpoint(
                 for i in range(len(runs[prep.size]))
             ]
         res.lake_runs = evaluate_lake_runs(ck.method, runs[prep.size], dev, rule=rule, embedded=embedded)
-    if verification or roc_png or det_png:
+    if pairs:
         from oneshot.verification import evaluate_verification, plot_det, plot_roc
 
         res.verification = evaluate_verification(ck.method, data, verification_pairs, seed, similarity, dev, embeddings=z)
