@@ -94,9 +94,21 @@ def _on_gpu(r: dict) -> bool:
     return str(r.get("device", "cpu")).startswith("cuda")
 
 
+def _cpu_isa(r: dict) -> str | None:
+    """The CPU's vector instruction set: recorded since 2026-11-27, else read off the peak's derivation."""
+    if r.get("cpu_isa"):
+        return r["cpu_isa"]
+    how = (r.get("peak") or r.get("fp32_peak") or {}).get("how", "")
+    return next((isa for isa in ("AVX-512", "AVX2") if isa in how), None)
+
+
 def _throughput_machine(r: dict) -> str:
-    """The processor a throughput run trained on: the GPU's model on a GPU, else the CPU's."""
-    return r.get("device_name") or r["machine"].get("gpu", "unknown GPU") if _on_gpu(r) else r["machine"].get("cpu", "unknown CPU")
+    """The processor a throughput run trained on: the GPU's model on a GPU, else the CPU's with its vector
+    instruction set (one model name can stand for CPUs of different generations)."""
+    if _on_gpu(r):
+        return r.get("device_name") or r["machine"].get("gpu", "unknown GPU")
+    isa = _cpu_isa(r)
+    return r["machine"].get("cpu", "unknown CPU") + (f" ({isa})" if isa else "")
 
 
 def _throughput_results() -> list[dict]:
@@ -107,6 +119,14 @@ def _throughput_results() -> list[dict]:
         key = _throughput_machine(r)
         if key not in latest or r["date"] > latest[key]["date"]:
             latest[key] = r
+    # a file from before the instruction set was recorded (none in its peak either) gives way to a newer run of the
+    # same model name that records it: it was that machine, or one no longer told apart from it
+    for key, r in list(latest.items()):
+        name = r["machine"].get("cpu")
+        if not _on_gpu(r) and _cpu_isa(r) is None and any(
+            o is not r and not _on_gpu(o) and o["machine"].get("cpu") == name and o["date"] > r["date"] for o in latest.values()
+        ):
+            del latest[key]
     return sorted(latest.values(), key=lambda r: (_on_gpu(r), _throughput_machine(r)))
 
 
@@ -144,6 +164,8 @@ def throughput_table() -> str:
         peak, frac = _peak(r)
         ratio = f"**{r['speedup_over_easyfsl']:.2f}x**" if r.get("speedup_over_easyfsl") else "-"
         of_peak = f"{100 * frac:.1f}% of {peak['gflops']:.0f}" if frac is not None and peak else "- (not recorded)"
+        if peak and not _on_gpu(r) and r["precision"] != peak.get("precision", "fp32"):
+            of_peak += f" (the fp32 peak; the run was {r['precision']})"
         lines.append(
             f"| {_throughput_machine(r)} | {_cores(r)} | {_loop_settings(r)} | {r['images_per_second']:.0f} "
             f"| {r['easyfsl_images_per_second'] or 0:.0f} | {ratio} | {_gflops(r, 'oneshot')} "

@@ -376,10 +376,11 @@ def gpu_slug(device: torch.device) -> str:
     return "-".join(re.findall(r"[a-z0-9]+", torch.cuda.get_device_name(device).lower())) or "gpu"
 
 
-def cpu_slug() -> str:
-    """The CPU model as a file-name part (``intel-xeon-processor``)."""
+def cpu_slug(isa: str | None = None) -> str:
+    """The CPU model, and its vector instruction set when known, as a file-name part (``amd-epyc-avx2``): a
+    virtual machine's model name (``AMD EPYC``) can stand for CPUs of different generations."""
     name = provenance("")["machine"].get("cpu", "unknown")
-    words = re.sub(r"\(r\)|\(tm\)|cpu|@.*", " ", name.lower())
+    words = re.sub(r"\(r\)|\(tm\)|cpu|@.*", " ", name.lower()) + " " + (isa or "").lower()
     return "-".join(re.findall(r"[a-z0-9]+", words)) or "unknown"
 
 
@@ -437,7 +438,8 @@ def main() -> None:
     first_block = resolve_first_block(args.fold_bn, args.fused_kernel, device)  # (folded, fused), as train's
     step, images = raw_step(data, args.method, cfg, 0, compiled=False)
     flops_per_image = count_flops(step) / images  # the episode's encoder pass and loss, forward and backward
-    peak = cpu_peak() if device.type == "cpu" else gpu_peak(device, resolve_precision(args.precision, device))
+    precision = resolve_precision(args.precision, device)
+    peak = cpu_peak(precision=precision) if device.type == "cpu" else gpu_peak(device, precision)
     if args.easyfsl_path:
         sys.path.insert(0, args.easyfsl_path)
     try:
@@ -474,8 +476,9 @@ def main() -> None:
         "method": args.method,
         "encoder": "conv4",
         "episode_shape": {"ways": args.ways, "shots": args.shots, "queries": args.queries, "images": per_episode, "size": 28},
-        "precision": resolve_precision(args.precision, device),
+        "precision": precision,
         "device": str(device),
+        "cpu_isa": getattr(peak, "isa", None) if device.type == "cpu" else None,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "channels_last": not args.no_channels_last,
         "fold_batch_norm": first_block[0],
@@ -507,7 +510,7 @@ def main() -> None:
         "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
         **provenance(command),
     }
-    slug = cpu_slug() if device.type == "cpu" else gpu_slug(device)
+    slug = cpu_slug(result["cpu_isa"]) if device.type == "cpu" else gpu_slug(device)
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"throughput_{args.method}_{slug}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

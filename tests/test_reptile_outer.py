@@ -15,7 +15,7 @@ from torch import nn
 from oneshot.checkpoint import load_checkpoint, save_checkpoint
 from oneshot.methods import Episode, Reptile
 from oneshot.errors import OneshotError
-from oneshot.methods.reptile import annealed, minibatch_schedule
+from oneshot.methods.reptile import annealed, minibatch_schedule, support_batches
 
 
 def tiny_reptile(**kw) -> Reptile:
@@ -195,3 +195,39 @@ def test_committed_checkpoint_loads_with_its_recorded_outer_update():
     q = torch.rand(10, 1, 28, 28)
     with torch.no_grad():
         torch.testing.assert_close(old.classify(x, y, q, 5), new.classify(x, y, q, 5), rtol=0, atol=0)
+
+
+def test_support_batches_deal_the_classes_in_turn():
+    """Test-time mini-batches (Nichol et al.'s eval-batch): round-robin over the classes whatever the support order;
+    a batch of whole classes picks the images ``minibatch_schedule`` picks; 0 or the whole set means no batching."""
+    class_major = torch.tensor([0, 0, 1, 1, 2, 2])
+    assert [b.tolist() for b in support_batches(class_major, 3, 3)] == [[0, 2, 4], [1, 3, 5], [0, 2, 4]]
+    assert [b.tolist() for b in support_batches(class_major, 3, 3)] == [b.tolist() for b in minibatch_schedule(3, 2, 0, 3, 3)]
+    assert [b.tolist() for b in support_batches(class_major, 2, 4)] == [[0, 2], [4, 1], [3, 5], [0, 2]]
+    shuffled = torch.tensor([2, 0, 1, 0, 2, 1])  # class 0 at rows 1, 3; class 1 at 2, 5; class 2 at 0, 4
+    assert [b.tolist() for b in support_batches(shuffled, 3, 2)] == [[1, 2, 0], [3, 5, 4]]
+    unbalanced = torch.tensor([0, 0, 0, 1])
+    assert [b.tolist() for b in support_batches(unbalanced, 2, 3)] == [[0, 3], [1, 2], [0, 3]]
+    assert support_batches(class_major, 0, 5) is None and support_batches(class_major, 6, 5) is None
+    with pytest.raises(OneshotError, match="test_batch"):
+        support_batches(class_major, -1, 5)
+
+
+def test_test_time_minibatches_match_the_brute_force_and_the_batched_path():
+    """``test_batch``: each adaptation step on the dealt rows (brute-force SGD on a copy of the modules), the same
+    under ``vmap`` over episodes as one episode at a time, and different from whole-support adaptation."""
+    model = tiny_reptile(inner_steps=4, test_steps=4, test_batch=2)
+    g = torch.Generator().manual_seed(5)
+    support = torch.randn(2, 6, 4, generator=g, dtype=torch.float64)
+    query = torch.randn(2, 9, 4, generator=g, dtype=torch.float64)
+    labels = torch.arange(3).repeat_interleave(2)
+    params = {k: v.detach() for k, v in model.meta_parameters().items()}
+    adapted = model.test_adapt(params, support[0], labels, 3)
+    want = brute_force_phi(model, support[0], labels, [[0, 2], [4, 1], [3, 5], [0, 2]])
+    for k, v in adapted.items():
+        torch.testing.assert_close(v, want[k], rtol=0, atol=1e-12)
+    one_by_one = torch.stack([model.classify(support[e], labels, query[e], 3) for e in range(2)])
+    torch.testing.assert_close(model.classify_tasks(support, labels, query, 3), one_by_one, rtol=0, atol=1e-10)
+    whole = tiny_reptile(inner_steps=4, test_steps=4).classify(support[0], labels, query[0], 3)
+    assert (whole - one_by_one[0]).abs().max().item() > 1e-4
+    assert model.options()["test_batch"] == 2

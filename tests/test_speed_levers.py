@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from oneshot.cli import app
 from oneshot.errors import OneshotError
-from oneshot.flops import count_flops, cpu_peak, fp32_flops_per_cycle
+from oneshot.flops import count_flops, cpu_peak, fp32_flops_per_cycle, vector_isa
 from oneshot.runtime import compile_mode, resolve_compile, set_threads
 
 runner = CliRunner()
@@ -167,3 +167,18 @@ def test_a_compiled_run_validates_eagerly(tmp_path, monkeypatch):
     assert entered == [False, False]  # two validations, both under eager
     assert res.episodes_run == 4 and (tmp_path / "m.safetensors").is_file()
     assert [p.episode for p in seen] == [1, 2, 3, 4] and all(isinstance(p.loss, float) for p in seen)
+
+
+def test_bf16_peak_counts_native_bf16_only():
+    """bf16 runs are held against a bf16 peak: twice the fp32 rate with AVX512-BF16 dot products, AMX's tile rate
+    with AMX, the fp32 rate where bf16 is only converted (no native unit)."""
+    line = lambda extra: CPUINFO.format(p=0, vendor="AuthenticAMD", family=25, model="AMD EPYC", extra=extra)  # noqa: E731
+    fp32 = cpu_peak(line("avx512f avx512_bf16"))
+    bf16 = cpu_peak(line("avx512f avx512_bf16"), precision="bf16")
+    assert fp32 is not None and bf16 is not None
+    assert (fp32.flops_per_cycle, bf16.flops_per_cycle) == (32, 64) and bf16.precision == "bf16" and "bf16" in bf16.how
+    converted = cpu_peak(line(""), precision="bf16")  # AVX2 + FMA only, like a Zen 3 EPYC
+    assert converted is not None and converted.flops_per_cycle == 32 and converted.isa == "AVX2"
+    amx = cpu_peak(CPUINFO.format(p=0, vendor="GenuineIntel", family=6, model="Xeon", extra="avx512f amx_bf16"), "bf16")
+    assert amx is not None and amx.flops_per_cycle == 1024 and amx.isa == "AVX-512"
+    assert vector_isa({"sse2"}) == "SSE2" and vector_isa({"avx"}) == "AVX"

@@ -61,3 +61,25 @@ def test_throughput_table_has_one_row_per_cpu_or_gpu():
     assert make_tables._loop_settings(gpu) == "fp32, CUDA graphs" and make_tables._loop_settings(cpu) == "bf16"
     old = {"fp32_peak": {"gflops": 100.0}, "fraction_of_fp32_peak": {"oneshot": 0.5}}  # files before GPU rows
     assert make_tables._peak(old) == ({"gflops": 100.0}, 0.5)
+    avx2 = {**cpu, "cpu_isa": "AVX2"}
+    zen4 = {**cpu, "peak": {"how": "2 physical cores x 2.6 GHz x 32 fp32 FLOPs/cycle (AVX-512 on AMD Zen 4: ...)"}}
+    assert make_tables._throughput_machine(avx2) == "Some CPU (AVX2)"  # recorded
+    assert make_tables._throughput_machine(zen4) == "Some CPU (AVX-512)"  # read off an older file's peak
+
+
+def test_one_cpu_model_name_gives_a_row_per_instruction_set(tmp_path, monkeypatch):
+    """Two CPUs sold under one name (a VM's "AMD EPYC") with other vector units are two rows; a file that records
+    neither gives way to a newer run of that name."""
+    import make_tables
+
+    base = {"machine": {"cpu": "AMD EPYC", "cpu_count": 2}, "device": "cpu", "precision": "fp32", "compile": None}
+    files = {
+        "throughput_protonet.json": {**base, "date": "2026-11-24"},
+        "throughput_protonet_amd-epyc.json": {**base, "date": "2026-11-27", "peak": {"how": "x 32 (AVX-512 on AMD Zen 4)"}},
+        "throughput_protonet_amd-epyc-avx2.json": {**base, "date": "2026-11-28", "cpu_isa": "AVX2"},
+    }
+    for name, r in files.items():
+        (tmp_path / name).write_text(json.dumps(r))
+    monkeypatch.setattr(make_tables, "RESULTS", tmp_path)
+    rows = [make_tables._throughput_machine(r) for r in make_tables._throughput_results()]
+    assert rows == ["AMD EPYC (AVX-512)", "AMD EPYC (AVX2)"]

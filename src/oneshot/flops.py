@@ -1,13 +1,15 @@
-"""FLOPs a training step performs and an estimate of the CPU's fp32 peak (``benchmarks/throughput.py``).
+"""FLOPs a training step performs and an estimate of the CPU's peak (``benchmarks/throughput.py``).
 
 The FLOPs are counted, not derived by hand: :func:`count_flops` runs one real step under PyTorch's
 ``torch.utils.flop_counter.FlopCounterMode``, which adds ``2 x multiply-adds`` of every matrix product and
 convolution, forward and backward (gradient of the input when it needs one, gradient of the weight). Batch norm,
 pooling, ReLU and the optimiser's element-wise work are not counted (a few percent of a Conv-4 step).
 
-The peak is an estimate, stated with its derivation (:class:`PeakEstimate`): physical cores x clock x fp32
-FLOPs per cycle per core, the last from the widest vector FMA the CPU flags announce (``/proc/cpuinfo``) and
-the usual number of FMA units of that family. Turbo, AVX-512 clock offsets and one-FMA-unit SKUs move the real
+The peak is an estimate, stated with its derivation (:class:`PeakEstimate`): physical cores x clock x FLOPs per
+cycle per core at the run's precision, the last from the widest vector FMA the CPU flags announce
+(``/proc/cpuinfo``) and the usual number of FMA units of that family; for bf16, twice that where the CPU has
+AVX512-BF16 dot products (two bf16 products per fp32 lane), AMX's tile rate where it has AMX, and the fp32 rate
+where it has neither (bf16 is then converted, not computed natively). Turbo, AVX-512 clock offsets and one-FMA-unit SKUs move the real
 figure either way; the fraction of peak is a yardstick across machines, not a measurement.
 """
 
@@ -32,19 +34,23 @@ def count_flops(step: Callable[[], Any]) -> int:
 
 @dataclass(frozen=True)
 class PeakEstimate:
-    """fp32 peak of the cores this process may use: ``cores * ghz * flops_per_cycle`` GFLOP/s.
+    """Peak of the cores this process may use at one precision: ``cores * ghz * flops_per_cycle`` GFLOP/s.
 
     Attributes:
         cores: physical cores in this process's CPU affinity (SMT siblings share their core's FMA units).
         ghz: clock in GHz (the model name's nominal clock, else ``cpu MHz`` of /proc/cpuinfo).
-        flops_per_cycle: fp32 FLOPs per cycle per core (FMA = 2 FLOPs x lanes x FMA units).
+        flops_per_cycle: FLOPs per cycle per core at ``precision`` (FMA = 2 FLOPs x lanes x FMA units).
         how: one line saying where each factor came from.
+        precision: ``fp32`` or ``bf16``, the arithmetic the peak is for.
+        isa: the widest vector instruction set the flags announce (``AVX-512``, ``AVX2``, ``AVX``, ``SSE2``).
     """
 
     cores: int
     ghz: float
     flops_per_cycle: int
     how: str
+    precision: str = "fp32"
+    isa: str = ""
 
     @property
     def gflops(self) -> float:
@@ -57,6 +63,8 @@ class PeakEstimate:
             "flops_per_cycle": self.flops_per_cycle,
             "gflops": self.gflops,
             "how": self.how,
+            "precision": self.precision,
+            "isa": self.isa,
         }
 
 
@@ -79,6 +87,29 @@ def fp32_flops_per_cycle(flags: set[str], vendor: str, family: int) -> tuple[int
     return 8, "SSE2: 128-bit multiply + add ports x 4 lanes"
 
 
+def vector_isa(flags: set[str]) -> str:
+    """The widest vector instruction set among the CPU flags: ``AVX-512``, ``AVX2``, ``AVX`` or ``SSE2``.
+
+    Two CPUs with the same model name (a virtual machine's ``AMD EPYC``) can differ here, and with it their speed.
+    """
+    if "avx512f" in flags:
+        return "AVX-512"
+    if "avx2" in flags and "fma" in flags:
+        return "AVX2"
+    return "AVX" if "avx" in flags else "SSE2"
+
+
+def bf16_flops_per_cycle(flags: set[str], fp32_per_cycle: int) -> tuple[int, str]:
+    """bf16 FLOPs per cycle per core, and the reason: AMX tiles (Intel's figure, 1024 bf16 operations per cycle per
+    core); AVX512-BF16 dot products (two bf16 products into each fp32 lane, twice the fp32 FMA rate); else the fp32
+    rate (no native bf16: the values are converted and computed in fp32)."""
+    if "amx_bf16" in flags:
+        return 1024, "AMX-BF16 tiles: 1024 bf16 FLOPs/cycle (Intel's figure)"
+    if "avx512_bf16" in flags:
+        return 2 * fp32_per_cycle, "x 2 for bf16 (AVX512-BF16 dot products: two bf16 products per fp32 lane)"
+    return fp32_per_cycle, "no native bf16: the fp32 rate"
+
+
 def _physical_cores(blocks: list[dict[str, str]]) -> int:
     """Distinct (physical id, core id) pairs among the logical CPUs this process may run on."""
     allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
@@ -90,8 +121,9 @@ def _physical_cores(blocks: list[dict[str, str]]) -> int:
     return max(1, len(seen))
 
 
-def cpu_peak(cpuinfo: str | None = None) -> PeakEstimate | None:
-    """Estimate this machine's fp32 peak from ``/proc/cpuinfo`` (or the given text); None where unreadable."""
+def cpu_peak(cpuinfo: str | None = None, precision: str = "fp32") -> PeakEstimate | None:
+    """Estimate this machine's peak at ``precision`` (fp32 or bf16) from ``/proc/cpuinfo`` (or the given text); None
+    where unreadable."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
@@ -116,6 +148,9 @@ def cpu_peak(cpuinfo: str | None = None) -> PeakEstimate | None:
         return None
     family = int(first.get("cpu family", "0") or 0)
     per_cycle, vector = fp32_flops_per_cycle(flags, first.get("vendor_id", ""), family)
+    if precision == "bf16":
+        per_cycle, bf16_how = bf16_flops_per_cycle(flags, per_cycle)
+        vector = f"{vector}; {bf16_how}"
     cores = _physical_cores(blocks)
-    how = f"{cores} physical cores x {ghz:g} GHz ({clock}) x {per_cycle} fp32 FLOPs/cycle ({vector}); an estimate"
-    return PeakEstimate(cores, ghz, per_cycle, how)
+    how = f"{cores} physical cores x {ghz:g} GHz ({clock}) x {per_cycle} {precision} FLOPs/cycle ({vector}); an estimate"
+    return PeakEstimate(cores, ghz, per_cycle, how, precision, vector_isa(flags))
