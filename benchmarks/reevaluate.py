@@ -14,6 +14,10 @@ Example (the MAML row on 1000 episodes per shape)::
 written to the file as soon as it is scored (replacing that shape's entry), so a slow row (Reptile adapts
 every episode for 20 steps) can be re-scored one shape per invocation and an interrupted run keeps what it
 finished.
+
+``--option KEY=VALUE`` (repeat) overrides a method option for the shapes of this invocation, e.g. an adaptation
+setting chosen per shape on validation (Reptile's ``test_batch``: Nichol et al. adapt on mini-batches of 5 support
+images at 5 ways, 10 at 20 ways); each shape's entry records the overrides it was scored with (``options``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import json
 import time
 from pathlib import Path
 
+from oneshot.cli_common import parse_options
 from oneshot.experiment import STANDARD_SHAPES, evaluate_checkpoint
 from oneshot.provenance import command_line, provenance
 
@@ -36,7 +41,9 @@ def main() -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--shapes", nargs="+", default=None, help="WAYSxSHOTS, e.g. 5x1 20x5 (default: the four standard)")
     p.add_argument("--no-lake", action="store_true", help="skip Lake's 20 runs (keep the recorded ones)")
+    p.add_argument("--option", action="append", default=[], help="method option KEY=VALUE for these shapes (repeat)")
     args = p.parse_args()
+    options = parse_options(args.option)
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes] if args.shapes else STANDARD_SHAPES
     path = ROOT / "benchmarks" / "results" / f"{args.name}.json"
     result = json.loads(path.read_text())
@@ -48,8 +55,18 @@ def main() -> None:
         lake = not args.no_lake and i == len(shapes) - 1
         t0 = time.perf_counter()
         part = evaluate_checkpoint(
-            checkpoint, [(ways, shots)], episodes=args.episodes, seed=0, lake_runs=lake, data_dir=args.data_dir
+            checkpoint,
+            [(ways, shots)],
+            episodes=args.episodes,
+            seed=0,
+            lake_runs=lake,
+            data_dir=args.data_dir,
+            method_options=options or None,
         ).to_dict()
+        for r in part["results"]:
+            r["options"] = options
+        if lake and options:
+            part["lake_runs"]["options"] = options
         reev["seconds"] += time.perf_counter() - t0
         if not ev:
             ev = {**part, "results": []}
