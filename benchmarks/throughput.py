@@ -281,6 +281,7 @@ LEVERS: dict[str, dict] = {
     "fp32": {"cfg": {"precision": "fp32"}},
     "fold_bn_off": {"cfg": {"fold_batch_norm": "off"}, "device": "cpu"},  # auto folds on CPU (and fuses)
     "fused_kernel_off": {"cfg": {"fused_kernel": "off"}, "device": "cpu"},  # folded, PyTorch's conv + pool + ReLU
+    "fused_kernel_on": {"cfg": {"fused_kernel": "on"}, "device": "cpu"},  # where auto leaves it off (no AVX-512)
     "fold_bn_on": {"cfg": {"fold_batch_norm": "on"}, "device": "cuda"},  # and not on a GPU
 }
 
@@ -302,6 +303,9 @@ def measure_levers(data, data_dir: str | None, method_name: str, cfg: TrainConfi
 
     gpu = torch.device(cfg.device).type == "cuda"
     levers = {k: v for k, v in LEVERS.items() if v.get("device") in (None, "cuda" if gpu else "cpu")}
+    if not gpu:  # of the fused kernel's two levers, the one that changes this machine's default
+        fused = resolve_first_block(cfg.fold_batch_norm, cfg.fused_kernel, torch.device("cpu"))[1]
+        levers.pop("fused_kernel_off" if not fused else "fused_kernel_on", None)
     runs: dict[str, list[float]] = {"default": [], **{k: [] for k in levers}, **({} if gpu else {"interop_1": []})}
     ratios: dict[str, list[float]] = {k: [] for k in runs if k != "default"}
     warm: dict[str, list[float]] = {"default": [], "compile_on": []}

@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import os
 import sys
+from pathlib import Path
 
 import torch
 
@@ -38,12 +39,20 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (``/proc/cpuinfo``'s first ``flags`` line); empty where unreadable."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
+
+
 def cpu_has_bf16() -> bool:
     """True when the CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX), where bf16 autocast pays off."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
+    flags = cpu_flags()
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
@@ -169,9 +178,12 @@ def resolve_fused_kernel(choice: str, device: torch.device) -> bool:
     """Whether Conv-4's folded first block runs as the fused CPU kernel
     (:mod:`oneshot.encoders.first_block_kernel`: convolution + max-pool + ReLU in one pass; the same function).
 
-    ``auto``: on for CPU where the kernel builds (a C compiler is present; on the AMD EPYC the raw step ran 1.11x
-    faster than folded PyTorch operators, validation curves over three seeds within their spread), off on a GPU
-    (it is a CPU kernel); ``on`` where it cannot build is an error that says why.
+    ``auto``: on for a CPU with AVX-512 where the kernel builds (a C compiler is present), off elsewhere. Measured
+    with ``benchmarks/throughput.py --levers``: on an AMD EPYC with AVX-512 (Zen 4) the raw step ran 1.11x faster
+    than folded PyTorch operators (validation curves over three seeds within their spread); on an AMD EPYC with
+    AVX2 only the kernel made it slower (0.86x, 7 of 7 interleaved repeats), since oneDNN's AVX2 convolution
+    outruns the compiler's vectorisation of the fused loop there. Off on a GPU (it is a CPU kernel); ``on`` where it
+    cannot build is an error that says why, and ``on`` without AVX-512 runs it (the same function, slower).
     """
     from oneshot.encoders import first_block_kernel
 
@@ -180,6 +192,8 @@ def resolve_fused_kernel(choice: str, device: torch.device) -> bool:
     if choice == "off" or device.type != "cpu":
         if choice == "on":
             raise OneshotError(f"--fused-kernel on is a CPU kernel, not for {device.type}: use auto or off")
+        return False
+    if choice == "auto" and "avx512f" not in cpu_flags():
         return False
     if first_block_kernel.available():
         return True
