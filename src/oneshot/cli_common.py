@@ -68,7 +68,7 @@ FusedKernelChoice = Annotated[
     typer.Option(
         "--fused-kernel",
         help="With --fold-bn, run Conv-4's first convolution + max-pool + ReLU as one CPU kernel (same function; built "
-        "once with the system C compiler): auto (on for CPU where it builds), on or off.",
+        "once with the system C compiler): auto (on for a CPU with AVX-512 where it builds), on or off.",
     ),
 ]
 

@@ -44,8 +44,8 @@ class TrainConfig:
             (the same function up to rounding): auto (the per-device rule of
             :func:`oneshot.runtime.resolve_fold_batch_norm`), on or off.
         fused_kernel: with the fold, run the first block's convolution + pooling + ReLU as one CPU kernel (the
-            same function): auto (on for CPU where it builds; :func:`oneshot.runtime.resolve_fused_kernel`), on
-            or off.
+            same function): auto (on for a CPU with AVX-512 where it builds;
+            :func:`oneshot.runtime.resolve_fused_kernel`), on or off.
         threads: intra-op threads for this run (0: PyTorch's default, one per core).
         rotated_classes: train on each training class's four 90-degree rotations as four classes
             (:func:`oneshot.data.imageset.with_rotated_classes`); validation data is left as it is.
