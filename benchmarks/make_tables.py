@@ -81,6 +81,7 @@ def methods_table() -> str:
         label = r["name"].replace("_conv4_vinyals", "")
         if episodes != {1000}:
             label += f" ({'/'.join(str(e) for e in sorted(episodes))} test episodes)"
+        label += _test_options(ev["results"])
         lines.append(
             f"| {label} | "
             + " | ".join(cells)
@@ -88,6 +89,17 @@ def methods_table() -> str:
             f"| {tr['images_per_second']:.0f} | {PUBLISHED.get(r['method'], 'none on Omniglot')} | {published_gap(r['method'], acc)} | `models/{r['name']}.safetensors` |"
         )
     return "\n".join(lines)
+
+
+def _test_options(results: list[dict]) -> str:
+    """The method options a row's shapes were scored with (``reevaluate.py --option``, chosen per shape on
+    validation), e.g. `` (scored with test_batch=5 at 5w1s, 5w5s; test_batch=10 at 20w1s, 20w5s)``; '' if none."""
+    groups: dict[str, list[str]] = {}
+    for x in results:
+        if x.get("options"):
+            key = ", ".join(f"{k}={v}" for k, v in sorted(x["options"].items()))
+            groups.setdefault(key, []).append(f"{x['ways']}w{x['shots']}s")
+    return " (scored with " + "; ".join(f"{k} at {', '.join(v)}" for k, v in groups.items()) + ")" if groups else ""
 
 
 def _on_gpu(r: dict) -> bool:

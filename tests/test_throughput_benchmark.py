@@ -83,3 +83,17 @@ def test_one_cpu_model_name_gives_a_row_per_instruction_set(tmp_path, monkeypatc
     monkeypatch.setattr(make_tables, "RESULTS", tmp_path)
     rows = [make_tables._throughput_machine(r) for r in make_tables._throughput_results()]
     assert rows == ["AMD EPYC (AVX-512)", "AMD EPYC (AVX2)"]
+
+
+def test_a_methods_row_names_the_test_options_of_its_shapes():
+    """Shapes re-scored with an option chosen on validation (reevaluate.py --option) say so in the row's label."""
+    import make_tables
+
+    results = [
+        {"ways": 5, "shots": 1, "options": {"test_batch": 5}},
+        {"ways": 5, "shots": 5, "options": {"test_batch": 5}},
+        {"ways": 20, "shots": 1, "options": {"test_batch": 10}},
+        {"ways": 20, "shots": 5},
+    ]
+    assert make_tables._test_options(results) == " (scored with test_batch=5 at 5w1s, 5w5s; test_batch=10 at 20w1s)"
+    assert make_tables._test_options([{"ways": 5, "shots": 1}]) == ""
