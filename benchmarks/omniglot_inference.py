@@ -58,7 +58,7 @@ import torch
 from oneshot.checkpoint import load_checkpoint
 from oneshot.evaluation import evaluate
 from oneshot.experiment import STANDARD_SHAPES, evaluate_checkpoint, load_split
-from oneshot.inference import InferenceOptions, combine, episode_rule, view_embeddings
+from oneshot.inference import InferenceOptions, combine, episode_rule, split_overlap, view_embeddings
 from oneshot.provenance import command_line, provenance
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -277,18 +277,24 @@ def encoder(checkpoint: str, episodes: int, split: str = "lake", transductive: b
     (RESULTS / f"omniglot_inference_encoder_{path.stem}.json").write_text(json.dumps(out, indent=1) + "\n")
 
 
+def refuse_unclean(paths: list[Path]) -> None:
+    """Stop unless every checkpoint is scored on Vinyals test characters it never trained on (a recorded figure is
+    refused where ``oneshot evaluate`` would only warn)."""
+    overlap = split_overlap([load_checkpoint(p).metadata for p in paths], "vinyals", "test", None)
+    if overlap:
+        trained, seen, total = overlap
+        raise SystemExit(f"{seen} of the {total} Vinyals test characters are {trained}-split training characters: not a clean test")
+
+
 def vinyals_test(checkpoint: str, episodes: int) -> None:
     """A Lake-split encoder on the Vinyals test shapes, with the TTA chosen on Lake-split validation."""
-    from oneshot.data.omniglot import character_keys
     from oneshot.weights import resolve_checkpoint
 
     t0, path = time.perf_counter(), resolve_checkpoint(checkpoint).resolve()
     shown = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
     if load_checkpoint(path).metadata.get("data", {}).get("split") != "lake":
         raise SystemExit(f"{checkpoint} was not trained on the Lake split: score it with the encoder step")
-    seen = character_keys("lake", "train", None) & character_keys("vinyals", "test", None)
-    if seen:
-        raise SystemExit(f"{len(seen)} Vinyals test characters are Lake training characters: not a clean test")
+    refuse_unclean([path])
     enc = RESULTS / f"omniglot_inference_encoder_{path.stem}.json"
     if not enc.is_file():
         raise SystemExit(f"{enc.name} is missing: run the encoder step first (it makes the TTA choice on validation)")
@@ -306,15 +312,12 @@ def vinyals_test(checkpoint: str, episodes: int) -> None:
 def lake_choice(episodes: int) -> None:
     """The Lake-split validation's best configuration of the shipped Lake-split encoders, on Lake's runs and on
     the Vinyals test shapes."""
-    from oneshot.data.omniglot import character_keys
-
     probe = json.loads((RESULTS / "omniglot_val_probe_lake.json").read_text())
     best = max(probe["rows"], key=lambda r: (round(r["20w1s"]["accuracy"], 5), -len(r["members"]), r["tta"] == "none"))
     paths, opts = [ROOT / p for p in best["members"]], InferenceOptions(best["tta"])
     if any(load_checkpoint(p).metadata.get("data", {}).get("split") != "lake" for p in paths):
         raise SystemExit("the probe's members must all be Lake-split encoders")
-    if character_keys("lake", "train", None) & character_keys("vinyals", "test", None):
-        raise SystemExit("Vinyals test characters among the Lake training characters: not a clean test")
+    refuse_unclean(paths)
     t0, rows = time.perf_counter(), []
     for kind, extra in (
         ("lake", "--lake-runs --ways 20 --episodes 1"),

@@ -205,15 +205,11 @@ def lake_check(metadata: Sequence[dict], plain: bool) -> None:
     )
 
 
-def split_overlap_check(metadata: Sequence[dict], split: str, part: str, data_dir: str | Path | None) -> None:
-    """Warn when an Omniglot checkpoint is scored on a part of *another* split that holds characters it was
-    trained on (a Vinyals-split encoder on the Lake split's test alphabets, a Lake-split encoder on Vinyals val):
-    such a figure is not a one-shot figure. Checked from the character lists alone; silent on clean pairs (a
-    Lake-split encoder on Vinyals test)."""
-    import warnings
-
+def split_overlap(metadata: Sequence[dict], split: str, part: str, data_dir: str | Path | None) -> tuple[str, int, int] | None:
+    """The first checkpoint trained on *another* Omniglot split whose training characters appear in ``split``'s
+    ``part``, as (that split, characters in common, characters of the part); None when every pair is clean (a
+    Lake-split encoder on Vinyals test). Checked from the character lists alone."""
     from oneshot.data.omniglot import character_keys
-    from oneshot.errors import OneshotWarning
 
     evaluated: set[str] | None = None
     for m in metadata:
@@ -224,11 +220,25 @@ def split_overlap_check(metadata: Sequence[dict], split: str, part: str, data_di
         evaluated = character_keys(split, part, data_dir) if evaluated is None else evaluated
         seen = character_keys(trained, str(data.get("train_part", "train")), data_dir) & evaluated
         if seen:
-            warnings.warn(
-                f"{len(seen)} of the {len(evaluated)} characters of the {split} split's {part} part are training "
-                f"characters of a checkpoint trained on the {trained} split: this accuracy is not a one-shot figure "
-                f"(score it on --protocol {trained}, or on a part it never saw)",
-                OneshotWarning,
-                stacklevel=3,
-            )
-            return
+            return trained, len(seen), len(evaluated)
+    return None
+
+
+def split_overlap_check(metadata: Sequence[dict], split: str, part: str, data_dir: str | Path | None) -> None:
+    """Warn when an Omniglot checkpoint is scored on a part of *another* split that holds characters it was
+    trained on (a Vinyals-split encoder on the Lake split's test alphabets, a Lake-split encoder on Vinyals val):
+    such a figure is not a one-shot figure (:func:`split_overlap`); silent on clean pairs."""
+    import warnings
+
+    from oneshot.errors import OneshotWarning
+
+    overlap = split_overlap(metadata, split, part, data_dir)
+    if overlap:
+        trained, seen, total = overlap
+        warnings.warn(
+            f"{seen} of the {total} characters of the {split} split's {part} part are training "
+            f"characters of a checkpoint trained on the {trained} split: this accuracy is not a one-shot figure "
+            f"(score it on --protocol {trained}, or on a part it never saw)",
+            OneshotWarning,
+            stacklevel=3,
+        )
