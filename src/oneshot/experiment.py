@@ -220,6 +220,48 @@ class CheckpointEvaluation:
         return out
 
 
+def _evaluation_images(
+    prep: Preprocessing,
+    sizes: list[int],
+    dataset: str,
+    split: str,
+    part: str,
+    data_dir: str | Path | None,
+    folder: str | Path | None,
+) -> tuple[ImageSet, dict[int, torch.Tensor]]:
+    """The images to evaluate on (a split part, or a user's ``folder``) decoded under ``prep``, and the same images
+    decoded at every other input size of ``sizes`` (ensemble members may read other sizes): {size: (N, C, S, S)}."""
+    from oneshot.data.folder import load_image_folder
+
+    def load(at: Preprocessing) -> ImageSet:
+        if folder is not None:
+            return load_image_folder(folder, at)
+        return load_split(dataset, split, part, at.size, data_dir, None if dataset == "omniglot" else at)
+
+    data = load(prep)
+    images_at = {prep.size: data.images}
+    for size in sorted(set(sizes) - {prep.size}):
+        other = load(prep.with_overrides(size=size))
+        if not torch.equal(other.labels, data.labels):
+            raise OneshotError(f"the data decoded at {size}x{size} differs from the data at {prep.size}x{prep.size}")
+        images_at[size] = other.images
+    return data, images_at
+
+
+def _embeddings_of_drawn_images(n: int, used: Any, embed_rows: Callable[[Any], torch.Tensor | None]) -> torch.Tensor | None:
+    """Embeddings (n, D) of a split's n images for scoring: all of them, or -- when the seeded episodes draw under
+    80% of the split (``used``, sorted row indices) -- only those, placed at their rows (zeros elsewhere, never
+    read). Each image is embedded alone, so the scores are the same either way. ``embed_rows(rows)`` embeds the
+    images at ``rows`` (a slice or an index array); None when the method has no embeddings (it adapts per
+    episode), and then so is the result."""
+    if used is None or len(used) > 0.8 * n:
+        return embed_rows(slice(None))
+    z = embed_rows(used)
+    if z is None:
+        return None
+    return z.new_zeros(n, z.shape[1]).index_copy_(0, torch.from_numpy(used).to(z.device), z)
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     shapes: list[tuple[int, int]],
@@ -279,30 +321,15 @@ def evaluate_checkpoint(
     if preprocessing:
         prep = prep.with_overrides(**preprocessing)
     if folder is not None:
-        from oneshot.data.folder import load_image_folder
-
         if lake_runs:
             raise OneshotError("--lake-runs scores Omniglot's runs; it cannot be combined with --folder")
-        data = load_image_folder(folder, prep)
         dataset, split, part = f"folder {folder}", "user", "all"
-        check_episode_shapes(data, shapes, queries, str(folder))
-    else:
-        data = load_split(dataset, split, part, prep.size, data_dir, None if dataset == "omniglot" else prep)
-        if dataset == "omniglot":
-            split_overlap_check([m.metadata for m in members], split, part, data_dir)
-    # Ensemble members may read their inputs at other sizes: the same images, decoded again at each member's size.
     sizes = [m.preprocessing.size for m in members]
-    images_at = {prep.size: data.images}
-    for size in sorted(set(sizes) - {prep.size}):
-        at = prep.with_overrides(size=size)
-        other = (
-            load_image_folder(folder, at)
-            if folder is not None
-            else load_split(dataset, split, part, size, data_dir, None if dataset == "omniglot" else at)
-        )
-        if not torch.equal(other.labels, data.labels):
-            raise OneshotError(f"the data decoded at {size}x{size} differs from the data at {prep.size}x{prep.size}")
-        images_at[size] = other.images
+    data, images_at = _evaluation_images(prep, sizes, dataset, split, part, data_dir, folder)
+    if folder is not None:
+        check_episode_shapes(data, shapes, queries, str(folder))
+    elif dataset == "omniglot":
+        split_overlap_check([m.metadata for m in members], split, part, data_dir)
     from oneshot.data.images import domain_warning
 
     msg = domain_warning(data.images[:2000].numpy(), ck.input_envelope, f"{Path(checkpoint).name} ({ck.domain})")
@@ -320,20 +347,16 @@ def evaluate_checkpoint(
         return ensemble_embeddings(methods, [images_of(size) for size in sizes], dev, inference.tta)
 
     rule = None if plain else episode_rule(ck.method, len(members), inference)
-    # Embeddings of the images the episodes draw: the whole split, or only those drawn when that is much fewer
-    # (each image is embedded alone, so the scores are the same); verification pairs draw from the whole split.
     pairs = verification or roc_png or det_png
-    used = None if pairs else episode_images(data, shapes, queries, episodes, seed)
-    if used is not None and len(used) > 0.8 * len(data.labels):
-        used = None
     if not shapes and not pairs:
         z = None
-    elif plain:
-        z = split_embeddings(ck.method, data.images if used is None else data.images[used], dev)
-    else:
-        z = embed(lambda s: images_at[s] if used is None else images_at[s][used])
-    if z is not None and used is not None:
-        z = z.new_zeros(len(data.labels), z.shape[1]).index_copy_(0, torch.from_numpy(used).to(z.device), z)
+    else:  # verification pairs draw from the whole split; episodes, maybe from a few of its images
+        used = None if pairs else episode_images(data, shapes, queries, episodes, seed)
+        z = _embeddings_of_drawn_images(
+            len(data.labels),
+            used,
+            lambda rows: split_embeddings(ck.method, data.images[rows], dev) if plain else embed(lambda s: images_at[s][rows]),
+        )
     res = CheckpointEvaluation(
         str(checkpoint),
         ck.metadata["method"],
