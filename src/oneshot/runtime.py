@@ -40,10 +40,11 @@ def synchronize(device: torch.device) -> None:
 
 
 def cpu_flags() -> set[str]:
-    """The CPU's feature flags (``/proc/cpuinfo``'s first ``flags`` line); empty where unreadable."""
+    """The CPU's feature flags (``/proc/cpuinfo``'s first ``flags`` line, ``Features`` on ARM); empty where
+    unreadable."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
+            if line.startswith(("flags", "Features")):
                 return set(line.partition(":")[2].split())
     except OSError:
         pass

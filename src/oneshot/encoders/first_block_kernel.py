@@ -56,13 +56,9 @@ def _compiler() -> str | None:
 def _cpu_flags() -> str:
     """The CPU's feature flags (``-march=native`` builds for them), so that a cache shared between machines never
     hands one CPU another's instructions."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    return platform.processor()
+    from oneshot.runtime import cpu_flags
+
+    return " ".join(sorted(cpu_flags())) or platform.processor()
 
 
 def _build() -> ctypes.CDLL:

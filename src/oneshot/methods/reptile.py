@@ -26,10 +26,10 @@ images (``inner_batch=0``) or a mini-batch of ``inner_batch`` of them, as Nichol
 per class, mini-batches of 10, 5 steps, i.e. one pass): the mini-batches are class-balanced (``inner_batch / N``
 images of every class) and walk through each class's images in order, cyclically (:func:`minibatch_schedule`),
 so they are fixed by the episode's shape -- no random draw, identical under ``vmap`` and on resume. Adaptation at
-test time uses the whole support set every step (``test_batch=0``) or, as Nichol et al. evaluate (``eval-batch`` 5 at
-5 ways, 10 at 20 ways, 50 steps), mini-batches of ``test_batch`` support images that take the classes in turn
-(:func:`support_batches`): a 20-way 5-shot adaptation step then costs 10 images instead of 100. Batch norm uses each batch's statistics (the
-paper's transductive setting) and the head is zero-initialised per task by default: see
+test time uses the whole support set every step (``test_batch=0``) or, as Nichol et al. evaluate (``eval-batch`` 5
+at 5 ways, 10 at 20 ways, 50 steps), mini-batches of ``test_batch`` support images that take the classes in turn
+(:func:`support_batches`): a 20-way 5-shot adaptation step then costs 10 images instead of 100. Batch norm uses each
+batch's statistics (the paper's transductive setting) and the head is zero-initialised per task by default: see
 :mod:`oneshot.methods.meta`.
 """
 
