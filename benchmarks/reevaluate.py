@@ -15,6 +15,10 @@ written to the file as soon as it is scored (replacing that shape's entry), so a
 every episode for 20 steps) can be re-scored one shape per invocation and an interrupted run keeps what it
 finished.
 
+``--device cuda`` scores on a GPU (episodes adapted in batches there; TF32 off, so fp32 as on a CPU); each shape's
+entry records the device and commit it was scored with, and a partial re-score keeps the earlier invocations'
+provenance under ``reevaluation.earlier``.
+
 ``--option KEY=VALUE`` (repeat) overrides a method option for the shapes of this invocation, e.g. an adaptation
 setting chosen per shape on validation (Reptile's ``test_batch``: Nichol et al. adapt on mini-batches of 5 support
 images at 5 ways, 10 at 20 ways); each shape's entry records the overrides it was scored with (``options``).
@@ -27,9 +31,12 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
 from oneshot.cli_common import parse_options
 from oneshot.experiment import STANDARD_SHAPES, evaluate_checkpoint
 from oneshot.provenance import command_line, provenance
+from oneshot.runtime import select_device
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,7 +49,12 @@ def main() -> None:
     p.add_argument("--shapes", nargs="+", default=None, help="WAYSxSHOTS, e.g. 5x1 20x5 (default: the four standard)")
     p.add_argument("--no-lake", action="store_true", help="skip Lake's 20 runs (keep the recorded ones)")
     p.add_argument("--option", action="append", default=[], help="method option KEY=VALUE for these shapes (repeat)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (on CUDA, TF32 is switched off: true fp32)")
     args = p.parse_args()
+    device = select_device(args.device)
+    if device.type == "cuda":  # fp32 evaluation means fp32 there too: no TF32 convolutions or products
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     options = parse_options(args.option)
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes] if args.shapes else STANDARD_SHAPES
     path = ROOT / "benchmarks" / "results" / f"{args.name}.json"
@@ -50,7 +62,11 @@ def main() -> None:
     checkpoint = ROOT / result.get("checkpoint", f"models/{args.name}.safetensors")
     previous = result.get("evaluation")
     ev: dict = json.loads(json.dumps(previous)) if previous and args.shapes else {}
-    reev = {**provenance(command_line()), "seconds": 0.0, "previous": previous}
+    reev = {**provenance(command_line()), "seconds": 0.0, "device": str(device), "previous": previous}
+    before = result.get("reevaluation")
+    if before and args.shapes:  # a partial re-score: keep the provenance of the invocations that scored the others
+        earlier = [before, *before.get("earlier", [])]
+        reev["earlier"] = [{k: v for k, v in e.items() if k not in ("previous", "earlier")} for e in earlier]
     for i, (ways, shots) in enumerate(shapes):
         lake = not args.no_lake and i == len(shapes) - 1
         t0 = time.perf_counter()
@@ -61,10 +77,13 @@ def main() -> None:
             seed=0,
             lake_runs=lake,
             data_dir=args.data_dir,
+            device=str(device),
             method_options=options or None,
         ).to_dict()
         for r in part["results"]:
             r["options"] = options
+            r["device"] = str(device)
+            r["commit"] = reev["commit"]
         if lake and options:
             part["lake_runs"]["options"] = options
         reev["seconds"] += time.perf_counter() - t0

@@ -54,7 +54,7 @@ from oneshot.data.omniglot import load_omniglot
 from oneshot.encoders import build_encoder
 from oneshot.flops import count_flops, cpu_peak
 from oneshot.methods import build_method
-from oneshot.methods.base import Episode
+from oneshot.methods.base import Episode, LossOutput
 from oneshot.provenance import provenance
 from oneshot.runtime import (
     autocast,
@@ -69,6 +69,7 @@ from oneshot.runtime import (
     to_layout,
     tune_cpu_allocator,
 )
+from oneshot.step_graph import StepGraph
 from oneshot.training import TrainConfig, TrainProgress, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,7 +114,7 @@ def raw_step(data, method_name: str, cfg: TrainConfig, seed: int, split: bool = 
     if cfg.channels_last:
         method.to(memory_format=torch.channels_last)
     set_batch_norm_folding(method, *resolve_first_block(cfg.fold_batch_norm, cfg.fused_kernel, device))  # as train's
-    if compiled:  # the library's own compile path, with the asked mode
+    if compiled and compiled != "step-graph":  # the library's own compile path, with the asked mode
         compile_encoder(method, compiled if isinstance(compiled, str) else "default")
     method.train()
     opt = torch.optim.Adam(method.parameters(), lr=cfg.lr, fused=device.type == "cuda" or None)  # as train's
@@ -128,19 +129,27 @@ def raw_step(data, method_name: str, cfg: TrainConfig, seed: int, split: bool = 
     yq = torch.arange(w, device=device).repeat_interleave(q)
     ep = Episode(x[: w * s], ys, x[w * s :], yq, w, s, torch.from_numpy(classes).to(device))
 
+    def update(e: Episode) -> LossOutput:
+        with autocast(device, precision):
+            if split:  # two forwards: batch norm sees support and query apart (not the same function)
+                logits = method.episode_logits(torch.cat([method.embed(e.support), method.embed(e.query)]), e)
+                out = LossOutput(F.cross_entropy(logits, e.query_labels), logits)
+            else:
+                out = method.loss(e)
+        out.loss.backward()
+        opt.step()
+        return out
+
+    graph = StepGraph(update, opt) if compiled == "step-graph" else None  # the library's whole-step graph
+
     def step() -> None:
         if compiled == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()  # each call is a new training step (outputs not kept)
-        with autocast(device, precision):
-            if split:  # two forwards: batch norm sees support and query apart (not the same function)
-                loss = F.cross_entropy(
-                    method.episode_logits(torch.cat([method.embed(ep.support), method.embed(ep.query)]), ep), yq
-                )
-            else:
-                loss, _ = method.loss(ep)
+        if graph is not None:
+            graph(ep)
+            return
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        update(ep)
 
     return step, x.shape[0]
 
@@ -275,6 +284,7 @@ def measure_easyfsl_as_shipped(
 LEVERS: dict[str, dict] = {
     "compile_on": {"compiled": True},
     "compile_cuda_graphs": {"compiled": "reduce-overhead", "device": "cuda"},  # a GPU only
+    "compile_step_graph": {"compiled": "step-graph", "device": "cuda"},  # a GPU only: the whole step, one graph
     "channels_last_off": {"cfg": {"channels_last": False}},
     "threads_1": {"cfg": {"threads": 1}, "device": "cpu"},
     "split_forward": {"split": True},
@@ -398,7 +408,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--precision", default="auto")
     p.add_argument("--fold-bn", default="auto", help="fold Conv-4's first conv + batch norm: auto, on, off (train's --fold-bn)")
-    p.add_argument("--fused-kernel", default="auto", help="the fused first-block CPU kernel: auto, on, off (train's --fused-kernel)")
+    p.add_argument(
+        "--fused-kernel", default="auto", help="the fused first-block CPU kernel: auto, on, off (train's --fused-kernel)"
+    )
     p.add_argument("--no-channels-last", action="store_true")
     p.add_argument("--easyfsl-path", default=None, help="folder holding the easyfsl package (pip --target)")
     p.add_argument("--easyfsl-workers", type=int, default=0, help="DataLoader workers for easyfsl")
@@ -407,7 +419,11 @@ def main() -> None:
     p.add_argument("--out", default=None)
     p.add_argument("--default-allocator", action="store_true", help="do not tune glibc's allocator (for all three loops)")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads for every loop, easyfsl included (0: one per core)")
-    p.add_argument("--compile", default="off", help="on: torch.compile the encoder in the oneshot and raw loops")
+    p.add_argument(
+        "--compile",
+        default="off",
+        help="train's --compile for the oneshot and raw loops: on, cuda-graphs or step-graph (the whole step, one CUDA graph)",
+    )
     p.add_argument(
         "--levers", type=int, default=0, metavar="EPISODES", help="also measure each speed lever (raw step, this many episodes)"
     )
@@ -439,6 +455,8 @@ def main() -> None:
     )
     device = select_device(args.device)
     compiled = compile_mode(args.compile, device)  # None, "default" or "reduce-overhead" (CUDA graphs)
+    if args.compile == "step-graph":
+        compiled = "step-graph"  # no inductor: the raw step and the loop record their whole step as one graph
     first_block = resolve_first_block(args.fold_bn, args.fused_kernel, device)  # (folded, fused), as train's
     step, images = raw_step(data, args.method, cfg, 0, compiled=False)
     flops_per_image = count_flops(step) / images  # the episode's encoder pass and loss, forward and backward

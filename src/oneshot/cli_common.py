@@ -51,8 +51,8 @@ CompileChoice = Annotated[
     str,
     typer.Option(
         "--compile",
-        help="torch.compile the encoder: auto (off where it was measured slower), on, off, or cuda-graphs (a GPU: "
-        "inductor's reduce-overhead mode).",
+        help="torch.compile the encoder: auto (off where it was measured slower), on, off, cuda-graphs (a GPU: "
+        "inductor's reduce-overhead mode), or step-graph (a GPU, ProtoNet: the whole training step as one CUDA graph).",
     ),
 ]
 FoldBnChoice = Annotated[

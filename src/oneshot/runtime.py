@@ -118,13 +118,14 @@ def tune_cpu_allocator() -> bool:
     return _allocator_tuned
 
 
-COMPILE_CHOICES = ("auto", "on", "off", "cuda-graphs")
+COMPILE_CHOICES = ("auto", "on", "off", "cuda-graphs", "step-graph")
 
 
 def compile_mode(choice: str, device: torch.device) -> str | None:
     """The inductor mode to compile the encoder with: None (eager), ``default`` (``on``) or ``reduce-overhead``
     (``cuda-graphs``: each training step replays recorded CUDA graphs instead of launching its kernels one by
-    one; a GPU only).
+    one; a GPU only). ``step-graph`` compiles nothing: the training loop records its whole step as one CUDA graph
+    instead (:mod:`oneshot.step_graph`).
 
     ``auto`` is a rule keyed on the device, from ``benchmarks/throughput.py --levers``: on the 2-core Intel Xeon
     (AVX-512, AMX) compiling Conv-4's training step ran at 0.6x eager speed (oneDNN already runs the
@@ -138,6 +139,10 @@ def compile_mode(choice: str, device: torch.device) -> str | None:
         if device.type != "cuda":
             raise OneshotError(f"--compile cuda-graphs needs a CUDA GPU, not {device.type}: use --compile on, off or auto")
         return "reduce-overhead"
+    if choice == "step-graph":  # the whole step as one CUDA graph (oneshot.step_graph), no inductor
+        if device.type != "cuda":
+            raise OneshotError(f"--compile step-graph needs a CUDA GPU, not {device.type}: use --compile on, off or auto")
+        return None
     return "default" if choice == "on" else None
 
 

@@ -43,6 +43,7 @@ from oneshot.runtime import (
     to_layout,
     tune_cpu_allocator,
 )
+from oneshot.step_graph import StepGraph, check_step_graph
 from oneshot.training_records import RunningAverage, TrainConfig, TrainProgress, TrainResult, TrainState
 
 __all__ = ["RESIDENT_BYTES", "TrainConfig", "TrainProgress", "TrainResult", "TrainState", "train"]
@@ -82,6 +83,8 @@ class _Run:
         else:
             self.opt, self.sched = own
         self.loss, self.accuracy = RunningAverage(), RunningAverage()
+        # --compile step-graph: forward, loss, backward and the update replayed as one CUDA graph
+        self.step_graph = StepGraph(self._update, self.opt) if config.compile == "step-graph" else None
         from oneshot.data.augment import Augment
 
         self.augment = Augment.from_dict(config.augment)
@@ -109,11 +112,11 @@ class _Run:
         ranks) and returns whether any rank is over its time budget."""
         if self.compiled == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()  # a new step: the last one's graph outputs may be reused
-        with autocast(self.device, self.precision):
-            out = self.loss_fn(episode)
-        self.opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        self.opt.step()
+        if self.step_graph is not None:
+            out = self.step_graph(episode)
+        else:
+            self.opt.zero_grad(set_to_none=True)
+            out = self._update(episode)
         self.sched.step()
         target = out.labels if out.labels is not None else episode.query_labels
         loss = out.loss.detach().double()
@@ -128,6 +131,14 @@ class _Run:
         self.loss.update(loss_mean)
         self.accuracy.update(accuracy_mean)
         return over > 0
+
+    def _update(self, episode: Episode) -> LossOutput:
+        """Loss, backward and the optimiser's update on ``episode`` (the gradients already zeroed or None)."""
+        with autocast(self.device, self.precision):
+            out = self.loss_fn(episode)
+        out.loss.backward()
+        self.opt.step()
+        return out
 
     def save_resume(self, state: TrainState) -> bool:
         """Write the resume state (rank 0 only); False (no reason to stop)."""
@@ -231,6 +242,8 @@ def train(
         mode = compile_mode(config.compile, device)
         if mode is not None:
             compile_encoder(method, mode)
+        if config.compile == "step-graph":
+            check_step_graph(device, method, par.active)
         return _train(_Run(method, train_data, val_data, config, out, metadata, par, device), resume, on_progress)
     finally:
         torch.set_num_threads(threads)

@@ -171,6 +171,9 @@ class Method(nn.Module):
     name: ClassVar[str] = ""
     #: Class default; Matching Networks set it per instance (False with full-context embeddings).
     embeds_independently: bool = True
+    # The training step reads nothing back from the GPU and keeps its shapes: it may be recorded as one CUDA
+    # graph (``--compile step-graph``, oneshot.step_graph). Set per method once checked on a GPU.
+    graph_safe_step: ClassVar[bool] = False
     option_names: ClassVar[tuple[str, ...]] = ()
     data_options: ClassVar[tuple[str, ...]] = ()  # of "num_classes" (base classes), "input_shape" ((C, H, W))
     #: Options added after checkpoints were written, with the value such a checkpoint (which lacks them) meant;

@@ -17,6 +17,7 @@ class ProtoNet(Method):
     """Prototypical network: logits = -||f(x) - c_k||^2 with c_k the mean support embedding of class k."""
 
     name = "protonet"  # classify_embeddings: the interface's nearest-prototype rule
+    graph_safe_step = True  # no read-back, fixed shapes (index_add_ prototypes, class_labels by division)
 
     def loss(self, episode: Episode) -> LossOutput:
         # One forward pass over support and query together keeps batch-norm statistics per episode.

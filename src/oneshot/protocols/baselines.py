@@ -76,6 +76,8 @@ class PretrainedEmbedding(ProtoNet):
     """A frozen embedder (e.g. ``dlib-face``) as a method: ``embed`` runs it on (B, C, H, W) inputs in [0, 1];
     episodes are classified by the nearest prototype, pairs scored by cosine."""
 
+    graph_safe_step = False  # embeds on the CPU
+
     def __init__(self, embedder) -> None:  # noqa: ANN001 -- any object with embed_images
         super().__init__(nn.Identity())
         self.embedder = embedder
