@@ -87,7 +87,7 @@ def _run(recorded: bool, steps: int, device: torch.device) -> tuple[list[float],
 
 @cuda
 def test_recorded_steps_give_the_eager_losses_and_weights():
-    """12 steps: 3 eager warm-ups, a recording at step 4, again at step 7 (the learning rate halves) and at step
+    """12 steps: 2 eager warm-ups, a recording at step 3, again at step 7 (the learning rate halves) and at step
     10 (5-way -> 7-way episodes). Tolerance 1e-4: the same kernels, launched from a graph."""
     torch.backends.cudnn.allow_tf32 = False
     device = torch.device("cuda")

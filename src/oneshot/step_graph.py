@@ -26,7 +26,7 @@ from oneshot.methods.base import Episode, LossOutput
 
 __all__ = ["StepGraph", "check_step_graph"]
 
-WARMUP_STEPS = 3  # eager steps on a side stream before recording (cuDNN / cuBLAS workspaces, lazy state)
+WARMUP_STEPS = 2  # eager steps on a side stream before recording (cuDNN / cuBLAS workspaces, optimiser state)
 
 
 def check_step_graph(device: torch.device, method: torch.nn.Module, distributed: bool) -> None:
