@@ -59,11 +59,10 @@ def _episode(ways: int, seed: int, device: torch.device) -> Episode:
     )
 
 
-def _run(recorded: bool, steps: int, device: torch.device) -> tuple[list[float], dict[str, torch.Tensor], int]:
+def _graphed_method(device: torch.device):
     torch.manual_seed(0)
     method = ProtoNet(Conv4()).to(device).train()
     opt = torch.optim.Adam(method.parameters(), lr=1e-3, fused=True)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=6, gamma=0.5)
 
     def update(e: Episode) -> LossOutput:
         out = method.loss(e)
@@ -71,38 +70,44 @@ def _run(recorded: bool, steps: int, device: torch.device) -> tuple[list[float],
         opt.step()
         return out
 
-    graph = StepGraph(update, opt)
-    losses = []
-    for i in range(steps):
-        ep = _episode(5 if i < 9 else 7, i, device)  # the shape changes at step 10
-        if recorded:
-            out = graph(ep)
-        else:
-            opt.zero_grad(set_to_none=True)
-            out = update(ep)
-        losses.append(float(out.loss))
-        sched.step()
-    return losses, {k: v.detach().cpu() for k, v in method.state_dict().items()}, graph.records
+    return method, opt, StepGraph(update, opt)
 
 
 @cuda
-def test_recorded_steps_give_the_eager_losses_and_weights():
+def test_each_replayed_step_computes_the_eager_loss_and_gradients():
     """12 steps: 2 eager warm-ups, a recording at step 3, again at step 7 (the learning rate halves) and at step
-    10 (5-way -> 7-way episodes). Tolerance 1e-4: the same kernels, launched from a graph."""
+    10 (5-way -> 7-way episodes). Before each step the model is copied; after it, the step's loss and every
+    parameter's gradient (what the graph's backward wrote) must equal an eager forward + backward of the copy
+    on the same episode; Adam's step counter must count every step. (Whole runs are not compared weight for
+    weight: cuDNN's weight gradients sum in a nondeterministic order, and Adam turns last-bit differences in
+    near-zero gradients into full-size steps, eager against eager alike.)"""
+    import copy
+
     torch.backends.cudnn.allow_tf32 = False
     device = torch.device("cuda")
-    eager_losses, eager_weights, _ = _run(False, 12, device)
-    graph_losses, graph_weights, records = _run(True, 12, device)
-    assert records == 3
-    assert graph_losses == pytest.approx(eager_losses, abs=1e-4)
-    for name, w in eager_weights.items():
-        assert torch.allclose(graph_weights[name].float(), w.float(), atol=1e-4), name
+    method, opt, graph = _graphed_method(device)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=6, gamma=0.5)
+    for i in range(12):
+        ep = _episode(5 if i < 9 else 7, i, device)
+        before = copy.deepcopy(method)
+        before.zero_grad(set_to_none=True)  # deepcopy copies the gradients too
+        out = graph(ep)
+        ref = before.loss(ep)
+        ref.loss.backward()
+        assert float(out.loss.detach()) == pytest.approx(float(ref.loss.detach()), rel=1e-5), i
+        for (name, p), (_, q) in zip(method.named_parameters(), before.named_parameters(), strict=True):
+            assert p.grad is not None and q.grad is not None
+            assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-6), (i, name, (p.grad - q.grad).abs().max())
+        assert all(float(opt.state[p]["step"]) == i + 1 for p in method.parameters())
+        sched.step()
+    assert graph.records == 3
 
 
 @cuda
-def test_a_step_graph_training_run_matches_an_eager_one(tmp_path):
-    """The training loop with --compile step-graph: the same weights after 12 steps as --compile off (a learning
-    rate change at step 6, validations between steps)."""
+def test_a_step_graph_training_run_learns_as_an_eager_one(tmp_path):
+    """The training loop with --compile step-graph over 40 steps (a learning-rate change at step 20, validations
+    every 10): a checkpoint is kept, and the running loss at the end is within 5% of an eager run's (the same
+    episodes; see above for why weights are not compared bit for bit)."""
     from oneshot.training import TrainConfig, train
 
     torch.backends.cudnn.allow_tf32 = False
@@ -112,16 +117,14 @@ def test_a_step_graph_training_run_matches_an_eager_one(tmp_path):
         torch.arange(20).repeat_interleave(4),
         [f"c{i}" for i in range(20)],
     )
-    weights = {}
+    final = {}
     for mode in ("off", "step-graph"):
         cfg = TrainConfig(
-            episodes=12, ways=5, shots=1, queries=2, eval_every=6, lr_step=5, val_ways=5, val_queries=1, val_episodes=4,
+            episodes=40, ways=5, shots=1, queries=2, eval_every=10, lr_step=20, val_ways=5, val_queries=1, val_episodes=4,
             device="cuda", precision="fp32", compile=mode,
         )  # fmt: skip
         torch.manual_seed(0)
-        method = ProtoNet(Conv4())
-        res = train(method, data, data, cfg, tmp_path / f"{mode}.safetensors", {})
-        assert res.episodes_run == 12 and (tmp_path / f"{mode}.safetensors").is_file()
-        weights[mode] = {k: v.detach().cpu() for k, v in method.state_dict().items()}
-    for name, w in weights["off"].items():
-        assert torch.allclose(weights["step-graph"][name].float(), w.float(), atol=1e-4), name
+        res = train(ProtoNet(Conv4()), data, data, cfg, tmp_path / f"{mode}.safetensors", {})
+        assert res.episodes_run == 40 and (tmp_path / f"{mode}.safetensors").is_file()
+        final[mode] = res.history[-1]["loss"]
+    assert final["step-graph"] == pytest.approx(final["off"], rel=0.05)
