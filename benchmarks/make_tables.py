@@ -151,7 +151,7 @@ def _peak(r: dict) -> tuple[dict | None, float | None]:
 
 def _loop_settings(r: dict) -> str:
     """Precision, and the compile mode when not eager."""
-    mode = {"reduce-overhead": "CUDA graphs", "default": "compiled", True: "compiled"}.get(r.get("compile"))
+    mode = {"reduce-overhead": "CUDA graphs", "step-graph": "whole-step CUDA graph", "default": "compiled", True: "compiled"}.get(r.get("compile"))
     return r["precision"] + (f", {mode}" if mode else "")
 
 

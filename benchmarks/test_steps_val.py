@@ -98,7 +98,7 @@ def main() -> None:
         )
         print(f"test_steps={value}: " + " / ".join(f"{100 * x['accuracy']:.2f}" for x in results), flush=True)
         doc["split"] = f"{ev['split']} val, {args.episodes} episodes per shape, seed 0, 15 queries"
-        doc["rule"] = f"per shape the highest validation accuracy; within {100 * args.tie:g} points, the fewest steps"
+        doc["rule"] = f"per shape the highest validation accuracy; within {args.tie:g} points, the fewest steps"
         doc["best_per_shape"] = choose(doc["rows"], args.tie / 100)
         doc.update(provenance(command))
         out.write_text(json.dumps(doc, indent=1) + "\n")

@@ -79,7 +79,9 @@ class StepGraph:
             self.optimizer.zero_grad(set_to_none=True)
             out = self.step(episode)
         torch.cuda.current_stream().wait_stream(side)
-        return out
+        # Detached: a caller holding the outputs must not keep this step's autograd graph (and its gradient
+        # accumulators, made on the side stream) alive into the recording.
+        return dataclasses.replace(out, loss=out.loss.detach(), logits=out.logits.detach())
 
     def _record(self, episode: Episode, key: tuple) -> None:
         for group in self.optimizer.param_groups:
