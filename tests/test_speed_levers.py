@@ -23,6 +23,8 @@ runner = CliRunner()
         (["--compile", "sometimes"], "unknown compile 'sometimes'; choose one of auto, on, off, cuda-graphs"),
         (["--threads", "-1"], "threads"),
         (["--fold-bn", "maybe"], "unknown fold-bn 'maybe'; choose one of auto, on, off"),
+        (["--compile", "step-graph", "--device", "cpu"], "step-graph needs a CUDA GPU, not cpu"),
+        (["--compile", "cuda-graphs", "--device", "cpu"], "cuda-graphs needs a CUDA GPU, not cpu"),
     ],
 )
 def test_bad_lever_flags_are_one_line_errors(tmp_path, args, message):

@@ -29,8 +29,9 @@ __all__ = ["StepGraph", "check_step_graph"]
 WARMUP_STEPS = 2  # eager steps on a side stream before recording (cuDNN / cuBLAS workspaces, optimiser state)
 
 
-def check_step_graph(device: torch.device, method: torch.nn.Module, distributed: bool) -> None:
-    """Refuse ``--compile step-graph`` where it cannot run, with what to use instead."""
+def check_step_graph(device: torch.device, method: object, distributed: bool) -> None:
+    """Refuse ``--compile step-graph`` where it cannot run, with what to use instead (``method``: a method or its
+    class)."""
     if device.type != "cuda":
         raise OneshotError(f"--compile step-graph needs a CUDA GPU, not {device.type}: use --compile on, off or auto")
     if not getattr(method, "graph_safe_step", False):
