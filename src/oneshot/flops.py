@@ -68,27 +68,8 @@ class PeakEstimate:
         }
 
 
-def fp32_flops_per_cycle(flags: set[str], vendor: str, family: int) -> tuple[int, str]:
-    """fp32 FLOPs per cycle per core from the CPU flags, and the reason.
-
-    AVX-512 on Intel server cores: two 512-bit FMA units (16 lanes x 2 FLOPs x 2 = 64; some Xeon Bronze / Silver
-    have one, 32). AVX-512 on AMD Zen 4 (family 25) runs on 256-bit data paths (32); Zen 5 (family 26) has full
-    512-bit units (64). AVX2 + FMA: two 256-bit FMA units (32). AVX without FMA: one 256-bit multiply and one
-    add port (16). SSE2: 8.
-    """
-    if "avx512f" in flags:
-        if vendor == "AuthenticAMD" and family < 26:
-            return 32, "AVX-512 on AMD Zen 4: 2 x 256-bit FMA pipes x 8 lanes x 2"
-        return 64, "AVX-512F: assumed 2 x 512-bit FMA units x 16 lanes x 2 (one-unit SKUs: half)"
-    if "avx2" in flags and "fma" in flags:
-        return 32, "AVX2+FMA: 2 x 256-bit FMA units x 8 lanes x 2"
-    if "avx" in flags:
-        return 16, "AVX: 256-bit multiply + add ports x 8 lanes"
-    return 8, "SSE2: 128-bit multiply + add ports x 4 lanes"
-
-
 def vector_isa(flags: set[str]) -> str:
-    """The widest vector instruction set among the CPU flags: ``AVX-512``, ``AVX2``, ``AVX`` or ``SSE2``.
+    """The widest vector instruction set among the CPU flags: ``AVX-512``, ``AVX2`` (with FMA), ``AVX`` or ``SSE2``.
 
     Two CPUs with the same model name (a virtual machine's ``AMD EPYC``) can differ here, and with it their speed.
     """
@@ -97,6 +78,25 @@ def vector_isa(flags: set[str]) -> str:
     if "avx2" in flags and "fma" in flags:
         return "AVX2"
     return "AVX" if "avx" in flags else "SSE2"
+
+
+def fp32_flops_per_cycle(flags: set[str], vendor: str, family: int) -> tuple[int, str]:
+    """fp32 FLOPs per cycle per core from the CPU's vector instruction set (:func:`vector_isa`), and the reason.
+
+    AVX-512 on Intel server cores: two 512-bit FMA units (16 lanes x 2 FLOPs x 2 = 64; some Xeon Bronze / Silver
+    have one, 32). AVX-512 on AMD Zen 4 (family 25) runs on 256-bit data paths (32); Zen 5 (family 26) has full
+    512-bit units (64). AVX2 + FMA: two 256-bit FMA units (32). AVX without FMA: one 256-bit multiply and one
+    add port (16). SSE2: 8.
+    """
+    isa = vector_isa(flags)
+    if isa == "AVX-512" and vendor == "AuthenticAMD" and family < 26:
+        return 32, "AVX-512 on AMD Zen 4: 2 x 256-bit FMA pipes x 8 lanes x 2"
+    return {
+        "AVX-512": (64, "AVX-512F: assumed 2 x 512-bit FMA units x 16 lanes x 2 (one-unit SKUs: half)"),
+        "AVX2": (32, "AVX2+FMA: 2 x 256-bit FMA units x 8 lanes x 2"),
+        "AVX": (16, "AVX: 256-bit multiply + add ports x 8 lanes"),
+        "SSE2": (8, "SSE2: 128-bit multiply + add ports x 4 lanes"),
+    }[isa]
 
 
 def bf16_flops_per_cycle(flags: set[str], fp32_per_cycle: int) -> tuple[int, str]:
