@@ -17,7 +17,7 @@ from oneshot.errors import OneshotError
 from oneshot.methods import ProtoNet, build_method
 from oneshot.methods.base import Episode, LossOutput, class_labels
 from oneshot.runtime import compile_mode
-from oneshot.step_graph import StepGraph, check_step_graph
+from oneshot.step_graph import StepGraph, check_step_graph, use_step_graph
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
 
@@ -33,6 +33,22 @@ def test_step_graph_is_refused_where_it_cannot_run():
     with pytest.raises(OneshotError, match="under torchrun"):
         check_step_graph(gpu, ProtoNet(Conv4(hidden=8, blocks=2)), True)
     check_step_graph(gpu, ProtoNet(Conv4(hidden=8, blocks=2)), False)  # the measured case passes
+
+
+def test_auto_records_the_step_only_where_it_was_measured():
+    """--compile auto: the whole-step graph on a GPU for a graph-safe method, one process, fp32; nowhere else."""
+    gpu, cpu = torch.device("cuda"), torch.device("cpu")
+    proto, matching = ProtoNet(Conv4(hidden=8, blocks=2)), build_method("matching", Conv4(hidden=8, blocks=2))
+    assert use_step_graph("auto", gpu, proto, False, "fp32") is True
+    assert use_step_graph("auto", gpu, proto, False, "bf16") is False  # not recorded under autocast on a GPU
+    assert use_step_graph("auto", gpu, proto, True, "fp32") is False  # torchrun
+    assert use_step_graph("auto", gpu, matching, False, "fp32") is False
+    assert use_step_graph("auto", cpu, proto, False, "fp32") is False
+    assert use_step_graph("off", gpu, proto, False, "fp32") is False
+    assert use_step_graph("cuda-graphs", gpu, proto, False, "fp32") is False
+    assert use_step_graph("step-graph", gpu, proto, False, "bf16") is True  # asked for: the user's choice
+    with pytest.raises(OneshotError, match="matching training step cannot be recorded"):
+        use_step_graph("step-graph", gpu, matching, False, "fp32")
 
 
 def test_only_checked_methods_declare_a_graph_safe_step():

@@ -51,7 +51,8 @@ CompileChoice = Annotated[
     str,
     typer.Option(
         "--compile",
-        help="torch.compile the encoder: auto (off where it was measured slower), on, off, cuda-graphs (a GPU: "
+        help="torch.compile the encoder: auto (eager on CPU, where compiling was measured slower; on a GPU the "
+        "whole-step graph for ProtoNet with --precision fp32), on, off, cuda-graphs (a GPU: "
         "inductor's reduce-overhead mode), or step-graph (a GPU, ProtoNet: the whole training step as one CUDA graph).",
     ),
 ]

@@ -43,7 +43,7 @@ from oneshot.runtime import (
     to_layout,
     tune_cpu_allocator,
 )
-from oneshot.step_graph import StepGraph, check_step_graph
+from oneshot.step_graph import StepGraph, use_step_graph
 from oneshot.training_records import RunningAverage, TrainConfig, TrainProgress, TrainResult, TrainState
 
 __all__ = ["RESIDENT_BYTES", "TrainConfig", "TrainProgress", "TrainResult", "TrainState", "train"]
@@ -84,7 +84,8 @@ class _Run:
             self.opt, self.sched = own
         self.loss, self.accuracy = RunningAverage(), RunningAverage()
         # --compile step-graph: forward, loss, backward and the update replayed as one CUDA graph
-        self.step_graph = StepGraph(self._update, self.opt) if config.compile == "step-graph" else None
+        graphed = use_step_graph(config.compile, device, method, par.active, self.precision)
+        self.step_graph = StepGraph(self._update, self.opt) if graphed else None
         from oneshot.data.augment import Augment
 
         self.augment = Augment.from_dict(config.augment)
@@ -242,8 +243,6 @@ def train(
         mode = compile_mode(config.compile, device)
         if mode is not None:
             compile_encoder(method, mode)
-        if config.compile == "step-graph":
-            check_step_graph(device, method, par.active)
         return _train(_Run(method, train_data, val_data, config, out, metadata, par, device), resume, on_progress)
     finally:
         torch.set_num_threads(threads)

@@ -38,8 +38,9 @@ class TrainConfig:
             what a killed run loses.
         augment: :class:`~oneshot.data.augment.Augment` settings applied to every training batch (None: none);
             episode ``e``'s transformations are seeded by ``(seed, e)``, so resume stays exact.
-        compile: ``torch.compile`` the encoder: auto (the per-device rule of
-            :func:`oneshot.runtime.resolve_compile`), on or off.
+        compile: ``torch.compile`` the encoder: auto (the per-device rules of
+            :func:`oneshot.runtime.resolve_compile` and :func:`oneshot.step_graph.use_step_graph`), on, off,
+            ``cuda-graphs`` or ``step-graph`` (the whole step as one CUDA graph).
         fold_batch_norm: run Conv-4's first convolution + batch norm as one folded convolution while training
             (the same function up to rounding): auto (the per-device rule of
             :func:`oneshot.runtime.resolve_fold_batch_norm`), on or off.
