@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from oneshot.data.omniglot import load_omniglot
 from oneshot.encoders import build_encoder
 from oneshot.flops import count_flops, cpu_peak
-from oneshot.methods import build_method
+from oneshot.methods import METHODS, build_method
 from oneshot.methods.base import Episode, LossOutput
 from oneshot.provenance import provenance
 from oneshot.runtime import (
@@ -69,7 +69,7 @@ from oneshot.runtime import (
     to_layout,
     tune_cpu_allocator,
 )
-from oneshot.step_graph import StepGraph
+from oneshot.step_graph import StepGraph, use_step_graph
 from oneshot.training import TrainConfig, TrainProgress, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -455,8 +455,8 @@ def main() -> None:
     )
     device = select_device(args.device)
     compiled = compile_mode(args.compile, device)  # None, "default" or "reduce-overhead" (CUDA graphs)
-    if args.compile == "step-graph":
-        compiled = "step-graph"  # no inductor: the raw step and the loop record their whole step as one graph
+    if use_step_graph(args.compile, device, METHODS[args.method], False, resolve_precision(args.precision, device)):
+        compiled = "step-graph"  # as train's: the raw step and the loop record their whole step as one graph
     first_block = resolve_first_block(args.fold_bn, args.fused_kernel, device)  # (folded, fused), as train's
     step, images = raw_step(data, args.method, cfg, 0, compiled=False)
     flops_per_image = count_flops(step) / images  # the episode's encoder pass and loss, forward and backward
