@@ -66,8 +66,8 @@ class StepGraph:
     eagerly for the first :data:`WARMUP_STEPS` calls, then records it as one CUDA graph and replays it.
 
     Each call copies the episode's tensors into the graph's fixed input buffers and returns the graph's fixed
-    outputs (read them before the next call). ``lrs`` gives the optimiser's current learning rates; a change
-    records the graph again, as does a change of the episode's shapes.
+    outputs (read them before the next call). The optimiser's learning rates are read at every call: a change
+    (a schedule's step) records the graph again, as does a change of the episode's shapes.
     """
 
     def __init__(
