@@ -1,0 +1,37 @@
+"""benchmarks/test_steps_val.py's rule (issue 17): per shape the highest validation accuracy; values within the tie
+of the best go to the fewest steps; shapes never scored are left out."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from test_steps_val import choose  # noqa: E402
+
+
+def _row(steps: int, accuracies: list[float]) -> dict:
+    shapes = [(5, 1), (5, 5), (20, 1), (20, 5)]
+    return {
+        "test_steps": steps,
+        "results": [{"ways": w, "shots": s, "accuracy": a} for (w, s), a in zip(shapes, accuracies, strict=True)],
+    }
+
+
+def test_the_best_per_shape_and_ties_to_fewer_steps():
+    rows = [
+        _row(12, [0.9658, 0.9929, 0.9275, 0.9802]),
+        _row(1, [0.9487, 0.9743, 0.7216, 0.7980]),
+        _row(8, [0.9647, 0.9925, 0.9268, 0.9770]),
+    ]
+    # 5w1s: 12 beats 8 by 0.11 points; 5w5s: 8 within 0.04; 20w1s: 8 within 0.07; 20w5s: 12 by 0.32
+    assert choose(rows, 0.001) == {"5w1s": 12, "5w5s": 8, "20w1s": 8, "20w5s": 12}
+    assert choose(rows, 0.0) == {"5w1s": 12, "5w5s": 12, "20w1s": 12, "20w5s": 12}  # no tie: the strict best
+    assert choose(rows, 0.5) == {"5w1s": 1, "5w5s": 1, "20w1s": 1, "20w5s": 1}  # everything ties
+
+
+def test_shapes_without_scores_are_not_chosen():
+    row = {"test_steps": 3, "results": [{"ways": 5, "shots": 1, "accuracy": 0.9}]}
+    assert choose([row], 0.001) == {"5w1s": 3}
