@@ -31,12 +31,10 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
 from oneshot.cli_common import parse_options
 from oneshot.experiment import STANDARD_SHAPES, evaluate_checkpoint
 from oneshot.provenance import command_line, provenance
-from oneshot.runtime import select_device
+from oneshot.runtime import select_device, strict_fp32
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,9 +50,7 @@ def main() -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (on CUDA, TF32 is switched off: true fp32)")
     args = p.parse_args()
     device = select_device(args.device)
-    if device.type == "cuda":  # fp32 evaluation means fp32 there too: no TF32 convolutions or products
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
+    strict_fp32(device)  # on CUDA, TF32 off: fp32 as on a CPU
     options = parse_options(args.option)
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes] if args.shapes else STANDARD_SHAPES
     path = ROOT / "benchmarks" / "results" / f"{args.name}.json"

@@ -21,11 +21,9 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
 from oneshot.experiment import STANDARD_SHAPES, evaluate_checkpoint
 from oneshot.provenance import command_line, provenance
-from oneshot.runtime import select_device
+from oneshot.runtime import select_device, strict_fp32
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,9 +55,7 @@ def main() -> None:
     p.add_argument("--data-dir", default=None)
     args = p.parse_args()
     device = select_device(args.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
+    strict_fp32(device)  # on CUDA, TF32 off: fp32 as on a CPU
     row = json.loads((ROOT / "benchmarks" / "results" / f"{args.name}.json").read_text())
     checkpoint = row.get("checkpoint", f"models/{args.name}.safetensors")
     stem = args.name.removesuffix("_conv4_vinyals")

@@ -33,6 +33,14 @@ def select_device(name: str = "auto") -> torch.device:
     return dev
 
 
+def strict_fp32(device: torch.device) -> None:
+    """On CUDA, switch TF32 off for convolutions and matrix products, so fp32 means fp32 as on a CPU (evaluation
+    benchmarks that compare a GPU's figures with a CPU's)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work (CUDA runs asynchronously): call before reading a wall clock."""
     if device.type == "cuda":

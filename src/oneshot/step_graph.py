@@ -23,6 +23,7 @@ import torch
 
 from oneshot.errors import OneshotError
 from oneshot.methods.base import Episode, LossOutput
+from oneshot.runtime import compile_mode
 
 __all__ = ["StepGraph", "check_step_graph", "use_step_graph"]
 
@@ -32,8 +33,7 @@ WARMUP_STEPS = 2  # eager steps on a side stream before recording (cuDNN / cuBLA
 def check_step_graph(device: torch.device, method: object, distributed: bool) -> None:
     """Refuse ``--compile step-graph`` where it cannot run, with what to use instead (``method``: a method or its
     class)."""
-    if device.type != "cuda":
-        raise OneshotError(f"--compile step-graph needs a CUDA GPU, not {device.type}: use --compile on, off or auto")
+    compile_mode("step-graph", device)  # the device check, shared with the other --compile choices
     if not getattr(method, "graph_safe_step", False):
         raise OneshotError(
             f"--compile step-graph: the {getattr(method, 'name', type(method).__name__)} training step cannot be "
@@ -81,8 +81,8 @@ class StepGraph:
         self._inputs: Episode | None = None
         self._outputs: LossOutput | None = None
 
-    def _episode_key(self, episode: Episode) -> tuple:
-        shapes = tuple((name, tuple(getattr(episode, name).shape)) for name in _tensor_fields(episode))
+    def _episode_key(self, episode: Episode, names: list[str]) -> tuple:
+        shapes = tuple((name, tuple(getattr(episode, name).shape)) for name in names)
         lrs = tuple(float(g["lr"]) for g in self.optimizer.param_groups)
         return shapes, episode.ways, episode.shots, episode.tasks, lrs
 
@@ -98,11 +98,11 @@ class StepGraph:
         # accumulators, made on the side stream) alive into the recording.
         return dataclasses.replace(out, loss=out.loss.detach(), logits=out.logits.detach())
 
-    def _record(self, episode: Episode, key: tuple) -> None:
+    def _record(self, episode: Episode, key: tuple, names: list[str]) -> None:
         for group in self.optimizer.param_groups:
             group["capturable"] = True  # step counters on the GPU (also after a resume loaded eager groups)
         self._graph = None  # free the last graph's pool first
-        inputs = dataclasses.replace(episode, **{n: getattr(episode, n).clone() for n in _tensor_fields(episode)})
+        inputs = dataclasses.replace(episode, **{n: getattr(episode, n).clone() for n in names})
         self.optimizer.zero_grad(set_to_none=True)  # backward allocates the gradients from the graph's pool
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
@@ -114,11 +114,12 @@ class StepGraph:
         self.calls += 1
         if self.calls <= self.warmup:
             return self._eager(episode)
-        key = self._episode_key(episode)
+        names = _tensor_fields(episode)
+        key = self._episode_key(episode, names)
         if self._graph is None or key != self._key:
-            self._record(episode, key)  # recording runs nothing: the replay below is this step
+            self._record(episode, key, names)  # recording runs nothing: the replay below is this step
         assert self._graph is not None and self._inputs is not None and self._outputs is not None
-        for name in _tensor_fields(episode):
+        for name in names:
             getattr(self._inputs, name).copy_(getattr(episode, name))
         self._graph.replay()
         return self._outputs
