@@ -9,9 +9,16 @@ the best go to the fewest steps (cheaper, and the shorter adaptation). The last 
 ``chosen: 5x1=N 5x5=N 20x1=N 20x5=N``, which ``benchmarks/reevaluate.py --shapes WxS --option test_steps=N``
 then scores on test.
 
+``--option KEY=VALUE`` (repeat) scores the values with another method option fixed for this invocation, e.g. a
+smaller adaptation step size (``inner_lr``) at 20 ways; such rows record their ``options`` and are told apart from
+the rows without. Within the tie the fewest steps win, then the training's own options (no override), then the
+option text in sort order; a chosen setting with options prints as ``20x1=test_steps=4,inner_lr=0.1``.
+``--shapes 20x1 20x5`` scores only those shapes.
+
 Example (first-order MAML, on a GPU)::
 
     python benchmarks/test_steps_val.py --name fomaml_conv4_vinyals --values 8 12 16 --device cuda
+    python benchmarks/test_steps_val.py --name maml_conv4_vinyals --values 2 4 8 --option inner_lr=0.1 --shapes 20x1 20x5
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import json
 import time
 from pathlib import Path
 
+from oneshot.cli_common import parse_options
 from oneshot.experiment import STANDARD_SHAPES, evaluate_checkpoint
 from oneshot.provenance import command_line, provenance
 from oneshot.runtime import select_device, strict_fp32
@@ -32,17 +40,32 @@ def shape_key(ways: int, shots: int) -> str:
     return f"{ways}w{shots}s"
 
 
-def choose(rows: list[dict], tie: float) -> dict[str, int]:
-    """Per shape, the fewest ``test_steps`` whose validation accuracy is within ``tie`` (a fraction) of the best."""
-    chosen = {}
+def setting(row: dict) -> int | dict:
+    """A row's test-time setting: its ``test_steps`` alone, or ``{"test_steps": N, **options}`` with options."""
+    options = row.get("options") or {}
+    return {"test_steps": row["test_steps"], **options} if options else row["test_steps"]
+
+
+def _order(row: dict) -> tuple[int, int, str]:
+    """Cheaper first: fewer steps, then the training's own options, then the options' text."""
+    options = row.get("options") or {}
+    return (row["test_steps"], 1 if options else 0, json.dumps(options, sort_keys=True))
+
+
+def choose(rows: list[dict], tie: float) -> dict[str, int | dict]:
+    """Per shape, the cheapest setting (see ``_order``) whose validation accuracy is within ``tie`` (a fraction)
+    of the best; shapes no row scored are left out."""
+    chosen: dict[str, int | dict] = {}
     for ways, shots in STANDARD_SHAPES:
-        scored = [
-            (r["test_steps"], x["accuracy"]) for r in rows for x in r["results"] if (x["ways"], x["shots"]) == (ways, shots)
-        ]
+        scored = [(r, x["accuracy"]) for r in rows for x in r["results"] if (x["ways"], x["shots"]) == (ways, shots)]
         if scored:
             best = max(a for _, a in scored)
-            chosen[shape_key(ways, shots)] = min(v for v, a in scored if a >= best - tie)
+            chosen[shape_key(ways, shots)] = setting(min((r for r, a in scored if a >= best - tie), key=_order))
     return chosen
+
+
+def _text(value: int | dict) -> str:
+    return str(value) if isinstance(value, int) else ",".join(f"{k}={v}" for k, v in value.items())
 
 
 def main() -> None:
@@ -53,7 +76,11 @@ def main() -> None:
     p.add_argument("--tie", type=float, default=0.1, help="points of accuracy within which the fewer steps win")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (on CUDA, TF32 is switched off: true fp32)")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--option", action="append", default=[], help="another method option KEY=VALUE, fixed (repeat)")
+    p.add_argument("--shapes", nargs="+", default=None, help="WAYSxSHOTS, e.g. 20x1 20x5 (default: the four standard)")
     args = p.parse_args()
+    options = parse_options(args.option)
+    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes] if args.shapes else STANDARD_SHAPES
     device = select_device(args.device)
     strict_fp32(device)  # on CUDA, TF32 off: fp32 as on a CPU
     row = json.loads((ROOT / "benchmarks" / "results" / f"{args.name}.json").read_text())
@@ -70,36 +97,38 @@ def main() -> None:
         t0 = time.perf_counter()
         ev = evaluate_checkpoint(
             ROOT / checkpoint,
-            STANDARD_SHAPES,
+            shapes,
             episodes=args.episodes,
             part="val",
             seed=0,
             data_dir=args.data_dir,
             device=str(device),
-            method_options={"test_steps": value},
+            method_options={**options, "test_steps": value},
         ).to_dict()
         results = [{k: x[k] for k in ("ways", "shots", "accuracy", "ci95", "episodes")} for x in ev["results"]]
-        doc["rows"] = sorted(
-            [r for r in doc["rows"] if r["test_steps"] != value]
-            + [
-                {
-                    "test_steps": value,
-                    "command": command,
-                    "device": str(device),
-                    "seconds": time.perf_counter() - t0,
-                    "results": results,
-                }
-            ],
-            key=lambda r: r["test_steps"],
+        row = {"test_steps": value, **({"options": options} if options else {})}
+        same = [r for r in doc["rows"] if setting(r) == setting(row)]
+        kept = [x for r in same for x in r["results"] if (x["ways"], x["shots"]) not in shapes]  # other shapes' scores
+        row.update(command=command, device=str(device), seconds=time.perf_counter() - t0, results=kept + results)
+        row["results"].sort(key=lambda x: STANDARD_SHAPES.index((x["ways"], x["shots"])))
+        doc["rows"] = sorted([r for r in doc["rows"] if setting(r) != setting(row)] + [row], key=_order)
+        print(
+            f"{_text(setting(row))}: " + " / ".join(f"{x['ways']}w{x['shots']}s {100 * x['accuracy']:.2f}" for x in results),
+            flush=True,
         )
-        print(f"test_steps={value}: " + " / ".join(f"{100 * x['accuracy']:.2f}" for x in results), flush=True)
         doc["split"] = f"{ev['split']} val, {args.episodes} episodes per shape, seed 0, 15 queries"
-        doc["rule"] = f"per shape the highest validation accuracy; within {args.tie:g} points, the fewest steps"
+        doc["rule"] = (
+            f"per shape the highest validation accuracy; within {args.tie:g} points, the fewest steps, then the "
+            "training's own options, then the options' text"
+        )
         doc["best_per_shape"] = choose(doc["rows"], args.tie / 100)
         doc.update(provenance(command))
         out.write_text(json.dumps(doc, indent=1) + "\n")
     chosen = doc["best_per_shape"]
-    print("chosen: " + " ".join(f"{w}x{s}={chosen[shape_key(w, s)]}" for w, s in STANDARD_SHAPES if shape_key(w, s) in chosen))
+    print(
+        "chosen: "
+        + " ".join(f"{w}x{s}={_text(chosen[shape_key(w, s)])}" for w, s in STANDARD_SHAPES if shape_key(w, s) in chosen)
+    )
 
 
 if __name__ == "__main__":

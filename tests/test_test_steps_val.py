@@ -35,3 +35,19 @@ def test_the_best_per_shape_and_ties_to_fewer_steps():
 def test_shapes_without_scores_are_not_chosen():
     row = {"test_steps": 3, "results": [{"ways": 5, "shots": 1, "accuracy": 0.9}]}
     assert choose([row], 0.001) == {"5w1s": 3}
+
+
+def test_rows_with_other_options_compete_and_ties_prefer_the_training_options():
+    plain = _row(4, [0.98, 0.99, 0.9300, 0.9700])
+    smaller_step = {**_row(4, [0.97, 0.99, 0.9305, 0.9800]), "options": {"inner_lr": 0.1}}
+    fewer = {**_row(2, [0.96, 0.98, 0.9400, 0.9600]), "options": {"inner_lr": 0.2}}
+    # 5w1s/5w5s: the plain row (ties at 5w5s go to the training's own options); 20w1s: the 2-step row is best;
+    # 20w5s: the smaller step size wins by a point
+    assert choose([smaller_step, fewer, plain], 0.001) == {
+        "5w1s": 4,
+        "5w5s": 4,
+        "20w1s": {"test_steps": 2, "inner_lr": 0.2},
+        "20w5s": {"test_steps": 4, "inner_lr": 0.1},
+    }
+    # a wide tie: the fewest steps win even with an override
+    assert choose([smaller_step, fewer, plain], 0.05)["5w1s"] == {"test_steps": 2, "inner_lr": 0.2}
