@@ -110,7 +110,7 @@ def main() -> None:
         same = [r for r in doc["rows"] if setting(r) == setting(row)]
         kept = [x for r in same for x in r["results"] if (x["ways"], x["shots"]) not in shapes]  # other shapes' scores
         row.update(command=command, device=str(device), seconds=time.perf_counter() - t0, results=kept + results)
-        row["results"].sort(key=lambda x: STANDARD_SHAPES.index((x["ways"], x["shots"])))
+        row["results"].sort(key=lambda x: (x["ways"], x["shots"]))
         doc["rows"] = sorted([r for r in doc["rows"] if setting(r) != setting(row)] + [row], key=_order)
         print(
             f"{_text(setting(row))}: " + " / ".join(f"{x['ways']}w{x['shots']}s {100 * x['accuracy']:.2f}" for x in results),
