@@ -31,7 +31,7 @@ import json
 import time
 from pathlib import Path
 
-from oneshot.cli_common import parse_options
+from oneshot.cli_common import episode_shape, parse_options
 from oneshot.experiment import STANDARD_SHAPES, evaluate_checkpoint
 from oneshot.provenance import command_line, provenance
 from oneshot.runtime import select_device, strict_fp32
@@ -44,7 +44,9 @@ def main() -> None:
     p.add_argument("--name", required=True, help="results file benchmarks/results/<name>.json")
     p.add_argument("--episodes", type=int, default=1000)
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--shapes", nargs="+", default=None, help="WAYSxSHOTS, e.g. 5x1 20x5 (default: the four standard)")
+    p.add_argument(
+        "--shapes", nargs="+", type=episode_shape, default=None, help="WAYSxSHOTS, e.g. 5x1 20x5 (default: the four standard)"
+    )
     p.add_argument("--no-lake", action="store_true", help="skip Lake's 20 runs (keep the recorded ones)")
     p.add_argument("--option", action="append", default=[], help="method option KEY=VALUE for these shapes (repeat)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (on CUDA, TF32 is switched off: true fp32)")
@@ -52,7 +54,7 @@ def main() -> None:
     device = select_device(args.device)
     strict_fp32(device)  # on CUDA, TF32 off: fp32 as on a CPU
     options = parse_options(args.option)
-    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes] if args.shapes else STANDARD_SHAPES
+    shapes = args.shapes or STANDARD_SHAPES
     path = ROOT / "benchmarks" / "results" / f"{args.name}.json"
     result = json.loads(path.read_text())
     checkpoint = ROOT / result.get("checkpoint", f"models/{args.name}.safetensors")

@@ -28,7 +28,7 @@ import json
 import time
 from pathlib import Path
 
-from oneshot.cli_common import parse_options
+from oneshot.cli_common import episode_shape, parse_options
 from oneshot.experiment import STANDARD_SHAPES, evaluate_checkpoint
 from oneshot.provenance import command_line, provenance
 from oneshot.runtime import select_device, strict_fp32
@@ -77,10 +77,12 @@ def main() -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (on CUDA, TF32 is switched off: true fp32)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--option", action="append", default=[], help="another method option KEY=VALUE, fixed (repeat)")
-    p.add_argument("--shapes", nargs="+", default=None, help="WAYSxSHOTS, e.g. 20x1 20x5 (default: the four standard)")
+    p.add_argument(
+        "--shapes", nargs="+", type=episode_shape, default=None, help="WAYSxSHOTS, e.g. 20x1 20x5 (default: the four standard)"
+    )
     args = p.parse_args()
     options = parse_options(args.option)
-    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes] if args.shapes else STANDARD_SHAPES
+    shapes = args.shapes or STANDARD_SHAPES
     device = select_device(args.device)
     strict_fp32(device)  # on CUDA, TF32 off: fp32 as on a CPU
     row = json.loads((ROOT / "benchmarks" / "results" / f"{args.name}.json").read_text())

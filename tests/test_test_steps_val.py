@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -51,3 +53,13 @@ def test_rows_with_other_options_compete_and_ties_prefer_the_training_options():
     }
     # a wide tie: the fewest steps win even with an override
     assert choose([smaller_step, fewer, plain], 0.05)["5w1s"] == {"test_steps": 2, "inner_lr": 0.2}
+
+
+def test_episode_shapes_parse_and_bad_ones_say_the_form():
+    from oneshot.cli_common import episode_shape
+
+    assert episode_shape("20x5") == (20, 5)
+    assert episode_shape("5X1") == (5, 1)
+    for bad, says in [("20", "WAYSxSHOTS"), ("5x1x2", "WAYSxSHOTS"), ("ax1", "WAYSxSHOTS"), ("1x1", "2 ways"), ("5x0", "1 shot")]:
+        with pytest.raises(ValueError, match=says):
+            episode_shape(bad)

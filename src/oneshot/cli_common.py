@@ -252,6 +252,21 @@ def check_output_file(name: str, path: Path) -> None:
     del os
 
 
+def episode_shape(text: str) -> tuple[int, int]:
+    """``"20x5"`` -> ``(20, 5)``: an episode shape written WAYSxSHOTS (ways >= 2, shots >= 1).
+
+    Raises ``ValueError`` with the expected form, so an ``argparse`` ``type=`` reports it as a usage error.
+    """
+    parts = text.lower().split("x")
+    try:
+        ways, shots = (int(v) for v in parts)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an episode shape: write WAYSxSHOTS, e.g. 5x1 or 20x5") from None
+    if ways < 2 or shots < 1:
+        raise ValueError(f"{text!r}: an episode needs at least 2 ways and 1 shot")
+    return ways, shots
+
+
 def parse_shapes(ways: list[int], shots: list[int], standard: bool) -> list[tuple[int, int]]:
     """The (ways, shots) shapes of ``evaluate``: the four standard ones with ``--standard``, else every pair."""
     if standard:
