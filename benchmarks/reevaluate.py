@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from oneshot.cli_common import episode_shape, parse_options
+from oneshot.errors import OneshotError
 from oneshot.experiment import STANDARD_SHAPES, evaluate_checkpoint
 from oneshot.provenance import command_line, provenance
 from oneshot.runtime import select_device, strict_fp32
@@ -53,7 +54,10 @@ def main() -> None:
     args = p.parse_args()
     device = select_device(args.device)
     strict_fp32(device)  # on CUDA, TF32 off: fp32 as on a CPU
-    options = parse_options(args.option)
+    try:
+        options = parse_options(args.option)
+    except OneshotError as exc:
+        p.error(str(exc))
     shapes = args.shapes or STANDARD_SHAPES
     path = ROOT / "benchmarks" / "results" / f"{args.name}.json"
     result = json.loads(path.read_text())

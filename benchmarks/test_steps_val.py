@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from oneshot.cli_common import episode_shape, parse_options
+from oneshot.errors import OneshotError
 from oneshot.experiment import STANDARD_SHAPES, evaluate_checkpoint
 from oneshot.provenance import command_line, provenance
 from oneshot.runtime import select_device, strict_fp32
@@ -81,7 +82,10 @@ def main() -> None:
         "--shapes", nargs="+", type=episode_shape, default=None, help="WAYSxSHOTS, e.g. 20x1 20x5 (default: the four standard)"
     )
     args = p.parse_args()
-    options = parse_options(args.option)
+    try:
+        options = parse_options(args.option)
+    except OneshotError as exc:
+        p.error(str(exc))
     shapes = args.shapes or STANDARD_SHAPES
     device = select_device(args.device)
     strict_fp32(device)  # on CUDA, TF32 off: fp32 as on a CPU

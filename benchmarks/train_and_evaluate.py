@@ -27,25 +27,13 @@ import shutil
 import time
 from pathlib import Path
 
+from oneshot.cli_common import parse_options
+from oneshot.errors import OneshotError
 from oneshot.experiment import STANDARD_SHAPES, evaluate_checkpoint, train_model
 from oneshot.provenance import command_line, provenance
 from oneshot.training import TrainConfig, TrainProgress
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def parse_options(items: list[str]) -> dict:
-    """``["margin=0.5", "mining=all"]`` -> ``{"margin": 0.5, "mining": "all"}`` (JSON values, else text)."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"option {item!r} is not KEY=VALUE")
-        try:
-            out[key.replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.replace("-", "_")] = value
-    return out
 
 
 def main() -> None:
@@ -82,7 +70,11 @@ def main() -> None:
     p.add_argument("--verification-pairs", type=int, default=20000)
     p.add_argument("--variant", action="append", default=[], help="also evaluate with method option KEY=VALUE; repeat")
     args = p.parse_args()
-    method_options = parse_options(args.option)
+    try:  # malformed options are a usage error before any training, not a traceback after it
+        method_options = parse_options(args.option)
+        variant_options = [parse_options([item]) for item in args.variant]
+    except OneshotError as exc:
+        p.error(str(exc))
     command = command_line()
     cfg = TrainConfig(
         episodes=args.episodes,
@@ -148,8 +140,7 @@ def main() -> None:
             f"verification: AUC {v['auc']:.4f} EER {100 * v['eer']:.2f}% TAR@1e-2 {100 * v['tar_at_far_1e-2']:.2f}% TAR@1e-3 {100 * v['tar_at_far_1e-3']:.2f}%"
         )
     variants = []
-    for item in args.variant:
-        opts = parse_options([item])
+    for opts in variant_options:
         row = {"options": opts}
         for part in ("val", "test"):
             res = evaluate_checkpoint(
@@ -157,7 +148,7 @@ def main() -> None:
             ).to_dict()
             row[part] = res["results"]
             print(
-                f"variant {item} on {part}: "
+                f"variant {opts} on {part}: "
                 + ", ".join(f"{r['ways']}w{r['shots']}s {100 * r['accuracy']:.2f}" for r in res["results"])
             )
         variants.append(row)
