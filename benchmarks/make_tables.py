@@ -58,7 +58,7 @@ def published_gap(method: str, acc: dict) -> str:
         if shape not in acc:
             gaps.append("-")
             continue
-        diff = 100 * acc[shape]["accuracy"] - want
+        diff = round(round(100 * acc[shape]["accuracy"], 2) - want, 2)  # from the figure as the table prints it
         gaps.append(f"+{diff:.2f}" if diff >= 0 else f"{diff:.2f}")
     return " / ".join(gaps)
 

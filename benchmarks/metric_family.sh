@@ -19,9 +19,9 @@ for m in $METHODS; do
     contrastive) $PY benchmarks/train_and_evaluate.py --name contrastive_conv4_vinyals --method contrastive --ways 60 --shots 2 --queries 2 --option margin=1.0 "${COMMON[@]}" ;;
     # P x K = 60 x 5 batches, FaceNet's semi-hard mining and margin 0.2.
     triplet)     $PY benchmarks/train_and_evaluate.py --name triplet_conv4_vinyals --method triplet --ways 60 --shots 5 --queries 0 --option mining=semihard --option margin=0.2 "${COMMON[@]}" ;;
-    # Episodes as for ProtoNet: 60-way 1-shot, 5 queries per class. Cosine scale 10 (the paper's is 1): chosen on
-    # the validation split (5-way 1-shot after 150 short episodes: 85.6% against 73.8%).
-    matching)    $PY benchmarks/train_and_evaluate.py --name matching_conv4_vinyals --method matching --ways 60 --shots 1 --queries 5 --option scale=10 "${COMMON[@]}" ;;
+    # 20-way 1-shot, 5 queries per class. Cosine scale 40 (the paper's is 1): chosen on the validation split over
+    # 10, 20, 30 and 40 (benchmarks/results/matching_scale_candidates.json; docs/methods.md).
+    matching)    $PY benchmarks/train_and_evaluate.py --name matching_conv4_vinyals --method matching --ways 20 --shots 1 --queries 5 --option scale=40 "${COMMON[@]}" ;;
     matching-fce) $PY benchmarks/train_and_evaluate.py --name matching_fce_conv4_vinyals --method matching --ways 20 --shots 1 --queries 5 --option fce=true --option scale=10 "${COMMON[@]}" ;;
     # Class-balanced batches of 60 classes x 6 images for the 4800-class classifier; one-shot rules compared on val.
     baseline)    $PY benchmarks/train_and_evaluate.py --name baseline_conv4_vinyals --method baseline --ways 60 --shots 1 --queries 5 --variant test_time=cosine --variant test_time=finetune "${COMMON[@]}" ;;

@@ -97,3 +97,12 @@ def test_a_methods_row_names_the_test_options_of_its_shapes():
     ]
     assert make_tables._test_options(results) == " (scored with test_batch=5 at 5w1s, 5w5s; test_batch=10 at 20w1s)"
     assert make_tables._test_options([{"ways": 5, "shots": 1}]) == ""
+
+
+def test_methods_table_gap_is_taken_from_the_printed_figure():
+    """A shape printed at the published figure reads +0.00, never -0.00 (99.1999% prints as 99.20)."""
+    import make_tables
+
+    acc = {(5, 1): {"accuracy": 0.98461}, (5, 5): {"accuracy": 0.991999}, (20, 5): {"accuracy": 0.97}}
+    assert make_tables.published_gap("fomaml", acc) == "+0.16 / +0.00 / - / -0.90"
+    assert make_tables.published_gap("triplet", acc) == "-"
