@@ -13,7 +13,9 @@ then scores on test.
 smaller adaptation step size (``inner_lr``) at 20 ways; such rows record their ``options`` and are told apart from
 the rows without. Within the tie the fewest steps win, then the training's own options (no override), then the
 option text in sort order; a chosen setting with options prints as ``20x1=test_steps=4,inner_lr=0.1``.
-``--shapes 20x1 20x5`` scores only those shapes.
+``--shapes 20x1 20x5`` scores only those shapes. The file records the weights it scored (the checkpoint's
+``tensors_sha256``) and refuses rows from other weights -- a row whose checkpoint was replaced since -- so two
+models' choices never mix; ``--out`` names another file.
 
 Example (first-order MAML, on a GPU)::
 
@@ -28,6 +30,7 @@ import json
 import time
 from pathlib import Path
 
+from oneshot.checkpoint import read_metadata
 from oneshot.cli_common import episode_shape, parse_options
 from oneshot.errors import OneshotError
 from oneshot.experiment import STANDARD_SHAPES, evaluate_checkpoint
@@ -69,6 +72,18 @@ def _text(value: int | dict) -> str:
     return str(value) if isinstance(value, int) else ",".join(f"{k}={v}" for k, v in value.items())
 
 
+def check_same_weights(doc: dict, weights: str, out: Path) -> None:
+    """Refuse to add rows to a file scored on other weights (e.g. a row whose checkpoint was since replaced): their
+    choices would mix two models. ``weights``: the checkpoint's ``tensors_sha256``."""
+    recorded = doc.get("tensors_sha256")
+    if recorded != weights:
+        seen = f"weights {recorded[:12]}" if recorded else "weights it does not record"
+        raise OneshotError(
+            f"{out} holds rows scored on {seen}, not on this checkpoint's {weights[:12]}: "
+            "pass --out NEW.json (or move the file aside) to score this checkpoint"
+        )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--name", required=True, help="results file benchmarks/results/<name>.json (its checkpoint)")
@@ -78,6 +93,7 @@ def main() -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (on CUDA, TF32 is switched off: true fp32)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--option", action="append", default=[], help="another method option KEY=VALUE, fixed (repeat)")
+    p.add_argument("--out", type=Path, default=None, help="results file (default: <stem>_test_steps_val.json)")
     p.add_argument(
         "--shapes", nargs="+", type=episode_shape, default=None, help="WAYSxSHOTS, e.g. 20x1 20x5 (default: the four standard)"
     )
@@ -92,12 +108,17 @@ def main() -> None:
     row = json.loads((ROOT / "benchmarks" / "results" / f"{args.name}.json").read_text())
     checkpoint = row.get("checkpoint", f"models/{args.name}.safetensors")
     stem = args.name.removesuffix("_conv4_vinyals")
-    out = ROOT / "benchmarks" / "results" / f"{stem}_test_steps_val.json"
+    out = args.out or ROOT / "benchmarks" / "results" / f"{stem}_test_steps_val.json"
+    weights = read_metadata(ROOT / checkpoint)["tensors_sha256"]
     doc = (
         json.loads(out.read_text())
         if out.is_file()
-        else {"benchmark": f"{stem}_test_steps_val", "checkpoint": checkpoint, "rows": []}
+        else {"benchmark": f"{stem}_test_steps_val", "checkpoint": checkpoint, "tensors_sha256": weights, "rows": []}
     )
+    try:
+        check_same_weights(doc, weights, out)
+    except OneshotError as exc:
+        p.error(str(exc))
     command = command_line()
     for value in args.values:
         t0 = time.perf_counter()

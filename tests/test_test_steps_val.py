@@ -63,3 +63,26 @@ def test_episode_shapes_parse_and_bad_ones_say_the_form():
     for bad, says in [("20", "WAYSxSHOTS"), ("5x1x2", "WAYSxSHOTS"), ("ax1", "WAYSxSHOTS"), ("1x1", "2 ways"), ("5x0", "1 shot")]:
         with pytest.raises(ValueError, match=says):
             episode_shape(bad)
+
+
+def test_rows_from_other_weights_are_refused(tmp_path):
+    """A row's checkpoint replaced since its sweep (or a file that does not say which weights it scored) is not
+    added to: the choice would mix two models."""
+    from test_steps_val import check_same_weights
+
+    from oneshot.errors import OneshotError
+
+    out = tmp_path / "x_test_steps_val.json"
+    check_same_weights({"tensors_sha256": "a" * 64, "rows": []}, "a" * 64, out)  # the same weights: fine
+    with pytest.raises(OneshotError, match="aaaaaaaaaaaa.*bbbbbbbbbbbb.*--out"):
+        check_same_weights({"tensors_sha256": "a" * 64, "rows": []}, "b" * 64, out)
+    with pytest.raises(OneshotError, match="does not record"):
+        check_same_weights({"rows": []}, "b" * 64, out)
+
+
+def test_committed_sweeps_name_the_weights_they_scored():
+    import json
+
+    for path in (ROOT / "benchmarks" / "results").glob("*_test_steps_val.json"):
+        doc = json.loads(path.read_text())
+        assert len(doc.get("tensors_sha256", "")) == 64, path.name
