@@ -61,3 +61,18 @@ def test_resume_continues_exactly(vinyals_train, small_val, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k  # exact: the resume state restores everything the steps depend on
+
+
+@pytest.mark.parametrize("name", ["maml", "fomaml", "reptile"])
+def test_fast_weight_methods_train_in_the_default_layout_on_cuda(name):
+    """functorch cannot clone cuDNN's channels-last gradients inside vmap on CUDA, so a fast-weight method keeps the
+    default layout there (its first validation failed otherwise); on CPU, and for other methods, the choice stands."""
+    from oneshot.methods import build_method
+    from oneshot.training import channels_last_for
+
+    fast, proto = build_method(name, Conv4()), ProtoNet(Conv4())
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert channels_last_for(fast, cuda, True) is False
+    assert channels_last_for(fast, cpu, True) is True
+    assert channels_last_for(proto, cuda, True) is True
+    assert channels_last_for(fast, cpu, False) is False

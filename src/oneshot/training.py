@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from oneshot.distributed import Parallel, all_equal, check_tasks, from_main, los
 from oneshot.errors import OneshotError
 from oneshot.evaluation import evaluate
 from oneshot.methods.base import Episode, LossOutput, Method, TrainShape, class_labels
+from oneshot.methods.meta import FastWeightMethod
 from oneshot.provenance import provenance
 from oneshot.resume import load_resume, resume_path, save_resume
 from oneshot.runtime import (
@@ -212,6 +213,15 @@ class _Run:
         return bool(cfg.patience and state.bad_evals >= cfg.patience)
 
 
+def channels_last_for(method: Method, device: torch.device, asked: bool) -> bool:
+    """Whether training lays images and weights out channels-last: as ``asked``, except for fast-weight methods
+    (MAML, first-order MAML, Reptile) on CUDA, whose per-task ``vmap`` adaptation cannot clone the channels-last
+    gradients cuDNN returns there (torch 2.11: "Tensor.clone(memory_format) inside vmap is only supported with
+    ... preserve_format or contiguous_format"). The checkpoint's ``training.config.channels_last`` records the
+    layout used."""
+    return asked and not (device.type == "cuda" and isinstance(method, FastWeightMethod))
+
+
 def train(
     method: Method,
     train_data: ImageSet,
@@ -237,6 +247,7 @@ def train(
             tune_cpu_allocator()
         torch.manual_seed(config.seed)
         method.to(device)
+        config = replace(config, channels_last=channels_last_for(method, device, config.channels_last))
         if config.channels_last:
             method.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to accepts it; the stubs omit it
         set_batch_norm_folding(method, *resolve_first_block(config.fold_batch_norm, config.fused_kernel, device))
