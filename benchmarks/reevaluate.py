@@ -31,8 +31,7 @@ import json
 import time
 from pathlib import Path
 
-from oneshot.cli_common import episode_shape, parse_options
-from oneshot.errors import OneshotError
+from oneshot.cli_common import episode_shape, option_argument
 from oneshot.experiment import STANDARD_SHAPES, evaluate_checkpoint
 from oneshot.provenance import command_line, provenance
 from oneshot.runtime import select_device, strict_fp32
@@ -49,15 +48,12 @@ def main() -> None:
         "--shapes", nargs="+", type=episode_shape, default=None, help="WAYSxSHOTS, e.g. 5x1 20x5 (default: the four standard)"
     )
     p.add_argument("--no-lake", action="store_true", help="skip Lake's 20 runs (keep the recorded ones)")
-    p.add_argument("--option", action="append", default=[], help="method option KEY=VALUE for these shapes (repeat)")
+    p.add_argument("--option", type=option_argument, action="append", default=[], help="method option KEY=VALUE for these shapes (repeat)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (on CUDA, TF32 is switched off: true fp32)")
     args = p.parse_args()
     device = select_device(args.device)
     strict_fp32(device)  # on CUDA, TF32 off: fp32 as on a CPU
-    try:
-        options = parse_options(args.option)
-    except OneshotError as exc:
-        p.error(str(exc))
+    options = dict(args.option)
     shapes = args.shapes or STANDARD_SHAPES
     path = ROOT / "benchmarks" / "results" / f"{args.name}.json"
     result = json.loads(path.read_text())

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from oneshot.checkpoint import read_metadata
-from oneshot.cli_common import episode_shape, parse_options
+from oneshot.cli_common import episode_shape, option_argument
 from oneshot.errors import OneshotError
 from oneshot.experiment import STANDARD_SHAPES, evaluate_checkpoint
 from oneshot.provenance import command_line, provenance
@@ -92,16 +92,13 @@ def main() -> None:
     p.add_argument("--tie", type=float, default=0.1, help="points of accuracy within which the fewer steps win")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (on CUDA, TF32 is switched off: true fp32)")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--option", action="append", default=[], help="another method option KEY=VALUE, fixed (repeat)")
+    p.add_argument("--option", type=option_argument, action="append", default=[], help="another method option KEY=VALUE, fixed (repeat)")
     p.add_argument("--out", type=Path, default=None, help="results file (default: <stem>_test_steps_val.json)")
     p.add_argument(
         "--shapes", nargs="+", type=episode_shape, default=None, help="WAYSxSHOTS, e.g. 20x1 20x5 (default: the four standard)"
     )
     args = p.parse_args()
-    try:
-        options = parse_options(args.option)
-    except OneshotError as exc:
-        p.error(str(exc))
+    options = dict(args.option)
     shapes = args.shapes or STANDARD_SHAPES
     device = select_device(args.device)
     strict_fp32(device)  # on CUDA, TF32 off: fp32 as on a CPU

@@ -27,8 +27,7 @@ import shutil
 import time
 from pathlib import Path
 
-from oneshot.cli_common import parse_options
-from oneshot.errors import OneshotError
+from oneshot.cli_common import option_argument
 from oneshot.experiment import STANDARD_SHAPES, evaluate_checkpoint, train_model
 from oneshot.provenance import command_line, provenance
 from oneshot.training import TrainConfig, TrainProgress
@@ -62,19 +61,16 @@ def main() -> None:
         help="continue the run from benchmarks/runs/<name>.safetensors.resume (same command otherwise); "
         "--max-minutes is this invocation's budget",
     )
-    p.add_argument("--option", action="append", default=[], help="method option KEY=VALUE (JSON value or text); repeat")
+    p.add_argument("--option", type=option_argument, action="append", default=[], help="method option KEY=VALUE (JSON value or text); repeat")
     p.add_argument(
         "--init", default=None, help="start from this checkpoint's weights (same method and options; a fresh optimiser)"
     )
     p.add_argument("--verification", action="store_true", help="also report verification metrics on test pairs")
     p.add_argument("--verification-pairs", type=int, default=20000)
-    p.add_argument("--variant", action="append", default=[], help="also evaluate with method option KEY=VALUE; repeat")
+    p.add_argument("--variant", type=option_argument, action="append", default=[], help="also evaluate with method option KEY=VALUE; repeat")
     args = p.parse_args()
-    try:  # malformed options are a usage error before any training, not a traceback after it
-        method_options = parse_options(args.option)
-        variant_options = [parse_options([item]) for item in args.variant]
-    except OneshotError as exc:
-        p.error(str(exc))
+    method_options = dict(args.option)  # malformed options were a usage error before any training (option_argument)
+    variant_options = [dict([item]) for item in args.variant]
     command = command_line()
     cfg = TrainConfig(
         episodes=args.episodes,

@@ -6,6 +6,7 @@ imports the other's internals).
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import shlex
@@ -147,16 +148,32 @@ EncoderOptions = Annotated[
 
 def parse_options(items: list[str]) -> dict:
     """``["margin=0.5", "mining=all"]`` -> ``{"margin": 0.5, "mining": "all"}``."""
-    out: dict = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise OneshotError(f"method option {item!r} is not KEY=VALUE")
-        try:
-            out[key.strip().replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip().replace("-", "_")] = value
-    return out
+    return dict(method_option(item) for item in items)
+
+
+def method_option(item: str) -> tuple[str, Any]:
+    """``"margin=0.5"`` -> ``("margin", 0.5)``: one method option KEY=VALUE, the value read as JSON where it is
+    JSON, else kept as text; dashes in the key become underscores.
+
+    Raises :class:`~oneshot.errors.OneshotError` naming the expected form (see :func:`option_argument` for
+    ``argparse``).
+    """
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise OneshotError(f"method option {item!r} is not KEY=VALUE")
+    try:
+        return key.strip().replace("-", "_"), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip().replace("-", "_"), value
+
+
+def option_argument(item: str) -> tuple[str, Any]:
+    """:func:`method_option` as an ``argparse`` ``type=``: a malformed ``--option`` is a usage error, with its
+    message, before any work starts (``dict(args.option)`` then gives the options)."""
+    try:
+        return method_option(item)
+    except OneshotError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def echo_json(obj: object) -> None:
