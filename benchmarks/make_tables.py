@@ -142,8 +142,13 @@ def _throughput_results() -> list[dict]:
     # same model name that records it: it was that machine, or one no longer told apart from it
     for key, r in list(latest.items()):
         name = r["machine"].get("cpu")
-        if not _on_gpu(r) and _cpu_isa(r) is None and any(
-            o is not r and not _on_gpu(o) and o["machine"].get("cpu") == name and o["date"] > r["date"] for o in latest.values()
+        if (
+            not _on_gpu(r)
+            and _cpu_isa(r) is None
+            and any(
+                o is not r and not _on_gpu(o) and o["machine"].get("cpu") == name and o["date"] > r["date"]
+                for o in latest.values()
+            )
         ):
             del latest[key]
     return sorted(latest.values(), key=lambda r: (_on_gpu(r), _throughput_machine(r)))
@@ -158,7 +163,9 @@ def _peak(r: dict) -> tuple[dict | None, float | None]:
 
 def _loop_settings(r: dict) -> str:
     """Precision, and the compile mode when not eager."""
-    mode = {"reduce-overhead": "CUDA graphs", "step-graph": "whole-step CUDA graph", "default": "compiled", True: "compiled"}.get(r.get("compile"))
+    mode = {"reduce-overhead": "CUDA graphs", "step-graph": "whole-step CUDA graph", "default": "compiled", True: "compiled"}.get(
+        r.get("compile")
+    )
     return r["precision"] + (f", {mode}" if mode else "")
 
 
@@ -219,7 +226,9 @@ def _throughput_detail(r: dict) -> list[str]:
     ]
     if r.get("images_per_second_with_warmup"):
         w = r["images_per_second_with_warmup"]
-        lines.append(f"| the same, whole run with its first steps (as `train` reports it) | {w:.0f} | {w / s['images']:.2f} | - | {w / r['raw_images_per_second']:.2f} of raw |")
+        lines.append(
+            f"| the same, whole run with its first steps (as `train` reports it) | {w:.0f} | {w / s['images']:.2f} | - | {w / r['raw_images_per_second']:.2f} of raw |"
+        )
     if r.get("easyfsl_images_per_second"):
         lines.append(
             f"| easyfsl 1.5.0 as shipped (TaskSampler + DataLoader + PrototypicalNetworks, fp32, own process) | {r['easyfsl_images_per_second']:.0f} | "
@@ -529,7 +538,11 @@ def _text_semisupervised_lines(r: dict | None) -> list[str]:
         )
     o = r.get("oos_5shot")
     if o:
-        lines += ["", "| 5-shot, out of scope (`mean_distance`, val-calibrated) | in-scope acc., no rejection | in-scope acc. | OOS recall | OOS precision |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| 5-shot, out of scope (`mean_distance`, val-calibrated) | in-scope acc., no rejection | in-scope acc. | OOS recall | OOS precision |",
+            "|---|---|---|---|---|",
+        ]
         for name, m in (("support only", o.get("support_only")), ("self-trained", o.get("self_trained"))):
             if m:
                 lines.append(
@@ -963,7 +976,9 @@ def gallery_levers_table() -> str:
     ]
     for f in files:
         r = load(f.stem)
-        enc = Path(r["encoder"]).name.replace(".safetensors", "") + ("" if r.get("tta", "none") == "none" else f", TTA {r['tta']}")
+        enc = Path(r["encoder"]).name.replace(".safetensors", "") + (
+            "" if r.get("tta", "none") == "none" else f", TTA {r['tta']}"
+        )
         for row in r["levers"]:
             v, t = row["validation"], row["test"]
             lines.append(
@@ -1055,7 +1070,9 @@ def inference_table() -> str:
             + " | ".join(cells)
             + f" | {val20('vinyals', kind)} | {how(lk)} | {lake} | {val20('lake', kind)} |"
         )
-    for e in sorted((json.loads(f.read_text()) for f in RESULTS.glob("omniglot_inference_encoder_*.json")), key=lambda e: e["date"]):
+    for e in sorted(
+        (json.loads(f.read_text()) for f in RESULTS.glob("omniglot_inference_encoder_*.json")), key=lambda e: e["date"]
+    ):
         for x in e["rows"]:
             chosen = " (val's choice)" if x["tta"] == e["tta_choice"] else ""
             if x.get("row") == "transductive":

@@ -10,7 +10,8 @@ Example (the MAML row on 1000 episodes per shape)::
 
     python benchmarks/reevaluate.py --name maml_conv4_vinyals --episodes 1000
 
-``--shapes`` scores only the named shapes (``5x1 20x5``) and ``--no-lake`` skips Lake's runs; each shape is
+``--shapes`` scores only the named shapes (``5x1 20x5``), ``--no-lake`` skips Lake's runs and ``--lake-only`` scores
+Lake's runs alone (20-way 1-shot: with the 20-way 1-shot shape's ``--option`` setting); each shape is
 written to the file as soon as it is scored (replacing that shape's entry), so a slow row (Reptile adapts
 every episode for 20 steps) can be re-scored one shape per invocation and an interrupted run keeps what it
 finished.
@@ -48,12 +49,17 @@ def main() -> None:
         "--shapes", nargs="+", type=episode_shape, default=None, help="WAYSxSHOTS, e.g. 5x1 20x5 (default: the four standard)"
     )
     p.add_argument("--no-lake", action="store_true", help="skip Lake's 20 runs (keep the recorded ones)")
-    p.add_argument("--option", type=option_argument, action="append", default=[], help="method option KEY=VALUE for these shapes (repeat)")
+    p.add_argument("--lake-only", action="store_true", help="score Lake's 20 runs alone (keep every shape's entry)")
+    p.add_argument(
+        "--option", type=option_argument, action="append", default=[], help="method option KEY=VALUE for these shapes (repeat)"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (on CUDA, TF32 is switched off: true fp32)")
     args = p.parse_args()
     device = select_device(args.device)
     strict_fp32(device)  # on CUDA, TF32 off: fp32 as on a CPU
     options = dict(args.option)
+    if args.lake_only and (args.shapes or args.no_lake):
+        p.error("--lake-only scores Lake's runs alone: drop --shapes and --no-lake")
     shapes = args.shapes or STANDARD_SHAPES
     path = ROOT / "benchmarks" / "results" / f"{args.name}.json"
     result = json.loads(path.read_text())
@@ -62,15 +68,18 @@ def main() -> None:
     ev: dict = json.loads(json.dumps(previous)) if previous and args.shapes else {}
     reev = {**provenance(command_line()), "seconds": 0.0, "device": str(device), "previous": previous}
     before = result.get("reevaluation")
-    if before and args.shapes:  # a partial re-score: keep the provenance of the invocations that scored the others
+    if before and (args.shapes or args.lake_only):  # a partial re-score: keep the provenance of the earlier invocations
         earlier = [before, *before.get("earlier", [])]
         reev["earlier"] = [{k: v for k, v in e.items() if k not in ("previous", "earlier")} for e in earlier]
-    for i, (ways, shots) in enumerate(shapes):
-        lake = not args.no_lake and i == len(shapes) - 1
+    if args.lake_only:  # one pass with no episode shapes: Lake's runs, written beside the kept shapes
+        ev = json.loads(json.dumps(previous)) if previous else {"results": []}
+        shapes = [None]
+    for i, shape in enumerate(shapes):
+        lake = args.lake_only or (not args.no_lake and i == len(shapes) - 1)
         t0 = time.perf_counter()
         part = evaluate_checkpoint(
             checkpoint,
-            [(ways, shots)],
+            [shape] if shape else [],
             episodes=args.episodes,
             seed=0,
             lake_runs=lake,
@@ -87,7 +96,7 @@ def main() -> None:
         reev["seconds"] += time.perf_counter() - t0
         if not ev:
             ev = {**part, "results": []}
-        kept = [r for r in ev["results"] if (r["ways"], r["shots"]) != (ways, shots)]
+        kept = [r for r in ev["results"] if (r["ways"], r["shots"]) != shape]
         ev["results"] = sorted(
             kept + part["results"],
             key=lambda r: STANDARD_SHAPES.index((r["ways"], r["shots"])) if (r["ways"], r["shots"]) in STANDARD_SHAPES else 99,

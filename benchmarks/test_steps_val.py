@@ -92,7 +92,9 @@ def main() -> None:
     p.add_argument("--tie", type=float, default=0.1, help="points of accuracy within which the fewer steps win")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (on CUDA, TF32 is switched off: true fp32)")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--option", type=option_argument, action="append", default=[], help="another method option KEY=VALUE, fixed (repeat)")
+    p.add_argument(
+        "--option", type=option_argument, action="append", default=[], help="another method option KEY=VALUE, fixed (repeat)"
+    )
     p.add_argument("--out", type=Path, default=None, help="results file (default: <stem>_test_steps_val.json)")
     p.add_argument(
         "--shapes", nargs="+", type=episode_shape, default=None, help="WAYSxSHOTS, e.g. 20x1 20x5 (default: the four standard)"

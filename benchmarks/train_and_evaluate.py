@@ -61,13 +61,17 @@ def main() -> None:
         help="continue the run from benchmarks/runs/<name>.safetensors.resume (same command otherwise); "
         "--max-minutes is this invocation's budget",
     )
-    p.add_argument("--option", type=option_argument, action="append", default=[], help="method option KEY=VALUE (JSON value or text); repeat")
+    p.add_argument(
+        "--option", type=option_argument, action="append", default=[], help="method option KEY=VALUE (JSON value or text); repeat"
+    )
     p.add_argument(
         "--init", default=None, help="start from this checkpoint's weights (same method and options; a fresh optimiser)"
     )
     p.add_argument("--verification", action="store_true", help="also report verification metrics on test pairs")
     p.add_argument("--verification-pairs", type=int, default=20000)
-    p.add_argument("--variant", type=option_argument, action="append", default=[], help="also evaluate with method option KEY=VALUE; repeat")
+    p.add_argument(
+        "--variant", type=option_argument, action="append", default=[], help="also evaluate with method option KEY=VALUE; repeat"
+    )
     args = p.parse_args()
     method_options = dict(args.option)  # malformed options were a usage error before any training (option_argument)
     variant_options = [dict([item]) for item in args.variant]

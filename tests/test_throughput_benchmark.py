@@ -106,3 +106,13 @@ def test_methods_table_gap_is_taken_from_the_printed_figure():
     acc = {(5, 1): {"accuracy": 0.98461}, (5, 5): {"accuracy": 0.991999}, (20, 5): {"accuracy": 0.97}}
     assert make_tables.published_gap("fomaml", acc) == "+0.16 / +0.00 / - / -0.90"
     assert make_tables.published_gap("triplet", acc) == "-"
+
+
+def test_a_row_whose_last_stage_ran_on_a_gpu_names_it_beside_its_speed():
+    import make_tables
+
+    cpu = {"images_per_second": 458.4, "stages": [{"device": "cpu"}]}
+    gpu = {"images_per_second": 24204.2, "stages": [{"device": "cpu"}, {"device": "cuda", "gpu": "NVIDIA H200"}]}
+    assert make_tables._images_per_second(cpu) == "458"
+    assert make_tables._images_per_second({"images_per_second": 963.0}) == "963"
+    assert make_tables._images_per_second(gpu) == "24204 (NVIDIA H200)"

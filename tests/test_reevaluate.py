@@ -1,0 +1,58 @@
+"""benchmarks/reevaluate.py (issue 17): ``--lake-only`` scores Lake's 20 runs alone on real Omniglot and keeps every
+shape's entry and the provenance of the invocations that scored them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import requires_omniglot
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+SHIPPED = ROOT / "src" / "oneshot" / "weights" / "protonet_conv4_vinyals.safetensors"
+
+
+def _row(tmp_path: Path) -> tuple[Path, list[dict]]:
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "models").mkdir()
+    shutil.copyfile(SHIPPED, tmp_path / "models" / "p.safetensors")
+    shapes = [{"ways": 5, "shots": 1, "accuracy": 0.5, "ci95": 0.01, "episodes": 1000, "options": {"k": 1}}]
+    path = tmp_path / "benchmarks" / "results" / "p.json"
+    earlier = {"command": "second", "earlier": [{"command": "first"}], "previous": {"results": []}}
+    path.write_text(json.dumps({"checkpoint": "models/p.safetensors", "evaluation": {"results": shapes}, "reevaluation": earlier}))
+    return path, shapes
+
+
+@requires_omniglot
+def test_lake_only_scores_lakes_runs_and_keeps_every_shape(tmp_path, omniglot_dir, monkeypatch):
+    import reevaluate
+
+    path, shapes = _row(tmp_path)
+    monkeypatch.setattr(reevaluate, "ROOT", tmp_path)
+    argv = ["reevaluate.py", "--name", "p", "--lake-only", "--device", "cpu", "--data-dir", str(omniglot_dir)]
+    monkeypatch.setattr(sys, "argv", argv)
+    reevaluate.main()
+    r = json.loads(path.read_text())
+    assert r["evaluation"]["results"] == shapes  # the shapes are not touched
+    lake = r["evaluation"]["lake_runs"]
+    assert lake["runs"] == 20 and len(lake["errors"]) == 20 and 0.5 < lake["accuracy"] <= 1.0
+    assert "--lake-only" in r["reevaluation"]["command"] and r["reevaluation"]["previous"]["results"] == shapes
+    assert [e["command"] for e in r["reevaluation"]["earlier"]] == ["second", "first"]
+
+
+def test_lake_only_refuses_shapes(tmp_path, monkeypatch, capsys):
+    import reevaluate
+
+    path, _ = _row(tmp_path)
+    before = path.read_text()
+    monkeypatch.setattr(reevaluate, "ROOT", tmp_path)
+    monkeypatch.setattr(sys, "argv", ["reevaluate.py", "--name", "p", "--lake-only", "--shapes", "20x1", "--device", "cpu"])
+    with pytest.raises(SystemExit) as exc:
+        reevaluate.main()
+    assert exc.value.code == 2 and "drop --shapes" in capsys.readouterr().err
+    assert path.read_text() == before
