@@ -3,10 +3,10 @@ import torch
 from safetensors import safe_open
 
 from oneshot.checkpoint import load_checkpoint
-from oneshot.resume import resume_path
 from oneshot.encoders import Conv4
 from oneshot.evaluation import evaluate
 from oneshot.methods import ProtoNet
+from oneshot.resume import resume_path
 from oneshot.training import TrainConfig, train
 
 META = {
@@ -76,3 +76,16 @@ def test_fast_weight_methods_train_in_the_default_layout_on_cuda(name):
     assert channels_last_for(fast, cpu, True) is True
     assert channels_last_for(proto, cuda, True) is True
     assert channels_last_for(fast, cpu, False) is False
+
+
+def test_result_records_the_layout_the_run_used(vinyals_train, small_val, tmp_path, monkeypatch):
+    """Results files copy ``TrainResult.config``: it must say what ran (channels_last as resolved for the device,
+    as a fast-weight method on CUDA resolves it to False), matching the checkpoint, not what was asked."""
+    import oneshot.training as training
+
+    monkeypatch.setattr(training, "channels_last_for", lambda method, device, asked: False)
+    cfg = TrainConfig(episodes=2, ways=5, shots=1, queries=1, eval_every=2, val_ways=5, val_episodes=2, channels_last=True)
+    res = train(ProtoNet(Conv4()), vinyals_train, small_val, cfg, tmp_path / "p.safetensors", META)
+    assert res.config["channels_last"] is False and res.config["episodes"] == 2
+    stored = load_checkpoint(tmp_path / "p.safetensors").metadata["training"]["config"]
+    assert stored["channels_last"] is False

@@ -316,4 +316,5 @@ def _train(run: _Run, resume: bool, on_progress: Callable[[TrainProgress], None]
         device=str(run.device),
         precision=run.precision,
         history=state.history,
+        config=dict(config.__dict__),
     )

@@ -97,6 +97,7 @@ class TrainResult:
     device: str
     precision: str
     history: list[dict[str, float]] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)  # the settings the run used (channels_last as resolved for the device)
 
 
 @dataclass
