@@ -1103,7 +1103,7 @@ def inference_table() -> str:
         vin = by.get("vinyals")
         lk = by.get("lake")
         lines.append(
-            f"| Lake-split encoders, val's choice (members at their own input sizes) | "
+            "| Lake-split encoders, val's choice (members at their own input sizes) | "
             + (f"{names}; TTA {lc['choice']['tta']} (Vinyals test alphabets unseen)" if vin else "")
             + " | "
             + " | ".join(_shape_cells(vin["results"]) if vin else ["-"] * 4)

@@ -22,9 +22,9 @@ from oneshot.inference import (
     episode_rule,
     lake_check,
     shift_views,
-    split_overlap_check,
     shifted,
     soft_kmeans,
+    split_overlap_check,
     view_embeddings,
 )
 from oneshot.methods.base import nearest_prototype

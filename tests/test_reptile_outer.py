@@ -13,8 +13,8 @@ from safetensors import safe_open
 from torch import nn
 
 from oneshot.checkpoint import load_checkpoint, save_checkpoint
-from oneshot.methods import Episode, Reptile
 from oneshot.errors import OneshotError
+from oneshot.methods import Episode, Reptile
 from oneshot.methods.reptile import annealed, minibatch_schedule, support_batches
 
 

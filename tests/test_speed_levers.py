@@ -136,9 +136,9 @@ def test_a_compiled_run_validates_eagerly(tmp_path, monkeypatch):
     """--compile on: the training steps run compiled, validation (other shapes, eval mode) runs eagerly, and the
     run ends with a checkpoint; the running loss reaches the progress callback as a float."""
     import oneshot.training as training
+    from oneshot.data.imageset import ImageSet
     from oneshot.encoders import Conv4
     from oneshot.methods import ProtoNet
-    from oneshot.data.imageset import ImageSet
 
     entered = []
     real = training.eager
