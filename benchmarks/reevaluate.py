@@ -65,11 +65,12 @@ def main() -> None:
     result = json.loads(path.read_text())
     checkpoint = ROOT / result.get("checkpoint", f"models/{args.name}.safetensors")
     previous = result.get("evaluation")
-    # a partial re-score (some shapes, or Lake's runs alone) keeps the earlier entries it does not redo
-    ev: dict = json.loads(json.dumps(previous)) if previous and (args.shapes or args.lake_only) else {}
+    # a partial re-score (some shapes, or Lake's runs alone) keeps the entries it does not redo and their provenance
+    partial = bool(args.shapes or args.lake_only)
+    ev: dict = json.loads(json.dumps(previous)) if previous and partial else {}
     reev = {**provenance(command_line()), "seconds": 0.0, "device": str(device), "previous": previous}
     before = result.get("reevaluation")
-    if before and (args.shapes or args.lake_only):  # a partial re-score: keep the provenance of the earlier invocations
+    if before and partial:
         earlier = [before, *before.get("earlier", [])]
         reev["earlier"] = [{k: v for k, v in e.items() if k not in ("previous", "earlier")} for e in earlier]
     if args.lake_only:  # one pass with no episode shapes: Lake's runs, written beside the kept shapes

@@ -160,7 +160,7 @@ def main() -> None:
         "split": args.split,
         **provenance(command),
         "training": {
-            "config": tr.config or cfg.__dict__,  # as run: e.g. channels_last resolved for the device
+            "config": tr.config,  # as run: e.g. channels_last resolved for the device
             "episodes_run": tr.episodes_run,
             "train_seconds": tr.train_seconds,
             "wall_seconds": wall,
