@@ -50,6 +50,8 @@ def main() -> None:
     p.add_argument("--lr-gamma", type=float, default=0.5)
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--val-episodes", type=int, default=500)
+    p.add_argument("--val-ways", type=int, default=20, help="ways of the validation episodes that choose the checkpoint")
+    p.add_argument("--val-shots", type=int, default=1, help="shots of the validation episodes that choose the checkpoint")
     p.add_argument("--max-minutes", type=float, default=0.0)
     p.add_argument("--precision", default="auto")
     p.add_argument("--seed", type=int, default=0)
@@ -86,6 +88,8 @@ def main() -> None:
         lr_gamma=args.lr_gamma,
         eval_every=args.eval_every,
         val_episodes=args.val_episodes,
+        val_ways=args.val_ways,
+        val_shots=args.val_shots,
         max_minutes=args.max_minutes,
         precision=args.precision,
         seed=args.seed,
