@@ -1,7 +1,9 @@
-"""Rewrite the README's result tables from benchmarks/results/*.json.
+"""Rewrite the README's (and docs') result tables from benchmarks/results/*.json.
 
-Each table sits in README.md between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->``; everything
-between the two markers is replaced, nothing else is touched. Tables: ``methods`` (every
+Each table sits in README.md (or a page of docs/, :data:`DOCUMENTS`) between ``<!-- table:NAME -->`` and
+``<!-- /table:NAME -->``; everything between the two markers is replaced, nothing else is touched. Tables:
+``verification`` (docs/methods.md: TAR at two FARs, AUC and EER of every ``*_conv4_vinyals.json`` scored on
+verification pairs), ``methods`` (every
 ``*_conv4_vinyals.json``: accuracy with 95% CI per shape, Lake's runs, EER, training budget and speed,
 published figures and the points each shape is short of them), ``throughput`` (``throughput_protonet*.json``, the latest per CPU model), ``meta_cost`` (``meta_step_cost*.json``, one per device),
 ``gallery_open_set`` (every ``gallery_open_set*.json`` whose ``benchmark`` is ``gallery_open_set``: one block
@@ -14,7 +16,7 @@ rows ``text_clinc150_semisupervised.json``),
 validation choices ``omniglot_inference_val.json``; one pair of rows per later Lake-split encoder from
 ``omniglot_inference_encoder_*.json``).
 
-Usage: python benchmarks/make_tables.py [--check]   (``--check`` exits 1 when the README is out of date)
+Usage: python benchmarks/make_tables.py [--check]   (``--check`` exits 1 when a document is out of date)
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
+DOCUMENTS = [README, ROOT / "docs" / "methods.md"]  # every file whose marked tables are generated here
 SHAPES = [(5, 1), (5, 5), (20, 1), (20, 5)]
 
 # Published Omniglot figures, Vinyals protocol, 5w1s / 5w5s / 20w1s / 20w5s.
@@ -86,7 +89,33 @@ def methods_table() -> str:
             f"| {label} | "
             + " | ".join(cells)
             + f" | {lake} | {eer} | {tr['train_seconds'] / 60:.0f} min, {tr['episodes_run']} episodes, {tr['device']} "
-            f"| {_images_per_second(tr)} | {PUBLISHED.get(r['method'], 'none on Omniglot')} | {published_gap(r['method'], acc)} | `models/{r['name']}.safetensors` |"
+            f"| {_images_per_second(tr)} | {PUBLISHED.get(r['method'], 'none on Omniglot')} | {published_gap(r['method'], acc)} | `{_checkpoint(r)}` |"
+        )
+    return "\n".join(lines)
+
+
+def _checkpoint(result: dict) -> str:
+    """Where a row's checkpoint is committed: the results file's ``checkpoint`` (a shipped one lives in
+    ``src/oneshot/weights``), else ``models/<name>.safetensors``."""
+    return result.get("checkpoint") or f"models/{result['name']}.safetensors"
+
+
+def verification_table() -> str:
+    """Same/different verification of every Vinyals-split row scored on pairs (``--verification``): the
+    true-accept rate at false-accept rates 1e-2 and 1e-3, ROC AUC and the equal error rate, in the methods
+    table's order."""
+    results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*_conv4_vinyals.json"))]
+    results = [r for r in results if "verification" in r["evaluation"]]
+    results.sort(key=lambda r: (ORDER.index(r["method"]) if r["method"] in ORDER else 99, r["name"]))
+    lines = [
+        "| method | TAR at FAR 1e-2 % | TAR at FAR 1e-3 % | AUC | EER % | pairs (seed), similarity |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        v = r["evaluation"]["verification"]
+        lines.append(
+            f"| {r['name'].replace('_conv4_vinyals', '')} | {100 * v['tar_at_far_1e-2']:.2f} | {100 * v['tar_at_far_1e-3']:.2f} "
+            f"| {v['auc']:.4f} | {100 * v['eer']:.2f} | {v['pairs']} ({v['seed']}), {v['similarity']} |"
         )
     return "\n".join(lines)
 
@@ -1125,6 +1154,7 @@ TABLES = {
     "defects": defects_table,
     "generative": generative_table,
     "methods": methods_table,
+    "verification": verification_table,
     "inference": inference_table,
     "throughput": throughput_table,
     "meta_cost": meta_cost_table,
@@ -1154,12 +1184,20 @@ def render(text: str) -> str:
 
 
 def main() -> None:
-    text = README.read_text()
-    new = render(text)
+    stale = []
+    for path in DOCUMENTS:
+        text = path.read_text()
+        new = render(text)
+        if new == text:
+            continue
+        stale.append(path.relative_to(ROOT))
+        if "--check" not in sys.argv:
+            path.write_text(new)
+            print(f"updated {path.relative_to(ROOT)}")
     if "--check" in sys.argv:
-        sys.exit(0 if new == text else 1)
-    README.write_text(new)
-    print(f"updated {README}")
+        if stale:
+            print(f"out of date (run python benchmarks/make_tables.py): {', '.join(map(str, stale))}")
+        sys.exit(1 if stale else 0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,84 @@
+"""The README's and docs' result tables are generated from benchmarks/results/*.json (benchmarks/make_tables.py):
+the committed documents match their results files, a stale one is reported without being rewritten by ``--check``,
+and the tables read what the files record (verification figures, the checkpoint's committed path)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def test_committed_documents_match_their_results_files():
+    run = subprocess.run([sys.executable, "benchmarks/make_tables.py", "--check"], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, f"tables out of date -- run python benchmarks/make_tables.py\n{run.stdout}{run.stderr}"
+
+
+def _row(name: str, method: str, verification: dict | None = None, checkpoint: str | None = None) -> dict:
+    ev: dict = {"results": [{"ways": 5, "shots": 1, "accuracy": 0.98, "ci95": 0.002, "episodes": 1000}]}
+    if verification:
+        ev["verification"] = verification
+    row = {"name": name, "method": method, "evaluation": ev}
+    if checkpoint:
+        row["checkpoint"] = checkpoint
+    return row
+
+
+def test_verification_table_lists_the_rows_scored_on_pairs_in_method_order(tmp_path, monkeypatch):
+    import make_tables
+
+    v = {
+        "pairs": 20000,
+        "seed": 0,
+        "similarity": "auto",
+        "auc": 0.99,
+        "eer": 0.0333,
+        "tar_at_far_1e-2": 0.9043,
+        "tar_at_far_1e-3": 0.6165,
+    }
+    rows = {
+        "triplet_conv4_vinyals": _row("triplet_conv4_vinyals", "triplet", {**v, "eer": 0.0516}),
+        "siamese_conv4_vinyals": _row("siamese_conv4_vinyals", "siamese", v),
+        "maml_conv4_vinyals": _row("maml_conv4_vinyals", "maml"),  # no pairs scored: no row
+    }
+    for name, r in rows.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(r))
+    monkeypatch.setattr(make_tables, "RESULTS", tmp_path)
+    lines = make_tables.verification_table().splitlines()
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| siamese", "| triplet"]  # the methods table's order
+    assert lines[2] == "| siamese | 90.43 | 61.65 | 0.9900 | 3.33 | 20000 (0), auto |"
+
+
+def test_the_checkpoint_column_names_where_the_checkpoint_is_committed():
+    import make_tables
+
+    shipped = _row("protonet_conv4_vinyals", "protonet", checkpoint="src/oneshot/weights/protonet_conv4_vinyals.safetensors")
+    assert make_tables._checkpoint(shipped) == "src/oneshot/weights/protonet_conv4_vinyals.safetensors"
+    assert make_tables._checkpoint(_row("memory_conv4_vinyals", "memory")) == "models/memory_conv4_vinyals.safetensors"
+
+
+def test_check_reports_a_stale_document_and_leaves_it_alone(tmp_path, monkeypatch, capsys):
+    import make_tables
+
+    doc = tmp_path / "page.md"
+    stale = "intro\n<!-- table:verification -->\n| old |\n<!-- /table:verification -->\nafter\n"
+    doc.write_text(stale)
+    monkeypatch.setattr(make_tables, "ROOT", tmp_path)
+    monkeypatch.setattr(make_tables, "DOCUMENTS", [doc])
+    monkeypatch.setattr(sys, "argv", ["make_tables.py", "--check"])
+    with pytest.raises(SystemExit) as stop:
+        make_tables.main()
+    assert stop.value.code == 1 and "page.md" in capsys.readouterr().out and doc.read_text() == stale
+    monkeypatch.setattr(sys, "argv", ["make_tables.py"])
+    make_tables.main()  # rewrites between the markers only
+    text = doc.read_text()
+    assert text.startswith("intro\n<!-- table:verification -->\n| method | TAR at FAR 1e-2 %") and text.endswith(
+        "<!-- /table:verification -->\nafter\n"
+    )
+    assert "| old |" not in text
