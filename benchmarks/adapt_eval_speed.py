@@ -1,4 +1,5 @@
-"""Evaluation speed of the adapting methods: episode by episode against several episodes at once.
+"""Evaluation speed of the adapting methods: episode by episode against several episodes at once, or against
+worker processes.
 
 MAML / first-order MAML / Reptile classify an episode by adapting to its support set. ``evaluate`` can do that
 one episode at a time (``Method.classify``, ``episode_batch=1``, the CPU default) or adapt up to
@@ -12,7 +13,12 @@ Writes ``benchmarks/results/adapt_eval_speed.json`` (or ``--out``) with the comm
 and load average: seconds per 100 evaluation episodes, before (one by one) and after (batched), each the
 median of ``--repeats`` blocks of ``--episodes`` episodes, the two paths' blocks interleaved.
 
+``--after workers`` compares instead one process using every thread (before) with ``--workers`` forked processes
+sharing them (after; ``evaluate(workers=...)``, one thread each on two cores), written to
+``benchmarks/results/adapt_eval_workers.json`` unless ``--out`` says otherwise.
+
     python benchmarks/adapt_eval_speed.py
+    python benchmarks/adapt_eval_speed.py --after workers --methods reptile maml --shapes 5:1 5:5 20:1
 """
 
 from __future__ import annotations
@@ -34,8 +40,14 @@ def main() -> None:
     p.add_argument("--queries", type=int, default=15)
     p.add_argument("--episodes", type=int, default=16, help="episodes per timed block")
     p.add_argument("--repeats", type=int, default=3, help="blocks per path, interleaved; the median is reported")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "adapt_eval_speed.json"))
+    p.add_argument("--after", choices=["batched", "workers"], default="batched", help="the path timed against one by one")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="--after workers: processes")
+    p.add_argument("--out", default=None, help="default benchmarks/results/adapt_eval_speed.json (adapt_eval_workers.json)")
     args = p.parse_args()
+    if args.out is None:
+        args.out = str(
+            ROOT / "benchmarks" / "results" / ("adapt_eval_workers.json" if args.after == "workers" else "adapt_eval_speed.json")
+        )
     import torch
 
     from oneshot.data.imageset import ImageSet
@@ -58,14 +70,13 @@ def main() -> None:
         for shape in args.shapes:
             ways, shots = (int(v) for v in shape.split(":"))
             before, after, t_before, t_after = [], [], [], []
+            after_options = {"workers": args.workers} if args.after == "workers" else {"episode_batch": EPISODE_BATCH}
             for r in range(args.repeats):  # interleaved, so a change in the machine's load hits both alike
                 t = time.perf_counter()
                 before += evaluate(method, data, ways, shots, args.queries, args.episodes, r, episode_batch=1).per_episode
                 t_before.append(time.perf_counter() - t)
                 t = time.perf_counter()
-                after += evaluate(
-                    method, data, ways, shots, args.queries, args.episodes, r, episode_batch=EPISODE_BATCH
-                ).per_episode
+                after += evaluate(method, data, ways, shots, args.queries, args.episodes, r, **after_options).per_episode
                 t_after.append(time.perf_counter() - t)
             per100 = lambda ts: 100 * statistics.median(ts) / args.episodes  # noqa: E731
             row = {
@@ -76,7 +87,12 @@ def main() -> None:
                 "test_steps": method.test_steps,
                 "episodes_per_block": args.episodes,
                 "blocks": args.repeats,
-                "episodes_per_batch": max(1, min(EPISODE_BATCH, IMAGE_BATCH // (ways * shots))),
+                "after": args.after,
+                **(
+                    {"workers": args.workers, "threads_per_worker": max(1, torch.get_num_threads() // args.workers)}
+                    if args.after == "workers"
+                    else {"episodes_per_batch": max(1, min(EPISODE_BATCH, IMAGE_BATCH // (ways * shots)))}
+                ),
                 "seconds_per_100_episodes_before": per100(t_before),
                 "seconds_per_100_episodes_after": per100(t_after),
                 "speedup": statistics.median(t_before) / statistics.median(t_after),

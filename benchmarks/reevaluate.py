@@ -54,6 +54,12 @@ def main() -> None:
         "--option", type=option_argument, action="append", default=[], help="method option KEY=VALUE for these shapes (repeat)"
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (on CUDA, TF32 is switched off: true fp32)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="CPU processes scoring an adapting method's episodes side by side (each shape records it)",
+    )
     args = p.parse_args()
     device = select_device(args.device)
     strict_fp32(device)  # on CUDA, TF32 off: fp32 as on a CPU
@@ -87,10 +93,13 @@ def main() -> None:
             data_dir=args.data_dir,
             device=str(device),
             method_options=options or None,
+            workers=args.workers,
         ).to_dict()
         for r in part["results"]:
             r["options"] = options
             r["device"] = str(device)
+            if args.workers > 1:
+                r["workers"] = args.workers
             r["commit"] = reev["commit"]
         if lake and options:
             part["lake_runs"]["options"] = options

@@ -244,3 +244,36 @@ def test_batched_evaluation_matches_episode_by_episode(name, options):
             torch.stack([data.gather(e.support) for e in eps]), s_lab, torch.stack([data.gather(e.query) for e in eps]), ways
         )
     torch.testing.assert_close(together, torch.stack(logits), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name,options", [("reptile", {"test_steps": 4}), ("maml", {"test_steps": 3, "inner_lr": 0.4})])
+def test_worker_processes_score_the_same_episodes_as_one_process(name, options, monkeypatch):
+    """evaluate(workers=2) on a CPU hands the seeded episodes to two forked processes (chunks of WORKER_CHUNK,
+    gathered in order): the same per-episode accuracies as one process at the same threads per process, and the
+    progress callback counts every episode once."""
+    from train_child import synthetic
+
+    import oneshot.evaluation as evaluation
+    from oneshot.encoders import Conv4
+    from oneshot.errors import OneshotError
+
+    data = synthetic(12, 6, 0)
+    torch.manual_seed(0)
+    method = build_method(name, Conv4(hidden=16), embedding_dim=16, **options).eval()
+    ways, shots, queries, episodes = 5, 1, 3, evaluation.WORKER_CHUNK + 3  # a full chunk and a partial one
+    forked = []
+    real = evaluation._evaluate_in_processes
+    monkeypatch.setattr(evaluation, "_evaluate_in_processes", lambda *a, **k: forked.append(a[-1]) or real(*a, **k))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # each of the two workers gets max(1, 1 // 2) = 1 thread: the same as this process
+        one = evaluate(method, data, ways, shots, queries, episodes, seed=0)
+        seen: list[int] = []
+        two = evaluate(method, data, ways, shots, queries, episodes, seed=0, workers=2, progress=seen.append)
+    finally:
+        torch.set_num_threads(threads)
+    assert forked == [2], "the worker path was not taken"
+    assert two.per_episode == one.per_episode and two.episodes == episodes and two.accuracy == one.accuracy
+    assert sum(seen) == episodes and len(seen) == 2
+    with pytest.raises(OneshotError, match="workers must be >= 1"):
+        evaluate(method, data, ways, shots, queries, episodes, seed=0, workers=0)

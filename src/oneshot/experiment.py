@@ -284,6 +284,7 @@ def evaluate_checkpoint(
     preprocessing: dict[str, Any] | None = None,
     ensemble: Sequence[str | Path] = (),
     inference: InferenceOptions | None = None,
+    workers: int = 1,
 ) -> CheckpointEvaluation:
     """Evaluate a checkpoint on N-way K-shot episodes of a split part (and optionally Lake's runs).
 
@@ -301,6 +302,9 @@ def evaluate_checkpoint(
     ``ensemble`` adds checkpoints (trained on the same split) whose normalised embeddings are concatenated with
     the first's; ``inference`` sets shift TTA and the transductive rule (:mod:`oneshot.inference`). Both are
     recorded in the result; left out, evaluation is the method's own path.
+
+    ``workers`` (CPU): processes that score a method asked episode by episode (MAML, first-order MAML, Reptile)
+    side by side (:func:`oneshot.evaluation.evaluate`); methods scored from embeddings ignore it.
     """
     dev = select_device(device)
     ck = load_checkpoint(checkpoint, device=dev, method_options=method_options)
@@ -365,7 +369,20 @@ def evaluate_checkpoint(
         split,
         part,
         [
-            evaluate(ck.method, data, ways, shots, queries, episodes, seed, dev, embeddings=z, progress=progress, rule=rule)
+            evaluate(
+                ck.method,
+                data,
+                ways,
+                shots,
+                queries,
+                episodes,
+                seed,
+                dev,
+                embeddings=z,
+                progress=progress,
+                rule=rule,
+                workers=workers,
+            )
             for ways, shots in shapes
         ],
     )
