@@ -99,6 +99,8 @@ def test_evaluate_errors_are_one_line(checkpoint, omniglot_dir, tmp_path):
     assert res.exit_code == 2 and "omniglot vinyals test has 1692 classes, too few for 2000-way episodes" in res.output
     res = run("evaluate", "--checkpoint", checkpoint, "--shots", 10, "--queries", 15, "--episodes", 5, "--data-dir", omniglot_dir)
     assert res.exit_code == 2 and "need 25 examples per class but omniglot vinyals test has 20" in res.output
+    res = run("evaluate", "--checkpoint", checkpoint, "--workers", 0, "--episodes", 5, "--data-dir", omniglot_dir)
+    assert res.exit_code == 2 and "--workers" in res.output and "Traceback" not in res.output
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(checkpoint.read_bytes()[:500])
     res = run("evaluate", "--checkpoint", truncated)

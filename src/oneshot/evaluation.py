@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 import multiprocessing
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -201,6 +202,7 @@ FORK = "fork"
 #: Episodes a worker is handed at a time (so a progress bar advances while a shape is scored).
 WORKER_CHUNK = 8
 _forked: dict[str, Any] = {}  # what the forked workers read: set by _evaluate_in_processes, cleared after
+_fork_lock = threading.Lock()  # one forking evaluation at a time per process (they share _forked)
 
 
 def _episodes_in_worker(chunk: list[EpisodeIndices]) -> list[float]:
@@ -236,24 +238,25 @@ def _evaluate_in_processes(
     episodes = list(sampler)
     chunks = [episodes[i : i + WORKER_CHUNK] for i in range(0, len(episodes), WORKER_CHUNK)]
     threads = max(1, torch.get_num_threads() // workers)
-    _forked.update(
-        method=method,
-        data=data,
-        ways=ways,
-        precision=precision,
-        threads=threads,
-        support_labels=class_labels(ways, shots, "cpu"),
-        query_labels=class_labels(ways, queries, "cpu"),
-    )
     accs: list[float] = []
-    try:
-        with multiprocessing.get_context(FORK).Pool(min(workers, len(chunks))) as pool:
-            for part in pool.imap(_episodes_in_worker, chunks):
-                accs.extend(part)
-                if progress:
-                    progress(len(part))
-    finally:
-        _forked.clear()
+    with _fork_lock:
+        _forked.update(
+            method=method,
+            data=data,
+            ways=ways,
+            precision=precision,
+            threads=threads,
+            support_labels=class_labels(ways, shots, "cpu"),
+            query_labels=class_labels(ways, queries, "cpu"),
+        )
+        try:
+            with multiprocessing.get_context(FORK).Pool(min(workers, len(chunks))) as pool:
+                for part in pool.imap(_episodes_in_worker, chunks):
+                    accs.extend(part)
+                    if progress:
+                        progress(len(part))
+        finally:
+            _forked.clear()
     return accs
 
 
