@@ -84,14 +84,41 @@ def methods_table() -> str:
         label = r["name"].replace("_conv4_vinyals", "")
         if episodes != {1000}:
             label += f" ({'/'.join(str(e) for e in sorted(episodes))} test episodes)"
-        label += _test_options(ev["results"])
+        label += _test_options(ev["results"]) + _shape_checkpoints(ev["results"])
         lines.append(
             f"| {label} | "
             + " | ".join(cells)
-            + f" | {lake} | {eer} | {tr['train_seconds'] / 60:.0f} min, {tr['episodes_run']} episodes, {tr['device']} "
-            f"| {_images_per_second(tr)} | {PUBLISHED.get(r['method'], 'none on Omniglot')} | {published_gap(r['method'], acc)} | `{_checkpoint(r)}` |"
+            + f" | {lake} | {eer} | {tr['train_seconds'] / 60:.0f} min, {tr['episodes_run']} episodes, {tr['device']}"
+            + _shape_models_training(r)
+            + f" | {_images_per_second(tr)} | {PUBLISHED.get(r['method'], 'none on Omniglot')} | {published_gap(r['method'], acc)} "
+            f"| {_checkpoints(r)} |"
         )
     return "\n".join(lines)
+
+
+def _shape_checkpoints(results: list[dict]) -> str:
+    """The shapes a row scored with another checkpoint than its own (``reevaluate.py --checkpoint``: a model trained
+    for them), e.g. `` (20w1s, 20w5s by reptile20_conv4_vinyals)``; '' if none."""
+    groups: dict[str, list[str]] = {}
+    for x in results:
+        if x.get("checkpoint"):
+            groups.setdefault(Path(x["checkpoint"]).stem, []).append(f"{x['ways']}w{x['shots']}s")
+    return "".join(f" ({', '.join(v)} by {k})" for k, v in groups.items())
+
+
+def _shape_models_training(result: dict) -> str:
+    """The training budget of a row's per-shape models (``shape_models``), after the row's own: `` + 45 min, 1200
+    episodes, cpu for 20w1s, 20w5s``."""
+    return "".join(
+        f" + {m['train_seconds'] / 60:.0f} min, {m['episodes_run']} episodes, {m['device']} for {', '.join(m['shapes'])}"
+        for m in result.get("shape_models", [])
+    )
+
+
+def _checkpoints(result: dict) -> str:
+    """The checkpoint column: the row's checkpoint, then any per-shape model's with the shapes it scored."""
+    extra = {x["checkpoint"] for x in result["evaluation"]["results"] if x.get("checkpoint")}
+    return f"`{_checkpoint(result)}`" + "".join(f"; `{c}`" for c in sorted(extra))
 
 
 def _checkpoint(result: dict) -> str:

@@ -23,6 +23,10 @@ provenance under ``reevaluation.earlier``.
 ``--option KEY=VALUE`` (repeat) overrides a method option for the shapes of this invocation, e.g. an adaptation
 setting chosen per shape on validation (Reptile's ``test_batch``: Nichol et al. adapt on mini-batches of 5 support
 images at 5 ways, 10 at 20 ways); each shape's entry records the overrides it was scored with (``options``).
+
+``--checkpoint PATH`` scores the named shapes with another checkpoint of the row's method -- a model trained for
+those shapes, as Nichol et al. train one per number of ways -- instead of the row's; each shape's entry (and Lake's
+runs, if scored) records it as ``checkpoint``, and the README's table names it beside the row.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import json
 import time
 from pathlib import Path
 
+from oneshot.checkpoint import read_metadata
 from oneshot.cli_common import episode_shape, option_argument
 from oneshot.experiment import STANDARD_SHAPES, evaluate_checkpoint
 from oneshot.provenance import command_line, provenance
@@ -55,6 +60,11 @@ def main() -> None:
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (on CUDA, TF32 is switched off: true fp32)")
     p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="score --shapes with this checkpoint of the row's method instead of the row's (recorded per shape)",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -69,7 +79,16 @@ def main() -> None:
     shapes = args.shapes or STANDARD_SHAPES
     path = ROOT / "benchmarks" / "results" / f"{args.name}.json"
     result = json.loads(path.read_text())
-    checkpoint = ROOT / result.get("checkpoint", f"models/{args.name}.safetensors")
+    row_checkpoint = ROOT / result.get("checkpoint", f"models/{args.name}.safetensors")
+    checkpoint = Path(args.checkpoint).resolve() if args.checkpoint else row_checkpoint
+    if args.checkpoint:
+        if not (args.shapes or args.lake_only):
+            p.error("--checkpoint scores some shapes with another model: name them with --shapes (or use --lake-only)")
+        if not checkpoint.is_relative_to(ROOT):
+            p.error(f"--checkpoint {args.checkpoint}: a row's checkpoints are committed in this repository ({ROOT})")
+        other = read_metadata(checkpoint).get("method")
+        if other != result["method"]:
+            p.error(f"--checkpoint {args.checkpoint} is a {other} checkpoint; the row {args.name} is {result['method']}")
     previous = result.get("evaluation")
     # a partial re-score (some shapes, or Lake's runs alone) keeps the entries it does not redo and their provenance
     partial = bool(args.shapes or args.lake_only)
@@ -98,11 +117,15 @@ def main() -> None:
         for r in part["results"]:
             r["options"] = options
             r["device"] = str(device)
+            if args.checkpoint:
+                r["checkpoint"] = str(checkpoint.relative_to(ROOT))
             if args.workers > 1:
                 r["workers"] = args.workers
             r["commit"] = reev["commit"]
         if lake and options:
             part["lake_runs"]["options"] = options
+        if lake and args.checkpoint:
+            part["lake_runs"]["checkpoint"] = str(checkpoint.relative_to(ROOT))
         reev["seconds"] += time.perf_counter() - t0
         if not ev:
             ev = {**part, "results": []}
@@ -121,7 +144,7 @@ def main() -> None:
             )
         if lake:
             print(f"Lake's 20 runs: {100 * ev['lake_runs']['accuracy']:.2f}", flush=True)
-        ev["checkpoint"] = str(checkpoint.relative_to(ROOT))
+        ev["checkpoint"] = str(row_checkpoint.relative_to(ROOT))
         result["evaluation"] = ev
         result["reevaluation"] = reev
         path.write_text(json.dumps(result, indent=2) + "\n")

@@ -23,7 +23,9 @@ def _row(tmp_path: Path) -> tuple[Path, list[dict]]:
     shapes = [{"ways": 5, "shots": 1, "accuracy": 0.5, "ci95": 0.01, "episodes": 1000, "options": {"k": 1}}]
     path = tmp_path / "benchmarks" / "results" / "p.json"
     earlier = {"command": "second", "earlier": [{"command": "first"}], "previous": {"results": []}}
-    path.write_text(json.dumps({"checkpoint": "models/p.safetensors", "evaluation": {"results": shapes}, "reevaluation": earlier}))
+    path.write_text(
+        json.dumps({"checkpoint": "models/p.safetensors", "evaluation": {"results": shapes}, "reevaluation": earlier})
+    )
     return path, shapes
 
 
@@ -55,3 +57,34 @@ def test_lake_only_refuses_shapes(tmp_path, monkeypatch, capsys):
         reevaluate.main()
     assert exc.value.code == 2 and "drop --shapes" in capsys.readouterr().err
     assert path.read_text() == before
+
+
+@requires_omniglot
+def test_checkpoint_scores_the_named_shapes_with_another_model_and_says_so(tmp_path, omniglot_dir, monkeypatch, capsys):
+    """--checkpoint: a model trained for some shapes scores them (Nichol et al. train one per number of ways); each
+    re-scored entry names it, the other shapes and the row's checkpoint stay."""
+    import reevaluate
+
+    path, shapes = _row(tmp_path)
+    row = json.loads(path.read_text())
+    path.write_text(json.dumps({**row, "method": "protonet"}))
+    shutil.copyfile(SHIPPED, tmp_path / "models" / "twenty_way.safetensors")
+    shutil.copyfile(ROOT / "models" / "memory_conv4_vinyals.safetensors", tmp_path / "models" / "memory.safetensors")
+    monkeypatch.setattr(reevaluate, "ROOT", tmp_path)
+    base = ["reevaluate.py", "--name", "p", "--device", "cpu", "--data-dir", str(omniglot_dir), "--episodes", "20"]
+    for extra, message in (
+        (["--checkpoint", str(tmp_path / "models" / "twenty_way.safetensors")], "name them with --shapes"),
+        (["--shapes", "20x1", "--checkpoint", str(tmp_path / "models" / "memory.safetensors")], "is a memory checkpoint"),
+    ):
+        monkeypatch.setattr(sys, "argv", base + extra)
+        with pytest.raises(SystemExit) as exc:
+            reevaluate.main()
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+    argv = base + ["--shapes", "20x1", "--no-lake", "--checkpoint", str(tmp_path / "models" / "twenty_way.safetensors")]
+    monkeypatch.setattr(sys, "argv", argv)
+    reevaluate.main()
+    ev = json.loads(path.read_text())["evaluation"]
+    assert ev["checkpoint"] == "models/p.safetensors" and ev["results"][0] == shapes[0]  # the row and 5w1s stay
+    twenty = ev["results"][1]
+    assert (twenty["ways"], twenty["shots"], twenty["episodes"]) == (20, 1, 20) and 0.5 < twenty["accuracy"] <= 1.0
+    assert twenty["checkpoint"] == "models/twenty_way.safetensors"

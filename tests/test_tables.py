@@ -82,3 +82,29 @@ def test_check_reports_a_stale_document_and_leaves_it_alone(tmp_path, monkeypatc
         "<!-- /table:verification -->\nafter\n"
     )
     assert "| old |" not in text
+
+
+def test_a_row_names_the_models_that_scored_some_of_its_shapes():
+    """A shape re-scored by a model trained for it (reevaluate.py --checkpoint) is named in the label, the training
+    column adds that model's budget (shape_models) and the checkpoint column lists it after the row's own."""
+    import make_tables
+
+    results = [
+        {"ways": 5, "shots": 1},
+        {"ways": 20, "shots": 1, "checkpoint": "models/reptile20_conv4_vinyals.safetensors"},
+        {"ways": 20, "shots": 5, "checkpoint": "models/reptile20_conv4_vinyals.safetensors"},
+    ]
+    row = {
+        "name": "reptile_conv4_vinyals",
+        "checkpoint": "models/reptile_conv4_vinyals.safetensors",
+        "evaluation": {"results": results},
+        "shape_models": [{"train_seconds": 2700, "episodes_run": 1200, "device": "cpu", "shapes": ["20w1s", "20w5s"]}],
+    }
+    assert make_tables._shape_checkpoints(results) == " (20w1s, 20w5s by reptile20_conv4_vinyals)"
+    assert make_tables._shape_checkpoints(results[:1]) == ""
+    assert make_tables._shape_models_training(row) == " + 45 min, 1200 episodes, cpu for 20w1s, 20w5s"
+    assert make_tables._shape_models_training({}) == ""
+    assert (
+        make_tables._checkpoints(row)
+        == "`models/reptile_conv4_vinyals.safetensors`; `models/reptile20_conv4_vinyals.safetensors`"
+    )
