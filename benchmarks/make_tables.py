@@ -84,7 +84,7 @@ def methods_table() -> str:
         label = r["name"].replace("_conv4_vinyals", "")
         if episodes != {1000}:
             label += f" ({'/'.join(str(e) for e in sorted(episodes))} test episodes)"
-        label += _test_options(ev["results"]) + _shape_checkpoints(ev["results"])
+        label += _test_options(ev["results"]) + _shape_checkpoints(ev["results"], ev.get("lake_runs"))
         lines.append(
             f"| {label} | "
             + " | ".join(cells)
@@ -96,13 +96,15 @@ def methods_table() -> str:
     return "\n".join(lines)
 
 
-def _shape_checkpoints(results: list[dict]) -> str:
-    """The shapes a row scored with another checkpoint than its own (``reevaluate.py --checkpoint``: a model trained
-    for them), e.g. `` (20w1s, 20w5s by reptile20_conv4_vinyals)``; '' if none."""
+def _shape_checkpoints(results: list[dict], lake: dict | None = None) -> str:
+    """The shapes (and Lake's runs) a row scored with another checkpoint than its own (``reevaluate.py
+    --checkpoint``: a model trained for them), e.g. `` (20w1s, Lake by reptile20_conv4_vinyals)``; '' if none."""
     groups: dict[str, list[str]] = {}
     for x in results:
         if x.get("checkpoint"):
             groups.setdefault(Path(x["checkpoint"]).stem, []).append(f"{x['ways']}w{x['shots']}s")
+    if lake and lake.get("checkpoint"):
+        groups.setdefault(Path(lake["checkpoint"]).stem, []).append("Lake")
     return "".join(f" ({', '.join(v)} by {k})" for k, v in groups.items())
 
 

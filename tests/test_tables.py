@@ -102,6 +102,8 @@ def test_a_row_names_the_models_that_scored_some_of_its_shapes():
     }
     assert make_tables._shape_checkpoints(results) == " (20w1s, 20w5s by reptile20_conv4_vinyals)"
     assert make_tables._shape_checkpoints(results[:1]) == ""
+    lake = {"accuracy": 0.7, "checkpoint": "models/reptile20_conv4_vinyals.safetensors"}
+    assert make_tables._shape_checkpoints(results[:2], lake) == " (20w1s, Lake by reptile20_conv4_vinyals)"
     assert make_tables._shape_models_training(row) == " + 45 min, 1200 episodes, cpu for 20w1s, 20w5s"
     assert make_tables._shape_models_training({}) == ""
     assert (

@@ -199,7 +199,7 @@ def _classify_episode(
 #: The start method of :func:`_evaluate_in_processes`' workers: forked, they share the parent's method and images
 #: (copy on write) instead of loading them again; where a platform cannot fork, evaluation stays in one process.
 FORK = "fork"
-#: Episodes a worker is handed at a time (so a progress bar advances while a shape is scored).
+#: Episodes a worker is handed at a time, at most (so a progress bar advances while a shape is scored).
 WORKER_CHUNK = 8
 _forked: dict[str, Any] = {}  # what the forked workers read: set by _evaluate_in_processes, cleared after
 _fork_lock = threading.Lock()  # one forking evaluation at a time per process (they share _forked)
@@ -231,12 +231,13 @@ def _evaluate_in_processes(
 ) -> list[float]:
     """:func:`evaluate`'s episode-by-episode path on ``workers`` forked CPU processes, each with
     ``max(1, torch.get_num_threads() // workers)`` threads: the same seeded episodes, handed out in chunks of
-    :data:`WORKER_CHUNK` and gathered in order. An adapting method (Reptile: 50 Adam steps on 5 images per episode)
+    :data:`WORKER_CHUNK` at most and gathered in order. An adapting method (Reptile: 50 Adam steps on 5 images per episode)
     uses two cores far better as two one-thread processes than as one two-thread process. Each episode is
     classified exactly as in one process with that many threads: equal per-episode accuracies to a one-process run
     at the same thread count (a run at another thread count can differ by float rounding)."""
     episodes = list(sampler)
-    chunks = [episodes[i : i + WORKER_CHUNK] for i in range(0, len(episodes), WORKER_CHUNK)]
+    size = max(1, min(WORKER_CHUNK, math.ceil(len(episodes) / workers)))  # few episodes: still one chunk per worker
+    chunks = [episodes[i : i + size] for i in range(0, len(episodes), size)]
     threads = max(1, torch.get_num_threads() // workers)
     accs: list[float] = []
     with _fork_lock:
