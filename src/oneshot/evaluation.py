@@ -232,7 +232,8 @@ def _evaluate_in_processes(
     """:func:`evaluate`'s episode-by-episode path on ``workers`` forked CPU processes, each with
     ``max(1, torch.get_num_threads() // workers)`` threads: the same seeded episodes, handed out in chunks of
     :data:`WORKER_CHUNK` at most and gathered in order. An adapting method (Reptile: 50 Adam steps on 5 images per episode)
-    uses two cores far better as two one-thread processes than as one two-thread process. Each episode is
+    ran 1.5x faster on two cores as two one-thread processes than as one two-thread process
+    (``benchmarks/results/adapt_eval_workers.json``). Each episode is
     classified exactly as in one process with that many threads: equal per-episode accuracies to a one-process run
     at the same thread count (a run at another thread count can differ by float rounding)."""
     episodes = list(sampler)
