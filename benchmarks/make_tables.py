@@ -66,9 +66,15 @@ def published_gap(method: str, acc: dict) -> str:
     return " / ".join(gaps)
 
 
-def methods_table() -> str:
+def _method_results() -> list[dict]:
+    """Every Vinyals-split method row (``*_conv4_vinyals.json``), in the methods table's order (``ORDER``, then
+    by name)."""
     results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*_conv4_vinyals.json"))]
-    results.sort(key=lambda r: (ORDER.index(r["method"]) if r["method"] in ORDER else 99, r["name"]))
+    return sorted(results, key=lambda r: (ORDER.index(r["method"]) if r["method"] in ORDER else 99, r["name"]))
+
+
+def methods_table() -> str:
+    results = _method_results()
     lines = [
         "| method | 5w1s | 5w5s | 20w1s | 20w5s | Lake 20 runs | EER % | training (budget) | img/s | published 5w1s / 5w5s / 20w1s / 20w5s | to published (points) | checkpoint |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -133,9 +139,7 @@ def verification_table() -> str:
     """Same/different verification of every Vinyals-split row scored on pairs (``--verification``): the
     true-accept rate at false-accept rates 1e-2 and 1e-3, ROC AUC and the equal error rate, in the methods
     table's order."""
-    results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*_conv4_vinyals.json"))]
-    results = [r for r in results if "verification" in r["evaluation"]]
-    results.sort(key=lambda r: (ORDER.index(r["method"]) if r["method"] in ORDER else 99, r["name"]))
+    results = [r for r in _method_results() if "verification" in r["evaluation"]]
     lines = [
         "| method | TAR at FAR 1e-2 % | TAR at FAR 1e-3 % | AUC | EER % | pairs (seed), similarity |",
         "|---|---|---|---|---|---|",
@@ -1202,13 +1206,17 @@ TABLES = {
 
 
 def render(text: str) -> str:
+    """``text`` with every ``<!-- table:NAME -->`` ... ``<!-- /table:NAME -->`` block it holds rebuilt from the
+    results files (tables the document does not hold are not built)."""
     for name, make in TABLES.items():
         pattern = re.compile(rf"(<!-- table:{name} -->).*?(<!-- /table:{name} -->)", re.S)
+        if not pattern.search(text):
+            continue
         try:
             body = make()
         except (KeyError, TypeError, ValueError) as exc:  # a results file of another shape: say so in place
             body = f"_table {name} could not be made from its results file: {exc!r}_"
-        text = pattern.sub(lambda m: m.group(1) + "\n" + body + "\n" + m.group(2), text)
+        text = pattern.sub(lambda m, body=body: m.group(1) + "\n" + body + "\n" + m.group(2), text)
     return text
 
 
