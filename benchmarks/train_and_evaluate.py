@@ -55,7 +55,13 @@ def main() -> None:
     p.add_argument("--max-minutes", type=float, default=0.0)
     p.add_argument("--precision", default="auto")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--test-episodes", type=int, default=1000)
+    p.add_argument(
+        "--test-episodes",
+        type=int,
+        default=1000,
+        help="test episodes per shape after training; 0 skips the test split (a candidate chosen on validation "
+        "first, scored later with reevaluate.py)",
+    )
     p.add_argument("--no-copy", action="store_true", help="do not copy the checkpoint into models/")
     p.add_argument(
         "--resume",
@@ -124,16 +130,20 @@ def main() -> None:
         f"trained {tr.episodes_run} episodes in {tr.train_seconds:.0f}s ({tr.images_per_second:.0f} images/s); best val {tr.best_val_accuracy:.4f} at {tr.best_episode}",
         flush=True,
     )
-    ev = evaluate_checkpoint(
-        ckpt,
-        STANDARD_SHAPES,
-        episodes=args.test_episodes,
-        seed=0,
-        lake_runs=(args.split == "vinyals" or args.split == "lake"),
-        data_dir=args.data_dir,
-        verification=args.verification,
-        verification_pairs=args.verification_pairs,
-    ).to_dict()
+    if args.test_episodes == 0:
+        # A candidate: its test split stays unread until it is chosen on validation (then reevaluate.py scores it).
+        ev = {"results": [], "not_scored": "--test-episodes 0: chosen on validation first, then reevaluate.py"}
+    else:
+        ev = evaluate_checkpoint(
+            ckpt,
+            STANDARD_SHAPES,
+            episodes=args.test_episodes,
+            seed=0,
+            lake_runs=(args.split == "vinyals" or args.split == "lake"),
+            data_dir=args.data_dir,
+            verification=args.verification,
+            verification_pairs=args.verification_pairs,
+        ).to_dict()
     for r in ev["results"]:
         print(f"{r['ways']}-way {r['shots']}-shot: {100 * r['accuracy']:.2f} +- {100 * r['ci95']:.2f}")
     if "lake_runs" in ev:
@@ -144,7 +154,7 @@ def main() -> None:
             f"verification: AUC {v['auc']:.4f} EER {100 * v['eer']:.2f}% TAR@1e-2 {100 * v['tar_at_far_1e-2']:.2f}% TAR@1e-3 {100 * v['tar_at_far_1e-3']:.2f}%"
         )
     variants = []
-    for opts in variant_options:
+    for opts in variant_options if args.test_episodes else []:
         row = {"options": opts}
         for part in ("val", "test"):
             res = evaluate_checkpoint(
