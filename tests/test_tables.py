@@ -106,6 +106,12 @@ def test_a_row_names_the_models_that_scored_some_of_its_shapes():
     assert make_tables._shape_checkpoints(results[:2], lake) == " (20w1s, Lake by reptile20_conv4_vinyals)"
     assert make_tables._shape_models_training(row) == " + 45 min, 1200 episodes, cpu for 20w1s, 20w5s"
     assert make_tables._shape_models_training({}) == ""
+    second = {"train_seconds": 3000, "episodes_run": 1500, "device": "cpu", "shapes": ["20w1s"]}
+    second["init_from"] = "models/reptile20_conv4_vinyals.safetensors"  # a stage continued from the first model
+    staged = {**row, "shape_models": [{**row["shape_models"][0], "shapes": ["20w5s"]}, second]}
+    assert make_tables._shape_models_training(staged) == (
+        " + 45 min, 1200 episodes, cpu for 20w5s + 50 more min, 1500 more episodes (from reptile20_conv4_vinyals), cpu for 20w1s"
+    )
     assert (
         make_tables._checkpoints(row)
         == "`models/reptile_conv4_vinyals.safetensors`; `models/reptile20_conv4_vinyals.safetensors`"
