@@ -126,6 +126,14 @@ def test_peak_estimate_states_its_factors():
     nominal = cpu_peak(CPUINFO.format(p=0, vendor="AuthenticAMD", family=25, model="AMD EPYC 9B14 @ 2.20GHz", extra="avx512f"))
     assert nominal is not None and (nominal.ghz, nominal.flops_per_cycle) == (2.2, 32)
     assert fp32_flops_per_cycle({"avx2", "fma"}, "AuthenticAMD", 23)[0] == 32
+    assert fp32_flops_per_cycle({"avx2", "fma"}, "AuthenticAMD", 23, 0x31)[0] == 32  # Zen 2 (EPYC Rome)
+    assert fp32_flops_per_cycle({"avx2", "fma"}, "AuthenticAMD", 25, 1)[0] == 32  # Zen 3 (EPYC Milan)
+    zen1 = CPUINFO.format(p=0, vendor="AuthenticAMD", family=23, model="AMD EPYC", extra="").replace(
+        "model name", "model\t\t: 1\nmodel name"
+    )  # a first-generation EPYC (Naples): AVX2 on 128-bit FMA pipes
+    peak = cpu_peak(zen1)
+    assert peak is not None and peak.flops_per_cycle == 16 and "Zen 1" in peak.how
+    assert peak.isa == "AVX2/128-bit FMA"  # its own row in the throughput table, apart from Zen 2 / Zen 3's AVX2
     assert fp32_flops_per_cycle({"sse2"}, "GenuineIntel", 6)[0] == 8
     assert cpu_peak("") is None
 

@@ -42,7 +42,8 @@ class PeakEstimate:
         flops_per_cycle: FLOPs per cycle per core at ``precision`` (FMA = 2 FLOPs x lanes x FMA units).
         how: one line saying where each factor came from.
         precision: ``fp32`` or ``bf16``, the arithmetic the peak is for.
-        isa: the widest vector instruction set the flags announce (``AVX-512``, ``AVX2``, ``AVX``, ``SSE2``).
+        isa: the widest vector instruction set the flags announce (``AVX-512``, ``AVX2``, ``AVX``, ``SSE2``);
+            ``AVX2/128-bit FMA`` on AMD Zen 1 / Zen+, whose AVX2 runs at half the rate of later cores.
     """
 
     cores: int
@@ -80,17 +81,21 @@ def vector_isa(flags: set[str]) -> str:
     return "AVX" if "avx" in flags else "SSE2"
 
 
-def fp32_flops_per_cycle(flags: set[str], vendor: str, family: int) -> tuple[int, str]:
+def fp32_flops_per_cycle(flags: set[str], vendor: str, family: int, model: int = -1) -> tuple[int, str]:
     """fp32 FLOPs per cycle per core from the CPU's vector instruction set (:func:`vector_isa`), and the reason.
 
     AVX-512 on Intel server cores: two 512-bit FMA units (16 lanes x 2 FLOPs x 2 = 64; some Xeon Bronze / Silver
     have one, 32). AVX-512 on AMD Zen 4 (family 25) runs on 256-bit data paths (32); Zen 5 (family 26) has full
-    512-bit units (64). AVX2 + FMA: two 256-bit FMA units (32). AVX without FMA: one 256-bit multiply and one
-    add port (16). SSE2: 8.
+    512-bit units (64). AVX2 + FMA: two 256-bit FMA units (32), except AMD Zen 1 / Zen+ (family 23, models below
+    0x30: the first EPYCs), which split each 256-bit instruction over two 128-bit FMA pipes (16; Zen 2, family 23
+    from model 0x30, has 256-bit pipes). AVX without FMA: one 256-bit multiply and one add port (16). SSE2: 8.
+    ``model`` is /proc/cpuinfo's ``model`` number (-1 where unknown: taken as the newer core).
     """
     isa = vector_isa(flags)
     if isa == "AVX-512" and vendor == "AuthenticAMD" and family < 26:
         return 32, "AVX-512 on AMD Zen 4: 2 x 256-bit FMA pipes x 8 lanes x 2"
+    if isa == "AVX2" and vendor == "AuthenticAMD" and family == 23 and 0 <= model < 0x30:
+        return 16, f"AVX2+FMA on AMD Zen 1 / Zen+ (family 23, model {model}): 2 x 128-bit FMA pipes x 4 lanes x 2"
     return {
         "AVX-512": (64, "AVX-512F: assumed 2 x 512-bit FMA units x 16 lanes x 2 (one-unit SKUs: half)"),
         "AVX2": (32, "AVX2+FMA: 2 x 256-bit FMA units x 8 lanes x 2"),
@@ -147,10 +152,14 @@ def cpu_peak(cpuinfo: str | None = None, precision: str = "fp32") -> PeakEstimat
     else:
         return None
     family = int(first.get("cpu family", "0") or 0)
-    per_cycle, vector = fp32_flops_per_cycle(flags, first.get("vendor_id", ""), family)
+    model_number = int(first["model"]) if first.get("model", "").isdigit() else -1
+    per_cycle, vector = fp32_flops_per_cycle(flags, first.get("vendor_id", ""), family, model_number)
+    isa = vector_isa(flags)
+    if isa == "AVX2" and per_cycle == 16:  # Zen 1 / Zen+: told apart from the AVX2 CPUs with 256-bit FMA pipes
+        isa = "AVX2/128-bit FMA"
     if precision == "bf16":
         per_cycle, bf16_how = bf16_flops_per_cycle(flags, per_cycle)
         vector = f"{vector}; {bf16_how}"
     cores = _physical_cores(blocks)
     how = f"{cores} physical cores x {ghz:g} GHz ({clock}) x {per_cycle} {precision} FLOPs/cycle ({vector}); an estimate"
-    return PeakEstimate(cores, ghz, per_cycle, how, precision, vector_isa(flags))
+    return PeakEstimate(cores, ghz, per_cycle, how, precision, isa)
