@@ -38,7 +38,7 @@ endif
 
 # Lint and types first: a lint or type error fails `make test` (and CI) like a failing test.
 test: lint
-	$(PY) -m pytest -q $(COV)
+	$(PY) -m pytest -q --durations=25 $(COV)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

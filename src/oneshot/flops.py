@@ -81,6 +81,11 @@ def vector_isa(flags: set[str]) -> str:
     return "AVX" if "avx" in flags else "SSE2"
 
 
+def _amd_zen1(vendor: str, family: int, model: int) -> bool:
+    """AMD Zen 1 / Zen+ (family 23, models below 0x30: the first EPYCs), whose AVX2 runs on 128-bit FMA pipes."""
+    return vendor == "AuthenticAMD" and family == 23 and 0 <= model < 0x30
+
+
 def fp32_flops_per_cycle(flags: set[str], vendor: str, family: int, model: int = -1) -> tuple[int, str]:
     """fp32 FLOPs per cycle per core from the CPU's vector instruction set (:func:`vector_isa`), and the reason.
 
@@ -94,7 +99,7 @@ def fp32_flops_per_cycle(flags: set[str], vendor: str, family: int, model: int =
     isa = vector_isa(flags)
     if isa == "AVX-512" and vendor == "AuthenticAMD" and family < 26:
         return 32, "AVX-512 on AMD Zen 4: 2 x 256-bit FMA pipes x 8 lanes x 2"
-    if isa == "AVX2" and vendor == "AuthenticAMD" and family == 23 and 0 <= model < 0x30:
+    if isa == "AVX2" and _amd_zen1(vendor, family, model):
         return 16, f"AVX2+FMA on AMD Zen 1 / Zen+ (family 23, model {model}): 2 x 128-bit FMA pipes x 4 lanes x 2"
     return {
         "AVX-512": (64, "AVX-512F: assumed 2 x 512-bit FMA units x 16 lanes x 2 (one-unit SKUs: half)"),
@@ -153,9 +158,10 @@ def cpu_peak(cpuinfo: str | None = None, precision: str = "fp32") -> PeakEstimat
         return None
     family = int(first.get("cpu family", "0") or 0)
     model_number = int(first["model"]) if first.get("model", "").isdigit() else -1
-    per_cycle, vector = fp32_flops_per_cycle(flags, first.get("vendor_id", ""), family, model_number)
+    vendor = first.get("vendor_id", "")
+    per_cycle, vector = fp32_flops_per_cycle(flags, vendor, family, model_number)
     isa = vector_isa(flags)
-    if isa == "AVX2" and per_cycle == 16:  # Zen 1 / Zen+: told apart from the AVX2 CPUs with 256-bit FMA pipes
+    if isa == "AVX2" and _amd_zen1(vendor, family, model_number):  # told apart from AVX2 CPUs with 256-bit pipes
         isa = "AVX2/128-bit FMA"
     if precision == "bf16":
         per_cycle, bf16_how = bf16_flops_per_cycle(flags, per_cycle)
