@@ -51,6 +51,30 @@ def test_cached_embedding_path_equals_episode_by_episode_path():
     assert np.allclose(ra.per_episode, rb.per_episode)
 
 
+def test_a_few_episodes_embed_only_the_images_they_draw(monkeypatch):
+    """Training's validation passes no embeddings: two 3-way 1-shot episodes (2 queries) of a 72-image set embed at
+    most 18 images, and score them as the whole-split embeddings do; many episodes embed the whole split once."""
+    import oneshot.evaluation as ev
+
+    torch.manual_seed(0)
+    data = synthetic_set()
+    m = ProtoNet(Conv4())
+    seen: list[int] = []
+
+    def counting(method, images, device, precision="fp32", **kw):
+        seen.append(images.shape[0])
+        return embed_all(method, images, device, precision, **kw)
+
+    monkeypatch.setattr(ev, "embed_all", counting)
+    short = evaluate(m, data, 3, 1, 2, 2, seed=3)
+    assert seen == [len(ev.episode_images(data, [(3, 1)], 2, 2, 3))] and 3 <= seen[0] <= 18
+    full = evaluate(m, data, 3, 1, 2, 2, seed=3, embeddings=embed_all(m, data.images, torch.device("cpu")))
+    assert short.per_episode == full.per_episode
+    seen.clear()
+    evaluate(m, data, 5, 1, 3, 200, seed=3)
+    assert seen == [len(data)]
+
+
 def test_evaluation_is_repeatable_and_seeded():
     torch.manual_seed(0)
     data = synthetic_set()

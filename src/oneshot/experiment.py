@@ -16,7 +16,15 @@ from oneshot.data.imageset import ImageSet
 from oneshot.data.omniglot import load_lake_runs, load_omniglot
 from oneshot.encoders import build_encoder, embedding_dim
 from oneshot.errors import OneshotError
-from oneshot.evaluation import EvalResult, LakeRunsResult, episode_images, evaluate, evaluate_lake_runs, split_embeddings
+from oneshot.evaluation import (
+    EvalResult,
+    LakeRunsResult,
+    embeddings_of_drawn_images,
+    episode_images,
+    evaluate,
+    evaluate_lake_runs,
+    split_embeddings,
+)
 from oneshot.inference import (
     InferenceOptions,
     check_members,
@@ -248,20 +256,6 @@ def _evaluation_images(
     return data, images_at
 
 
-def _embeddings_of_drawn_images(n: int, used: Any, embed_rows: Callable[[Any], torch.Tensor | None]) -> torch.Tensor | None:
-    """Embeddings (n, D) of a split's n images for scoring: all of them, or -- when the seeded episodes draw under
-    80% of the split (``used``, sorted row indices) -- only those, placed at their rows (zeros elsewhere, never
-    read). Each image is embedded alone, so the scores are the same either way. ``embed_rows(rows)`` embeds the
-    images at ``rows`` (a slice or an index array); None when the method has no embeddings (it adapts per
-    episode), and then so is the result."""
-    if used is None or len(used) > 0.8 * n:
-        return embed_rows(slice(None))
-    z = embed_rows(used)
-    if z is None:
-        return None
-    return z.new_zeros(n, z.shape[1]).index_copy_(0, torch.from_numpy(used).to(z.device), z)
-
-
 def evaluate_checkpoint(
     checkpoint: str | Path,
     shapes: list[tuple[int, int]],
@@ -356,7 +350,7 @@ def evaluate_checkpoint(
         z = None
     else:  # verification pairs draw from the whole split; episodes, maybe from a few of its images
         used = None if pairs else episode_images(data, shapes, queries, episodes, seed)
-        z = _embeddings_of_drawn_images(
+        z = embeddings_of_drawn_images(
             len(data.labels),
             used,
             lambda rows: split_embeddings(ck.method, data.images[rows], dev) if plain else embed(lambda s: images_at[s][rows]),
