@@ -117,13 +117,14 @@ def _shape_checkpoints(results: list[dict], lake: dict | None = None) -> str:
 def _shape_models_training(result: dict) -> str:
     """The training budget of a row's per-shape models (``shape_models``), after the row's own: `` + 45 min, 1200
     episodes, cpu for 20w1s, 20w5s``; a model continued from another of them (``init_from``) counts its own stage,
-    named as such: `` + 50 more min, 1500 more episodes (from reptile20_conv4_vinyals), cpu for 20w1s``."""
+    named as such: `` + 50 more min, 1500 more episodes (from reptile20_conv4_vinyals), cpu for 20w1s``; a stage
+    that scores no shape itself (only continued by a later one) has no ``for``."""
     parts = []
     for m in result.get("shape_models", []):
         more, source = (" more", f" (from {Path(m['init_from']).stem})") if m.get("init_from") else ("", "")
+        scores = f" for {', '.join(m['shapes'])}" if m["shapes"] else ""  # none: a stage that a later one continues
         parts.append(
-            f" + {m['train_seconds'] / 60:.0f}{more} min, {m['episodes_run']}{more} episodes{source}, {m['device']} "
-            f"for {', '.join(m['shapes'])}"
+            f" + {m['train_seconds'] / 60:.0f}{more} min, {m['episodes_run']}{more} episodes{source}, {m['device']}{scores}"
         )
     return "".join(parts)
 

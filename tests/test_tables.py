@@ -112,6 +112,10 @@ def test_a_row_names_the_models_that_scored_some_of_its_shapes():
     assert make_tables._shape_models_training(staged) == (
         " + 45 min, 1200 episodes, cpu for 20w5s + 50 more min, 1500 more episodes (from reptile20_conv4_vinyals), cpu for 20w1s"
     )
+    superseded = {**row, "shape_models": [{**row["shape_models"][0], "shapes": []}, {**second, "shapes": ["20w1s", "20w5s"]}]}
+    assert make_tables._shape_models_training(superseded) == (
+        " + 45 min, 1200 episodes, cpu + 50 more min, 1500 more episodes (from reptile20_conv4_vinyals), cpu for 20w1s, 20w5s"
+    )
     assert (
         make_tables._checkpoints(row)
         == "`models/reptile_conv4_vinyals.safetensors`; `models/reptile20_conv4_vinyals.safetensors`"
