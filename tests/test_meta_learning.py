@@ -198,7 +198,9 @@ def _train_briefly(method, train_data, steps: int, ways: int = 5, lr: float = 1e
         ("maml", {"meta_batch": 4, "inner_steps": 1, "inner_lr": 0.4, "test_steps": 3}, 40, 3e-3),
         ("fomaml", {"meta_batch": 4, "inner_steps": 1, "inner_lr": 0.4, "test_steps": 3}, 40, 3e-3),
         # _train_briefly steps Adam on the Reptile direction: the outer update this test was written for.
-        ("reptile", {"meta_batch": 4, "inner_steps": 5, "test_steps": 10, "outer": "adam"}, 40, 1e-3),
+        # (15 meta-steps: five inner steps each make it the suite's slowest test at 40; an untrained Reptile already
+        # adapts to 5-way 1-shot, so the test asks that training keeps that, not that it adds 12 points.)
+        ("reptile", {"meta_batch": 4, "inner_steps": 5, "test_steps": 10, "outer": "adam"}, 15, 1e-3),
     ],
 )
 def test_trains_on_omniglot_above_chance(name, options, steps, lr, vinyals_train, vinyals_test):
