@@ -27,22 +27,99 @@ images at 5 ways, 10 at 20 ways); each shape's entry records the overrides it wa
 ``--checkpoint PATH`` scores the named shapes with another checkpoint of the row's method -- a model trained for
 those shapes, as Nichol et al. train one per number of ways -- instead of the row's; each shape's entry (and Lake's
 runs, if scored) records it as ``checkpoint``, and the README's table names it beside the row.
+
+``--block N`` scores each shape N episodes at a time and keeps the per-episode accuracies so far in
+``benchmarks/partial/<name>-<WAYS>x<SHOTS>.json`` (committed: a machine may not outlive the session); an invocation
+stopped or killed mid-shape loses at most one block, and the same command run again -- on this machine or another --
+continues from the next episode (episode ``e`` is drawn from ``(seed, e)`` alone, so the blocks together are exactly
+the episodes of one run). The partial file is bound to the checkpoint's SHA-256, the options, the episode count and
+the seed; another setting refuses to continue it. When the last block is in, the shape's entry is written from all
+its episodes (with every block's provenance) and the partial file is removed.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import time
 from pathlib import Path
+from typing import Any
 
 from oneshot.checkpoint import read_metadata
 from oneshot.cli_common import episode_shape, option_argument
+from oneshot.evaluation import mean_ci95
 from oneshot.experiment import STANDARD_SHAPES, evaluate_checkpoint
 from oneshot.provenance import command_line, provenance
 from oneshot.runtime import select_device, strict_fp32
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def partial_path(name: str, shape: tuple[int, int]) -> Path:
+    """Where a shape scored in blocks keeps its per-episode accuracies until the last block is in."""
+    return ROOT / "benchmarks" / "partial" / f"{name}-{shape[0]}x{shape[1]}.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_atomically(path: Path, doc: dict) -> None:
+    """Write JSON through a temporary file and a rename: a killed process leaves the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def score_in_blocks(
+    name: str, checkpoint: Path, shape: tuple[int, int], episodes: int, block: int, options: dict, score: Any
+) -> tuple[dict, float]:
+    """One shape's entry scored ``block`` episodes at a time, resumable through its partial file (module doc).
+
+    ``score(start, stop)`` evaluates episodes ``start .. stop - 1`` and returns (entry dict, per-episode list).
+    Returns the entry over all ``episodes`` and this invocation's seconds."""
+    ways, shots = shape
+    path = partial_path(name, shape)
+    key = {
+        "checkpoint": str(checkpoint.relative_to(ROOT)),
+        "sha256": _sha256(checkpoint),
+        "options": options,
+        "episodes": episodes,
+        "seed": 0,
+    }
+    doc: dict = {"key": key, "per_episode": [], "blocks": []}
+    if path.exists():
+        doc = json.loads(path.read_text())
+        if doc["key"] != key:
+            raise SystemExit(
+                f"{path} holds a partial scoring with other settings ({doc['key']}, this run: {key}): "
+                "run it with those, or delete the file to start this one over"
+            )
+        print(f"{ways}-way {shots}-shot: continuing from episode {len(doc['per_episode'])} ({path.name})", flush=True)
+    seconds = 0.0
+    entry: dict = {}
+    while (start := len(doc["per_episode"])) < episodes:
+        stop = min(start + block, episodes)
+        t0 = time.perf_counter()
+        entry, accs = score(start, stop)
+        spent = time.perf_counter() - t0
+        seconds += spent
+        doc["per_episode"] += accs
+        doc["blocks"].append({**provenance(command_line()), "episodes": [start, stop], "seconds": spent})
+        _write_atomically(path, doc)
+        print(f"{ways}-way {shots}-shot: episodes {start}-{stop - 1} scored ({spent:.0f}s)", flush=True)
+    if not entry:  # every block was already in: the entry's fields from a one-episode score
+        entry, _ = score(episodes - 1, episodes)
+    mean, ci = mean_ci95(doc["per_episode"])
+    entry.update(accuracy=mean, ci95=ci, episodes=episodes, blocks=doc["blocks"])
+    return entry, seconds
 
 
 def main() -> None:
@@ -69,6 +146,12 @@ def main() -> None:
         type=int,
         default=1,
         help="CPU processes scoring an adapting method's episodes side by side (each shape records it)",
+    )
+    p.add_argument(
+        "--block",
+        type=int,
+        default=0,
+        help="score each shape this many episodes at a time, resumable across invocations (0: all at once)",
     )
     args = p.parse_args()
     device = select_device(args.device)
@@ -103,17 +186,35 @@ def main() -> None:
     for i, shape in enumerate(shapes):
         lake = args.lake_only or (not args.no_lake and i == len(shapes) - 1)
         t0 = time.perf_counter()
-        part = evaluate_checkpoint(
-            checkpoint,
-            [shape] if shape else [],
-            episodes=args.episodes,
-            seed=0,
-            lake_runs=lake,
-            data_dir=args.data_dir,
-            device=str(device),
-            method_options=options or None,
-            workers=args.workers,
-        ).to_dict()
+
+        def run(shapes: list, lake_runs: bool, start: int = 0, stop: int = args.episodes) -> Any:
+            return evaluate_checkpoint(
+                checkpoint,
+                shapes,
+                episodes=stop,
+                seed=0,
+                lake_runs=lake_runs,
+                data_dir=args.data_dir,
+                device=str(device),
+                method_options=options or None,
+                workers=args.workers,
+                start=start,
+            )
+
+        if shape and args.block > 0:
+            header: dict = {}
+
+            def score(start: int, stop: int, shape: tuple[int, int] = shape) -> tuple[dict, list[float]]:
+                res = run([shape], False, start, stop)
+                header.update(res.to_dict())  # noqa: B023 -- called within this iteration
+                return header["results"][0], res.results[0].per_episode  # noqa: B023
+
+            entry, _ = score_in_blocks(args.name, checkpoint, shape, args.episodes, args.block, options, score)
+            part = {**header, "results": [entry]}
+            if lake:
+                part["lake_runs"] = run([], True).to_dict()["lake_runs"]
+        else:
+            part = run([shape] if shape else [], lake).to_dict()
         for r in part["results"]:
             r["options"] = options
             r["device"] = str(device)
@@ -145,9 +246,12 @@ def main() -> None:
         if lake:
             print(f"Lake's 20 runs: {100 * ev['lake_runs']['accuracy']:.2f}", flush=True)
         ev["checkpoint"] = str(row_checkpoint.relative_to(ROOT))
+        result = json.loads(path.read_text())  # the file as it is now: keep what others wrote meanwhile
         result["evaluation"] = ev
         result["reevaluation"] = reev
-        path.write_text(json.dumps(result, indent=2) + "\n")
+        _write_atomically(path, result)
+        if shape and args.block > 0:
+            partial_path(args.name, shape).unlink(missing_ok=True)
     print(f"wrote {path} ({reev['seconds']:.0f}s)")
 
 

@@ -102,3 +102,22 @@ def test_embedding_batch_size_changes_speed_not_embeddings():
     assert big.shape == (101, 64) and not m.training
     for size in (None, 7, 101):
         assert torch.allclose(embed_all(m, images, torch.device("cpu"), batch_size=size), big, atol=1e-5)
+
+
+def test_start_scores_the_tail_of_the_same_episodes():
+    """Episodes come from (seed, index) alone: scoring 10..24 gives the last 15 per-episode accuracies of 0..24, on
+    the embedding path and the episode-by-episode one; a start outside the episodes is refused."""
+    from oneshot.errors import OneshotError
+
+    torch.manual_seed(0)
+    data = synthetic_set()
+    a = ProtoNet(Conv4())
+    b = EpisodicProtoNet(Conv4())
+    b.load_state_dict(a.state_dict())
+    for m in (a, b):
+        whole = evaluate(m, data, 5, 1, 3, 25, seed=4)
+        tail = evaluate(m, data, 5, 1, 3, 25, seed=4, start=10)
+        assert tail.episodes == 15 and np.allclose(tail.per_episode, whole.per_episode[10:])
+    for start in (-1, 25):
+        with pytest.raises(OneshotError, match="start"):
+            evaluate(a, data, 5, 1, 3, 25, seed=4, start=start)

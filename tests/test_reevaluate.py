@@ -88,3 +88,44 @@ def test_checkpoint_scores_the_named_shapes_with_another_model_and_says_so(tmp_p
     twenty = ev["results"][1]
     assert (twenty["ways"], twenty["shots"], twenty["episodes"]) == (20, 1, 20) and 0.5 < twenty["accuracy"] <= 1.0
     assert twenty["checkpoint"] == "models/twenty_way.safetensors"
+
+
+@requires_omniglot
+def test_block_scoring_survives_a_killed_invocation_and_equals_one_run(tmp_path, omniglot_dir, monkeypatch, capsys):
+    """--block: a shape scored 10 episodes at a time, the invocation killed after its first block, then run again:
+    it continues from episode 10 and the entry equals one uninterrupted 30-episode run; other settings refuse the
+    partial file."""
+    import reevaluate
+
+    path, _ = _row(tmp_path)
+    monkeypatch.setattr(reevaluate, "ROOT", tmp_path)
+    base = ["reevaluate.py", "--name", "p", "--device", "cpu", "--data-dir", str(omniglot_dir), "--episodes", "30"]
+    base += ["--shapes", "5x1", "--no-lake"]
+    monkeypatch.setattr(sys, "argv", base)
+    reevaluate.main()
+    whole = json.loads(path.read_text())["evaluation"]["results"][0]
+    real, calls = reevaluate.evaluate_checkpoint, []
+
+    def killed_after_one_block(*a, **kw):
+        calls.append(kw["start"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(reevaluate, "evaluate_checkpoint", killed_after_one_block)
+    monkeypatch.setattr(sys, "argv", base + ["--block", "10"])
+    with pytest.raises(KeyboardInterrupt):
+        reevaluate.main()
+    partial = reevaluate.partial_path("p", (5, 1))
+    assert calls == [0, 10] and len(json.loads(partial.read_text())["per_episode"]) == 10
+    monkeypatch.setattr(sys, "argv", base + ["--block", "10", "--option", "test_steps=3"])
+    with pytest.raises(SystemExit, match="other settings"):
+        reevaluate.main()
+    monkeypatch.setattr(reevaluate, "evaluate_checkpoint", real)
+    monkeypatch.setattr(sys, "argv", base + ["--block", "10"])
+    reevaluate.main()
+    assert "continuing from episode 10" in capsys.readouterr().out
+    blocked = json.loads(path.read_text())["evaluation"]["results"][0]
+    assert [b["episodes"] for b in blocked.pop("blocks")] == [[0, 10], [10, 20], [20, 30]]
+    assert blocked["episodes"] == 30 and blocked["accuracy"] == pytest.approx(whole["accuracy"], abs=1e-9)
+    assert blocked["ci95"] == pytest.approx(whole["ci95"], abs=1e-9) and not partial.exists()

@@ -149,6 +149,7 @@ def evaluate(
     episode_batch: int | None = None,
     rule: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None,
     workers: int = 1,
+    start: int = 0,
 ) -> EvalResult:
     """Mean accuracy and 95% CI of ``method`` over ``episodes`` seeded N-way K-shot episodes of ``data``.
 
@@ -164,13 +165,18 @@ def evaluate(
         workers: on a CPU, processes that classify episodes side by side for a method asked episode by episode
             (one that adapts to each, or any without embeddings), each with ``torch.get_num_threads() // workers``
             threads (:func:`_evaluate_in_processes`); 1 (the default) classifies them in this process.
+        start: score only episodes ``start .. episodes - 1`` of the seeded sequence (each episode is drawn from
+            ``(seed, index)`` alone): a long scoring split into blocks that a later process continues
+            (``benchmarks/reevaluate.py --block``); the result counts ``episodes - start`` episodes.
     """
     if workers < 1:
         raise OneshotError(f"workers must be >= 1, got {workers}")
     device = torch.device(device)
     if device.type == "cpu":
         tune_cpu_allocator()
-    sampler = EpisodeSampler(data.class_indices, ways, shots, queries, episodes, seed)
+    if start < 0 or start >= max(episodes, 1):
+        raise OneshotError(f"start must be in [0, episodes), got start={start} with {episodes} episodes")
+    sampler = EpisodeSampler(data.class_indices, ways, shots, queries, episodes, seed, start)
     method.eval()
     support_labels = class_labels(ways, shots, device)
     query_labels = class_labels(ways, queries, device)
@@ -186,9 +192,9 @@ def evaluate(
     if z is None and workers > 1 and device.type == "cpu" and FORK in multiprocessing.get_all_start_methods():
         accs_list = _evaluate_in_processes(method, data, sampler, ways, shots, queries, precision, progress, workers)
         mean, ci = mean_ci95(accs_list)
-        return EvalResult(mean, ci, ways, shots, queries, episodes, seed, accs_list)
+        return EvalResult(mean, ci, ways, shots, queries, len(accs_list), seed, accs_list)
     classify_embeddings = rule or method.classify_embeddings
-    accs = np.empty(episodes)
+    accs = np.empty(episodes - start)
     for e, ep in enumerate(sampler):
         if z is not None:
             s, q = z[torch.from_numpy(ep.support).to(device)], z[torch.from_numpy(ep.query).to(device)]
@@ -199,7 +205,7 @@ def evaluate(
         if progress:
             progress(1)
     mean, ci = mean_ci95(accs)
-    return EvalResult(mean, ci, ways, shots, queries, episodes, seed, accs.tolist())
+    return EvalResult(mean, ci, ways, shots, queries, len(accs), seed, accs.tolist())
 
 
 def _classify_episode(

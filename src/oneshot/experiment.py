@@ -279,6 +279,7 @@ def evaluate_checkpoint(
     ensemble: Sequence[str | Path] = (),
     inference: InferenceOptions | None = None,
     workers: int = 1,
+    start: int = 0,
 ) -> CheckpointEvaluation:
     """Evaluate a checkpoint on N-way K-shot episodes of a split part (and optionally Lake's runs).
 
@@ -298,7 +299,8 @@ def evaluate_checkpoint(
     recorded in the result; left out, evaluation is the method's own path.
 
     ``workers`` (CPU): processes that score a method asked episode by episode (MAML, first-order MAML, Reptile)
-    side by side (:func:`oneshot.evaluation.evaluate`); methods scored from embeddings ignore it.
+    side by side (:func:`oneshot.evaluation.evaluate`); methods scored from embeddings ignore it. ``start`` scores
+    episodes ``start .. episodes - 1`` only (one block of a scoring that another process continues).
     """
     dev = select_device(device)
     ck = load_checkpoint(checkpoint, device=dev, method_options=method_options)
@@ -376,6 +378,7 @@ def evaluate_checkpoint(
                 progress=progress,
                 rule=rule,
                 workers=workers,
+                start=start,
             )
             for ways, shots in shapes
         ],
